@@ -1,0 +1,1 @@
+"""Bench calibration routines (installed as ``physlearn.calibration``)."""

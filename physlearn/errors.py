@@ -1,0 +1,61 @@
+"""The one exception hierarchy of physlearn; every error raised on purpose derives from it."""
+
+from __future__ import annotations
+
+
+class PhyslearnError(Exception):
+    """Root of every error physlearn raises on purpose."""
+
+
+class ConfigError(PhyslearnError, ValueError):
+    """A configuration (spec, TOML file, CLI option) is invalid; the message names the field."""
+
+
+class SolverError(PhyslearnError):
+    """A numerical solver failed."""
+
+
+class SteadyStateError(SolverError):
+    """The periodic steady-state (or boundary-value) solver did not converge.
+
+    Attributes:
+        sample: index in the batch of the first failing sample (or None).
+        residual: its residual (max norm of the equations of motion).
+    """
+
+    def __init__(self, message: str, *, sample: int | None = None, residual: float = float("nan")):
+        super().__init__(message)
+        self.sample = sample
+        self.residual = residual
+
+
+class UnstableOrbitError(SolverError):
+    """A converged periodic orbit is not attracting (a Floquet multiplier has modulus > 1).
+
+    No bench can settle on such an orbit, so it must never be used as a steady state.
+    """
+
+    def __init__(self, message: str, *, sample: int | None = None, multiplier: float = float("nan")):
+        super().__init__(message)
+        self.sample = sample
+        self.multiplier = multiplier
+
+
+class GradientError(PhyslearnError):
+    """A gradient estimate is unusable (non-finite, or its preconditions do not hold)."""
+
+
+class InstrumentError(PhyslearnError):
+    """An instrument, its driver or its transport failed."""
+
+
+class LimitError(InstrumentError, ValueError):
+    """A value was refused before any write because it is outside a configured limit or not finite."""
+
+
+class SafetyError(PhyslearnError):
+    """A safety interlock tripped; the bench has been (or is being) put in its safe state."""
+
+
+class CalibrationError(PhyslearnError):
+    """A calibration routine failed, or a calibration file does not fit the bench."""

@@ -1,0 +1,1 @@
+"""The software twin: dynamics, steady states, exact gradients (``physlearn.simulators``)."""
