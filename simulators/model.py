@@ -1,0 +1,245 @@
+"""The compiled network: potential forces, Hessian-vector products and parameter derivatives.
+
+Everything is vectorised over a batch of samples and a time grid: node coordinates ``x`` have shape
+(batch, time, node), full term values ``theta`` shape (batch, n_terms) (every potential term,
+trainable or not, in `NetworkSpec.terms()` order). The potential is V = ½ Σ k_j x_j² + G(x, t; θ)
+with G *linear* in θ, so ∂²V/∂θ∂x · dθ is G's gradient evaluated with dθ in place of θ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.modulation import Modulation
+from physlearn.network import Bias, Coupling, NetworkSpec
+from physlearn.nonlinearity import Nonlinearity, get_nonlinearity
+
+Array = NDArray[np.float64]
+IntArray = NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """θ laid out for fast evaluation: product matrix A (B,d,d) symmetric, zero diagonal;
+    difference Laplacian Lap (B,d,d); bias (B,d); quartic (B,d)."""
+
+    A: Array
+    Lap: Array
+    bias: Array
+    quartic: Array
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """A `NetworkSpec` compiled to index arrays. Build with `NetworkModel.from_spec`."""
+
+    d: int
+    mass: Array
+    stiffness: Array
+    damping: Array
+    rho: Nonlinearity
+    mu: Modulation
+    nu: Modulation
+    period_s: float | None
+    prod_idx: IntArray
+    prod_j: IntArray
+    prod_k: IntArray
+    diff_idx: IntArray
+    diff_j: IntArray
+    diff_k: IntArray
+    bias_idx: IntArray
+    bias_j: IntArray
+    quart_idx: IntArray
+    quart_j: IntArray
+    theta0: Array
+    trainable: IntArray
+
+    @classmethod
+    def from_spec(cls, spec: NetworkSpec) -> NetworkModel:
+        m, k, g = spec.nodes.arrays()
+        terms = spec.terms()
+        prod, diff, bias, quart = [], [], [], []
+        for idx, (_, t) in enumerate(terms):
+            if isinstance(t, Coupling):
+                (prod if t.kind == "product" else diff).append((idx, *t.nodes))
+            elif isinstance(t, Bias):
+                bias.append((idx, t.node))
+            else:
+                quart.append((idx, t.node))  # type: ignore[attr-defined]
+
+        def cols(rows: list[tuple[int, ...]], n: int) -> list[IntArray]:
+            a = np.array(rows, dtype=np.intp).reshape(-1, n)
+            return [a[:, i].copy() for i in range(n)]
+
+        pi, pj, pk = cols(prod, 3)
+        di, dj, dk = cols(diff, 3)
+        bi, bj = cols(bias, 2)
+        qi, qj = cols(quart, 2)
+        return cls(
+            d=spec.nodes.count,
+            mass=m,
+            stiffness=k,
+            damping=g,
+            rho=get_nonlinearity(spec.nonlinearity),
+            mu=spec.modulations.mu,
+            nu=spec.modulations.nu,
+            period_s=spec.period_s if spec.boundary.kind == "periodic" else None,
+            prod_idx=pi,
+            prod_j=pj,
+            prod_k=pk,
+            diff_idx=di,
+            diff_j=dj,
+            diff_k=dk,
+            bias_idx=bi,
+            bias_j=bj,
+            quart_idx=qi,
+            quart_j=qj,
+            theta0=np.array([t.value for _, t in terms], dtype=float),
+            trainable=np.array([i for i, (_, t) in enumerate(terms) if t.trainable], dtype=np.intp),
+        )
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def n_terms(self) -> int:
+        return int(self.theta0.size)
+
+    @property
+    def n_params(self) -> int:
+        return int(self.trainable.size)
+
+    def full_theta(self, alpha: Array, batch: int | None = None) -> Array:
+        """Trainable values ``alpha`` (P,) or (B,P) → all term values (B, n_terms)."""
+        a = np.atleast_2d(np.asarray(alpha, dtype=float))
+        if a.shape[-1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} trainable parameters, got {a.shape[-1]}")
+        b = a.shape[0] if batch is None else batch
+        theta = np.repeat(self.theta0[None, :], b, axis=0)
+        theta[:, self.trainable] = a if a.shape[0] == b else np.broadcast_to(a, (b, a.shape[1]))
+        return theta
+
+    def coefficients(self, theta: Array) -> Coefficients:
+        """Term values (B, n_terms) → dense matrices and vectors."""
+        b, d = theta.shape[0], self.d
+        A = np.zeros((b, d, d))
+        w = theta[:, self.prod_idx]
+        A[:, self.prod_j, self.prod_k] += w
+        A[:, self.prod_k, self.prod_j] += w
+        Lap = np.zeros((b, d, d))
+        w = theta[:, self.diff_idx]
+        Lap[:, self.diff_j, self.diff_k] -= w
+        Lap[:, self.diff_k, self.diff_j] -= w
+        Lap[:, self.diff_j, self.diff_j] += w
+        Lap[:, self.diff_k, self.diff_k] += w
+        bias = np.zeros((b, d))
+        bias[:, self.bias_j] = theta[:, self.bias_idx]
+        quart = np.zeros((b, d))
+        quart[:, self.quart_j] = theta[:, self.quart_idx]
+        return Coefficients(A, Lap, bias, quart)
+
+    def modulations(self, t: Array) -> tuple[Array, Array]:
+        """μ(t), ν(t) on the time grid, shape (N,) each."""
+        return self.mu(t, self.period_s), self.nu(t, self.period_s)
+
+    # ------------------------------------------------------------------ potential
+    def grad_terms(self, x: Array, t: Array, c: Coefficients) -> Array:
+        """∂G/∂x (the θ-linear part of ∂V/∂x), shape (B,N,d)."""
+        mu, nu = self.modulations(t)
+        r, r1 = self.rho.rho(x), self.rho.d1(x)
+        g = mu[None, :, None] * r1 * (r @ c.A)
+        g += x @ c.Lap
+        g += nu[None, :, None] * r1 * c.bias[:, None, :]
+        g += c.quartic[:, None, :] * x**3
+        return g
+
+    def grad_potential(self, x: Array, t: Array, c: Coefficients) -> Array:
+        """∂V/∂x, shape (B,N,d)."""
+        return self.stiffness * x + self.grad_terms(x, t, c)
+
+    def energy(self, x: Array, t: Array, c: Coefficients) -> Array:
+        """V(x(t), t), shape (B,N)."""
+        mu, nu = self.modulations(t)
+        r = self.rho.rho(x)
+        e = 0.5 * np.sum(self.stiffness * x**2, axis=-1)
+        e += 0.5 * mu[None, :] * np.einsum("bnj,bjk,bnk->bn", r, c.A, r)
+        e += 0.5 * np.einsum("bnj,bjk,bnk->bn", x, c.Lap, x)
+        e += nu[None, :] * np.sum(c.bias[:, None, :] * r, axis=-1)
+        e += 0.25 * np.sum(c.quartic[:, None, :] * x**4, axis=-1)
+        return e
+
+    def hess_vec(self, x: Array, t: Array, c: Coefficients, v: Array) -> Array:
+        """(∂²V/∂x²) v at every time point, shape (B,N,d)."""
+        mu, nu = self.modulations(t)
+        r, r1, r2 = self.rho.rho(x), self.rho.d1(x), self.rho.d2(x)
+        muc = mu[None, :, None]
+        h = self.stiffness * v
+        h += muc * (r1 * ((r1 * v) @ c.A) + r2 * (r @ c.A) * v)
+        h += v @ c.Lap
+        h += nu[None, :, None] * c.bias[:, None, :] * r2 * v
+        h += 3.0 * c.quartic[:, None, :] * x**2 * v
+        return h
+
+    def hessian(self, x: Array, t: Array, c: Coefficients) -> Array:
+        """Full Hessian ∂²V/∂x² at every time point, shape (B,N,d,d)."""
+        mu, nu = self.modulations(t)
+        r, r1, r2 = self.rho.rho(x), self.rho.d1(x), self.rho.d2(x)
+        muc = mu[None, :, None]
+        H = (mu[None, :, None, None] * r1[..., :, None] * r1[..., None, :]) * c.A[:, None]
+        H = H + c.Lap[:, None]
+        diag = self.stiffness + muc * r2 * (r @ c.A)
+        diag = diag + nu[None, :, None] * c.bias[:, None, :] * r2 + 3.0 * c.quartic[:, None] * x**2
+        idx = np.arange(self.d)
+        H[..., idx, idx] += diag
+        return H
+
+    def mean_hessian(self, x: Array, t: Array, c: Coefficients) -> Array:
+        """Time average of ∂²V/∂x² over the grid, shape (B,d,d) (the preconditioner's K̄)."""
+        mu, nu = self.modulations(t)
+        n = x.shape[1]
+        r, r1, r2 = self.rho.rho(x), self.rho.d1(x), self.rho.d2(x)
+        K = np.einsum("bnj,bnk->bjk", mu[None, :, None] * r1, r1) / n * c.A + c.Lap
+        diag = self.stiffness + np.mean(mu[None, :, None] * r2 * (r @ c.A), axis=1)
+        diag += np.mean(nu[None, :, None] * r2, axis=1) * c.bias
+        diag += 3.0 * c.quartic * np.mean(x**2, axis=1)
+        idx = np.arange(self.d)
+        K[:, idx, idx] += diag
+        return K
+
+    # ------------------------------------------------------------------ parameter derivatives
+    def dV_dtheta(self, x: Array, t: Array) -> Array:
+        """∂V/∂θ for every term at every time point, shape (B,N,n_terms). ∂L/∂θ = −∂V/∂θ."""
+        mu, nu = self.modulations(t)
+        b, n = x.shape[:2]
+        r = self.rho.rho(x)
+        out = np.zeros((b, n, self.n_terms))
+        out[..., self.prod_idx] = mu[None, :, None] * r[..., self.prod_j] * r[..., self.prod_k]
+        out[..., self.diff_idx] = 0.5 * (x[..., self.diff_j] - x[..., self.diff_k]) ** 2
+        out[..., self.bias_idx] = nu[None, :, None] * r[..., self.bias_j]
+        out[..., self.quart_idx] = 0.25 * x[..., self.quart_j] ** 4
+        return out
+
+    def vjp_theta(self, x: Array, t: Array, lam: Array) -> Array:
+        """Σ_time λ(t) · ∂²V/∂θ∂x(x(t)) for every term, shape (B, n_terms).
+
+        ``lam`` (B,N,d) must already carry the time-quadrature weights.
+        """
+        mu, nu = self.modulations(t)
+        r, r1 = self.rho.rho(x), self.rho.d1(x)
+        b = x.shape[0]
+        out = np.zeros((b, self.n_terms))
+        M = np.einsum("bnj,bnk->bjk", mu[None, :, None] * lam * r1, r)
+        out[:, self.prod_idx] = M[:, self.prod_j, self.prod_k] + M[:, self.prod_k, self.prod_j]
+        dx = x[..., self.diff_j] - x[..., self.diff_k]
+        dl = lam[..., self.diff_j] - lam[..., self.diff_k]
+        out[:, self.diff_idx] = np.sum(dx * dl, axis=1)
+        out[:, self.bias_idx] = np.sum(
+            nu[None, :, None] * lam[..., self.bias_j] * r1[..., self.bias_j], axis=1
+        )
+        out[:, self.quart_idx] = np.sum(lam[..., self.quart_j] * x[..., self.quart_j] ** 3, axis=1)
+        return out
+
+    def jvp_theta(self, x: Array, t: Array, dtheta: Array) -> Array:
+        """(∂²V/∂θ∂x) dθ at every time point, shape (B,N,d), for dθ of shape (B, n_terms)."""
+        return self.grad_terms(x, t, self.coefficients(dtheta))

@@ -1,0 +1,292 @@
+"""Periodic steady states by Newton–Krylov on a spectral collocation of one drive period.
+
+Unknowns: the orbit x (B,N,d) on a `PeriodicGrid`. Equations (DESIGN.md §2 sign convention):
+
+    R(x) = m ẍ + m Γ ẋ + ∂V/∂x − F + δ (x − u) − β γ (x − y) = 0     (ẋ, ẍ spectral)
+
+Newton steps solve J δx = −R with J = m D² + m Γ D + K(t) by batched GMRES, right-preconditioned
+with the exact inverse of the time-averaged Jacobian (harmonic balance: one complex d×d block per
+harmonic n, A_n = m(−n²ω² + i n ω Γ) + K̄), so that transients are never integrated and the cost
+does not grow with Q. Every converged orbit is checked for stability with its Floquet multipliers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.errors import SteadyStateError, UnstableOrbitError
+from physlearn.simulators.excitation import GridExcitation
+from physlearn.simulators.krylov import gmres
+from physlearn.simulators.model import Coefficients, NetworkModel
+from physlearn.simulators.spectral import PeriodicGrid
+
+log = logging.getLogger(__name__)
+Array = NDArray[np.float64]
+CArray = NDArray[np.complex128]
+
+
+class PeriodicOperator:
+    """R, J, Jᵀ and their preconditioners around an orbit x, for one set of term values θ."""
+
+    def __init__(
+        self,
+        model: NetworkModel,
+        theta: Array,
+        exc: GridExcitation,
+        grid: PeriodicGrid,
+        beta: float | Array = 0.0,
+    ):
+        self.model, self.exc, self.grid = model, exc, grid
+        self.theta = theta
+        self.coef: Coefficients = model.coefficients(theta)
+        self.beta = beta
+        self.B, self.N, self.d = exc.force.shape
+        self.ext_stiff = exc.external_stiffness(beta)
+        self.x: Array = np.zeros((self.B, self.N, self.d))
+        self._minv: CArray | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def set_orbit(self, x: Array) -> None:
+        self.x = x
+        self._minv = None
+
+    def residual(self, x: Array) -> Array:
+        m, g = self.model.mass, self.model.damping
+        acc = self.grid.deriv(x, 2)
+        vel = self.grid.deriv(x, 1)
+        return (
+            m * acc
+            + m * g * vel
+            + self.model.grad_potential(x, self.grid.t, self.coef)
+            - self.exc.external_force(x, self.beta)
+        )
+
+    def force_scale(self, x: Array) -> Array:
+        """Per-sample scale (B,) of the terms of R, to make residuals relative."""
+        m, k = self.model.mass, np.abs(self.model.stiffness)
+        s = np.max(np.abs(self.exc.force), axis=(1, 2))
+        s = np.maximum(s, np.max(np.abs(m * self.grid.omega**2 * x), axis=(1, 2)))
+        s = np.maximum(s, np.max(np.abs(k * x), axis=(1, 2)))
+        s = np.maximum(
+            s, np.max(np.abs(self.exc.clamp_weight * self.exc.clamp_target), axis=(1, 2))
+        )
+        return np.maximum(s, 1e-300)
+
+    # -- linear operators on flattened (B, N*d) vectors ------------------------------------------
+    def _shape(self, v: Array) -> Array:
+        return v.reshape(self.B, self.N, self.d)
+
+    def jvp(self, v: Array) -> Array:
+        """J v for v (B,N,d)."""
+        m, g = self.model.mass, self.model.damping
+        return (
+            m * self.grid.deriv(v, 2)
+            + m * g * self.grid.deriv(v, 1)
+            + self.model.hess_vec(self.x, self.grid.t, self.coef, v)
+            + self.ext_stiff * v
+        )
+
+    def vjp(self, v: Array) -> Array:
+        """Jᵀ v for v (B,N,d) (D is antisymmetric: the damping term changes sign)."""
+        m, g = self.model.mass, self.model.damping
+        return (
+            m * self.grid.deriv(v, 2)
+            - m * g * self.grid.deriv(v, 1)
+            + self.model.hess_vec(self.x, self.grid.t, self.coef, v)
+            + self.ext_stiff * v
+        )
+
+    def _block_inverse(self) -> CArray:
+        if self._minv is None:
+            m, g, w = self.model.mass, self.model.damping, self.grid.omega
+            Kbar = self.model.mean_hessian(self.x, self.grid.t, self.coef)
+            Kbar = Kbar + np.einsum("bj,jk->bjk", self.ext_stiff.mean(axis=1), np.eye(self.d))
+            h = self.grid.harmonics
+            diag = m[None, :] * (-((h * w) ** 2)[:, None] + 1j * (h * w)[:, None] * g[None, :])
+            A = Kbar[:, None, :, :] + np.einsum("hj,jk->hjk", diag, np.eye(self.d))[None]
+            try:
+                self._minv = np.linalg.inv(A)
+            except np.linalg.LinAlgError:
+                eps = 1e-12 * (np.abs(A).max() + 1.0)
+                self._minv = np.linalg.inv(A + eps * np.eye(self.d))
+        return self._minv
+
+    def precond(self, v: Array, transpose: bool = False) -> Array:
+        """Apply the inverse of the time-averaged Jacobian (or of its transpose)."""
+        minv = self._block_inverse()
+        if transpose:
+            minv = np.conj(minv)
+        V = np.fft.rfft(v, axis=1)
+        return np.fft.irfft(np.einsum("bhij,bhj->bhi", minv, V), n=self.N, axis=1)
+
+    def solve(
+        self, rhs: Array, transpose: bool = False, rtol: float = 1e-12, x0: Array | None = None
+    ) -> Array:
+        """Solve J z = rhs (or Jᵀ z = rhs) for rhs (B,N,d); raises SteadyStateError on failure."""
+        op = self.vjp if transpose else self.jvp
+        n = self.N * self.d
+        res = gmres(
+            lambda v: op(self._shape(v)).reshape(self.B, n),
+            rhs.reshape(self.B, n),
+            precond=lambda v: self.precond(self._shape(v), transpose).reshape(self.B, n),
+            x0=None if x0 is None else x0.reshape(self.B, n),
+            rtol=rtol,
+            restart=60,
+            max_restarts=20,
+        )
+        bad = ~res.converged & (res.residual > max(1e3 * rtol, 1e-8))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SteadyStateError(
+                f"linear solve with the orbit's Jacobian did not converge for sample {i} "
+                f"(relative residual {res.residual[i]:.2e})",
+                sample=i,
+                residual=float(res.residual[i]),
+            )
+        return self._shape(res.x)
+
+
+@dataclass(frozen=True)
+class PeriodicSolution:
+    """A periodic steady state on ``grid``: orbit x (B,N,d) and solver diagnostics."""
+
+    grid: PeriodicGrid
+    x: Array
+    beta: float | Array
+    residual: Array  # (B,) max-norm of R relative to the force scale
+    iterations: Array  # (B,) Newton iterations
+    multipliers: CArray | None  # (B, 2d) Floquet multipliers, sorted by decreasing modulus
+
+    @property
+    def v(self) -> Array:
+        """Velocity ẋ (B,N,d), spectral."""
+        return self.grid.deriv(self.x, 1)
+
+    @property
+    def max_multiplier(self) -> Array:
+        """Largest Floquet-multiplier modulus per sample (B,) (NaN if not computed)."""
+        if self.multipliers is None:
+            return np.full(self.x.shape[0], np.nan)
+        return np.abs(self.multipliers[:, 0])
+
+
+def _newton(
+    op: PeriodicOperator, x: Array, active: Array, tol: float, max_iter: int
+) -> tuple[Array, Array, Array]:
+    """Damped Newton for the samples in ``active``; returns (x, relative residual, iterations)."""
+    B = x.shape[0]
+    iters = np.zeros(B, dtype=int)
+    op.set_orbit(x)
+    R = op.residual(x)
+    scale = op.force_scale(x)
+    res = np.max(np.abs(R), axis=(1, 2)) / scale
+    for _ in range(max_iter):
+        todo = active & (res > tol)
+        if not todo.any():
+            break
+        eta = np.clip(0.1 * res, 1e-13, 1e-4)
+        rhs = np.where(todo[:, None, None], -R, 0.0)
+        dx = op.solve(rhs, rtol=float(eta[todo].min()))
+        norm0 = np.linalg.norm(R.reshape(B, -1), axis=1)
+        step = np.ones(B)
+        accepted = ~todo
+        x_new = x.copy()
+        for _ls in range(12):
+            trial = x + step[:, None, None] * dx
+            op.set_orbit(trial)
+            Rt = op.residual(trial)
+            nt = np.linalg.norm(Rt.reshape(B, -1), axis=1)
+            good = ~accepted & np.isfinite(nt) & (nt <= (1 - 1e-4 * step) * norm0)
+            x_new[good] = trial[good]
+            accepted |= good
+            if accepted.all():
+                break
+            step = np.where(accepted, step, 0.5 * step)
+        stuck = ~accepted
+        if stuck.any():
+            # No decrease found: keep the old iterate; the caller falls back to continuation.
+            x_new[stuck] = x[stuck]
+        iters += todo
+        x = x_new
+        op.set_orbit(x)
+        R = op.residual(x)
+        scale = op.force_scale(x)
+        res = np.max(np.abs(R), axis=(1, 2)) / scale
+        if stuck.any():
+            active = active & ~stuck
+    return x, res, iters
+
+
+def solve_periodic(
+    model: NetworkModel,
+    theta: Array,
+    exc: GridExcitation,
+    grid: PeriodicGrid,
+    beta: float | Array = 0.0,
+    x0: Array | None = None,
+    tol: float = 1e-12,
+    max_iter: int = 40,
+    floquet: Literal["full", "none"] = "full",
+    stability_tol: float = 1e-6,
+) -> PeriodicSolution:
+    """The periodic steady state(s) of the network under ``exc``, with closed-loop nudge ``beta``.
+
+    ``theta``: all term values (B, n_terms). ``x0``: warm start (B,N,d) (e.g. the free orbit for a
+    nudged phase); default the response of the linearisation at rest. Samples where plain Newton
+    stalls are retried by continuation in the excitation amplitude. Raises `SteadyStateError`
+    (sample index, residual) if a sample does not converge and `UnstableOrbitError` if a
+    converged orbit has a Floquet multiplier of modulus > 1 + stability_tol.
+    """
+    B, N, d = exc.force.shape
+    if theta.shape[0] != B:
+        theta = np.broadcast_to(theta, (B, theta.shape[-1])).copy()
+    op = PeriodicOperator(model, theta, exc, grid, beta)
+    x = np.zeros((B, N, d)) if x0 is None else np.array(x0, dtype=float)
+    x, res, iters = _newton(op, x, np.ones(B, dtype=bool), tol, max_iter)
+    failed = ~(res <= tol)
+    if failed.any():
+        log.info("Newton stalled on %d samples; retrying by amplitude continuation", failed.sum())
+        x_c = np.zeros_like(x)
+        for lam in (0.1, 0.25, 0.5, 0.75, 1.0):
+            scaled = GridExcitation(
+                lam * exc.force,
+                exc.clamp_weight,
+                lam * exc.clamp_target,
+                exc.cost_weight,
+                exc.target,
+            )
+            op_c = PeriodicOperator(model, theta, scaled, grid, beta)
+            x_c, res_c, it_c = _newton(op_c, x_c, failed, tol, max_iter)
+            iters = iters + np.where(failed, it_c, 0)
+        x = np.where(failed[:, None, None], x_c, x)
+        res = np.where(failed, res_c, res)
+    bad = ~(res <= tol)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SteadyStateError(
+            f"periodic steady state did not converge for sample {i}: relative residual "
+            f"{res[i]:.3e} > tol {tol:.1e} after {iters[i]} Newton iterations",
+            sample=i,
+            residual=float(res[i]),
+        )
+    mult = None
+    if floquet == "full":
+        from physlearn.simulators.floquet import floquet_multipliers
+
+        mult = floquet_multipliers(model, theta, exc, grid, x, beta)
+        mod = np.abs(mult[:, 0])
+        unstable = mod > 1.0 + stability_tol
+        if unstable.any():
+            i = int(np.flatnonzero(unstable)[0])
+            raise UnstableOrbitError(
+                f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
+                f"modulus {mod[i]:.6f} > 1 (no bench can settle on it)",
+                sample=i,
+                multiplier=float(mod[i]),
+            )
+    return PeriodicSolution(grid, x, beta, res, iters, mult)
