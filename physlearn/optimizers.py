@@ -56,8 +56,11 @@ __all__ = [
 
 
 def _positive_finite(name: str, value: float) -> float:
-    v = float(value)
-    if not (math.isfinite(v) and v > 0.0):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(v) and v > 0.0):
         raise ConfigError(f"{name}: must be finite and > 0, got {value!r}")
     return v
 

@@ -126,6 +126,8 @@ def test_optimizer_follows_its_schedule() -> None:
 def test_schedule_validation() -> None:
     with pytest.raises(ConfigError, match="lr"):
         ConstantLR(-1.0)
+    with pytest.raises(ConfigError, match="lr: must be a number"):
+        make_optimizer("sgd", lr="fast")
     with pytest.raises(ConfigError, match="gamma"):
         ExponentialLR(1.0, gamma=1.5)
     with pytest.raises(ConfigError, match="lr_min"):
