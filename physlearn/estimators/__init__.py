@@ -1,0 +1,1 @@
+"""Gradient estimators: EP variants, black-box baselines, and the exact adjoint (twin only)."""

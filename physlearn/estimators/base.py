@@ -1,0 +1,40 @@
+"""The estimator interface: a gradient of the task cost from experiments on a `PhysicalSystem`."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.knowledge import ModelKnowledge
+from physlearn.system import PhysicalSystem
+from physlearn.task import Task
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class GradientEstimate:
+    """Per-sample gradients dC/dα (B,P), the free-phase cost (B,), and the experiments used
+    (steady states measured, counting every batch sample)."""
+
+    grad: Array
+    cost: Array
+    experiments: int
+    info: dict[str, object] = field(default_factory=dict)
+
+
+class Estimator(abc.ABC):
+    """Estimates dC/dα at the current parameters for a batch of inputs u (B, n_in)."""
+
+    name: str = ""
+
+    def __init__(self, knowledge: ModelKnowledge):
+        self.knowledge = knowledge
+
+    @abc.abstractmethod
+    async def estimate(
+        self, system: PhysicalSystem, alpha: Array, u: Array, task: Task
+    ) -> GradientEstimate: ...

@@ -1,0 +1,61 @@
+"""What the gradient estimators know about the network, declared explicitly.
+
+EP needs no values of the couplings: V is linear in α, so the conjugate densities ∂V/∂α and the
+mixed derivatives ∂²V/∂α∂x depend only on the topology, ρ (and ρ′), and the modulations μ(t),
+ν(t) — things the experimenter chose. The echo and time-reversed estimators also need masses and
+damping rates. On the twin this comes from the network spec; on a bench from its config and
+calibration file. Never from solver internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.network import NetworkSpec
+
+if TYPE_CHECKING:
+    from physlearn.simulators.model import NetworkModel
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ModelKnowledge:
+    """Conjugate functions of a network (topology, ρ, μ, ν) plus node masses and damping."""
+
+    spec: NetworkSpec
+    mass: Array  # (d,)
+    damping: Array  # (d,) Γ_j, 1/s
+    source: str = "network spec"
+
+    @classmethod
+    def from_spec(cls, spec: NetworkSpec, source: str = "network spec") -> ModelKnowledge:
+        """Knowledge declared by a spec (its term *values* are never used)."""
+        m, _, g = spec.nodes.arrays()
+        return cls(spec, m, g, source)
+
+    @cached_property
+    def _model(self) -> NetworkModel:
+        from physlearn.simulators.model import NetworkModel
+
+        return NetworkModel.from_spec(self.spec)
+
+    def conjugates(self, x: Array, t_s: Array, weights: Array | float) -> Array:
+        """A = ∫ ∂L/∂α dt = −Σ w ∂V/∂α on sampled waveforms x (B,N,d); shape (B,P)."""
+        from physlearn.simulators.gradients import conjugates
+
+        return conjugates(self._model, x, t_s, weights)
+
+    def dR_dalpha_T(self, x: Array, t_s: Array, lam: Array) -> Array:
+        """Σ_t λ(t)·∂²V/∂α∂x along the orbit x (B,N,d); λ carries quadrature weights; (B,P)."""
+        model = self._model
+        return model.vjp_theta(x, t_s, lam)[:, model.trainable]
+
+    def with_damping(self, damping: Array) -> ModelKnowledge:
+        """The same knowledge with other damping rates (e.g. a calibrated Γ)."""
+        return ModelKnowledge(self.spec, self.mass, np.asarray(damping, dtype=float), self.source)

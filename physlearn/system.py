@@ -1,0 +1,151 @@
+"""The `PhysicalSystem` interface: what the learning loop may do to a physical network.
+
+The controller never knows which fidelity level it drives (ideal twin, emulated bench, real
+bench). It sets the trainable parameters α, sets the input drive for a batch of samples, adds
+per-node force waveforms (nudges, echo drives), and measures each sample's periodic steady state
+as an `Observation`: node waveforms over whole periods on a uniform time grid.
+
+Arrays are float64 with shapes (batch, time, node). Times in seconds; node coordinates in the
+system's node unit (``Observation.node_unit``); forces in newtons (or the unit the node coordinate
+makes them: force = mass × coordinate / s²).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ForceWaveform:
+    """Extra force on every node over one drive period: samples (B, M, d) at t_m = m T / M.
+
+    Nodes that receive no extra force hold zeros. The system repeats the waveform periodically,
+    phase-locked to the drive (t = 0 is the drive's phase origin).
+    """
+
+    samples: Array
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 3:
+            raise ValueError(f"force samples must be (batch, time, node), got {self.samples.shape}")
+        if not np.all(np.isfinite(self.samples)):
+            raise ValueError("force waveform contains NaN or inf")
+
+    @property
+    def nodes(self) -> list[int]:
+        """Nodes that receive a non-zero force."""
+        return [int(j) for j in np.flatnonzero(np.any(self.samples != 0.0, axis=(0, 1)))]
+
+
+@dataclass(frozen=True)
+class SettleInfo:
+    """How a steady state was reached, per sample (B,): time waited (s), estimated remaining
+    relative transient, and whether the response was found T-periodic."""
+
+    waited_s: Array
+    remaining: Array
+    periodic: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A measured periodic steady state.
+
+    x: node coordinates (B, N, d) on the uniform grid t_s (N,), covering n_periods · period_s
+    exactly (t_s[0] = 0 at the drive's phase origin, endpoint excluded).
+    """
+
+    t_s: Array
+    x: Array
+    period_s: float
+    n_periods: int = 1
+    node_unit: str = "m"
+    timestamp_s: float = 0.0
+    settle: SettleInfo | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 3 or self.x.shape[1] != self.t_s.shape[0]:
+            raise ValueError(f"x must be (batch, time, node) on t_s; got {self.x.shape}")
+        if not np.all(np.isfinite(self.x)):
+            raise ValueError("observation contains NaN or inf node coordinates")
+
+    @property
+    def dt_s(self) -> float:
+        return self.n_periods * self.period_s / self.t_s.shape[0]
+
+    def one_period(self) -> Observation:
+        """Average over the measured periods onto one period's grid (B, N/n_periods, d)."""
+        if self.n_periods == 1:
+            return self
+        n = self.t_s.shape[0] // self.n_periods
+        x = self.x.reshape(self.x.shape[0], self.n_periods, n, self.x.shape[2]).mean(axis=1)
+        return Observation(
+            self.t_s[:n],
+            x,
+            self.period_s,
+            1,
+            self.node_unit,
+            self.timestamp_s,
+            self.settle,
+            dict(self.meta),
+        )
+
+
+class PhysicalSystem(abc.ABC):
+    """An oscillator network the controller can drive and measure (ideal twin or bench).
+
+    ``experiments`` counts the steady states measured so far (one per batch sample).
+    """
+
+    experiments: int = 0
+
+    @property
+    @abc.abstractmethod
+    def n_nodes(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def n_params(self) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def period_s(self) -> float: ...
+
+    @property
+    @abc.abstractmethod
+    def actuated_nodes(self) -> list[int]:
+        """Nodes that can receive an extra force waveform."""
+
+    @abc.abstractmethod
+    async def set_parameters(self, alpha: Array) -> None:
+        """Set the trainable parameters α (P,) in physical units; limits are checked first."""
+
+    @abc.abstractmethod
+    async def set_input(self, u: Array) -> None:
+        """Set the input drive for a batch of input vectors u (B, n_in)."""
+
+    @abc.abstractmethod
+    async def set_forces(self, forces: ForceWaveform | None) -> None:
+        """Add per-node force waveforms (B, M, d) to the drive (None removes them)."""
+
+    @abc.abstractmethod
+    async def measure(self) -> Observation:
+        """Wait for every sample's periodic steady state and measure it (B, N, d)."""
+
+    async def close(self) -> None:
+        """Put the system in its safe state and release it (no-op on the twin)."""
+        return None
+
+    async def __aenter__(self) -> PhysicalSystem:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
