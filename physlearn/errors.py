@@ -35,7 +35,9 @@ class UnstableOrbitError(SolverError):
     No bench can settle on such an orbit, so it must never be used as a steady state.
     """
 
-    def __init__(self, message: str, *, sample: int | None = None, multiplier: float = float("nan")):
+    def __init__(
+        self, message: str, *, sample: int | None = None, multiplier: float = float("nan")
+    ):
         super().__init__(message)
         self.sample = sample
         self.multiplier = multiplier
@@ -59,3 +61,35 @@ class SafetyError(PhyslearnError):
 
 class CalibrationError(PhyslearnError):
     """A calibration routine failed, or a calibration file does not fit the bench."""
+
+
+class InstrumentConnectionError(InstrumentError):
+    """An instrument's resource cannot be opened (unknown resource, closed port, missing pty)."""
+
+
+class ConnectionLostError(InstrumentConnectionError):
+    """An open connection to an instrument dropped and could not be re-established in time."""
+
+
+class InstrumentTimeoutError(InstrumentError, TimeoutError):
+    """An instrument did not answer within the configured timeout."""
+
+
+class InstrumentProtocolError(InstrumentError):
+    """An instrument's reply is malformed: garbled, truncated, or a bad binary-block header."""
+
+
+class InstrumentCommandError(InstrumentError):
+    """The instrument reported an error (error queue) after a command.
+
+    Attributes:
+        code: the instrument's error code; error_message: its error text;
+        command: the command that caused it; resource: the instrument's resource string.
+    """
+
+    def __init__(self, message: str, *, code: int, error_message: str, command: str, resource: str):
+        super().__init__(message)
+        self.code = code
+        self.error_message = error_message
+        self.command = command
+        self.resource = resource

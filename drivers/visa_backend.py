@@ -1,0 +1,116 @@
+"""A `RawLink` over pyvisa with the pure-Python backend (`@py`): TCPIP SOCKET and ASRL.
+
+pyvisa-py reports a peer that closed a socket as a read timeout (it cannot tell EOF from
+silence); `is_alive` peeks at the socket so that the transport can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+import pyvisa
+from pyvisa import constants
+
+from physlearn.drivers.transport import TransportSettings
+from physlearn.errors import InstrumentConnectionError
+
+_rm_lock = threading.Lock()
+_resource_manager: pyvisa.ResourceManager | None = None
+
+
+def resource_manager() -> pyvisa.ResourceManager:
+    """The process-wide pyvisa-py resource manager (created on first use)."""
+    global _resource_manager
+    with _rm_lock:
+        if _resource_manager is None:
+            _resource_manager = pyvisa.ResourceManager("@py")
+        return _resource_manager
+
+
+def _timeout_ms(timeout_s: float) -> int:
+    return max(1, round(timeout_s * 1000))
+
+
+class VisaLink:
+    """Byte-level access to one pyvisa resource; termination handling is done by the caller."""
+
+    def __init__(self, resource: str, settings: TransportSettings) -> None:
+        self.resource_name = resource
+        kwargs: dict[str, Any] = {
+            "read_termination": settings.read_termination,
+            "write_termination": "",
+            "timeout": _timeout_ms(settings.timeout_s),
+        }
+        if resource.upper().startswith("ASRL"):
+            kwargs["baud_rate"] = settings.baud_rate
+        try:
+            self._res: Any = resource_manager().open_resource(resource, **kwargs)
+        except (pyvisa.errors.VisaIOError, OSError, ValueError) as exc:
+            raise InstrumentConnectionError(f"cannot open {resource}: {exc}") from exc
+        self._timeout_s = settings.timeout_s
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        if timeout_s != self._timeout_s:
+            self._res.timeout = _timeout_ms(timeout_s)
+            self._timeout_s = timeout_s
+
+    @staticmethod
+    def _map(exc: pyvisa.errors.VisaIOError) -> OSError:
+        if exc.error_code == constants.StatusCode.error_timeout:
+            return TimeoutError(str(exc))
+        return ConnectionResetError(str(exc))
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._res.write_raw(data)
+        except pyvisa.errors.VisaIOError as exc:
+            raise self._map(exc) from exc
+
+    def read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+        self._set_timeout(timeout_s)
+        try:
+            data: bytes = self._res.read_raw()
+        except pyvisa.errors.VisaIOError as exc:
+            mapped = self._map(exc)
+            if isinstance(mapped, TimeoutError):
+                return b""
+            raise mapped from exc
+        return data
+
+    def read_exact(self, n_bytes: int, timeout_s: float) -> bytes:
+        self._set_timeout(timeout_s)
+        try:
+            data: bytes = self._res.read_bytes(n_bytes, break_on_termchar=False)
+        except pyvisa.errors.VisaIOError as exc:
+            raise self._map(exc) from exc
+        return data
+
+    def _socket(self) -> socket.socket | None:
+        try:
+            session = self._res.visalib.sessions[self._res.session]
+        except (AttributeError, KeyError, pyvisa.errors.InvalidSession):
+            return None
+        sock = getattr(session, "interface", None)
+        return sock if isinstance(sock, socket.socket) else None
+
+    def is_alive(self) -> bool:
+        sock = self._socket()
+        if sock is not None:
+            try:
+                return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+        if self.resource_name.upper().startswith("ASRL/"):
+            return os.path.exists(self.resource_name[4:].rsplit("::", 1)[0])
+        return True
+
+    def close(self) -> None:
+        try:
+            self._res.close()
+        except (pyvisa.errors.VisaIOError, pyvisa.errors.InvalidSession, OSError):
+            pass
