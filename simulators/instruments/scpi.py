@@ -236,6 +236,7 @@ class MessageSplitter:
         self._term = terminator[0]
         self._buf = bytearray()
         self._pos = 0
+        self._block_stop = 0  # index just past the last block of the current message
 
     def feed(self, data: bytes) -> list[bytes]:
         """Append received bytes; return the complete messages found so far."""
@@ -250,15 +251,15 @@ class MessageSplitter:
                 if end is None:
                     break  # wait for more bytes
                 if end >= 0:
-                    i = end
+                    i = self._block_stop = end
                     continue
             elif c == self._term:
                 msg = bytes(buf[:i])
-                if msg.endswith(b"\r"):
-                    msg = msg[:-1]
+                if msg.endswith(b"\r") and i - 1 >= self._block_stop:
+                    msg = msg[:-1]  # a CR inside a block is data, not part of CR LF
                 out.append(msg)
                 del buf[: i + 1]
-                i = 0
+                i = self._block_stop = 0
                 continue
             i += 1
         self._pos = i
@@ -267,7 +268,7 @@ class MessageSplitter:
     def reset(self) -> None:
         """Discard partial input (device clear)."""
         self._buf.clear()
-        self._pos = 0
+        self._pos = self._block_stop = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -423,7 +424,8 @@ def _parse_channel_list(text: str) -> tuple[int, ...]:
 
 
 def parse_parameter(raw: bytes) -> Token:
-    """Tokenise one parameter (already split at top-level commas and stripped)."""
+    """Tokenise one parameter (already split at top-level commas; surrounding blanks allowed)."""
+    raw = raw.lstrip(b" \t\r\n")
     if raw.startswith(b"#") and len(raw) > 1 and raw[1] in _DIGITS:
         n = raw[1] - ord("0")
         if n == 0:
@@ -432,12 +434,13 @@ def parse_parameter(raw: bytes) -> Token:
         if len(digits) < n or not all(c in _DIGITS for c in digits):
             raise ScpiCommandError(-161)
         length = int(digits)
-        payload = raw[2 + n :]
-        if len(payload) != length:
-            raise ScpiCommandError(-161, f"block header says {length} bytes, got {len(payload)}")
+        payload = raw[2 + n : 2 + n + length]
+        if len(payload) != length or raw[2 + n + length :].strip(b" \t\r\n"):
+            got = len(raw) - 2 - n
+            raise ScpiCommandError(-161, f"block header says {length} bytes, got {got}")
         return Token("block", f"#{n}{digits.decode()}", data=payload)
     try:
-        text = raw.decode("ascii")
+        text = raw.decode("ascii").rstrip(" \t\r\n")
     except UnicodeDecodeError:
         raise ScpiCommandError(-101) from None
     if text[:1] in ('"', "'"):
@@ -773,9 +776,9 @@ class ScpiInstrument:
             self.received.append(message)
             responses: list[bytes] = []
             path: list[tuple[str, int | None]] = []
-            for unit in split_top_level(message, ord(";")):
-                unit = unit.strip(b" \t\r\n")
-                if not unit:
+            for raw_unit in split_top_level(message, ord(";")):
+                unit = raw_unit.lstrip(b" \t\r\n")  # trailing bytes may belong to a block
+                if not unit.rstrip(b" \t\r\n"):
                     continue
                 try:
                     new_path, response = self._execute_unit(unit, path)
@@ -798,7 +801,7 @@ class ScpiInstrument:
         m = re.match(rb"[^\s]*", unit)
         assert m is not None
         header_bytes = m.group(0)
-        rest = unit[m.end() :].strip(b" \t")
+        rest = unit[m.end() :].lstrip(b" \t")
         try:
             header = header_bytes.decode("ascii")
         except UnicodeDecodeError:
@@ -811,7 +814,7 @@ class ScpiInstrument:
         command, suffixes = self._lookup(tuple(full), is_query)
         params: list[Token] = []
         if rest:
-            params = [parse_parameter(p.strip(b" \t")) for p in split_top_level(rest, ord(","))]
+            params = [parse_parameter(p) for p in split_top_level(rest, ord(","))]
             if any(not p.text and p.kind != "block" for p in params):
                 raise ScpiCommandError(-109)
         if len(params) < command.min_params:
