@@ -22,7 +22,7 @@ the boundary term B = ∂_β p_f·∂_α x_M − ∂_α p_f·∂_β x_M (p_f = �
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -227,31 +227,64 @@ class BoundaryValueProblem:
             x = self._march(theta, beta)
             res = float(np.max(np.abs(self.residual(x, theta, beta)[:, 1:-1])))
             return BVPSolution(x, beta, 0, res)
-        x = np.zeros((self.B, self.M + 1, self.model.d)) if x0 is None else x0.copy()
-        if x0 is None:
+        guess = np.zeros((self.B, self.M + 1, self.model.d))
+        if self.kind == "fixed_endpoints":
             lin = np.linspace(0.0, 1.0, self.M + 1)[None, :, None]
-            if self.kind == "fixed_endpoints":
-                x[:] = (1 - lin) * self.x_i + lin * self.x_f
-        scale = max(1.0, float(np.max(np.abs(x))))
+            guess[:] = (1 - lin) * self.x_i + lin * self.x_f
+        x, it, step = self._newton(guess if x0 is None else x0, theta, beta, tol, max_iter)
+        if step > tol:
+            # Continuation in the drive amplitude from the undriven problem.
+            full = self.exc
+            x = guess
+            try:
+                for lam in np.linspace(0.0, 1.0, 11):
+                    self.exc = replace(
+                        full, force=lam * full.force, clamp_target=lam * full.clamp_target
+                    )
+                    x, it_c, step = self._newton(x, theta, beta, tol, max_iter)
+                    it += it_c
+            finally:
+                self.exc = full
+        if step > tol:
+            raise SteadyStateError(
+                f"{self.kind} boundary-value problem did not converge in {max_iter} Newton "
+                f"iterations, with continuation (last relative step {step:.2e})",
+                residual=step,
+            )
+        res = float(np.max(np.abs(self.residual(x, theta, beta))))
+        return BVPSolution(x, beta, it, res)
+
+    def _newton(
+        self, x: Array, theta: Array, beta: float, tol: float, max_iter: int
+    ) -> tuple[Array, int, float]:
+        """Damped Newton with sparse LU per sample; returns (x, iterations, last relative step)."""
+        x = x.copy()
+        rel = np.inf
         for it in range(1, max_iter + 1):
             R = self.residual(x, theta, beta)
             worst = 0.0
             for b in range(self.B):
                 J = self.jacobian(x, theta, beta, b)
                 dx = splu(J).solve(-R[b].ravel()).reshape(x.shape[1:])
-                x[b] += dx
-                worst = max(worst, float(np.max(np.abs(dx))))
-            scale = max(scale, float(np.max(np.abs(x))))
-            if not np.isfinite(worst):
-                break
-            if worst <= tol * scale:
-                res = float(np.max(np.abs(self.residual(x, theta, beta))))
-                return BVPSolution(x, beta, it, res)
-        raise SteadyStateError(
-            f"{self.kind} boundary-value problem did not converge in {max_iter} Newton iterations "
-            f"(last step {worst:.2e})",
-            residual=worst,
-        )
+                # Backtracking line search on ‖R_b‖ (plain Newton can cycle on stiff problems).
+                r0 = float(np.linalg.norm(R[b]))
+                step = 1.0
+                for _ in range(30):
+                    trial = x.copy()
+                    trial[b] += step * dx
+                    rt = float(np.linalg.norm(self.residual(trial, theta, beta)[b]))
+                    if np.isfinite(rt) and rt <= (1.0 - 1e-4 * step) * r0:
+                        break
+                    step *= 0.5
+                x[b] += step * dx
+                worst = max(worst, float(np.max(np.abs(step * dx))))
+            scale = max(1.0, float(np.max(np.abs(x))))
+            rel = worst / scale
+            if not np.isfinite(rel):
+                return x, it, np.inf
+            if rel <= tol:
+                return x, it, rel
+        return x, max_iter, rel
 
     # ------------------------------------------------------------------ cost, conjugates, gradients
     def quadrature(self) -> Array:

@@ -131,8 +131,9 @@ class NetworkModel:
         w = theta[:, self.diff_idx]
         Lap[:, self.diff_j, self.diff_k] -= w
         Lap[:, self.diff_k, self.diff_j] -= w
-        Lap[:, self.diff_j, self.diff_j] += w
-        Lap[:, self.diff_k, self.diff_k] += w
+        # Diagonal: a node appears in several edges, so accumulate (fancy += would not).
+        np.add.at(Lap, (slice(None), self.diff_j, self.diff_j), w)
+        np.add.at(Lap, (slice(None), self.diff_k, self.diff_k), w)
         bias = np.zeros((b, d))
         bias[:, self.bias_j] = theta[:, self.bias_idx]
         quart = np.zeros((b, d))
