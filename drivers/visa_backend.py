@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import pyvisa
@@ -17,6 +18,7 @@ from pyvisa import constants
 from physlearn.drivers.transport import TransportSettings
 from physlearn.errors import InstrumentConnectionError
 
+_SOCKET_POLL_S = 0.05
 _rm_lock = threading.Lock()
 _resource_manager: pyvisa.ResourceManager | None = None
 
@@ -70,15 +72,24 @@ class VisaLink:
             raise self._map(exc) from exc
 
     def read_until(self, terminator: bytes, timeout_s: float) -> bytes:
-        self._set_timeout(timeout_s)
-        try:
-            data: bytes = self._res.read_raw()
-        except pyvisa.errors.VisaIOError as exc:
-            mapped = self._map(exc)
-            if isinstance(mapped, TimeoutError):
-                return b""
-            raise mapped from exc
-        return data
+        """Read to the termination; on a socket, poll in short slices so that a peer that
+        closed the connection is noticed at once instead of after the whole timeout."""
+        deadline = time.monotonic() + timeout_s
+        poll_s = _SOCKET_POLL_S if self._socket() is not None else timeout_s
+        while True:
+            self._set_timeout(max(0.001, min(poll_s, deadline - time.monotonic())))
+            try:
+                data: bytes = self._res.read_raw()
+            except pyvisa.errors.VisaIOError as exc:
+                mapped = self._map(exc)
+                if not isinstance(mapped, TimeoutError):
+                    raise mapped from exc
+                if not self.is_alive():
+                    raise ConnectionResetError(f"{self.resource_name}: closed by peer") from exc
+                if time.monotonic() >= deadline:
+                    return b""
+                continue
+            return data
 
     def read_exact(self, n_bytes: int, timeout_s: float) -> bytes:
         self._set_timeout(timeout_s)

@@ -78,7 +78,7 @@ def qdac_driver(
         name="qdac",
         transport=TransportSettings(
             resource=served.resource,
-            backend=served.backend,  # type: ignore[arg-type]
+            backend=served.backend,
             timeout_s=timeout_s,
             reconnect_backoff_s=0.01,
         ),
