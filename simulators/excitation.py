@@ -146,6 +146,14 @@ def target_shape(spec: NetworkSpec) -> TimeFn:
     return s
 
 
+def _as_batch(values: Array | list[float], n: int) -> Array:
+    """Values (n,) or (B, n) as a (B, n) float array (B = 1 when n = 0)."""
+    a = np.asarray(values, dtype=float)
+    if n == 0:
+        return np.zeros((max(1, a.shape[0]) if a.ndim == 2 else 1, 0))
+    return np.atleast_2d(a).reshape(-1, n)
+
+
 def build_excitation(
     spec: NetworkSpec,
     inputs: Array | None = None,
@@ -161,14 +169,8 @@ def build_excitation(
     period = spec.period_s if spec.boundary.kind == "periodic" else None
     inp, out = spec.inputs, spec.outputs
     n_in, n_out = len(inp.nodes), len(out.nodes)
-    u = np.atleast_2d(
-        np.asarray(inputs if inputs is not None else (inp.values or [0.0] * n_in), dtype=float)
-    ).reshape(-1, n_in)
-    y = np.atleast_2d(
-        np.asarray(
-            targets if targets is not None else (out.target.values or [0.0] * n_out), dtype=float
-        )
-    ).reshape(-1, n_out)
+    u = _as_batch(inputs if inputs is not None else (inp.values or [0.0] * n_in), n_in)
+    y = _as_batch(targets if targets is not None else (out.target.values or [0.0] * n_out), n_out)
     batch = max(u.shape[0], y.shape[0])
     if u.shape[0] not in (1, batch) or y.shape[0] not in (1, batch):
         raise ValueError(f"inputs batch {u.shape[0]} and targets batch {y.shape[0]} differ")

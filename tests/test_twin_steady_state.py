@@ -1,0 +1,117 @@
+"""Issue 2, acceptance 2 and solver behaviour: the collocated steady state equals the integrator's
+long-time limit; Floquet multipliers match the integrator's monodromy; high Q and Γ = 0 work;
+unstable and unconverged orbits raise their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from physlearn.errors import SteadyStateError, UnstableOrbitError
+from physlearn.network import NetworkSpec
+from physlearn.simulators.ensemble import random_network
+from physlearn.simulators.integrator import Integrator, State
+from physlearn.simulators.problem import PeriodicProblem
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("q", [5, 50])
+def test_steady_state_is_the_integrators_long_time_limit(q: float) -> None:
+    rng = np.random.default_rng(11)
+    spec = random_network(6, rng, damping=1.0 / q, kinds=("product", "difference"))
+    prob = PeriodicProblem.from_spec(spec)
+    sol = prob.solve()
+    T = spec.period_s
+    integ = Integrator(prob.model, prob.theta(), prob.excitation, dt=T / 128)
+    s = integ.advance(integ.rest(1), 20 * q * T)
+    s, err = integ.advance_with_error(s, T)  # the integrator's own error estimate over a period
+    _, _, xs = integ.sample(s, T, prob.grid.n)
+    scale = np.max(np.abs(sol.x))
+    tol = 1e-6
+    assert err / scale < 0.1 * tol
+    assert np.max(np.abs(xs - sol.x)) / scale <= tol
+
+
+def test_floquet_multipliers_match_the_integrators_monodromy() -> None:
+    rng = np.random.default_rng(12)
+    spec = random_network(4, rng, damping=0.1)
+    prob = PeriodicProblem.from_spec(spec)
+    sol = prob.solve()
+    assert sol.multipliers is not None
+    d, T = spec.nodes.count, spec.period_s
+    # Finite-difference monodromy of the integrator's one-period flow map at the orbit's t = 0.
+    eps = 1e-6
+    base = np.concatenate([sol.x[:, 0], sol.v[:, 0]], axis=1)[0]
+    starts = np.repeat(base[None], 4 * d, axis=0)
+    for c in range(2 * d):
+        starts[2 * c, c] += eps
+        starts[2 * c + 1, c] -= eps
+    many = PeriodicProblem.from_spec(spec, inputs=np.repeat([spec.inputs.values], 4 * d, axis=0))
+    integ = Integrator(many.model, many.theta(), many.excitation, dt=T / 512)
+    end = integ.advance(State(0.0, starts[:, :d], starts[:, d:]), T)
+    out = np.concatenate([end.x, end.v], axis=1)
+    phi = ((out[0::2] - out[1::2]) / (2 * eps)).T
+    ref = np.linalg.eigvals(phi)
+    ref = ref[np.argsort(-np.abs(ref))]
+    assert np.allclose(np.sort_complex(sol.multipliers[0]), np.sort_complex(ref), atol=1e-6)
+    # Uniform damping: |μ| = e^{−ΓT/2} for every multiplier (Liouville).
+    assert np.allclose(np.abs(sol.multipliers[0]), np.exp(-0.1 * T / 2), atol=1e-7)
+
+
+@pytest.mark.parametrize("q", [10.0, 1e3, 1e4])
+def test_high_q_converges_without_integrating_transients(q: float) -> None:
+    rng = np.random.default_rng(13)
+    spec = random_network(8, rng, damping=1.0 / q)
+    sol = PeriodicProblem.from_spec(spec).solve()
+    assert sol.residual.max() <= 1e-12
+    assert sol.iterations.max() <= 15
+    assert np.all(sol.max_multiplier < 1.0)
+
+
+def test_conservative_orbit_off_resonance_is_marginal_not_unstable() -> None:
+    rng = np.random.default_rng(14)
+    spec = random_network(8, rng, damping=0.0)
+    sol = PeriodicProblem.from_spec(spec).solve()
+    assert np.allclose(np.abs(sol.multipliers), 1.0, atol=1e-7)
+
+
+def _duffing(start_amplitude: float) -> tuple[PeriodicProblem, np.ndarray]:
+    """One hardening Duffing node driven above resonance: three coexisting orbits."""
+    spec = NetworkSpec.model_validate(
+        {
+            "nodes": {"count": 1, "stiffness": 1.0, "damping": 0.05},
+            "quartic": [{"node": 0, "value": 1.0}],
+            "drive": {"omega_rad_s": 1.5},
+            "inputs": {"nodes": [0], "values": [0.2], "gain": 1.0},
+        }
+    )
+    prob = PeriodicProblem.from_spec(spec)
+    x0 = start_amplitude * np.cos(1.5 * prob.grid.t)[None, :, None]
+    return prob, x0
+
+
+def test_unstable_orbit_is_refused() -> None:
+    # Three coexisting orbits (x(0) ≈ −0.16 and 1.15 attract; the middle branch of the resonance
+    # curve, reached by Newton from x(0) ≈ 0.6, is a saddle). Newton converges to all three.
+    outcomes: dict[float, object] = {}
+    for a in (0.0, 0.6, 1.2):
+        prob, x0 = _duffing(a)
+        try:
+            sol = prob.solve(x0=x0)
+            outcomes[a] = float(sol.max_multiplier[0])
+        except UnstableOrbitError as exc:
+            assert exc.sample == 0 and exc.multiplier > 1.0
+            assert "not attracting" in str(exc)
+            outcomes[a] = "unstable"
+    assert "unstable" in outcomes.values()
+    assert any(isinstance(v, float) and v < 1.0 for v in outcomes.values())
+
+
+def test_unconverged_orbit_raises_with_sample_and_residual() -> None:
+    rng = np.random.default_rng(15)
+    spec = random_network(4, rng, damping=0.05)
+    prob = PeriodicProblem.from_spec(spec, inputs=np.array([[0.5, 0.5], [1.0, 1.0]]))
+    with pytest.raises(SteadyStateError) as info:
+        prob.solve(max_iter=1, tol=1e-15)
+    assert info.value.sample in (0, 1)
+    assert info.value.residual > 1e-15
