@@ -137,6 +137,16 @@ class PhysicalSystem(abc.ABC):
         """Add per-node force waveforms (B, M, d) to the drive (None removes them)."""
 
     @abc.abstractmethod
+    async def drive_peak(self) -> Array:
+        """Peak |drive force| per sample (B,) for the inputs last set, in force units.
+
+        The scale of the dimensionless β (DESIGN.md §2: β is quoted as the ratio of the nudge
+        force's peak to the drive force's peak). Input drive forces and fixed tones count; for
+        clamped inputs, the clamp's force δ(t)·u(t). A bench computes it from the programmed drive
+        amplitudes and the calibrated actuator gains.
+        """
+
+    @abc.abstractmethod
     async def measure(self) -> Observation:
         """Wait for every sample's periodic steady state and measure it (B, N, d)."""
 

@@ -1,1 +1,58 @@
-"""Gradient estimators: EP variants, black-box baselines, and the exact adjoint (twin only)."""
+"""Gradient estimators: EP variants, black-box baselines, and the exact adjoint (twin only).
+
+`make_estimator(name, knowledge, **cfg)` builds one by name; `known_estimators()` lists them.
+Every estimator acts on a `PhysicalSystem` through waveforms in and `Observation`s out (except
+``adjoint``, which needs the ideal twin), reports the steady states it used, and raises
+`GradientError` on a non-finite gradient. See docs/estimators.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from physlearn.errors import ConfigError
+from physlearn.estimators.adjoint import Adjoint
+from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.estimators.ep_one_sided import EPOneSided
+from physlearn.estimators.ep_symmetric import EPSymmetric
+from physlearn.knowledge import ModelKnowledge
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.name: cls
+    for cls in (
+        EPSymmetric,
+        EPOneSided,
+        Adjoint,
+    )
+}
+
+
+def known_estimators() -> list[str]:
+    """Names accepted by `make_estimator`."""
+    return list(ESTIMATORS)
+
+
+def make_estimator(name: str, knowledge: ModelKnowledge, **cfg: Any) -> Estimator:
+    """The estimator called ``name`` with its options ``cfg`` (ConfigError names a bad one)."""
+    cls = ESTIMATORS.get(name)
+    if cls is None:
+        raise ConfigError(f"estimator: unknown {name!r}; known: {', '.join(known_estimators())}")
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"estimator {name!r}: unknown option(s) {', '.join(unknown)}; "
+            f"options: {', '.join(allowed) or 'none'}"
+        )
+    return cls(knowledge, **cfg)
+
+
+__all__ = [
+    "ESTIMATORS",
+    "Estimator",
+    "GradientEstimate",
+    "known_estimators",
+    "make_estimator",
+]

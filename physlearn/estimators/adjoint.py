@@ -1,0 +1,41 @@
+"""`adjoint`: the exact gradient dC/dα = −(∂R/∂α)ᵀ J⁻ᵀ ∂C/∂x of the steady-state cost.
+
+The reference for every other estimator. It reads the twin's solver state (the Jacobian of the
+collocated steady state), so it runs on the ideal twin only and refuses any other system.
+One steady state (the free orbit) per sample.
+"""
+
+from __future__ import annotations
+
+from physlearn.errors import GradientError
+from physlearn.estimators._common import Array, as_batch_inputs, finite_gradient
+from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.ideal import IdealSystem
+from physlearn.knowledge import ModelKnowledge
+from physlearn.system import PhysicalSystem
+from physlearn.task import Task
+
+
+class Adjoint(Estimator):
+    """Exact adjoint gradient on an `IdealSystem`."""
+
+    name = "adjoint"
+
+    def __init__(self, knowledge: ModelKnowledge):
+        super().__init__(knowledge)
+
+    async def estimate(
+        self, system: PhysicalSystem, alpha: Array, u: Array, task: Task
+    ) -> GradientEstimate:
+        if not isinstance(system, IdealSystem):
+            raise GradientError(
+                f"adjoint: exact gradients need the ideal twin's solver; {type(system).__name__} "
+                "is not an IdealSystem (use an EP or black-box estimator on a bench)"
+            )
+        uu = as_batch_inputs(u)
+        n0 = system.experiments
+        await system.set_parameters(alpha)
+        await system.set_input(uu)
+        await system.set_forces(None)
+        grad, cost = system.exact_gradient(alpha, uu, task)
+        return GradientEstimate(finite_gradient(grad, self.name), cost, system.experiments - n0)
