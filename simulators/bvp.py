@@ -315,7 +315,7 @@ class BoundaryValueProblem:
         """λᵀ ∂R/∂α (B,P)."""
         src, w = self._row_map()
         lam_t = np.zeros_like(lam)
-        np.add.at(lam_t, (slice(None), src), lam * w[None, :, None])
+        np.add.at(lam_t, (slice(None), src), lam * w[None, :, None])  # type: ignore[arg-type]
         return self.model.vjp_theta(x, self.t, lam_t)[:, self.model.trainable]
 
     def _dR_dalpha(self, x: Array, dalpha: Array) -> Array:

@@ -71,6 +71,6 @@ def floquet_multipliers(
     beta: float | Array = 0.0,
 ) -> NDArray[np.complex128]:
     """Floquet multipliers (B, 2d), sorted by decreasing modulus."""
-    ev = np.linalg.eigvals(monodromy(model, theta, exc, grid, x, beta))
+    ev = np.linalg.eigvals(monodromy(model, theta, exc, grid, x, beta)).astype(np.complex128)
     order = np.argsort(-np.abs(ev), axis=1)
     return np.take_along_axis(ev, order, axis=1)

@@ -61,7 +61,10 @@ class NetworkModel:
     def from_spec(cls, spec: NetworkSpec) -> NetworkModel:
         m, k, g = spec.nodes.arrays()
         terms = spec.terms()
-        prod, diff, bias, quart = [], [], [], []
+        prod: list[tuple[int, ...]] = []
+        diff: list[tuple[int, ...]] = []
+        bias: list[tuple[int, ...]] = []
+        quart: list[tuple[int, ...]] = []
         for idx, (_, t) in enumerate(terms):
             if isinstance(t, Coupling):
                 (prod if t.kind == "product" else diff).append((idx, *t.nodes))
@@ -132,8 +135,8 @@ class NetworkModel:
         Lap[:, self.diff_j, self.diff_k] -= w
         Lap[:, self.diff_k, self.diff_j] -= w
         # Diagonal: a node appears in several edges, so accumulate (fancy += would not).
-        np.add.at(Lap, (slice(None), self.diff_j, self.diff_j), w)
-        np.add.at(Lap, (slice(None), self.diff_k, self.diff_k), w)
+        for jj, kk, ww in ((self.diff_j, self.diff_j, w), (self.diff_k, self.diff_k, w)):
+            np.add.at(Lap, (slice(None), jj, kk), ww)  # type: ignore[arg-type]
         bias = np.zeros((b, d))
         bias[:, self.bias_j] = theta[:, self.bias_idx]
         quart = np.zeros((b, d))

@@ -176,7 +176,7 @@ class PeriodicSolution:
 
 
 def _newton(
-    op: PeriodicOperator, x: Array, active: Array, tol: float, max_iter: int
+    op: PeriodicOperator, x: Array, active: NDArray[np.bool_], tol: float, max_iter: int
 ) -> tuple[Array, Array, Array]:
     """Damped Newton for the samples in ``active``; returns (x, relative residual, iterations)."""
     B = x.shape[0]
