@@ -1,0 +1,251 @@
+"""The bench config file: instruments, wiring and output limits — one file for bench and twin.
+
+The same TOML file drives the controller on a real bench (with the instruments' real VISA
+addresses) and `physlearn twin serve` (which builds an emulated bench from it). Layout:
+
+    [instruments.<name>]        kind, model, resource, backend, timeout, output limits
+    [[wiring.drives]]           network node ← generator channel (force actuator)
+    [[wiring.sense]]            network node → scope channel or lock-in input
+    [[wiring.edges]]            coupling between two nodes ← DAC channel (its bias voltage)
+    [wiring.sync]               the generator whose sync output feeds the scope's EXT trigger
+                                and every lock-in's reference input
+    [twin]                      EMULATOR ONLY: the twin's network, truth seed and nominals
+
+This module is the controller's view and lives in `physlearn` (not `physlearn.simulators`) so the
+controller never imports the twin. It keeps the `[twin]` table as an opaque, uninterpreted
+mapping: its schema lives in `physlearn.simulators.bench_twin.TwinConfig`, and nothing on the
+controller side reads it (`BenchConfig.controller_view()` drops it entirely). A real bench's file
+simply has no `[twin]` table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from physlearn.drivers.limits import OutputLimits, VoltageLimit
+from physlearn.tomlconfig import read_toml, validate
+
+InstrumentKind = Literal["keysight33500b", "rigol_ds1000z", "sr830", "sr860", "qdac2"]
+Role = Literal["generator", "scope", "lockin", "dac"]
+
+#: What each instrument kind does on the bench.
+ROLE: dict[str, Role] = {
+    "keysight33500b": "generator",
+    "rigol_ds1000z": "scope",
+    "sr830": "lockin",
+    "sr860": "lockin",
+    "qdac2": "dac",
+}
+#: Output or input channels per kind (1-based; a lock-in has one signal input).
+CHANNELS: dict[str, int] = {
+    "keysight33500b": 2,
+    "rigol_ds1000z": 4,
+    "sr830": 1,
+    "sr860": 1,
+    "qdac2": 24,
+}
+#: Default model of each kind (what the emulator identifies as).
+DEFAULT_MODEL: dict[str, str] = {
+    "keysight33500b": "33522B",
+    "rigol_ds1000z": "DS1054Z",
+    "sr830": "SR830",
+    "sr860": "SR860",
+    "qdac2": "QDAC-II",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsConfig(_Model):
+    """Allowed output voltages of an output instrument: a default and per-channel overrides."""
+
+    default: VoltageLimit | None = None
+    channels: dict[int, VoltageLimit] = Field(default_factory=dict)
+
+
+class InstrumentConfig(_Model):
+    """One instrument. `resource` is its VISA address on a real bench (the emulated bench
+    assigns its own and prints it); `limits` are required on every output instrument."""
+
+    kind: InstrumentKind
+    model: str | None = None
+    resource: str | None = None
+    backend: Literal["pyvisa", "pyserial"] = "pyvisa"
+    timeout_s: float = Field(2.0, gt=0.0, le=600.0)
+    limits: LimitsConfig | None = None
+
+    @property
+    def role(self) -> Role:
+        return ROLE[self.kind]
+
+    @property
+    def n_channels(self) -> int:
+        return CHANNELS[self.kind]
+
+    @property
+    def model_name(self) -> str:
+        return self.model or DEFAULT_MODEL[self.kind]
+
+    @model_validator(mode="after")
+    def _check(self) -> InstrumentConfig:
+        if self.role in ("generator", "dac"):
+            if self.limits is None or (self.limits.default is None and not self.limits.channels):
+                raise ValueError(
+                    f"limits: a {self.kind} is an output instrument; give limits.default "
+                    "and/or limits.channels (volts) — outputs are never unlimited"
+                )
+        elif self.limits is not None:
+            raise ValueError(f"limits: a {self.kind} has no outputs to limit")
+        if self.limits is not None:
+            for ch in self.limits.channels:
+                if not 1 <= ch <= self.n_channels:
+                    raise ValueError(
+                        f"limits.channels: {self.kind} has channels 1..{self.n_channels}, not {ch}"
+                    )
+        return self
+
+
+class DriveWire(_Model):
+    """A generator output drives a force actuator on `node`."""
+
+    node: int = Field(ge=0)
+    instrument: str
+    channel: int = Field(ge=1)
+
+
+class SenseWire(_Model):
+    """A sensor on `node` feeds a scope channel (1..4) or a lock-in's input (channel omitted)."""
+
+    node: int = Field(ge=0)
+    instrument: str
+    channel: int | None = Field(None, ge=1)
+
+
+class EdgeWire(_Model):
+    """A DAC channel biases the tunable coupling between two nodes."""
+
+    nodes: tuple[int, int]
+    instrument: str
+    channel: int = Field(ge=1)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (min(self.nodes), max(self.nodes))
+
+
+class SyncWire(_Model):
+    """The generator whose sync output is cabled to the scope EXT trigger and lock-in references."""
+
+    instrument: str
+
+
+class WiringConfig(_Model):
+    drives: list[DriveWire] = Field(default_factory=list)
+    sense: list[SenseWire] = Field(default_factory=list)
+    edges: list[EdgeWire] = Field(default_factory=list)
+    sync: SyncWire | None = None
+
+
+class BenchConfig(_Model):
+    """A bench: instruments, wiring, limits; `twin` is opaque here (emulator-only)."""
+
+    name: str = "bench"
+    instruments: dict[str, InstrumentConfig]
+    wiring: WiringConfig = Field(default_factory=WiringConfig)
+    twin: dict[str, Any] | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _check_wiring(self) -> BenchConfig:
+        w = self.wiring
+
+        def instrument(name: str, where: str, roles: tuple[Role, ...]) -> InstrumentConfig:
+            if name not in self.instruments:
+                raise ValueError(
+                    f"{where}.instrument: no instrument {name!r} in [instruments] "
+                    f"(known: {', '.join(sorted(self.instruments))})"
+                )
+            inst = self.instruments[name]
+            if inst.role not in roles:
+                raise ValueError(
+                    f"{where}.instrument: {name!r} is a {inst.kind} ({inst.role}), "
+                    f"expected a {' or '.join(roles)}"
+                )
+            return inst
+
+        def channel_ok(inst: InstrumentConfig, channel: int, where: str) -> None:
+            if not 1 <= channel <= inst.n_channels:
+                raise ValueError(
+                    f"{where}.channel: {inst.kind} has channels 1..{inst.n_channels}, not {channel}"
+                )
+
+        used: dict[tuple[str, int], str] = {}
+
+        def claim(name: str, channel: int, where: str) -> None:
+            key = (name, channel)
+            if key in used:
+                raise ValueError(
+                    f"{where}: {name} channel {channel} is already used by {used[key]}"
+                )
+            used[key] = where
+
+        for i, d in enumerate(w.drives):
+            where = f"wiring.drives[{i}]"
+            inst = instrument(d.instrument, where, ("generator",))
+            channel_ok(inst, d.channel, where)
+            claim(d.instrument, d.channel, where)
+        for i, s in enumerate(w.sense):
+            where = f"wiring.sense[{i}]"
+            inst = instrument(s.instrument, where, ("scope", "lockin"))
+            if inst.role == "lockin":
+                if s.channel not in (None, 1):
+                    raise ValueError(f"{where}.channel: a lock-in has one input; omit channel")
+                claim(s.instrument, 1, where)
+            else:
+                if s.channel is None:
+                    raise ValueError(f"{where}.channel: which scope channel (1..4)?")
+                channel_ok(inst, s.channel, where)
+                claim(s.instrument, s.channel, where)
+        seen_edges: dict[tuple[int, int], int] = {}
+        for i, e in enumerate(w.edges):
+            where = f"wiring.edges[{i}]"
+            if e.nodes[0] == e.nodes[1] or min(e.nodes) < 0:
+                raise ValueError(f"{where}.nodes: two different nodes ≥ 0, got {list(e.nodes)}")
+            if e.key in seen_edges:
+                raise ValueError(
+                    f"{where}.nodes: edge {e.key} is already wired by edges[{seen_edges[e.key]}]"
+                )
+            seen_edges[e.key] = i
+            inst = instrument(e.instrument, where, ("dac",))
+            channel_ok(inst, e.channel, where)
+            claim(e.instrument, e.channel, where)
+        if w.sync is not None:
+            instrument(w.sync.instrument, "wiring.sync", ("generator",))
+        return self
+
+    # ------------------------------------------------------------------ loading / views
+    @classmethod
+    def load(cls, path: str | Path) -> BenchConfig:
+        """Read and validate a bench file; errors name the file, field path and bad value."""
+        return validate(cls, read_toml(path), str(path))
+
+    def controller_view(self) -> BenchConfig:
+        """The config without the emulator-only `[twin]` table (what a controller keeps)."""
+        return self.model_copy(update={"twin": None})
+
+    def output_limits(self, name: str) -> OutputLimits:
+        """The driver-side `OutputLimits` of output instrument `name`."""
+        inst = self.instruments[name]
+        if inst.limits is None:
+            raise KeyError(f"instrument {name!r} ({inst.kind}) has no output limits")
+        return OutputLimits(
+            instrument=name, default=inst.limits.default, channels=dict(inst.limits.channels)
+        )
+
+    def by_role(self, role: Role) -> list[str]:
+        """Names of the instruments with `role`, in file order."""
+        return [n for n, inst in self.instruments.items() if inst.role == role]

@@ -1,0 +1,164 @@
+"""The emulated bench's hidden truth: what a real bench does that the controller cannot read.
+
+Generated from a seed and nominal values (`TruthNominals`, the `[twin.truth]` table):
+
+- per wired edge e, a smooth nonlinear map from its DAC voltage to the coupling,
+      α_e(V) = a_e + b_e tanh((V − c_e) / w_e)
+  with a_e the network spec's coupling value plus spread, and device-to-device spread on the
+  span b_e, the centre c_e and the width w_e (a varactor-like saturating tuning curve);
+- per drive wire j (generator channel → force actuator on a node), a gain g_j (N/V) and a delay
+  τ_j (s): F_j(t) = g_j V_gen(t − τ_j). At the drive frequency the delay is a phase lag ω τ_j;
+- per sense wire s (node → scope channel or lock-in input), a gain G_s (V per node unit), an
+  offset O_s (V), a delay τ_s (s) and a slow sinusoidal offset drift:
+      v_s(t) = G_s x_node(t − τ_s) + O_s + D_s sin(2π t / P_s + φ_s);
+- the noise σ of each instrument kind (scope ADC input noise, lock-in input noise), added by
+  the instruments themselves from their own seeded generators.
+
+The truth lives only inside `BenchTwin` and the emulators: it is never in a config the drivers
+read, never sent over an instrument protocol or the twin-control endpoint. Tests read it through
+`BenchTwin.truth`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+Array = NDArray[np.float64]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CouplingMapNominals(_Model):
+    """α_e(V) = a_e + b_e tanh((V − c_e)/w_e); a_e nominal is the spec's coupling value."""
+
+    span: float = 0.3
+    span_spread_rel: float = Field(0.05, ge=0.0)
+    center_v: float = 0.0
+    center_spread_v: float = Field(0.05, ge=0.0)
+    width_v: float = Field(1.0, gt=0.0)
+    width_spread_rel: float = Field(0.05, ge=0.0, lt=0.5)
+    offset_spread: float = Field(0.01, ge=0.0)
+
+
+class ActuatorNominals(_Model):
+    """Force per generator volt and the actuator's delay (its phase lag at ω is ω·delay)."""
+
+    gain_n_per_v: float = 1.0
+    gain_spread_rel: float = Field(0.05, ge=0.0)
+    delay_s: float = Field(0.0, ge=0.0)
+    delay_spread_s: float = Field(0.0, ge=0.0)
+
+
+class SensingNominals(_Model):
+    """Sensor volts per node unit, offset, delay, and slow sinusoidal offset drift."""
+
+    gain_v_per_unit: float = 1.0
+    gain_spread_rel: float = Field(0.05, ge=0.0)
+    offset_v: float = 0.0
+    offset_spread_v: float = Field(0.01, ge=0.0)
+    delay_s: float = Field(0.0, ge=0.0)
+    delay_spread_s: float = Field(0.0, ge=0.0)
+    drift_v: float = Field(0.0, ge=0.0)
+    drift_period_s: float = Field(600.0, gt=0.0)
+
+
+class NoiseNominals(_Model):
+    """Input-referred white noise σ of each instrument kind, in volts rms per sample."""
+
+    scope_sigma_v: float = Field(2e-3, ge=0.0)
+    lockin_sigma_v: float = Field(1e-4, ge=0.0)
+
+
+class TruthNominals(_Model):
+    """Nominal truth; each bench seed draws its own devices around these values."""
+
+    coupling: CouplingMapNominals = Field(default_factory=CouplingMapNominals)
+    actuator: ActuatorNominals = Field(default_factory=ActuatorNominals)
+    sensing: SensingNominals = Field(default_factory=SensingNominals)
+    noise: NoiseNominals = Field(default_factory=NoiseNominals)
+
+
+@dataclass(frozen=True)
+class BenchTruth:
+    """One bench's hidden truth; arrays are ordered as the wiring lists (edges, drives, sense)."""
+
+    # coupling maps, shape (E,)
+    map_offset: Array
+    map_span: Array
+    map_center_v: Array
+    map_width_v: Array
+    # actuators, shape (J,)
+    actuator_gain_n_per_v: Array
+    actuator_delay_s: Array
+    # sensing paths, shape (S,)
+    sensing_gain_v_per_unit: Array
+    sensing_offset_v: Array
+    sensing_delay_s: Array
+    drift_v: Array
+    drift_period_s: Array
+    drift_phase_rad: Array
+    # noise
+    scope_sigma_v: float
+    lockin_sigma_v: float
+
+    @classmethod
+    def generate(
+        cls,
+        nominals: TruthNominals,
+        coupling_values: Array,
+        n_drives: int,
+        n_sense: int,
+        rng: np.random.Generator,
+    ) -> BenchTruth:
+        """Draw a bench around `nominals`; `coupling_values` (E,) are the wired couplings' spec
+        values (the map's nominal offset). Spreads are Gaussian (relative ones multiplicative,
+        delays folded to stay ≥ 0); the draw order is fixed so a seed always gives one bench."""
+        cv = np.asarray(coupling_values, dtype=np.float64)
+        e = cv.size
+        c, a, s = nominals.coupling, nominals.actuator, nominals.sensing
+        map_offset = cv + c.offset_spread * rng.standard_normal(e)
+        map_span = c.span * (1.0 + c.span_spread_rel * rng.standard_normal(e))
+        map_center = c.center_v + c.center_spread_v * rng.standard_normal(e)
+        map_width = c.width_v * np.exp(c.width_spread_rel * rng.standard_normal(e))
+        act_gain = a.gain_n_per_v * (1.0 + a.gain_spread_rel * rng.standard_normal(n_drives))
+        act_delay = np.abs(a.delay_s + a.delay_spread_s * rng.standard_normal(n_drives))
+        sen_gain = s.gain_v_per_unit * (1.0 + s.gain_spread_rel * rng.standard_normal(n_sense))
+        sen_offset = s.offset_v + s.offset_spread_v * rng.standard_normal(n_sense)
+        sen_delay = np.abs(s.delay_s + s.delay_spread_s * rng.standard_normal(n_sense))
+        drift_v = s.drift_v * rng.uniform(0.5, 1.5, n_sense)
+        drift_period = s.drift_period_s * rng.uniform(0.7, 1.3, n_sense)
+        drift_phase = rng.uniform(0.0, 2.0 * np.pi, n_sense)
+        return cls(
+            map_offset=map_offset,
+            map_span=map_span,
+            map_center_v=map_center,
+            map_width_v=map_width,
+            actuator_gain_n_per_v=act_gain,
+            actuator_delay_s=act_delay,
+            sensing_gain_v_per_unit=sen_gain,
+            sensing_offset_v=sen_offset,
+            sensing_delay_s=sen_delay,
+            drift_v=drift_v,
+            drift_period_s=drift_period,
+            drift_phase_rad=drift_phase,
+            scope_sigma_v=float(nominals.noise.scope_sigma_v),
+            lockin_sigma_v=float(nominals.noise.lockin_sigma_v),
+        )
+
+    def coupling(self, dac_v: Array) -> Array:
+        """α_e(V) for DAC voltages of shape (..., E) → couplings of the same shape."""
+        v = np.asarray(dac_v, dtype=np.float64)
+        return self.map_offset + self.map_span * np.tanh((v - self.map_center_v) / self.map_width_v)
+
+    def sensing_offset(self, path: int, t_s: Array) -> Array:
+        """Offset of sense path `path` including its slow drift at times `t_s` (volts)."""
+        t = np.asarray(t_s, dtype=np.float64)
+        return self.sensing_offset_v[path] + self.drift_v[path] * np.sin(
+            2.0 * np.pi * t / self.drift_period_s[path] + self.drift_phase_rad[path]
+        )

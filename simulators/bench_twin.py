@@ -1,0 +1,422 @@
+"""`BenchTwin`: the physics hub of one emulated bench, shared by all of its instrument emulators.
+
+It owns the network (the `[twin]` table's `NetworkSpec`), the hidden truth (`BenchTruth`, drawn
+from the truth seed) and the RK4 state of the network; it reads time from the bench's `Clock`.
+
+Signals in:  force_j(t) = g_j · V_gen(ch_j, t − τ_j)        per `[[wiring.drives]]` entry
+             α_e(t)     = a_e + b_e tanh((V_dac,e(t) − c_e)/w_e)   per `[[wiring.edges]]` entry,
+                          evaluated at each integration step's start and held over the step
+Signals out: v_s(t) = G_s · x_node(t − τ_s) + O_s + drift_s(t)      per `[[wiring.sense]]` entry
+             (noise and quantisation are added by the scope / lock-in emulators themselves)
+
+Time and determinism. Integration runs on a fixed absolute grid t_n = n·dt with
+dt = T_drive / steps_per_period (T_drive the network spec's nominal drive period; the generator's
+arbitrary-waveform sample period should be a whole number of steps, phase origin t = 0, so ZOH
+jumps fall on step boundaries). A step is *committed* (stored in a bounded ring buffer of states
+(x, ẋ)) only once it lies entirely in the past (t_{n+1} ≤ now): instrument outputs over past
+intervals can no longer change, because every command changes an output from `now` on. Commits
+happen on `sync()` — called by the twin-control endpoint after each clock advance (virtual mode),
+by a pacing thread (free-running mode), and before every signal query. Signals at times not yet
+committed (the current partial step, or the future) are computed *provisionally* from the last
+committed state and discarded. So the committed trajectory depends only on the instrument
+commands and the times at which they were issued — never on when, how often or over which
+transport the signals are queried. Between grid points the state is read by cubic Hermite
+interpolation of (x, ẋ) at the two neighbouring grid points (a fixed rule). Same seed + same
+commands at the same virtual times → bit-identical signals, in memory or over TCP/pty.
+
+Cost. One RK4 step costs four potential-gradient evaluations (~0.1 ms); the shipped bench
+(examples/bench.toml) has Q ≈ 8 at a 25 Hz drive with 64 steps per period, so a steady state
+takes ≈ 10 periods ≈ 640 steps to settle (< 0.1 s of CPU), and free-running at speed 1 needs
+1600 steps per second of bench time — comfortably real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from physlearn.bench_config import SenseWire, WiringConfig
+from physlearn.errors import ConfigError
+from physlearn.network import NetworkSpec
+from physlearn.simulators.bench_truth import BenchTruth, TruthNominals
+from physlearn.simulators.clock import Clock
+from physlearn.simulators.model import Coefficients, NetworkModel
+
+logger = logging.getLogger(__name__)
+
+Array = NDArray[np.float64]
+GeneratorOutput = Callable[[int, Array], Array]
+DacOutput = Callable[[Array], Array]
+SyncOutput = Callable[[Array], Array]
+
+_BLOCK_STEPS = 4096
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmulatorSettings(_Model):
+    """How `twin serve` exposes one instrument: TCP (port 0: any free port) or a serial pty."""
+
+    transport: str = Field("tcp", pattern="^(tcp|pty)$")
+    port: int = Field(0, ge=0, le=65535)
+    serial: str | None = None
+
+
+class ControlSettings(_Model):
+    """The twin-control endpoint's TCP address (port 0: any free port)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+
+
+class TwinConfig(_Model):
+    """The `[twin]` table: emulator-only; the controller never reads it."""
+
+    seed: int = 0
+    network: NetworkSpec
+    steps_per_period: int = Field(64, ge=8, le=4096)
+    history_s: float = Field(2.0, gt=0.0)
+    truth: TruthNominals = Field(default_factory=TruthNominals)
+    instruments: dict[str, EmulatorSettings] = Field(default_factory=dict)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> TwinConfig:
+        net = self.network
+        if net.boundary.kind != "periodic":
+            raise ValueError("network.boundary.kind: the bench runs a periodic drive ('periodic')")
+        if net.drive.tones:
+            raise ValueError(
+                "network.drive.tones: on the emulated bench forces come only from the generator "
+                "through [[wiring.drives]]; remove the tones"
+            )
+        if net.inputs.nodes:
+            raise ValueError(
+                "network.inputs.nodes: on the emulated bench inputs are generator outputs wired "
+                "by [[wiring.drives]]; leave inputs empty"
+            )
+        return self
+
+    @property
+    def step_s(self) -> float:
+        return self.network.period_s / self.steps_per_period
+
+
+def instrument_seed(seed: int, name: str) -> np.random.SeedSequence:
+    """The seed sequence of instrument `name`'s own noise (stable across runs and platforms)."""
+    return np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, zlib.crc32(name.encode())])
+
+
+@dataclass
+class _Ring:
+    """Committed states at grid indices [first, last]; state n is in slot n % capacity."""
+
+    capacity: int
+    x: Array
+    v: Array
+    last: int = 0
+
+    @property
+    def first(self) -> int:
+        return max(0, self.last - self.capacity + 1)
+
+
+class BenchTwin:
+    """The emulated bench's network, hidden truth and integration state (see module docstring)."""
+
+    def __init__(
+        self,
+        twin: TwinConfig,
+        wiring: WiringConfig,
+        clock: Clock,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        self.config = twin
+        self.wiring = wiring
+        self.clock = clock
+        self.seed = twin.seed if seed is None else int(seed)
+        self.spec = twin.network
+        self.model = NetworkModel.from_spec(self.spec)
+        self.step_s = twin.step_s
+        d = self.model.d
+        self._edge_terms = self._match_edges()
+        for i, dw in enumerate(wiring.drives):
+            if dw.node >= d:
+                raise ConfigError(
+                    f"wiring.drives[{i}].node: node {dw.node} not in the network ({d} nodes)"
+                )
+        for i, sw in enumerate(wiring.sense):
+            if sw.node >= d:
+                raise ConfigError(
+                    f"wiring.sense[{i}].node: node {sw.node} not in the network ({d} nodes)"
+                )
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed))
+        self._truth = BenchTruth.generate(
+            twin.truth,
+            self.model.theta0[self._edge_terms],
+            len(wiring.drives),
+            len(wiring.sense),
+            rng,
+        )
+        cap = math.ceil(twin.history_s / self.step_s) + 2
+        self._ring = _Ring(cap, np.zeros((cap, d)), np.zeros((cap, d)))
+        self._lock = threading.RLock()
+        self._generators: dict[str, GeneratorOutput] = {}
+        self._dacs: dict[str, DacOutput] = {}
+        self._sync: SyncOutput | None = None
+        self._coef_cache: tuple[Array, Coefficients] | None = None
+        self._sense_index = {
+            (sw.instrument, sw.channel if sw.channel is not None else 1): i
+            for i, sw in enumerate(wiring.sense)
+        }
+
+    # ------------------------------------------------------------------ set-up
+    def _match_edges(self) -> NDArray[np.intp]:
+        """Term index (in `NetworkSpec.terms()` order) of each wired edge's coupling."""
+        by_pair: dict[tuple[int, int], list[int]] = {}
+        for idx, c in enumerate(self.spec.couplings):
+            by_pair.setdefault((min(c.nodes), max(c.nodes)), []).append(idx)
+        out = []
+        for i, e in enumerate(self.wiring.edges):
+            found = by_pair.get(e.key, [])
+            if len(found) != 1:
+                what = "no coupling" if not found else "both a product and a difference coupling"
+                raise ConfigError(
+                    f"wiring.edges[{i}].nodes: the twin network has {what} between nodes "
+                    f"{e.key[0]} and {e.key[1]}"
+                )
+            out.append(found[0])  # couplings come first in terms() order
+        return np.array(out, dtype=np.intp)
+
+    @property
+    def truth(self) -> BenchTruth:
+        """The hidden truth (for tests and the emulators; never exposed over any protocol)."""
+        return self._truth
+
+    def connect_generator(self, instrument: str, output_voltage: GeneratorOutput) -> None:
+        """Take generator `instrument`'s outputs: (channel 1.., times (n,)) → volts (n,)."""
+        with self._lock:
+            self._generators[instrument] = output_voltage
+
+    def connect_dac(self, instrument: str, output_voltages: DacOutput) -> None:
+        """Take DAC `instrument`'s outputs: times (n,) → volts (n, channels)."""
+        with self._lock:
+            self._dacs[instrument] = output_voltages
+
+    def connect_sync(self, sync_voltage: SyncOutput) -> None:
+        """The generator's sync output (volts at times (n,)), cabled to EXT trigger / lock-ins."""
+        with self._lock:
+            self._sync = sync_voltage
+
+    def instrument_rng(self, name: str) -> np.random.Generator:
+        """A fresh seeded generator for instrument `name`'s noise (derived from the bench seed)."""
+        return np.random.default_rng(instrument_seed(self.seed, name))
+
+    # ------------------------------------------------------------------ inputs
+    def _forces(self, n0: int, count: int) -> Array:
+        """Forces (2·count+1, d) at the half-step times (2·n0 + k)·dt/2, k = 0..2·count."""
+        t = (2 * n0 + np.arange(2 * count + 1, dtype=np.float64)) * (0.5 * self.step_s)
+        f = np.zeros((t.size, self.model.d))
+        tr = self._truth
+        for j, dw in enumerate(self.wiring.drives):
+            gen = self._generators.get(dw.instrument)
+            if gen is None:
+                continue
+            tj = t - tr.actuator_delay_s[j]
+            volts = np.asarray(gen(dw.channel, tj), dtype=np.float64).reshape(t.shape)
+            f[:, dw.node] += tr.actuator_gain_n_per_v[j] * np.where(tj >= 0.0, volts, 0.0)
+        return f
+
+    def _dac_volts(self, n0: int, count: int) -> Array:
+        """Wired edges' DAC voltages (count, E) at the step start times."""
+        t = (n0 + np.arange(count, dtype=np.float64)) * self.step_s
+        out = np.zeros((count, len(self.wiring.edges)))
+        cache: dict[str, Array] = {}
+        for e, ew in enumerate(self.wiring.edges):
+            dac = self._dacs.get(ew.instrument)
+            if dac is None:
+                continue
+            if ew.instrument not in cache:
+                cache[ew.instrument] = np.asarray(dac(t), dtype=np.float64).reshape(count, -1)
+            out[:, e] = cache[ew.instrument][:, ew.channel - 1]
+        return out
+
+    def couplings_at(self, dac_v: Array) -> Array:
+        """All term values θ (n_terms,) for wired-edge DAC voltages (E,) (the truth map)."""
+        theta = self.model.theta0.copy()
+        theta[self._edge_terms] = self._truth.coupling(dac_v)
+        return theta
+
+    def _coefficients(self, dac_v: Array) -> Coefficients:
+        cached = self._coef_cache
+        if cached is not None and np.array_equal(cached[0], dac_v):
+            return cached[1]
+        coef = self.model.coefficients(self.couplings_at(dac_v)[None, :])
+        self._coef_cache = (dac_v.copy(), coef)
+        return coef
+
+    # ------------------------------------------------------------------ integration
+    def _integrate(self, x: Array, v: Array, n0: int, count: int) -> tuple[Array, Array]:
+        """RK4 from state (x, v) at grid index n0 over `count` steps; states at n0+1..n0+count."""
+        h = self.step_s
+        m, gamma = self.model.mass, self.model.damping
+        grad = self.model.grad_potential
+        f = self._forces(n0, count)
+        dac = self._dac_volts(n0, count)
+        xs = np.empty((count, x.size))
+        vs = np.empty((count, x.size))
+        for i in range(count):
+            coef = self._coefficients(dac[i])
+            t0 = (n0 + i) * h
+            th, t1 = t0 + 0.5 * h, (n0 + i + 1) * h
+            f0, fh, f1 = f[2 * i], f[2 * i + 1], f[2 * i + 2]
+
+            def acc(t: float, xx: Array, vv: Array, ff: Array, c: Coefficients = coef) -> Array:
+                g = grad(xx[None, None, :], np.array([t]), c)[0, 0]
+                out: Array = (ff - g) / m - gamma * vv
+                return out
+
+            a1 = acc(t0, x, v, f0)
+            x2, v2 = x + 0.5 * h * v, v + 0.5 * h * a1
+            a2 = acc(th, x2, v2, fh)
+            x3, v3 = x + 0.5 * h * v2, v + 0.5 * h * a2
+            a3 = acc(th, x3, v3, fh)
+            x4, v4 = x + h * v3, v + h * a3
+            a4 = acc(t1, x4, v4, f1)
+            x = x + h / 6.0 * (v + 2.0 * v2 + 2.0 * v3 + v4)
+            v = v + h / 6.0 * (a1 + 2.0 * a2 + 2.0 * a3 + a4)
+            xs[i], vs[i] = x, v
+        if not np.all(np.isfinite(xs[-1])):
+            raise FloatingPointError(f"bench twin diverged before t = {(n0 + count) * h} s")
+        return xs, vs
+
+    def committed_steps(self) -> int:
+        """Index n of the last committed grid state (time n·dt)."""
+        with self._lock:
+            return self._ring.last
+
+    def sync(self) -> int:
+        """Commit every step that lies entirely in the past; returns the last committed index."""
+        with self._lock:
+            target = math.floor(self.clock.now() / self.step_s + 1e-9)
+            ring = self._ring
+            while ring.last < target:
+                n0 = ring.last
+                # block ends on absolute multiples of _BLOCK_STEPS (or at the target)
+                count = min(target, (n0 // _BLOCK_STEPS + 1) * _BLOCK_STEPS) - n0
+                k = n0 % ring.capacity
+                xs, vs = self._integrate(ring.x[k], ring.v[k], n0, count)
+                slots = (n0 + 1 + np.arange(count)) % ring.capacity
+                ring.x[slots], ring.v[slots] = xs, vs
+                ring.last = n0 + count
+            return ring.last
+
+    def _states(self, i0: int, i1: int) -> tuple[Array, Array]:
+        """States (x, v) at grid indices i0..i1 inclusive (rest before 0; provisional beyond)."""
+        ring = self._ring
+        d = self.model.d
+        n = i1 - i0 + 1
+        xs, vs = np.zeros((n, d)), np.zeros((n, d))
+        lo = max(i0, 0)
+        if lo <= i1 and lo < ring.first:
+            raise ValueError(
+                f"t = {lo * self.step_s} s is older than the kept history "
+                f"({ring.first * self.step_s} s .. {ring.last * self.step_s} s)"
+            )
+        hi = min(i1, ring.last)
+        if lo <= hi:
+            slots = np.arange(lo, hi + 1) % ring.capacity
+            xs[lo - i0 : hi - i0 + 1], vs[lo - i0 : hi - i0 + 1] = ring.x[slots], ring.v[slots]
+        if i1 > ring.last:
+            extra = i1 - ring.last
+            if extra > ring.capacity:
+                raise ValueError(
+                    f"t = {i1 * self.step_s} s is too far beyond the committed state "
+                    f"({ring.last * self.step_s} s) for the kept history"
+                )
+            k = ring.last % ring.capacity
+            px, pv = self._integrate(ring.x[k], ring.v[k], ring.last, extra)
+            start = max(ring.last + 1, i0)
+            xs[start - i0 :], vs[start - i0 :] = (
+                px[start - ring.last - 1 :],
+                pv[start - ring.last - 1 :],
+            )
+        return xs, vs
+
+    # ------------------------------------------------------------------ outputs
+    def positions(self, t_s: Array) -> Array:
+        """Node coordinates x at times `t_s` (shape (n,) → (n, d)); rest before t = 0."""
+        t = np.asarray(t_s, dtype=np.float64).reshape(-1)
+        if t.size == 0:
+            return np.zeros((0, self.model.d))
+        if not np.all(np.isfinite(t)):
+            raise ValueError("positions: times must be finite")
+        with self._lock:
+            self.sync()
+            u = t / self.step_s
+            idx = np.floor(u).astype(np.int64)
+            s = (u - idx)[:, None]
+            i0, i1 = int(idx.min()), int(idx.max()) + 1
+            xs, vs = self._states(i0, i1)
+        a, b = idx - i0, idx - i0 + 1
+        h = self.step_s
+        s2, s3 = s * s, s * s * s
+        return (
+            (2 * s3 - 3 * s2 + 1) * xs[a]
+            + (s3 - 2 * s2 + s) * h * vs[a]
+            + (-2 * s3 + 3 * s2) * xs[b]
+            + (s3 - s2) * h * vs[b]
+        )
+
+    def sensed_voltage(self, path: int, t_s: Array) -> Array:
+        """Noise-free voltage at the instrument end of sense wire `path` at times `t_s`."""
+        sw: SenseWire = self.wiring.sense[path]
+        t = np.asarray(t_s, dtype=np.float64)
+        tr = self._truth
+        x = self.positions(t.reshape(-1) - tr.sensing_delay_s[path])[:, sw.node]
+        v = tr.sensing_gain_v_per_unit[path] * x + tr.sensing_offset(path, t.reshape(-1))
+        return v.reshape(t.shape)
+
+    def sync_voltage(self, t_s: Array) -> Array:
+        """The generator's sync output at times `t_s` (0 V if no generator sync is connected)."""
+        t = np.asarray(t_s, dtype=np.float64)
+        with self._lock:
+            sync = self._sync
+        if sync is None:
+            return np.zeros(t.shape)
+        return np.asarray(sync(t), dtype=np.float64).reshape(t.shape)
+
+    def scope_source(self, instrument: str) -> Callable[[int, Array], Array]:
+        """Source for a scope emulator: (channel 1..4, or 0 = EXT trigger; times) → volts."""
+
+        def source(channel: int, t_s: Array) -> Array:
+            if channel == 0:
+                return self.sync_voltage(t_s)
+            path = self._sense_index.get((instrument, int(channel)))
+            if path is None:
+                return np.zeros(np.shape(t_s))
+            return self.sensed_voltage(path, t_s)
+
+        return source
+
+    def lockin_source(self, instrument: str) -> Callable[[Array], Array]:
+        """Source for a lock-in emulator: times → volts at its signal input."""
+
+        def source(t_s: Array) -> Array:
+            path = self._sense_index.get((instrument, 1))
+            if path is None:
+                return np.zeros(np.shape(t_s))
+            return self.sensed_voltage(path, t_s)
+
+        return source
