@@ -38,17 +38,22 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from physlearn.bench_config import SenseWire, WiringConfig
+from physlearn.bench_config import BenchConfig, InstrumentConfig, SenseWire, WiringConfig
 from physlearn.errors import ConfigError
 from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_truth import BenchTruth, TruthNominals
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import Clock, VirtualClock, WallClock
+from physlearn.simulators.instruments.transports import InMemoryServer, PtyServer, TcpServer
 from physlearn.simulators.model import Coefficients, NetworkModel
+from physlearn.simulators.twin_control import TwinControl, TwinControlServer
+from physlearn.tomlconfig import validate
 
 logger = logging.getLogger(__name__)
 
@@ -420,3 +425,164 @@ class BenchTwin:
             return self.sensed_voltage(path, t_s)
 
         return source
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole emulated bench: twin + emulators + servers + twin control
+# ---------------------------------------------------------------------------------------------
+
+
+def load_twin_config(config: BenchConfig, source: str) -> TwinConfig:
+    """Validate the `[twin]` table of a bench file (emulator side only)."""
+    if config.twin is None:
+        raise ConfigError(f"{source}: no [twin] table: nothing to emulate")
+    twin = validate(TwinConfig, config.twin, f"{source}: [twin]")
+    for name in twin.instruments:
+        if name not in config.instruments:
+            raise ConfigError(
+                f"{source}: [twin.instruments.{name}]: no instrument {name!r} in [instruments]"
+            )
+    return twin
+
+
+class LaunchedWallClock(WallClock):
+    """A `WallClock(speed)` that reads 0 until `launch()`: the free-running bench's time starts
+    when it starts serving, after every emulator has been built at t = 0."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        super().__init__(speed)
+        self._launched = False
+
+    def launch(self) -> None:
+        """Start the clock (idempotent)."""
+        if not self._launched:
+            self._t0 = self._source()
+            self._launched = True
+
+    def now(self) -> float:
+        return super().now() if self._launched else 0.0
+
+
+EmulatorFactory = Callable[[str, InstrumentConfig, EmulatorSettings, Clock, BenchTwin], Any]
+
+
+def _qdac2(
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+) -> Any:
+    from physlearn.simulators.instruments.qdac2 import Qdac2Emulator
+
+    emulator = Qdac2Emulator(clock, serial=s.serial or "00042")
+    twin.connect_dac(name, emulator.output_voltages)
+    return emulator
+
+
+#: Instrument kind → builder of its emulator, connected to the twin.
+EMULATORS: dict[str, EmulatorFactory] = {"qdac2": _qdac2}
+
+
+class EmulatedBench:
+    """Every emulator of one bench around one `BenchTwin`, plus the twin-control endpoint.
+
+    `virtual=True`: a `VirtualClock` advanced through `control`; otherwise free-running on
+    `WallClock(speed)`. `serve()` starts the servers (TCP/pty per `[twin.instruments]`, or all in
+    memory) and the twin-control TCP endpoint; `stop()` stops everything (idempotent).
+    """
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        twin_config: TwinConfig,
+        *,
+        virtual: bool = True,
+        speed: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.twin_config = twin_config
+        self.clock: VirtualClock | LaunchedWallClock = (
+            VirtualClock() if virtual else LaunchedWallClock(speed)
+        )
+        self.twin = BenchTwin(twin_config, config.wiring, self.clock, seed=seed)
+        self.emulators: dict[str, Any] = {}
+        for name, inst in config.instruments.items():
+            factory = EMULATORS.get(inst.kind)
+            if factory is None:
+                raise ConfigError(
+                    f"instruments.{name}.kind: no emulator for {inst.kind!r} is available "
+                    f"(emulated kinds: {', '.join(sorted(EMULATORS))})"
+                )
+            settings = twin_config.instruments.get(name, EmulatorSettings())
+            self.emulators[name] = factory(name, inst, settings, self.clock, self.twin)
+        self.control = TwinControl(self.clock, self.twin)
+        self.servers: dict[str, Any] = {}
+        self.control_server: TwinControlServer | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> EmulatedBench:
+        """Build from a bench TOML file (its `[twin]` table is required)."""
+        config = BenchConfig.load(path)
+        return cls(config, load_twin_config(config, str(path)), **kwargs)
+
+    @property
+    def virtual(self) -> bool:
+        return isinstance(self.clock, VirtualClock)
+
+    def serve(self, *, memory_prefix: str | None = None, control: bool = True) -> dict[str, str]:
+        """Start every instrument's server; return name → VISA resource string.
+
+        `memory_prefix`: serve every instrument in memory as `MEM::<prefix><name>::INSTR`
+        instead of the transports of `[twin.instruments]`. `control`: also start the
+        twin-control TCP endpoint (`control_address`).
+        """
+        try:
+            for name, emulator in self.emulators.items():
+                if name in self.servers:
+                    continue
+                settings = self.twin_config.instruments.get(name, EmulatorSettings())
+                server: Any
+                if memory_prefix is not None:
+                    server = InMemoryServer(emulator, name=f"{memory_prefix}{name}")
+                elif settings.transport == "pty":
+                    server = PtyServer(emulator, name=name)
+                else:
+                    server = TcpServer(emulator, port=settings.port, name=name)
+                server.start()
+                self.servers[name] = server
+            if control and self.control_server is None:
+                c = self.twin_config.control
+                self.control_server = TwinControlServer(self.control, host=c.host, port=c.port)
+                self.control_server.start()
+            if isinstance(self.clock, LaunchedWallClock):
+                self.clock.launch()
+            self.control.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self.resources()
+
+    def resources(self) -> dict[str, str]:
+        """Name → VISA resource string of every served instrument."""
+        return {name: server.resource_string for name, server in self.servers.items()}
+
+    @property
+    def control_address(self) -> str | None:
+        """``tcp://host:port`` of the twin-control endpoint, once served."""
+        return None if self.control_server is None else self.control_server.address
+
+    def stop(self) -> None:
+        """Stop the pacing thread, the twin-control endpoint and every server (idempotent)."""
+        self.control.stop()
+        if self.control_server is not None:
+            self.control_server.stop()
+            self.control_server = None
+        for name in list(self.servers):
+            try:
+                self.servers.pop(name).stop()
+            except Exception:
+                logger.exception("stopping the %s server failed", name)
+
+    def __enter__(self) -> EmulatedBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
