@@ -232,16 +232,7 @@ class BenchTwin:
     def _forces(self, n0: int, count: int) -> Array:
         """Forces (2·count+1, d) at the half-step times (2·n0 + k)·dt/2, k = 0..2·count."""
         t = (2 * n0 + np.arange(2 * count + 1, dtype=np.float64)) * (0.5 * self.step_s)
-        f = np.zeros((t.size, self.model.d))
-        tr = self._truth
-        for j, dw in enumerate(self.wiring.drives):
-            gen = self._generators.get(dw.instrument)
-            if gen is None:
-                continue
-            tj = t - tr.actuator_delay_s[j]
-            volts = np.asarray(gen(dw.channel, tj), dtype=np.float64).reshape(t.shape)
-            f[:, dw.node] += tr.actuator_gain_n_per_v[j] * np.where(tj >= 0.0, volts, 0.0)
-        return f
+        return self.forces_at(t)
 
     def _dac_volts(self, n0: int, count: int) -> Array:
         """Wired edges' DAC voltages (count, E) at the step start times."""
@@ -262,6 +253,28 @@ class BenchTwin:
         theta = self.model.theta0.copy()
         theta[self._edge_terms] = self._truth.coupling(dac_v)
         return theta
+
+    def theta_at(self, t_s: float) -> Array:
+        """Term values θ (n_terms,) in force during the step containing time `t_s` (s)."""
+        with self._lock:
+            n = math.floor(t_s / self.step_s)
+            return self.couplings_at(self._dac_volts(n, 1)[0])
+
+    def forces_at(self, t_s: Array) -> Array:
+        """Actuator forces (n, d) in N at times `t_s` (the generator outputs through the truth)."""
+        t = np.asarray(t_s, dtype=np.float64).reshape(-1)
+        f = np.zeros((t.size, self.model.d))
+        with self._lock:
+            for j, dw in enumerate(self.wiring.drives):
+                gen = self._generators.get(dw.instrument)
+                if gen is None:
+                    continue
+                tj = t - self._truth.actuator_delay_s[j]
+                volts = np.asarray(gen(dw.channel, tj), dtype=np.float64).reshape(t.shape)
+                f[:, dw.node] += self._truth.actuator_gain_n_per_v[j] * np.where(
+                    tj >= 0.0, volts, 0.0
+                )
+        return f
 
     def _coefficients(self, dac_v: Array) -> Coefficients:
         cached = self._coef_cache
@@ -476,15 +489,30 @@ def _qdac2(
     return emulator
 
 
+def _rigol_ds1000z(
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+) -> Any:
+    from physlearn.simulators.instruments.rigol_ds1000z import RigolDs1000zEmulator
+
+    return RigolDs1000zEmulator(
+        clock,
+        source=twin.scope_source(name),
+        rng=twin.instrument_rng(name),
+        adc_noise_v=twin.truth.scope_sigma_v,
+        serial=s.serial or "000000001",
+    )
+
+
 #: Instrument kind → builder of its emulator, connected to the twin.
-EMULATORS: dict[str, EmulatorFactory] = {"qdac2": _qdac2}
+EMULATORS: dict[str, EmulatorFactory] = {"qdac2": _qdac2, "rigol_ds1000z": _rigol_ds1000z}
 
 
 class EmulatedBench:
     """Every emulator of one bench around one `BenchTwin`, plus the twin-control endpoint.
 
     `virtual=True`: a `VirtualClock` advanced through `control`; otherwise free-running on
-    `WallClock(speed)`. `serve()` starts the servers (TCP/pty per `[twin.instruments]`, or all in
+    `WallClock(speed)`. `factories` adds or replaces emulator builders by kind (third-party
+    instruments, test doubles). `serve()` starts the servers (TCP/pty per `[twin.instruments]`, or all in
     memory) and the twin-control TCP endpoint; `stop()` stops everything (idempotent).
     """
 
@@ -496,20 +524,22 @@ class EmulatedBench:
         virtual: bool = True,
         speed: float = 1.0,
         seed: int | None = None,
+        factories: dict[str, EmulatorFactory] | None = None,
     ) -> None:
         self.config = config
         self.twin_config = twin_config
+        builders = {**EMULATORS, **(factories or {})}
         self.clock: VirtualClock | LaunchedWallClock = (
             VirtualClock() if virtual else LaunchedWallClock(speed)
         )
         self.twin = BenchTwin(twin_config, config.wiring, self.clock, seed=seed)
         self.emulators: dict[str, Any] = {}
         for name, inst in config.instruments.items():
-            factory = EMULATORS.get(inst.kind)
+            factory = builders.get(inst.kind)
             if factory is None:
                 raise ConfigError(
                     f"instruments.{name}.kind: no emulator for {inst.kind!r} is available "
-                    f"(emulated kinds: {', '.join(sorted(EMULATORS))})"
+                    f"(emulated kinds: {', '.join(sorted(builders))})"
                 )
             settings = twin_config.instruments.get(name, EmulatorSettings())
             self.emulators[name] = factory(name, inst, settings, self.clock, self.twin)
