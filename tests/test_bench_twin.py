@@ -202,7 +202,7 @@ def test_generator_output_becomes_force_through_actuator_gain_and_delay(bench_fa
     t = np.linspace(0.01, 0.05, 17)
     f = bench.twin.forces_at(t)
     tr = bench.twin.truth
-    for j, ch, amp in ((0, 1, 0.5), (1, 2, 0.25)):
+    for j, amp in ((0, 0.5), (1, 0.25)):
         want = tr.actuator_gain_n_per_v[j] * amp * np.sin(OMEGA * (t - tr.actuator_delay_s[j]))
         np.testing.assert_allclose(f[:, j], want, rtol=0, atol=1e-15)
     assert np.all(f[:, 2:] == 0.0)
