@@ -503,8 +503,24 @@ def _rigol_ds1000z(
     )
 
 
+def _keysight33500b(
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+) -> Any:
+    from physlearn.simulators.instruments.keysight33500b import Keysight33500BEmulator
+
+    emulator = Keysight33500BEmulator(clock, serial=s.serial or "MY53000042")
+    twin.connect_generator(name, emulator.output_voltage)
+    if twin.wiring.sync is not None and twin.wiring.sync.instrument == name:
+        twin.connect_sync(emulator.sync_output)
+    return emulator
+
+
 #: Instrument kind → builder of its emulator, connected to the twin.
-EMULATORS: dict[str, EmulatorFactory] = {"qdac2": _qdac2, "rigol_ds1000z": _rigol_ds1000z}
+EMULATORS: dict[str, EmulatorFactory] = {
+    "qdac2": _qdac2,
+    "rigol_ds1000z": _rigol_ds1000z,
+    "keysight33500b": _keysight33500b,
+}
 
 
 class EmulatedBench:

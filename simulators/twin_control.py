@@ -12,6 +12,12 @@ local socket beside the instrument ports:
 Times are printed with `repr(float)` (shortest round-trip form), so a client reads exactly the
 twin's float. `TwinControlClient` is the async client.
 
+Ordering. Instruments and the twin control are separate connections: over TCP/pty an
+instrument write returns once sent, not once executed. A controller must complete its commands
+(`*OPC?` or any query on that instrument) before `ADVANCE`, exactly as it must on hardware before
+it starts waiting; then every command acts at the same virtual time on every transport, and
+same seed + same commands give bit-identical data.
+
 Modes. *Virtual*: time moves only when told to; `advance` moves the `VirtualClock` and integrates
 the network up to the new time before replying, so a measurement taken after too short an
 advance sees the transient, as on hardware. *Free-running*: the twin follows `WallClock(speed)`;

@@ -219,6 +219,11 @@ def _transport(bench: EmulatedBench, name: str, resource: str) -> Transport:
     return Transport(TransportSettings(resource=resource, backend=backend, timeout_s=5.0))
 
 
+async def _complete(*links: Transport) -> None:
+    for link in links:
+        assert await link.query("*OPC?") == "1"
+
+
 async def _measure(
     bench: EmulatedBench, resources: dict[str, str], advance: Any, settle_s: float
 ) -> dict[int, tuple[str, bytes]]:
@@ -239,8 +244,12 @@ async def _measure(
         for ch, scale in SCALE_V.items():
             await scope.write(f":CHAN{ch}:DISP ON;:CHAN{ch}:PROB 1;:CHAN{ch}:SCAL {scale}")
         await scope.write(":TIM:SCAL 0.004;:TRIG:EDG:SOUR EXT;:TRIG:EDG:LEV 1.5")
+        # Over TCP/pty a write returns once sent, not once executed: complete every command
+        # (*OPC?) before moving the virtual clock, as a controller must (and does on hardware).
+        await _complete(qdac, gen, scope)
         await advance(settle_s)
         await scope.write(":SING")
+        await _complete(scope)
         await advance(0.1)
         assert await scope.query(":TRIG:STAT?") == "STOP"
         for ch in SCALE_V:
