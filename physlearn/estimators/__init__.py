@@ -16,6 +16,9 @@ from physlearn.estimators.adjoint import Adjoint
 from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.ep_one_sided import EPOneSided
 from physlearn.estimators.ep_symmetric import EPSymmetric
+from physlearn.estimators.ep_time_reversed import EPTimeReversed
+from physlearn.estimators.finite_difference import FiniteDifference
+from physlearn.estimators.spsa import SPSA
 from physlearn.knowledge import ModelKnowledge
 
 ESTIMATORS: dict[str, type[Estimator]] = {
@@ -23,6 +26,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     for cls in (
         EPSymmetric,
         EPOneSided,
+        EPTimeReversed,
+        FiniteDifference,
+        SPSA,
         Adjoint,
     )
 }
