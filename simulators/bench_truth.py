@@ -11,7 +11,7 @@ Generated from a seed and nominal values (`TruthNominals`, the `[twin.truth]` ta
 - per sense wire s (node → scope channel or lock-in input), a gain G_s (V per node unit), an
   offset O_s (V), a delay τ_s (s) and a slow sinusoidal offset drift:
       v_s(t) = G_s x_node(t − τ_s) + O_s + D_s sin(2π t / P_s + φ_s);
-- the noise σ of each instrument kind (scope ADC input noise, lock-in input noise), added by
+- the noise of each instrument kind (scope ADC input noise σ, lock-in input noise density), added by
   the instruments themselves from their own seeded generators.
 
 The truth lives only inside `BenchTwin` and the emulators: it is never in a config the drivers
@@ -69,10 +69,11 @@ class SensingNominals(_Model):
 
 
 class NoiseNominals(_Model):
-    """Input-referred white noise σ of each instrument kind, in volts rms per sample."""
+    """Input-referred white noise: the scope's σ per sample (V rms) and the lock-in's input
+    noise density (V/√Hz)."""
 
     scope_sigma_v: float = Field(2e-3, ge=0.0)
-    lockin_sigma_v: float = Field(1e-4, ge=0.0)
+    lockin_noise_v_per_rthz: float = Field(1e-6, ge=0.0)
 
 
 class TruthNominals(_Model):
@@ -105,7 +106,7 @@ class BenchTruth:
     drift_phase_rad: Array
     # noise
     scope_sigma_v: float
-    lockin_sigma_v: float
+    lockin_noise_v_per_rthz: float
 
     @classmethod
     def generate(
@@ -148,7 +149,7 @@ class BenchTruth:
             drift_period_s=drift_period,
             drift_phase_rad=drift_phase,
             scope_sigma_v=float(nominals.noise.scope_sigma_v),
-            lockin_sigma_v=float(nominals.noise.lockin_sigma_v),
+            lockin_noise_v_per_rthz=float(nominals.noise.lockin_noise_v_per_rthz),
         )
 
     def coupling(self, dac_v: Array) -> Array:

@@ -180,6 +180,7 @@ class BenchTwin:
         self._generators: dict[str, GeneratorOutput] = {}
         self._dacs: dict[str, DacOutput] = {}
         self._sync: SyncOutput | None = None
+        self._reference: Callable[[], tuple[float, float]] | None = None
         self._coef_cache: tuple[Array, Coefficients] | None = None
         self._sense_index = {
             (sw.instrument, sw.channel if sw.channel is not None else 1): i
@@ -223,6 +224,19 @@ class BenchTwin:
         """The generator's sync output (volts at times (n,)), cabled to EXT trigger / lock-ins."""
         with self._lock:
             self._sync = sync_voltage
+
+    def connect_reference(self, reference: Callable[[], tuple[float, float]]) -> None:
+        """The sync's (frequency Hz, phase rad): rising edges where 2π f t + phase ≡ 0."""
+        with self._lock:
+            self._reference = reference
+
+    def reference(self) -> tuple[float, float]:
+        """(frequency Hz, phase rad) of the generator sync the lock-ins lock to."""
+        with self._lock:
+            ref = self._reference
+        if ref is None:
+            raise ValueError("no generator sync is connected to the lock-in reference inputs")
+        return ref()
 
     def instrument_rng(self, name: str) -> np.random.Generator:
         """A fresh seeded generator for instrument `name`'s noise (derived from the bench seed)."""
@@ -512,7 +526,30 @@ def _keysight33500b(
     twin.connect_generator(name, emulator.output_voltage)
     if twin.wiring.sync is not None and twin.wiring.sync.instrument == name:
         twin.connect_sync(emulator.sync_output)
+
+        def reference() -> tuple[float, float]:
+            f_hz = emulator.cycle_rate_hz(emulator.sync_source)
+            return f_hz, -2.0 * math.pi * f_hz * emulator.sync_phase_origin_s()
+
+        twin.connect_reference(reference)
     return emulator
+
+
+def _srs_lockin(
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+) -> Any:
+    from physlearn.simulators.instruments.srs_lockin import Sr830Emulator, Sr860Emulator
+
+    cls = Sr830Emulator if inst.kind == "sr830" else Sr860Emulator
+    extra = {"serial": s.serial} if s.serial else {}
+    return cls(
+        clock,
+        source=twin.lockin_source(name),
+        reference=twin.reference if twin.wiring.sync is not None else None,
+        rng=twin.instrument_rng(name),
+        input_noise_v_per_rthz=twin.truth.lockin_noise_v_per_rthz,
+        **extra,
+    )
 
 
 #: Instrument kind → builder of its emulator, connected to the twin.
@@ -520,6 +557,8 @@ EMULATORS: dict[str, EmulatorFactory] = {
     "qdac2": _qdac2,
     "rigol_ds1000z": _rigol_ds1000z,
     "keysight33500b": _keysight33500b,
+    "sr830": _srs_lockin,
+    "sr860": _srs_lockin,
 }
 
 

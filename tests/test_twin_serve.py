@@ -26,6 +26,8 @@ from physlearn.tomlconfig import read_toml
 pytestmark = pytest.mark.timeout(60)
 
 _LINE = re.compile(r"^instrument (\S+) (\S+) (\S+)$")
+#: Reply terminations as the manuals give them (the SR830 ends replies with CR).
+_READ_TERMINATION = {"sr830": "\r"}
 
 
 def _bench_file(tmp_path: Path) -> tuple[Path, set[str]]:
@@ -102,7 +104,11 @@ def test_twin_serve_every_instrument_answers_plain_pyvisa(
     try:
         for name, (kind, resource) in resources.items():
             assert resource.startswith(("TCPIP0::127.0.0.1::", "ASRL/dev/pts/"))
-            inst = rm.open_resource(resource, read_termination="\n", write_termination="\n")
+            inst = rm.open_resource(
+                resource,
+                read_termination=_READ_TERMINATION.get(kind, "\n"),
+                write_termination="\n",
+            )
             try:
                 inst.timeout = 5000
                 idn = inst.query("*IDN?")
