@@ -32,6 +32,7 @@ takes ≈ 10 periods ≈ 640 steps to settle (< 0.1 s of CPU), and free-running 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import threading
@@ -560,6 +561,22 @@ EMULATORS: dict[str, EmulatorFactory] = {
     "sr830": _srs_lockin,
     "sr860": _srs_lockin,
 }
+_EMULATOR_MODULES = {
+    "qdac2": "qdac2",
+    "rigol_ds1000z": "rigol_ds1000z",
+    "keysight33500b": "keysight33500b",
+    "sr830": "srs_lockin",
+    "sr860": "srs_lockin",
+}
+
+
+def available_emulators() -> set[str]:
+    """Instrument kinds whose emulator module is installed."""
+    return {
+        kind
+        for kind, module in _EMULATOR_MODULES.items()
+        if importlib.util.find_spec(f"physlearn.simulators.instruments.{module}") is not None
+    }
 
 
 class EmulatedBench:
@@ -591,7 +608,9 @@ class EmulatedBench:
         self.emulators: dict[str, Any] = {}
         for name, inst in config.instruments.items():
             factory = builders.get(inst.kind)
-            if factory is None:
+            if factory is None or (
+                inst.kind not in (factories or {}) and inst.kind not in available_emulators()
+            ):
                 raise ConfigError(
                     f"instruments.{name}.kind: no emulator for {inst.kind!r} is available "
                     f"(emulated kinds: {', '.join(sorted(builders))})"

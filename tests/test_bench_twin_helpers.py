@@ -14,11 +14,11 @@ from numpy.typing import NDArray
 
 from physlearn.bench_config import BenchConfig, InstrumentConfig
 from physlearn.simulators.bench_twin import (
-    EMULATORS,
     BenchTwin,
     EmulatedBench,
     EmulatorSettings,
     TwinConfig,
+    available_emulators,
     load_twin_config,
 )
 from physlearn.simulators.clock import Clock
@@ -76,7 +76,7 @@ def example_configs(drop_unemulated: bool = True) -> tuple[BenchConfig, TwinConf
     (with their wiring), so the tests run whichever emulators exist."""
     raw = read_toml(EXAMPLE)
     if drop_unemulated:
-        raw = restrict_to_emulated(raw, {**EMULATORS, **TEST_FACTORIES})
+        raw = restrict_to_emulated(raw, available_emulators() | set(TEST_FACTORIES))
     config = BenchConfig.model_validate(raw)
     return config, load_twin_config(config, str(EXAMPLE))
 

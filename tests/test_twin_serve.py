@@ -20,7 +20,7 @@ import pyvisa
 import tomli_w
 from test_bench_twin_helpers import EXAMPLE, restrict_to_emulated
 
-from physlearn.simulators.bench_twin import EMULATORS
+from physlearn.simulators.bench_twin import available_emulators
 from physlearn.tomlconfig import read_toml
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,7 +32,7 @@ _READ_TERMINATION = {"sr830": "\r"}
 
 def _bench_file(tmp_path: Path) -> tuple[Path, set[str]]:
     """The example bench with every instrument whose emulator exists (all, once all landed)."""
-    raw = restrict_to_emulated(read_toml(EXAMPLE), EMULATORS)
+    raw = restrict_to_emulated(read_toml(EXAMPLE), available_emulators())
     assert {"qdac", "scope"} <= set(raw["instruments"])
     path = tmp_path / "bench.toml"
     path.write_bytes(tomli_w.dumps(raw).encode())
