@@ -12,6 +12,7 @@ from physlearn.errors import PhyslearnError
 # Sub-command name → module in physlearn.commands providing add_parser() and run().
 COMMANDS = {
     "simulate": "simulate",
+    "train": "train",
     "twin": "twin",
 }
 

@@ -1,0 +1,84 @@
+"""`physlearn train`: train a network on the ideal twin from a TOML config, with a progress bar.
+
+Writes a run directory (resolved config, per-epoch metrics and parameters, checkpoint, summary;
+see physlearn.runstore) and prints its path at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from physlearn.config import load_train_config
+from physlearn.training import ProgressEvent, default_run_name, train
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="train a network by equilibrium propagation", description=__doc__)
+    p.add_argument("--config", required=True, type=Path, help="TOML train config (examples/*.toml)")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="folder holding run directories (default: [output].root, 'runs')",
+    )
+    p.add_argument(
+        "--name", default=None, help="run name (default: <config>-<estimator>-s<seed>-<time>)"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override [training].epochs")
+    p.add_argument("--seed", type=int, default=None, help="override [training].seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fmt(v: object) -> str:
+    return "nan" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.3g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.epochs is not None:
+        overrides["training.epochs"] = args.epochs
+    if args.seed is not None:
+        overrides["training.seed"] = args.seed
+    cfg = load_train_config(args.config, overrides)
+    name = args.name or cfg.output.name or default_run_name(cfg, args.config)
+    bar: Any = None
+    last: dict[str, Any] = {}
+
+    def progress(ev: ProgressEvent) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=ev.total_steps, unit="step", desc="train", dynamic_ncols=True)
+        if ev.kind == "step":
+            bar.update(ev.step - bar.n)
+            bar.set_postfix(
+                epoch=ev.epoch, loss=_fmt(ev.batch_loss), acc=_fmt(last.get("train_accuracy"))
+            )
+        elif ev.metrics is not None:
+            last.update(ev.metrics)
+            bar.set_postfix(
+                epoch=ev.epoch,
+                loss=_fmt(ev.metrics.get("train_loss")),
+                acc=_fmt(ev.metrics.get("train_accuracy")),
+                test=_fmt(ev.metrics.get("test_accuracy")),
+            )
+
+    try:
+        result = train(cfg, root=args.run_dir, name=name, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    final = result.summary.get("final") or {}
+    print(
+        f"epochs {result.summary['epochs_run']}: train loss {_fmt(final.get('train_loss'))} "
+        f"acc {_fmt(final.get('train_accuracy'))}, test loss {_fmt(final.get('test_loss'))} "
+        f"acc {_fmt(final.get('test_accuracy'))}, {result.summary['wall_time_s']:.1f} s"
+    )
+    print(f"run directory: {result.run_dir}")
+    return 0

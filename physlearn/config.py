@@ -1,0 +1,266 @@
+"""`TrainConfig`: the TOML file of ``physlearn train``, validated by pydantic (extra keys refused).
+
+Tables (every error names the field path and the bad value, through `physlearn.tomlconfig`)::
+
+    [network]            either [network.topology] (a documented topology, physlearn.topology)
+                         or [network.spec] (an inline NetworkSpec), not both
+    [data]               name = "xor" | "iris" | "digits" | "sine", [data.options] for get_dataset
+    [targets]            kind = "inphase" (one-hot in-phase amplitudes on/off) or "sine"
+    [estimator]          name, beta (dimensionless), [estimator.options]
+    [optimizer]          name, lr, schedule, [optimizer.options]
+    [training]           epochs, batch_size, seed, log_cosine_to_adjoint, target_accuracy, ...
+    [system]             kind = "ideal" (default), points_per_period, floquet, tol
+    [output]             root, name
+
+**β (estimator.beta)** is dimensionless: the ratio of the nudge force's peak to the drive force's
+peak, per sample. Sign convention (DESIGN.md §2): with L = L0 + βC the nudge force is
++β ∂C/∂x = +β γ (x_out − y), so β > 0 pushes the outputs *away* from their targets; symmetric
+estimators use ±β.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from physlearn.network import NetworkSpec
+from physlearn.tomlconfig import read_toml, validate
+
+__all__ = [
+    "DataConfig",
+    "EstimatorConfig",
+    "LayeredTopology",
+    "NetworkConfig",
+    "OptimizerConfig",
+    "OutputConfig",
+    "SystemConfig",
+    "TargetsConfig",
+    "TrainConfig",
+    "TrainingConfig",
+    "load_train_config",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayeredTopology(_Model):
+    """`physlearn.topology.layered` arguments (SI units; None = the regime's default)."""
+
+    kind: Literal["layered"] = "layered"
+    layers: list[int] = Field(min_length=2)
+    coupling: Literal["product", "difference"] = "product"
+    regime: Literal["conservative", "lossy_resonant"] = "conservative"
+    init_scale: float = Field(0.5, gt=0)
+    seed: int = 0
+    mass: float = Field(1.0, gt=0)
+    stiffness: float | None = Field(None, gt=0)
+    damping: float | None = Field(None, ge=0)
+    omega_rad_s: float = Field(1.0, gt=0)
+    nonlinearity: str = "tanh"
+    coupling_bound: float | None = Field(None, gt=0)
+    bias_bound: float | None = Field(None, gt=0)
+    bias_node: bool = True
+    bias_amplitude: float = 1.0
+    input_gain: float | None = None
+    input_offset: float = 0.0
+    input_phase_rad: float | list[float] = 0.0
+    target_kind: Literal["inphase", "constant", "sine"] = "inphase"
+    detuning_linewidths: float = 0.5
+    check_modes: bool = True
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"every layer needs ≥ 1 node, got {v}")
+        return v
+
+    def build(self) -> NetworkSpec:
+        from physlearn.topology import layered
+
+        return layered(
+            self.layers,
+            kind=self.coupling,
+            regime=self.regime,
+            init_scale=self.init_scale,
+            seed=self.seed,
+            mass=self.mass,
+            stiffness=self.stiffness,
+            damping=self.damping,
+            omega_rad_s=self.omega_rad_s,
+            nonlinearity=self.nonlinearity,
+            coupling_bound=self.coupling_bound,
+            bias_bound=self.bias_bound,
+            bias_node=self.bias_node,
+            bias_amplitude=self.bias_amplitude,
+            input_gain=self.input_gain,
+            input_offset=self.input_offset,
+            input_phase_rad=self.input_phase_rad,
+            target_kind=self.target_kind,
+            detuning_linewidths=self.detuning_linewidths,
+            check_modes=self.check_modes,
+        )
+
+
+class NetworkConfig(_Model):
+    """Either ``topology`` (built by physlearn.topology) or an inline ``spec``."""
+
+    topology: LayeredTopology | None = None
+    spec: NetworkSpec | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> NetworkConfig:
+        if (self.topology is None) == (self.spec is None):
+            raise ValueError("give exactly one of [network.topology] or [network.spec]")
+        return self
+
+    def build(self) -> NetworkSpec:
+        if self.spec is not None:
+            return self.spec
+        assert self.topology is not None
+        return self.topology.build()
+
+
+class DataConfig(_Model):
+    """A data set of `physlearn.datasets` by name, with its keyword options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from physlearn.datasets import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown data set {v!r}; known: {', '.join(sorted(DATASETS))}")
+        return v
+
+
+class TargetsConfig(_Model):
+    """Targets and decoding (physlearn.encoding). Levels and amplitudes in node units (m)."""
+
+    kind: Literal["inphase", "sine"] | None = None  # None: "sine" for the sine data set
+    on: float = 0.2
+    off: float = 0.0
+    amplitude: float = Field(0.2, gt=0)
+
+
+class EstimatorConfig(_Model):
+    """Gradient estimator. ``beta``: dimensionless nudge = peak nudge force / peak drive force;
+    +β pushes the outputs away from their targets (DESIGN.md §2). Estimators without a nudge
+    (adjoint, finite_difference, spsa) take no beta."""
+
+    name: str = "ep_symmetric"
+    beta: float | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from physlearn.estimators import known_estimators
+
+        if v not in known_estimators():
+            raise ValueError(f"unknown estimator {v!r}; known: {', '.join(known_estimators())}")
+        return v
+
+    def kwargs(self) -> dict[str, Any]:
+        kw = dict(self.options)
+        if self.beta is not None:
+            kw["beta"] = self.beta
+        return kw
+
+
+class OptimizerConfig(_Model):
+    """Optimizer (physlearn.optimizers): name, learning rate, optional schedule and options."""
+
+    name: str = "adam"
+    lr: float = Field(0.03, gt=0)
+    schedule: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from physlearn.optimizers import OPTIMIZERS
+
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(sorted(OPTIMIZERS))}")
+        return v
+
+
+class TrainingConfig(_Model):
+    """The loop. ``target_accuracy``: stop early once ``target_split`` accuracy reaches it.
+    ``max_consecutive_failures``: steps whose steady state could not be found (or whose gradient
+    was non-finite) in a row before the run stops with an error."""
+
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(4, ge=1)
+    seed: int = 0
+    shuffle: bool = True
+    log_cosine_to_adjoint: bool = False
+    target_accuracy: float | None = Field(None, gt=0, le=1)
+    target_split: Literal["train", "test"] = "train"
+    target_loss: float | None = Field(None, gt=0)
+    max_consecutive_failures: int = Field(10, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class SystemConfig(_Model):
+    """The physical system. ``kind = "ideal"``: the ideal twin (physlearn.ideal.IdealSystem).
+    ``floquet``: which steady states of the training steps get their Floquet multipliers checked
+    (``none`` is fastest; the final parameters are always checked on the free phase)."""
+
+    kind: Literal["ideal"] = "ideal"
+    points_per_period: int = Field(33, ge=3)
+    floquet: Literal["all", "free", "none"] = "none"
+    tol: float = Field(1e-10, gt=0)
+
+    @field_validator("points_per_period")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd, got {v}")
+        return v
+
+
+class OutputConfig(_Model):
+    """Where the run directory goes: ``<root>/<name>`` (name default: set by the caller)."""
+
+    root: Path = Path("runs")
+    name: str | None = None
+
+
+class TrainConfig(_Model):
+    """A ``physlearn train`` config file (see the module docstring)."""
+
+    network: NetworkConfig
+    data: DataConfig
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
+    estimator: EstimatorConfig = Field(default_factory=EstimatorConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    system: SystemConfig = Field(default_factory=SystemConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain data for the run directory's config.toml (None fields left out)."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_none=True)
+        return data
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read and validate a train config; ``overrides`` (dotted keys, e.g. ``training.epochs``)
+    are applied before validation, so they are checked like the file's own values."""
+    data = read_toml(path)
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return validate(TrainConfig, data, str(path))
