@@ -1,0 +1,79 @@
+"""The layered topology: structure, seeded initialisation, and the two documented regimes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from physlearn.errors import ConfigError
+from physlearn.topology import layer_nodes, layered, mode_report, spec_with_parameters
+
+
+def test_layered_structure_and_bounds() -> None:
+    spec = layered([2, 3, 2], seed=1)
+    d = spec.nodes.count
+    assert d == 2 + 3 + 2 + 1  # + bias oscillator
+    assert spec.inputs.nodes == [0, 1] and spec.outputs.nodes == [5, 6]
+    pairs = {tuple(c.nodes) for c in spec.couplings}
+    # every input–hidden and hidden–output pair, plus the bias node to hidden and output nodes
+    expected = {(a, b) for a in (0, 1) for b in (2, 3, 4)} | {
+        (a, b) for a in (2, 3, 4) for b in (5, 6)
+    }
+    expected |= {(7, b) for b in (2, 3, 4, 5, 6)}
+    assert pairs == expected
+    assert sorted(b.node for b in spec.biases) == [2, 3, 4, 5, 6]
+    assert [t.node for t in spec.drive.tones] == [7]
+    lo, hi = spec.parameter_bounds()
+    p = spec.initial_parameters()
+    assert np.all(p >= lo) and np.all(p <= hi)
+    assert layer_nodes([2, 3, 2]) == [[0, 1], [2, 3, 4], [5, 6]]
+
+
+def test_layered_is_seeded() -> None:
+    a = layered([2, 4, 1], seed=2).initial_parameters()
+    b = layered([2, 4, 1], seed=2).initial_parameters()
+    c = layered([2, 4, 1], seed=1).initial_parameters()
+    assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(a, c)
+
+
+def test_conservative_regime_modes_off_resonance() -> None:
+    spec = layered([4, 6, 3], seed=0)
+    gamma = spec.nodes.arrays()[2]
+    assert np.all(gamma * spec.period_s <= 0.01)
+    rep = mode_report(spec)
+    assert rep.margin_1w >= 0.1 and rep.margin_2w >= 0.1
+
+
+def test_conservative_refuses_a_draw_near_resonance() -> None:
+    with pytest.raises(ConfigError, match=r"within 0\.1"):
+        layered([2, 4, 1], stiffness=1.05)
+
+
+def test_lossy_regime_puts_a_mode_within_a_linewidth() -> None:
+    spec = layered([2, 4, 1], regime="lossy_resonant", seed=0)
+    gamma = float(spec.nodes.arrays()[2][0])
+    assert spec.drive.omega_rad_s / gamma == pytest.approx(20.0)  # Q = 20
+    rep = mode_report(spec)
+    assert rep.detuning_linewidths <= 1.0
+    assert rep.detuning_linewidths == pytest.approx(0.5, abs=1e-6)
+
+
+def test_difference_couplings_are_springs() -> None:
+    spec = layered([2, 3, 1], kind="difference", seed=2)
+    assert all(c.kind == "difference" and c.value >= 0 and c.lower == 0 for c in spec.couplings)
+
+
+def test_spec_with_parameters_round_trip() -> None:
+    spec = layered([2, 3, 1], seed=0)
+    p = spec.initial_parameters() * 0.5
+    s2 = spec_with_parameters(spec, p)
+    np.testing.assert_array_equal(s2.initial_parameters(), p)
+    with pytest.raises(ConfigError):
+        spec_with_parameters(spec, p[:-1])
+
+
+@pytest.mark.parametrize("layers", [[2], [2, 0, 1], []])
+def test_bad_layers(layers: list[int]) -> None:
+    with pytest.raises(ConfigError, match="layers"):
+        layered(layers)

@@ -1,0 +1,198 @@
+"""`physlearn train`: XOR and Iris learn on the ideal twin, runs are bit-reproducible, bad configs
+and non-finite gradients are refused cleanly, and the CLI writes a complete run directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from physlearn.cli import main
+from physlearn.config import TrainConfig, load_train_config
+from physlearn.errors import ConfigError
+from physlearn.estimators import Estimator, GradientEstimate
+from physlearn.runstore import RunStore
+from physlearn.system import PhysicalSystem
+from physlearn.task import Task
+from physlearn.training import Trainer, TrainingError, prepare, train
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FAST = {"system.floquet": "none", "training.log_cosine_to_adjoint": False}
+
+
+def _cfg(name: str, **overrides: Any) -> TrainConfig:
+    return load_train_config(EXAMPLES / f"{name}.toml", {**FAST, **overrides})
+
+
+def test_xor_reaches_full_accuracy(tmp_path: Path) -> None:
+    res = train(_cfg("xor"), root=tmp_path, name="xor")
+    final = res.metrics[-1]
+    assert final["train_accuracy"] == 1.0 and final["test_accuracy"] == 1.0
+    assert res.summary["stopped_early"]
+    assert res.summary["stability"]["stable"]
+    store = RunStore.open(tmp_path / "xor")
+    assert len(store.read_metrics()) == res.summary["epochs_run"]
+    assert store.param_epochs() == list(range(res.summary["epochs_run"]))
+
+
+def test_short_iris_run_beats_chance(tmp_path: Path) -> None:
+    res = train(_cfg("iris", **{"training.epochs": 4}), root=tmp_path, name="iris")
+    accs = [m["test_accuracy"] for m in res.metrics]
+    assert max(accs) >= 0.7, accs  # chance is 1/3
+    assert res.metrics[-1]["train_loss"] < res.summary["initial"]["train_loss"]
+
+
+def test_runs_are_bit_reproducible(tmp_path: Path) -> None:
+    cfg = _cfg("iris", **{"training.epochs": 2, "training.batch_size": 16})
+    for name in ("a", "b"):
+        train(cfg, root=tmp_path, name=name)
+    a, b = RunStore.open(tmp_path / "a"), RunStore.open(tmp_path / "b")
+    assert a.params_path(1).read_bytes() == b.params_path(1).read_bytes()
+    ca, cb = a.load_checkpoint(), b.load_checkpoint()
+    assert ca.params.tobytes() == cb.params.tobytes() and ca.step == cb.step
+    assert ca.rng_state == cb.rng_state
+    other = train(
+        _cfg("iris", **{"training.epochs": 2, "training.batch_size": 16, "training.seed": 1}),
+        write=False,
+    )
+    assert other.params.tobytes() != a.load_params(1).tobytes()
+
+
+def test_cosine_to_adjoint_is_logged_on_the_twin() -> None:
+    cfg = load_train_config(EXAMPLES / "xor.toml", {"system.floquet": "none", "training.epochs": 2})
+    res = train(cfg, write=False)
+    cos = res.metrics[-1]["cosine_to_adjoint"]
+    # Γ·T = 6e-3 off resonance: symmetric EP agrees with the exact gradient
+    assert cos is not None and cos > 0.999
+    assert len(res.metrics[-1]["step_cosines"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("estimator.name", "ep_magic", "estimator.name"),
+        ("optimizer.name", "lbfgs", "optimizer.name"),
+        ("training.epochs", 0, "training.epochs"),
+        ("system.points_per_period", 32, "system.points_per_period"),
+        ("training.bogus", 1, "training.bogus"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, key: str, value: object, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_train_config(EXAMPLES / "xor.toml", {key: value})
+    assert needle in str(err.value) and repr(value) in str(err.value)
+
+
+def test_feature_count_mismatch_is_refused_before_writing(tmp_path: Path) -> None:
+    cfg = _cfg("xor", **{"data.name": "iris"})
+    with pytest.raises(ConfigError, match="4 features but the network has 2 input nodes"):
+        train(cfg, root=tmp_path, name="bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_estimator_option_errors_are_config_errors(tmp_path: Path) -> None:
+    cfg = _cfg("xor", **{"estimator.name": "adjoint"})  # adjoint takes no beta
+    with pytest.raises(ConfigError, match="beta"):
+        train(cfg, root=tmp_path, name="bad")
+    assert not (tmp_path / "bad").exists()
+
+
+class _NaNOnce(Estimator):
+    """Wraps an estimator; returns a NaN gradient on the calls listed in ``bad``."""
+
+    name = "nan_once"
+
+    def __init__(self, inner: Estimator, bad: set[int]):
+        super().__init__(inner.knowledge)
+        self.inner, self.bad, self.calls = inner, bad, 0
+
+    async def estimate(
+        self, system: PhysicalSystem, alpha: np.ndarray, u: np.ndarray, task: Task
+    ) -> GradientEstimate:
+        g = await self.inner.estimate(system, alpha, u, task)
+        self.calls += 1
+        if self.calls - 1 in self.bad:
+            return GradientEstimate(np.full_like(g.grad, np.nan), g.cost, g.experiments)
+        return g
+
+
+def test_nonfinite_gradient_stops_the_step_and_keeps_parameters(tmp_path: Path) -> None:
+    cfg = _cfg(
+        "xor",
+        **{"training.epochs": 3, "training.target_accuracy": None, "training.target_loss": None},
+    )
+    setup = prepare(cfg)
+    p0 = setup.spec.initial_parameters()
+    setup.estimator = _NaNOnce(setup.estimator, {0})
+    store = RunStore.create(tmp_path, "nan", cfg.resolved())
+    res = asyncio.run(Trainer(setup).run(store))
+    assert res.summary["nonfinite_steps"] == 1
+    assert res.metrics[0]["epoch_nonfinite_steps"] == 1 and res.metrics[0]["steps"] == 0
+    assert store.load_params(0).tobytes() == p0.tobytes()  # epoch 0's only step was refused
+    assert res.metrics[1]["steps"] == 1 and not np.array_equal(store.load_params(1), p0)
+    assert np.all(np.isfinite(res.params))
+
+
+def test_persistent_nonfinite_gradients_stop_the_run(tmp_path: Path) -> None:
+    cfg = _cfg("xor", **{"training.epochs": 10, "training.max_consecutive_failures": 3})
+    setup = prepare(cfg)
+    setup.estimator = _NaNOnce(setup.estimator, set(range(100)))
+    store = RunStore.create(tmp_path, "nan", cfg.resolved())
+    with pytest.raises(TrainingError, match="3 failed steps"):
+        asyncio.run(Trainer(setup).run(store))
+    assert not store.checkpoint_path.exists()  # no update was ever applied
+    for p in store.param_epochs():
+        assert store.load_params(p).tobytes() == setup.spec.initial_parameters().tobytes()
+
+
+def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_path = tmp_path / "xor.toml"
+    text = (EXAMPLES / "xor.toml").read_text().replace('floquet = "free"', 'floquet = "none"')
+    cfg_path.write_text(text)
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg_path),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "cli",
+            "--epochs",
+            "3",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    run_dir = tmp_path / "runs" / "cli"
+    assert f"run directory: {run_dir}" in capsys.readouterr().out
+    for f in ("config.toml", "metrics.jsonl", "summary.json", "checkpoint.npz", "network.toml"):
+        assert (run_dir / f).is_file(), f
+    stored = tomllib.loads((run_dir / "config.toml").read_text())
+    assert stored["training"]["epochs"] == 3
+    assert TrainConfig.model_validate(stored) == load_train_config(cfg_path, {"training.epochs": 3})
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and len(summary["final_params"]) == len(
+        summary["parameter_names"]
+    )
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg_path),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "cli",
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
+    )
+    assert rc == 2  # the run directory exists
+    assert "already exists" in capsys.readouterr().err
