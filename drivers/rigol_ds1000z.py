@@ -28,11 +28,18 @@ from numpy.typing import NDArray
 
 from physlearn.drivers.scpi_instrument import ScpiInstrument, ScpiInstrumentConfig
 from physlearn.drivers.transport import Transport
-from physlearn.errors import InstrumentProtocolError, InstrumentTimeoutError, LimitError
+from physlearn.errors import (
+    InstrumentError,
+    InstrumentProtocolError,
+    InstrumentTimeoutError,
+    LimitError,
+)
 
 logger = logging.getLogger(__name__)
 
 N_CHANNELS = 4
+#: What the DS1000Z sends for an invalid or unavailable value.
+INVALID_MARKER = 9.9e37
 CODE_MIN, CODE_MAX = 0, 255
 WaveFormat = Literal["BYTE", "WORD", "ASCii"]
 WaveMode = Literal["NORMal", "RAW"]
@@ -77,8 +84,11 @@ class Preamble:
             xinc, xorg, yinc = (float(parts[i]) for i in (4, 5, 7))
         except ValueError:
             raise InstrumentProtocolError(f"preamble {text!r} is not numeric") from None
-        if not all(math.isfinite(v) for v in (xinc, xorg, yinc)) or xinc <= 0 or yinc <= 0:
-            raise InstrumentProtocolError(f"preamble {text!r} has a bad increment")
+        if not all(_valid(v) for v in (xinc, xorg, yinc)) or xinc <= 0 or yinc <= 0:
+            raise InstrumentProtocolError(
+                f"preamble {text!r} has a non-finite, invalid (9.9E37) or non-positive "
+                "increment or origin"
+            )
         fmt, kind, points, count, xref, yorg, yref = ints
         return cls(fmt, kind, points, count, xinc, xorg, xref, yinc, yorg, yref)
 
@@ -138,6 +148,11 @@ class TriggerSettings:
     level_v: float
     slope: str
     sweep: str
+
+
+def _valid(value: float) -> bool:
+    """False for NaN, ±inf and the instrument's "invalid" marker (|value| >= 9.9E37)."""
+    return math.isfinite(value) and abs(value) < INVALID_MARKER
 
 
 def _finite(name: str, value: float) -> float:
@@ -369,7 +384,13 @@ class RigolDs1000z(ScpiInstrument):
         await self.write(
             f":WAV:SOUR CHAN{ch};:WAV:MODE {mode[:4].upper()};:WAV:FORM {_FORMAT_SHORT[fmt]}"
         )
-        pre = await self.read_preamble()
+        try:
+            pre = await self.read_preamble()
+        except InstrumentProtocolError as exc:
+            raise InstrumentProtocolError(
+                f"{self.name} ({self.resource}) channel {ch}: invalid waveform scaling: {exc}; "
+                "the reading is refused"
+            ) from exc
         chunk = MAX_READ_POINTS[fmt]
         pieces: list[NDArray[np.float64]] = []
         for start in range(1, pre.points + 1, chunk):
@@ -379,6 +400,14 @@ class RigolDs1000z(ScpiInstrument):
         codes_or_volts = np.concatenate(pieces) if pieces else np.zeros(0)
         if fmt == "ASCii":
             volts = codes_or_volts
+            bad = ~(np.isfinite(volts) & (np.abs(volts) < INVALID_MARKER))
+            if np.any(bad):
+                first = int(np.argmax(bad))
+                raise InstrumentProtocolError(
+                    f"{self.name} ({self.resource}) channel {ch}: {int(bad.sum())} of "
+                    f"{volts.size} ASCii points are NaN, infinite or invalid (first: point "
+                    f"{first} = {volts[first]!r}); the reading is refused"
+                )
             codes = pre.codes(volts)
         else:
             codes = codes_or_volts
@@ -409,14 +438,28 @@ class RigolDs1000z(ScpiInstrument):
         return data
 
     async def read_channels(
-        self, channels: Iterable[int], fmt: WaveFormat = "BYTE", mode: WaveMode = "NORMal"
+        self,
+        channels: Iterable[int],
+        fmt: WaveFormat = "BYTE",
+        mode: WaveMode = "NORMal",
+        *,
+        allow_clipped: bool = True,
     ) -> dict[int, Waveform]:
         """Read several channels of the one (last) acquisition; the scope must be stopped.
 
         After `single()` + `wait_triggered()` the scope is stopped, so every channel comes from
         the same acquisition; if it is running this stops it first (the last complete sweep).
+        `allow_clipped=False`: a channel whose signal left the ADC range (overload) raises
+        `InstrumentError` naming the instrument and channel instead of returning clipped data.
         """
         chans = [self._check_channel(c) for c in channels]
         if await self.trigger_status() != "STOP":
             await self.stop()
-        return {c: await self.read_waveform(c, fmt, mode) for c in chans}
+        waves = {c: await self.read_waveform(c, fmt, mode) for c in chans}
+        clipped = [c for c, w in waves.items() if w.clipped]
+        if clipped and not allow_clipped:
+            raise InstrumentError(
+                f"{self.name} ({self.resource}): channel(s) {clipped} clipped — the signal "
+                "exceeds the ADC range (overload); increase the volts/div or move the offset"
+            )
+        return waves

@@ -124,12 +124,18 @@ class ScpiInstrument:
         """Send a query, parse a comma-separated list of floats."""
         reply = await self.query(command)
         try:
-            return [float(x) for x in reply.split(",")]
+            values = [float(x) for x in reply.split(",")]
         except ValueError:
             raise InstrumentProtocolError(
                 f"{self.name} ({self.resource}): reply {reply!r} to {command!r} is not a "
                 "list of numbers"
             ) from None
+        if not all(math.isfinite(v) for v in values):
+            raise InstrumentProtocolError(
+                f"{self.name} ({self.resource}): reply {reply!r} to {command!r} contains a "
+                "non-finite value"
+            )
+        return values
 
     async def query_binary_block(self, command: str) -> bytes:
         """Send a query whose reply is one IEEE 488.2 block; return its payload."""

@@ -30,7 +30,7 @@ from scipy.special import gammainccinv
 
 from physlearn.drivers.scpi_instrument import ScpiInstrument, ScpiInstrumentConfig
 from physlearn.drivers.transport import Transport
-from physlearn.errors import InstrumentProtocolError, LimitError
+from physlearn.errors import InstrumentError, InstrumentProtocolError, LimitError
 
 logger = logging.getLogger(__name__)
 
@@ -341,26 +341,69 @@ class SrsLockin(ScpiInstrument):
         code = self._code(name)
         if name == "frequency":
             return await self.get_reference_frequency_hz()
-        value = await self.query_float(f"OUTP? {code}")
+        command = f"OUTP? {code}"
+        reply = await self.query(command)
+        value = self._reading(name, reply, command)
         return math.radians(value) if name == "theta" else value
+
+    def _reading(self, name: str, text: str, command: str) -> float:
+        """Parse one output value; NaN/inf is refused naming the instrument and output."""
+        try:
+            value = float(text)
+        except ValueError:
+            raise InstrumentProtocolError(
+                f"{self.name} ({self.resource}): {name} reading {text!r} to {command!r} is not "
+                "a number"
+            ) from None
+        if not math.isfinite(value):
+            raise InstrumentProtocolError(
+                f"{self.name} ({self.resource}): {name} reading {text!r} to {command!r} is not "
+                "finite (invalid or overloaded output); the reading is refused"
+            )
+        return value
 
     async def snap(self, *names: Output) -> tuple[float, ...]:
         """Several outputs taken at one instant (SNAP?); theta in radians."""
         if not 2 <= len(names) <= self.max_snap:
             raise LimitError(f"{self.name}: SNAP? takes 2..{self.max_snap} outputs")
         codes = ",".join(str(self._code(n)) for n in names)
-        values = await self.query_floats(f"SNAP? {codes}")
-        if len(values) != len(names):
+        command = f"SNAP? {codes}"
+        reply = await self.query(command)
+        texts = reply.split(",")
+        if len(texts) != len(names):
             raise InstrumentProtocolError(
-                f"{self.name} ({self.resource}): asked {len(names)} values, got {values}"
+                f"{self.name} ({self.resource}): asked {len(names)} values, got {reply!r}"
             )
+        values = [self._reading(n, t, command) for n, t in zip(names, texts, strict=True)]
         return tuple(
             math.radians(v) if n == "theta" else v for n, v in zip(names, values, strict=True)
         )
 
-    async def read_xy(self) -> complex:
-        """X + iY in volts rms, taken at one instant."""
+    async def read_xy(self, *, check_overload: bool = False) -> complex:
+        """X + iY in volts rms, taken at one instant.
+
+        `check_overload`: then read (and clear) the LIA status and raise `InstrumentError`
+        naming the instrument and what overloaded (or a reference unlock) instead of returning
+        a saturated or unlocked reading.
+        """
         x, y = await self.snap("x", "y")
+        if check_overload:
+            st = await self.status()
+            what = [
+                label
+                for flag, label in (
+                    (st.input_overload, "input overload"),
+                    (st.filter_overload, "filter overload"),
+                    (st.output_overload, "X/Y output overload (beyond the sensitivity)"),
+                    (st.reference_unlock, "reference unlock"),
+                )
+                if flag
+            ]
+            if what:
+                raise InstrumentError(
+                    f"{self.name} ({self.resource}): {', '.join(what)} (LIA status "
+                    f"{st.raw}) during the X/Y reading; the reading is refused"
+                )
         return complex(x, y)
 
     async def status(self) -> LockinStatus:

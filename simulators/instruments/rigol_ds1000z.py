@@ -326,6 +326,8 @@ class RigolDs1000zEmulator(ScpiInstrument):
         self.trigger_step_s = float(trigger_step_s)
         self.auto_lookback_s = float(auto_lookback_s)
         self.channels: list[ChannelState] = []
+        self._invalid: dict[str, int] = {"scale": 0, "data": 0}
+        self._invalid_value = math.nan
         super().__init__(clock, serial=f"DS1ZA{serial}")
 
     # -- state ---------------------------------------------------------------------------------
@@ -352,6 +354,28 @@ class RigolDs1000zEmulator(ScpiInstrument):
         self.armed: _Armed | None = None
         self.last: Acquisition | None = None
         self._run_status = "AUTO"
+
+    def inject_invalid_readings(
+        self, count: int = 1, value: float = math.nan, *, scale: bool = True, data: bool = True
+    ) -> None:
+        """Fault hook: corrupt the next `count` numeric waveform replies.
+
+        `scale`: :WAVeform:PREamble? (its YINCrement field) and :WAVeform:YINCrement? report
+        `value`; `data`: every point of an ASCii :WAVeform:DATA? reads `value`. The default NaN
+        is sent as `nan` (C `%e`); 9.9E37 is the DS1000Z's own "invalid" marker. A driver must
+        refuse such a reading, naming the instrument and channel, never pass it on.
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count!r}")
+        with self._lock:
+            self._invalid = {"scale": count if scale else 0, "data": count if data else 0}
+            self._invalid_value = float(value)
+
+    def _take_invalid(self, kind: str) -> bool:
+        if self._invalid[kind] > 0:
+            self._invalid[kind] -= 1
+            return True
+        return False
 
     def settings(self) -> Settings:
         """The present settings as an immutable snapshot."""
@@ -879,6 +903,8 @@ class RigolDs1000zEmulator(ScpiInstrument):
         else:
             ch = settings.channels[index - 1]
             volts = (codes.astype(np.float64) - ch.yorigin - Y_REFERENCE) * ch.yincrement_v
+            if self._take_invalid("data"):
+                volts = np.full(volts.shape, self._invalid_value)
             payload = ",".join(format_real(v) for v in volts.tolist()).encode("ascii")
         return format_block(payload, 9)
 
@@ -895,7 +921,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
             format_real(xinc),
             format_real(x0),
             "0",
-            format_real(ch.yincrement_v),
+            format_real(self._invalid_value if self._take_invalid("scale") else ch.yincrement_v),
             format_nr1(ch.yorigin),
             format_nr1(Y_REFERENCE),
         ]
@@ -918,6 +944,8 @@ class RigolDs1000zEmulator(ScpiInstrument):
     @scpi("WAVeform:YINCrement?")
     def _wav_yinc(self, ctx: CommandContext) -> str:
         settings, _ = self._readout()
+        if self._take_invalid("scale"):
+            return format_real(self._invalid_value)
         return format_real(settings.channels[self.wave_source - 1].yincrement_v)
 
     @scpi("WAVeform:YORigin?")

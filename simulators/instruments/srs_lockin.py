@@ -319,6 +319,9 @@ class SrsLockinEmulator(ScpiInstrument):
         self._unlocked = False
         self._resample = True
         self._averaging = False
+        self._invalid_readings = 0
+        self._invalid_value = math.nan
+        self._invalid_used = False
         super().__init__(clock, serial=serial)
         self._t_s = self.clock.now()
         self._internal_t0_s = self._t_s
@@ -347,6 +350,16 @@ class SrsLockinEmulator(ScpiInstrument):
         """Fault hook: latch extra LIA status bits (e.g. an overload the twin did not cause)."""
         with self._lock:
             self.lia_status |= int(bits) & 0xFF
+
+    def inject_invalid_readings(self, count: int = 1, value: float = math.nan) -> None:
+        """Fault hook: the next `count` messages that read X, Y, R or θ (OUTP?, SNAP?) report
+        `value` for every one of them (default NaN, sent as `nan`) — a corrupted reading that a
+        driver must refuse rather than pass on."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count!r}")
+        with self._lock:
+            self._invalid_readings = int(count)
+            self._invalid_value = float(value)
 
     def inject_error_status(self, bits: int) -> None:
         """Fault hook: latch error status bits (backup, RAM, ROM, DSP, math errors)."""
@@ -606,6 +619,11 @@ class SrsLockinEmulator(ScpiInstrument):
         y = self.quantise(min(max(out.imag, -fs), fs))
         r = self.quantise(math.hypot(x, y))
         theta = self.quantise(math.degrees(math.atan2(y, x)))
+        with self._lock:
+            if self._invalid_readings > 0:
+                self._invalid_used = True
+                bad = self._invalid_value
+                return bad, bad, bad, bad
         return x, y, r, theta
 
     def noise_sigma(self) -> float:
@@ -651,6 +669,9 @@ class SrsLockinEmulator(ScpiInstrument):
                     continue
                 if reply is not None:
                     replies.append(reply)
+            if self._invalid_used:
+                self._invalid_used = False
+                self._invalid_readings -= 1
             if not replies:
                 return b""
             if not self.replies_enabled():
