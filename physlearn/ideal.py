@@ -11,23 +11,44 @@ Warm starts. A bench settles from whatever state it was in; the twin starts Newt
 that free orbit too, as the bench reaches them from the free state. Only free orbits are cached,
 per input vector, in a bounded LRU cache.
 
+Echo dynamics (`set_echo_drive`, for the ``ep_echo`` estimator; DESIGN.md §2). While an echo
+drive is set, the input drive is replaced by it, and μ(t), ν(t) and the clamp δ(t), u(t) run
+time-reversed (the model's modulations are wrapped by `TimeReversed`; the solver is unchanged).
+With ``echo_settle="integrate"`` (default) the echo steady state is reached as a bench reaches it:
+RK4 integration (`physlearn.simulators.integrator`) from the state the twin was in — the last
+orbit measured, at t = 0 (x(0), ẋ(0)); normally the free orbit — over whole periods until the
+period-to-period change falls below ``echo_settle_rtol``, then polished by Newton from the
+integrated orbit (so the final accuracy does not depend on the RK4 step). The settle time is
+reported in `SettleInfo.waited_s`. A system that lands on another attractor is therefore seen to
+do so. Nudged echo phases (extra forces set on top of the echo drive) start Newton from the echo
+orbit last measured, a small perturbation of the attractor the system is on. With
+``echo_settle="newton"`` (faster; for benchmarks) every echo phase starts Newton from the echo
+orbit, or from the time-reversed last orbit: it cannot see attractor changes.
+
 Twin-only extras, for the `adjoint` estimator, tests and benchmarks: `sensitivity()` and
 `exact_gradient()` give the exact adjoint gradient of a `Task`'s cost at the free orbit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.errors import ConfigError, LimitError, SolverError
+from physlearn.errors import ConfigError, LimitError, SolverError, SteadyStateError
 from physlearn.network import NetworkSpec
-from physlearn.simulators.excitation import GridExcitation, SampledWaveform, build_excitation
+from physlearn.simulators.excitation import (
+    Excitation,
+    GridExcitation,
+    SampledWaveform,
+    build_excitation,
+)
 from physlearn.simulators.gradients import PeriodicSensitivity
+from physlearn.simulators.integrator import Integrator, State
 from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
@@ -38,6 +59,42 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
 FloquetMode = Literal["all", "free", "none"]
+EchoSettle = Literal["integrate", "newton"]
+
+
+class ModulationFn(Protocol):
+    """A time modulation f(t, period_s) → values (N,) (μ, ν, δ, γ of a network)."""
+
+    def __call__(self, t: Array, period_s: float | None) -> Array: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeReversed:
+    """The modulation ``inner`` run backwards: f(−t) (periodic modulations stay periodic)."""
+
+    inner: ModulationFn
+
+    def __call__(self, t: Array, period_s: float | None) -> Array:
+        return self.inner(-np.asarray(t, dtype=float), period_s)
+
+
+class _PeriodicTable:
+    """A periodic waveform tabulated at the half-steps of an RK4 integrator, looked up by time.
+
+    ``values`` (B, K, d) at t_k = k·period/K; evaluation at t (N,) takes the nearest table entry,
+    exact at the integrator's stage times (multiples of the half-step).
+    """
+
+    def __init__(self, values: Array, period_s: float):
+        self.values, self.period_s = values, float(period_s)
+        self.k = values.shape[1]
+
+    def __call__(self, t: Array) -> Array:
+        if np.size(t) == 1:  # the integrator's stage times: a view, no copy
+            i = round(float(np.ravel(t)[0]) % self.period_s / self.period_s * self.k) % self.k
+            return self.values[:, i : i + 1, :]
+        pos = np.mod(np.asarray(t, dtype=float), self.period_s) / self.period_s * self.k
+        return self.values[:, np.rint(pos).astype(np.intp) % self.k, :]
 
 
 class IdealSystem(PhysicalSystem):
@@ -51,6 +108,12 @@ class IdealSystem(PhysicalSystem):
             orbits at small β share the free orbit's stability to O(β)), or ``none``.
         tol: relative residual at which Newton stops.
         cache_size: free orbits kept for warm starts (one per input vector).
+        echo_settle: how the unnudged echo steady state is reached (module docstring):
+            ``integrate`` (default; RK4 from the current state, then Newton) or ``newton``.
+        echo_substeps: RK4 steps per collocation interval when integrating the echo.
+        echo_settle_rtol: relative period-to-period change (max norm over the period, relative to
+            the orbit's peak) at which the integrated echo counts as settled.
+        echo_max_periods: periods integrated before `SteadyStateError` is raised.
     """
 
     def __init__(
@@ -61,6 +124,10 @@ class IdealSystem(PhysicalSystem):
         floquet: FloquetMode = "all",
         tol: float = 1e-12,
         cache_size: int = 4096,
+        echo_settle: EchoSettle = "integrate",
+        echo_substeps: int = 2,
+        echo_settle_rtol: float = 1e-5,
+        echo_max_periods: int = 5000,
     ):
         if spec.boundary.kind != "periodic":
             raise ConfigError(
@@ -76,8 +143,28 @@ class IdealSystem(PhysicalSystem):
             )
         if floquet not in ("all", "free", "none"):
             raise ConfigError(f"floquet: must be 'all', 'free' or 'none', got {floquet!r}")
+        if echo_settle not in ("integrate", "newton"):
+            raise ConfigError(f"echo_settle: must be 'integrate' or 'newton', got {echo_settle!r}")
+        for name, value in (
+            ("echo_substeps", echo_substeps),
+            ("echo_max_periods", echo_max_periods),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        if not (isinstance(echo_settle_rtol, int | float) and 0 < echo_settle_rtol < 1):
+            raise ConfigError(f"echo_settle_rtol: must be in (0, 1), got {echo_settle_rtol!r}")
         self.spec = spec
         self.model = NetworkModel.from_spec(spec)
+        # Echo dynamics: μ(−t), ν(−t) (the model only calls them as f(t, period_s)).
+        self.echo_model = dataclasses.replace(
+            self.model,
+            mu=TimeReversed(self.model.mu),
+            nu=TimeReversed(self.model.nu),
+        )
+        self.echo_settle: EchoSettle = echo_settle
+        self.echo_substeps = int(echo_substeps)
+        self.echo_settle_rtol = float(echo_settle_rtol)
+        self.echo_max_periods = int(echo_max_periods)
         self.grid = PeriodicGrid(points_per_period, spec.period_s)
         self.floquet: FloquetMode = floquet
         self.tol = float(tol)
@@ -88,6 +175,9 @@ class IdealSystem(PhysicalSystem):
         self._u: Array | None = None
         self._exc: GridExcitation | None = None
         self._force: Array | None = None
+        self._echo: Array | None = None  # echo drive on the grid (B,N,d)
+        self._echo_orbit: Array | None = None  # last unnudged echo steady state
+        self._last_x: Array | None = None  # the state the twin is in: last orbit measured
         self._cache: OrderedDict[bytes, tuple[Array, Array]] = OrderedDict()
         self.last_solution: PeriodicSolution | None = None
 
@@ -161,12 +251,13 @@ class IdealSystem(PhysicalSystem):
     async def set_input(self, u: Array) -> None:
         """Set the input batch u (B, n_in), encoded into drive forces/clamps as the spec says.
 
-        Removes any extra force waveform (it belonged to the previous batch).
+        Removes any extra force waveform and echo drive (they belonged to the previous batch).
         """
         a = self._check_u(u)
         exc = build_excitation(self.spec, inputs=a).on_grid(self.grid.t)
         exc = _take_batch(exc, a.shape[0])
         self._u, self._exc, self._force = a, exc, None
+        self._echo, self._echo_orbit, self._last_x = None, None, None
 
     async def set_forces(self, forces: ForceWaveform | None) -> None:
         """Add force waveforms (B or 1, M, d) over one period; resampled onto the collocation
@@ -174,25 +265,43 @@ class IdealSystem(PhysicalSystem):
         if forces is None:
             self._force = None
             return
+        self._force = self._on_grid(forces, "forces")
+
+    def _on_grid(self, forces: ForceWaveform, what: str) -> Array:
+        """A force waveform checked against the batch and period, resampled onto the grid."""
         exc = self._require_input()
         B, N, d = exc.force.shape
         s = forces.samples
         if s.ndim != 3 or s.shape[2] != d or s.shape[0] not in (1, B) or s.shape[1] < 1:
             raise ConfigError(
-                f"forces: expected samples of shape ({B} or 1, M, {d}), got {s.shape}"
+                f"{what}: expected samples of shape ({B} or 1, M, {d}), got {s.shape}"
             )
         if not np.all(np.isfinite(s)):
-            raise LimitError("forces: refusing a waveform with NaN or inf samples")
+            raise LimitError(f"{what}: refusing a waveform with NaN or inf samples")
         if not np.isclose(forces.period_s, self.period_s, rtol=1e-9, atol=0.0):
             raise ConfigError(
-                f"forces: waveform period {forces.period_s} s differs from the drive period "
+                f"{what}: waveform period {forces.period_s} s differs from the drive period "
                 f"{self.period_s} s"
             )
         if s.shape[1] == N:
             f = np.asarray(s, dtype=float)
         else:
             f = SampledWaveform(np.asarray(s, dtype=float), self.period_s, "spectral")(self.grid.t)
-        self._force = np.ascontiguousarray(np.broadcast_to(f, (B, N, d)), dtype=float)
+        return np.ascontiguousarray(np.broadcast_to(f, (B, N, d)), dtype=float)
+
+    async def drive_forces(self) -> Array:
+        """The input drive forces and fixed tones (B, N, d) on the collocation grid (a copy);
+        clamps are not forces and are not included."""
+        return self._require_input().force.copy()
+
+    async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
+        """Replace the input drive by ``drive`` (B or 1, M, d) and run μ, ν and the clamp
+        time-reversed (None: back to normal). Resampled onto the grid like `set_forces`."""
+        if drive is None:
+            self._echo, self._echo_orbit = None, None
+            return
+        self._echo = self._on_grid(drive, "echo drive")
+        self._echo_orbit = None
 
     async def drive_peak(self) -> Array:
         exc = self._require_input()
@@ -253,16 +362,24 @@ class IdealSystem(PhysicalSystem):
         `UnstableOrbitError` (physlearn.errors) if a sample has no attracting steady state."""
         exc = self._require_input()
         assert self._u is not None
-        if self._force is None:
+        B = self._u.shape[0]
+        settle = None
+        if self._echo is not None:
+            sol, settle = self._echo_solution(exc)
+        elif self._force is None:
             sol = self._free_solution(self._alpha, self._u, exc)
         else:
             sol = self._solve(self._alpha, self._u, exc, self._force)
-        self.experiments += int(self._u.shape[0])
+        self.experiments += int(B)
         self.last_solution = sol
-        B = sol.x.shape[0]
-        settle = SettleInfo(np.zeros(B), np.asarray(sol.residual, dtype=float), np.ones(B, bool))
+        self._last_x = sol.x.copy()
+        if settle is None:
+            settle = SettleInfo(
+                np.zeros(B), np.asarray(sol.residual, dtype=float), np.ones(B, bool)
+            )
         meta: dict[str, object] = {
             "level": "ideal",
+            "echo": self._echo is not None,
             "newton_iterations": np.asarray(sol.iterations).copy(),
             "max_floquet_multiplier": sol.max_multiplier,
         }
@@ -275,6 +392,103 @@ class IdealSystem(PhysicalSystem):
             0.0,
             settle,
             meta,
+        )
+
+    # ------------------------------------------------------------------ echo dynamics
+    def _echo_excitation(self, exc: GridExcitation) -> GridExcitation:
+        """Echo drive (+ extra forces) replacing the input drive; clamp δ, u time-reversed."""
+        assert self._echo is not None
+        force = self._echo if self._force is None else self._echo + self._force
+        g = self.grid
+        return GridExcitation(
+            force,
+            g.reverse(exc.clamp_weight),
+            g.reverse(exc.clamp_target),
+            exc.cost_weight,
+            exc.target,
+        )
+
+    def _current_state(self) -> Array:
+        """The orbit the twin is on: the last one measured, else the cached free orbit of these
+        inputs, else rest."""
+        if self._last_x is not None:
+            return self._last_x
+        assert self._u is not None
+        x0 = self._warm_start(self._u)
+        return np.zeros((self._u.shape[0], self.grid.n, self.n_nodes)) if x0 is None else x0
+
+    def _echo_solution(self, exc: GridExcitation) -> tuple[PeriodicSolution, SettleInfo | None]:
+        assert self._u is not None
+        ex = self._echo_excitation(exc)
+        B = self._u.shape[0]
+        nudged = self._force is not None
+        check = self.floquet == "all" or (self.floquet == "free" and not nudged)
+        fl: Literal["full", "none"] = "full" if check else "none"
+        theta = self.model.full_theta(self._alpha, batch=B)
+        settle = None
+        if self._echo_orbit is not None and (nudged or self.echo_settle == "newton"):
+            x0 = self._echo_orbit
+        elif self.echo_settle == "integrate":
+            x0, settle = self._integrate(self.echo_model, theta, ex, self._current_state())
+        else:
+            x0 = self.grid.reverse(self._current_state())
+        sol = solve_periodic(self.echo_model, theta, ex, self.grid, x0=x0, tol=self.tol, floquet=fl)
+        if not nudged:
+            self._echo_orbit = sol.x.copy()
+        return sol, settle
+
+    def _integrate(
+        self, model: NetworkModel, theta: Array, exc: GridExcitation, start: Array
+    ) -> tuple[Array, SettleInfo]:
+        """Integrate (RK4) from the state (x(0), ẋ(0)) of the orbit ``start`` (B,N,d) over whole
+        periods until the orbit changes by less than ``echo_settle_rtol`` (relative, max norm)
+        from one period to the next; returns the last period on the grid and the settle info."""
+        g, k = self.grid, self.echo_substeps
+        B, N, d = exc.force.shape
+        if np.all(model.damping == 0.0):
+            raise SteadyStateError(
+                "an undamped network never settles by integration; use echo_settle='newton'"
+            )
+        half = 0.5 * g.period_s / (N * k)
+        t_half = half * np.arange(2 * N * k)
+
+        def table(a: Array) -> _PeriodicTable:
+            v = SampledWaveform(np.ascontiguousarray(a), g.period_s, "spectral")(t_half)
+            return _PeriodicTable(
+                np.ascontiguousarray(np.broadcast_to(v, (B, *v.shape[1:]))), g.period_s
+            )
+
+        zeros = _PeriodicTable(np.zeros((1, 1, d)), g.period_s)
+        excitation = Excitation(
+            B, d, table(exc.force), table(exc.clamp_weight), table(exc.clamp_target), zeros, zeros
+        )
+        integ = Integrator(model, theta, excitation, dt=2.0 * half)
+        state = State(0.0, start[:, 0, :].copy(), g.deriv(start, 1)[:, 0, :].copy())
+        prev: Array | None = None
+        change = np.full(B, np.inf)
+        waited = np.full(B, np.nan)
+        for p in range(1, self.echo_max_periods + 1):
+            state, _, xs = integ.sample(state, g.period_s, N)
+            state = State(0.0, state.x, state.v)  # phase origin again (no growth of t)
+            if not np.all(np.isfinite(xs)):
+                raise SteadyStateError("the integrated echo diverged (non-finite state)")
+            if prev is not None:
+                peak = np.maximum(np.max(np.abs(xs), axis=(1, 2)), 1e-300)
+                change = np.max(np.abs(xs - prev), axis=(1, 2)) / peak
+                waited = np.where(
+                    np.isnan(waited) & (change <= self.echo_settle_rtol), p * g.period_s, waited
+                )
+                if np.all(change <= self.echo_settle_rtol):
+                    log.debug("echo settled after %d periods", p)
+                    return xs, SettleInfo(waited, change, np.ones(B, bool))
+            prev = xs
+        i = int(np.argmax(change))
+        raise SteadyStateError(
+            f"the echo did not settle within {self.echo_max_periods} periods: sample {i} still "
+            f"changes by {change[i]:.2e} per period (relative; tolerance "
+            f"{self.echo_settle_rtol:.0e})",
+            sample=i,
+            residual=float(change[i]),
         )
 
     # ------------------------------------------------------------------ twin-only: exact gradients

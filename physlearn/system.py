@@ -2,7 +2,8 @@
 
 The controller never knows which fidelity level it drives (ideal twin, emulated bench, real
 bench). It sets the trainable parameters α, sets the input drive for a batch of samples, adds
-per-node force waveforms (nudges, echo drives), and measures each sample's periodic steady state
+per-node force waveforms (nudges), can replace its drive by an echo drive with its own time
+modulations reversed (`set_echo_drive`, for the echo nudge), and measures each sample's periodic steady state
 as an `Observation`: node waveforms over whole periods on a uniform time grid.
 
 Arrays are float64 with shapes (batch, time, node). Times in seconds; node coordinates in the
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+
+from physlearn.errors import GradientError
 
 Array = NDArray[np.float64]
 
@@ -145,6 +148,37 @@ class PhysicalSystem(abc.ABC):
         clamped inputs, the clamp's force δ(t)·u(t). A bench computes it from the programmed drive
         amplitudes and the calibrated actuator gains.
         """
+
+    async def drive_forces(self) -> Array:
+        """The drive force waveform currently applied, (B, M, d) over one period on a uniform grid
+        t_m = m T / M from the drive's phase origin, in force units.
+
+        Input drive forces and fixed tones count, on every node (zeros where nothing drives);
+        clamps are not forces and are left out; extra forces from `set_forces` are left out. The
+        echo nudge (``ep_echo``) builds its drive from it. A bench computes it from the programmed
+        waveforms and the calibrated actuator gains. Systems that cannot report it raise
+        `GradientError` (this default).
+        """
+        raise GradientError(
+            f"{type(self).__name__} cannot report its drive force waveform (drive_forces); "
+            "the echo nudge needs it"
+        )
+
+    async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
+        """Run the system on its echo dynamics (DESIGN.md §2, echo nudge), or back (None).
+
+        While set: the input drive (input forces and fixed tones) is *replaced* by ``drive``
+        (B or 1, M, d), and the system's own time modulations μ(t), ν(t) and the clamp δ(t), u(t)
+        run time-reversed (t → −t, phase-locked to the drive's origin). `set_forces` still adds
+        its waveforms (nudges) on top, and `measure` waits for the steady state of these dynamics
+        from whatever state the system is in. ``None`` restores normal operation; a new
+        `set_input` also does (the echo drive belonged to the previous batch). Systems without echo support raise `GradientError`
+        (this default).
+        """
+        raise GradientError(
+            f"{type(self).__name__} cannot run echo dynamics (set_echo_drive: replace the drive, "
+            "reverse the modulations and clamps); the echo nudge needs it"
+        )
 
     @abc.abstractmethod
     async def measure(self) -> Observation:
