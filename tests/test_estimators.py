@@ -280,6 +280,7 @@ def test_registry_refuses_unknown_names_and_options() -> None:
         "ep_symmetric",
         "ep_one_sided",
         "ep_time_reversed",
+        "ep_echo",
         "finite_difference",
         "spsa",
         "adjoint",

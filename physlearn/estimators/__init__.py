@@ -14,6 +14,7 @@ from typing import Any
 from physlearn.errors import ConfigError
 from physlearn.estimators.adjoint import Adjoint
 from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.estimators.ep_echo import EPEcho
 from physlearn.estimators.ep_one_sided import EPOneSided
 from physlearn.estimators.ep_symmetric import EPSymmetric
 from physlearn.estimators.ep_time_reversed import EPTimeReversed
@@ -27,6 +28,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         EPSymmetric,
         EPOneSided,
         EPTimeReversed,
+        EPEcho,
         FiniteDifference,
         SPSA,
         Adjoint,

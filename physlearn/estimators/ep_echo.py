@@ -1,0 +1,199 @@
+"""`ep_echo`: EP along the time-reversed orbit — exact for damped, nonlinear networks.
+
+DESIGN.md §2 ("Echo nudge"). With damping, EP needs J⁻ᵀ where nudging gives J⁻¹
+(J = m D² + mΓ D + K(t)). Drive the system along its *time-reversed orbit*:
+
+    F̃_j(t) = F_j(−t) − 2 m_j Γ_j ẋ_j(−t)          on every node j
+
+(F the drive force, `PhysicalSystem.drive_forces`; ẋ the spectral derivative of the measured free
+orbit, taken *before* the reversal), with μ, ν and the clamp δ, u running time-reversed
+(`PhysicalSystem.set_echo_drive`). The damped system's periodic solution is then exactly
+x̃(t) = x(−t), and its linearisation m D² + mΓ D + K(−t) = P Jᵀ P (P: t → −t). Nudging the echo
+orbit with the time-reversed output error and reversing the response gives the adjoint state:
+
+    nudge force ±β e(−t),  e = γ(t)(x_free − y)               (open loop, from the free orbit)
+    λ(t) = [x̃₊β − x̃₋β](−t) / 2β                               (= J⁻ᵀ e + O(β²))
+    dC/dα = −Σ_t Δt λ(t)·∂R/∂α(t),  ∂R/∂α = ∂²V/∂α∂x along the free orbit
+
+Sign convention as everywhere: +β pushes the outputs away from their targets; β is dimensionless
+(peak nudge force / peak drive force, `drive_peak`). Four steady states per sample: free, echo,
++β, −β, for any number of parameters.
+
+The attractor check: the measured echo orbit must equal the reversed free orbit. The echo orbit
+has the free orbit's Floquet multipliers, so it attracts exactly when the free orbit does, but the
+system reaches it from the free state and basins are not symmetric: it can settle on another
+attractor. The relative mismatch max|x̃ − P x| / max|x| is reported per sample in
+``info["echo_mismatch"]``, and above ``attractor_tol`` the estimate is refused (`GradientError`).
+The mismatch also grows linearly with errors in m_jΓ_j: ``self_calibrate=True`` first fits them
+from echo-orbit mismatches (`physlearn.echo_calibration.fit_echo_damping`).
+
+Knowledge: m_j, Γ_j (`ModelKnowledge.mass`, ``damping``), ρ′ and the modulations
+(`ModelKnowledge.dR_dalpha_T`). Needs a force actuator on every damped node and every node where
+F̃ ≠ 0 (refused with `GradientError` naming the nodes otherwise), diagonal viscous damping, and a
+system that implements `drive_forces` and `set_echo_drive`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from physlearn.errors import ConfigError, GradientError
+from physlearn.estimators._common import (
+    Array,
+    check_beta,
+    check_positive_int,
+    finite_gradient,
+    measure_free,
+    measure_with,
+    nudge,
+    physical_beta,
+    reverse_time,
+)
+from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.knowledge import ModelKnowledge
+from physlearn.simulators.excitation import SampledWaveform
+from physlearn.system import ForceWaveform, Observation, PhysicalSystem
+from physlearn.task import Task
+
+if TYPE_CHECKING:
+    from physlearn.echo_calibration import EchoDampingFit
+
+log = logging.getLogger(__name__)
+
+
+def spectral_derivative(x: Array, period_s: float) -> Array:
+    """dx/dt along axis 1 of samples (B, N, d) over one period (trigonometric interpolation; the
+    Nyquist mode of an even N is dropped)."""
+    n = x.shape[1]
+    k = np.arange(n // 2 + 1, dtype=float)
+    if n % 2 == 0:
+        k[-1] = 0.0
+    fac = (2j * np.pi / period_s * k)[None, :, None]
+    return np.fft.irfft(np.fft.rfft(x, axis=1) * fac, n=n, axis=1)
+
+
+def on_samples(wave: Array, n: int, period_s: float) -> Array:
+    """A periodic waveform (B, M, d) resampled onto n uniform samples (trigonometric)."""
+    if wave.shape[1] == n:
+        return np.asarray(wave, dtype=float)
+    t = period_s * np.arange(n) / n
+    return SampledWaveform(np.asarray(wave, dtype=float), period_s, "spectral")(t)
+
+
+def echo_drive(drive: Array, free: Observation, m_gamma: Array) -> Array:
+    """F̃(t) = F(−t) − 2 m_j Γ_j ẋ_j(−t) (B, N, d) on the free orbit's grid.
+
+    ``drive``: the drive force (B, M, d) from `drive_forces`; ``m_gamma``: m_jΓ_j (d,) in kg/s.
+    ẋ is differentiated before the reversal (d/dt[x(−t)] = −ẋ(−t)).
+    """
+    f = on_samples(drive, free.x.shape[1], free.period_s)
+    xdot = spectral_derivative(free.x, free.period_s)
+    mg = np.asarray(m_gamma, dtype=float)
+    return np.asarray(reverse_time(f) - 2.0 * mg * reverse_time(xdot), dtype=float)
+
+
+def echo_mismatch(echo: Array, free: Array) -> Array:
+    """Relative mismatch max|x̃ − P x| / max|x| per sample (B,) of an echo orbit (same grid)."""
+    peak = np.maximum(np.max(np.abs(free), axis=(1, 2)), 1e-300)
+    return np.asarray(np.max(np.abs(echo - reverse_time(free)), axis=(1, 2)) / peak, dtype=float)
+
+
+def require_actuation(system: PhysicalSystem, nodes: list[int], why: str) -> None:
+    """Refuse (GradientError naming them) when some of ``nodes`` cannot receive a force."""
+    missing = sorted(set(nodes) - set(system.actuated_nodes))
+    if missing:
+        raise GradientError(
+            f"ep_echo needs a force actuator on nodes {missing} ({why}); the system actuates "
+            f"only {sorted(system.actuated_nodes)}"
+        )
+
+
+def damped_nodes(m_gamma: Array) -> list[int]:
+    return [int(j) for j in np.flatnonzero(np.asarray(m_gamma) > 0)]
+
+
+class EPEcho(Estimator):
+    """Echo-nudge EP (module docstring). ``beta``: dimensionless nudge (peak nudge / peak drive
+    force). ``attractor_tol``: largest relative echo-orbit mismatch accepted (above it the system
+    settled on another attractor, or m_jΓ_j is badly wrong). ``self_calibrate``: fit m_jΓ_j from
+    echo mismatches first (`fit_echo_damping`, ``calibration_iterations`` Gauss–Newton steps;
+    costs 1 + n_damped + iterations more steady states per sample) and use the fit."""
+
+    name = "ep_echo"
+
+    def __init__(
+        self,
+        knowledge: ModelKnowledge,
+        *,
+        beta: float = 1e-3,
+        attractor_tol: float = 1e-2,
+        self_calibrate: bool = False,
+        calibration_iterations: int = 3,
+    ):
+        super().__init__(knowledge)
+        self.beta = check_beta(beta)
+        self.attractor_tol = check_beta(attractor_tol, "attractor_tol")
+        if not isinstance(self_calibrate, bool):
+            raise ConfigError(f"self_calibrate: must be true or false, got {self_calibrate!r}")
+        self.self_calibrate = self_calibrate
+        self.calibration_iterations = check_positive_int(
+            calibration_iterations, "calibration_iterations"
+        )
+        self.last_calibration: EchoDampingFit | None = None
+
+    async def estimate(
+        self, system: PhysicalSystem, alpha: Array, u: Array, task: Task
+    ) -> GradientEstimate:
+        kn = self.knowledge
+        m_gamma = np.asarray(kn.mass * kn.damping, dtype=float)
+        require_actuation(system, damped_nodes(m_gamma), "damped nodes, Γ_j > 0")
+        n0 = system.experiments
+        free, cost = await measure_free(system, alpha, u, task)
+        info: dict[str, object] = {"beta_ratio": self.beta}
+        if self.self_calibrate:
+            from physlearn.echo_calibration import fit_echo_damping
+
+            fit = await fit_echo_damping(
+                system, kn, alpha, u, free=free, iterations=self.calibration_iterations
+            )
+            self.last_calibration = fit
+            m_gamma = fit.m_gamma
+            info["calibrated_m_gamma"] = fit.m_gamma.copy()
+            info["calibration_mismatch"] = fit.mismatch.copy()
+        drive = echo_drive(await system.drive_forces(), free, m_gamma)
+        pushed = [int(j) for j in np.flatnonzero(np.any(drive != 0.0, axis=(0, 1)))]
+        require_actuation(system, pushed, "the echo drive F̃ is non-zero there")
+        err_rev = reverse_time(task.error_force(free.x, free.t_s))
+        b = physical_beta(self.beta, await system.drive_peak(), err_rev)[:, None, None]
+        try:
+            await system.set_echo_drive(ForceWaveform(drive, free.period_s))
+            echo = (await system.measure()).one_period()
+            mismatch = echo_mismatch(echo.x, free.x)
+            info["echo_mismatch"] = mismatch
+            if echo.settle is not None:
+                info["echo_settle_s"] = np.asarray(echo.settle.waited_s, dtype=float).copy()
+            bad = np.flatnonzero(~(mismatch <= self.attractor_tol))
+            if bad.size:
+                i = int(bad[0])
+                raise GradientError(
+                    f"ep_echo: the echo orbit of sample {i} differs from the time-reversed free "
+                    f"orbit by {mismatch[i]:.3g} (relative, max norm) > attractor_tol "
+                    f"{self.attractor_tol:.3g}: the system settled on another attractor (or "
+                    "m_jΓ_j, the drive or the sensing are miscalibrated); the gradient would be "
+                    "that of another orbit, so it is refused"
+                )
+            plus = await measure_with(system, nudge(b * err_rev, free, system))
+            minus = await measure_with(system, nudge(-b * err_rev, free, system))
+        finally:
+            await system.set_forces(None)
+            await system.set_echo_drive(None)
+        lam = reverse_time(plus.x - minus.x) / (2.0 * b)
+        grad = -kn.dR_dalpha_T(free.x, free.t_s, free.dt_s * lam)
+        info["beta"] = b[:, 0, 0]
+        log.debug("ep_echo: echo mismatch %s", info["echo_mismatch"])
+        return GradientEstimate(
+            finite_gradient(grad, self.name), cost, system.experiments - n0, info
+        )
