@@ -1,0 +1,327 @@
+"""The linear bench model the calibration fits, and its least-squares fit with honest errors.
+
+In node coordinates x (defined by each node's reference sensor, docs/calibration.md), masses
+equal, small amplitudes (ρ linear):
+
+    ẍ + Γ ẋ + Ω² x = Σ_j e_{n_j} a_j V_j(t − τ_j)          Ω² symmetric: Ω²_ii = K_ii/m,
+    v_s(t) = G_s x_{n_s}(t − τ_s) + O_s                                   Ω²_ab = K_ab/m
+
+so the transfer from generator channel j (volts) to sense path s (volts) at angular frequency ω is
+
+    H_sj(ω) = G_s e^{−iωτ_s} [(Ω² − ω² + iωΓ)⁻¹]_{n_s n_j} a_j e^{−iωτ_j}.
+
+`fit_network` fits (Ω², Γ, a, G, τ) to measured transfer functions with
+`scipy.optimize.least_squares`; the covariance is (JᵀJ)⁻¹ scaled by the reduced χ² when it
+exceeds 1 (never shrunk), so uncertainties stay honest when the model or the noise estimate is
+imperfect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import least_squares
+
+from physlearn.errors import CalibrationError
+
+Array = NDArray[np.float64]
+CArray = NDArray[np.complex128]
+
+
+@dataclass
+class NetworkParams:
+    """Parameters of the linear bench model (see module docstring); arrays in SI units."""
+
+    omega2_diag: Array  # (d,) 1/s²
+    kappa: Array  # (d, d) symmetric off-diagonal Ω² (diagonal unused), 1/s²
+    gamma: Array  # (d,) 1/s
+    act_gain: Array  # (J,) node units / s² / V
+    act_delay_s: Array  # (J,)
+    sen_gain: Array  # (S,) V / node unit
+    sen_delay_s: Array  # (S,)
+
+    def omega2(self) -> Array:
+        w = np.array(self.kappa, dtype=np.float64)
+        np.fill_diagonal(w, self.omega2_diag)
+        return w
+
+    def copy(self) -> NetworkParams:
+        return NetworkParams(*(np.array(getattr(self, f)) for f in _FIELDS))
+
+
+_FIELDS = (
+    "omega2_diag",
+    "kappa",
+    "gamma",
+    "act_gain",
+    "act_delay_s",
+    "sen_gain",
+    "sen_delay_s",
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Which node each drive and sense path acts on."""
+
+    n_nodes: int
+    drive_nodes: tuple[int, ...]
+    sense_nodes: tuple[int, ...]
+
+    def pairs(self) -> list[tuple[int, int]]:
+        d = self.n_nodes
+        return [(a, b) for a in range(d) for b in range(a + 1, d)]
+
+
+def transfer(
+    p: NetworkParams, topo: Topology, omega_rad_s: Array, paths: list[int], drives: list[int]
+) -> CArray:
+    """H (F, len(paths), len(drives)) at angular frequencies `omega_rad_s` (F,)."""
+    w = np.asarray(omega_rad_s, dtype=np.float64)
+    d = topo.n_nodes
+    a = p.omega2()[None, :, :] - (w**2)[:, None, None] * np.eye(d)[None]
+    a = a + 1j * w[:, None, None] * np.diag(p.gamma)[None]
+    r = np.linalg.inv(a)
+    sn = [topo.sense_nodes[s] for s in paths]
+    dn = [topo.drive_nodes[j] for j in drives]
+    h = r[:, sn, :][:, :, dn]
+    sg = p.sen_gain[paths] * np.exp(-1j * w[:, None] * p.sen_delay_s[paths][None, :])
+    ag = p.act_gain[drives] * np.exp(-1j * w[:, None] * p.act_delay_s[drives][None, :])
+    out: CArray = h * sg[:, :, None] * ag[:, None, :]
+    return out
+
+
+@dataclass
+class Measurement:
+    """Measured transfer values: H[k] at ω[k] for (path[k], drive[k]) with standard error σ[k]
+    (per real and imaginary part)."""
+
+    omega_rad_s: Array
+    path: NDArray[np.intp]
+    drive: NDArray[np.intp]
+    h: CArray
+    sigma: Array
+
+    @staticmethod
+    def concat(items: list[Measurement]) -> Measurement:
+        return Measurement(
+            np.concatenate([m.omega_rad_s for m in items]),
+            np.concatenate([m.path for m in items]).astype(np.intp),
+            np.concatenate([m.drive for m in items]).astype(np.intp),
+            np.concatenate([m.h for m in items]),
+            np.concatenate([m.sigma for m in items]),
+        )
+
+
+def predict(p: NetworkParams, topo: Topology, m: Measurement) -> CArray:
+    """Model values at every point of a measurement."""
+    out = np.empty(m.h.shape, dtype=np.complex128)
+    n_paths, n_drives = len(topo.sense_nodes), len(topo.drive_nodes)
+    full = transfer(p, topo, m.omega_rad_s, list(range(n_paths)), list(range(n_drives)))
+    out[:] = full[np.arange(m.h.size), m.path, m.drive]
+    return out
+
+
+@dataclass
+class FitSpec:
+    """Which parameters are free: names of `NetworkParams` fields with index masks."""
+
+    free: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return int(sum(int(v.sum()) for v in self.free.values()))
+
+
+def _kappa_mask(d: int, pairs: list[tuple[int, int]]) -> NDArray[np.bool_]:
+    mask = np.zeros((d, d), dtype=bool)
+    for a, b in pairs:
+        mask[min(a, b), max(a, b)] = True
+    return mask
+
+
+def kappa_mask(d: int, pairs: list[tuple[int, int]]) -> NDArray[np.bool_]:
+    """Mask of the upper-triangle Ω² entries of `pairs` (the free couplings)."""
+    return _kappa_mask(d, pairs)
+
+
+def _pack(p: NetworkParams, spec: FitSpec) -> Array:
+    parts = [np.asarray(getattr(p, name))[mask] for name, mask in spec.free.items()]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _unpack(theta: Array, base: NetworkParams, spec: FitSpec) -> NetworkParams:
+    p = base.copy()
+    i = 0
+    for name, mask in spec.free.items():
+        arr = getattr(p, name)
+        n = int(mask.sum())
+        arr[mask] = theta[i : i + n]
+        i += n
+        if name == "kappa":
+            upper = np.triu(arr, 1)
+            arr[:] = upper + upper.T
+    return p
+
+
+@dataclass
+class FitResult:
+    """A converged fit: parameters, their covariance (in `spec` order), χ² and its dof."""
+
+    params: NetworkParams
+    spec: FitSpec
+    theta: Array
+    cov: Array
+    chi2: float
+    dof: int
+    scale: float  # the factor applied to the covariance (≥ 1)
+
+    def sigma_of(self, name: str) -> Array:
+        """Standard errors shaped like field `name` (0 where the value was held fixed)."""
+        out = np.zeros(np.shape(getattr(self.params, name)))
+        i = 0
+        for n, mask in self.spec.free.items():
+            k = int(mask.sum())
+            if n == name:
+                out[mask] = np.sqrt(np.diag(self.cov)[i : i + k])
+                if name == "kappa":
+                    out = np.triu(out, 1) + np.triu(out, 1).T
+                return out
+            i += k
+        return out
+
+    def cov_block(self, name: str) -> Array:
+        i = 0
+        for n, mask in self.spec.free.items():
+            k = int(mask.sum())
+            if n == name:
+                return self.cov[i : i + k, i : i + k]
+            i += k
+        raise KeyError(name)
+
+
+def fit_network(
+    m: Measurement,
+    topo: Topology,
+    start: NetworkParams,
+    spec: FitSpec,
+    *,
+    what: str,
+    max_nfev: int = 400,
+) -> FitResult:
+    """Weighted least squares of the model to `m`; CalibrationError (naming `what`) if the fit
+    does not converge or its Jacobian is singular."""
+    theta0 = _pack(start, spec)
+    scale_x = np.where(np.abs(theta0) > 0, np.abs(theta0), 1.0)
+
+    def resid(u: Array) -> Array:
+        p = _unpack(u * scale_x, start, spec)
+        r = (predict(p, topo, m) - m.h) / m.sigma
+        return np.concatenate([r.real, r.imag])
+
+    try:
+        sol = least_squares(resid, theta0 / scale_x, method="lm", max_nfev=max_nfev * theta0.size)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        raise CalibrationError(f"{what}: the fit failed ({exc})") from exc
+    if not sol.success or not np.all(np.isfinite(sol.x)):
+        raise CalibrationError(f"{what}: the fit did not converge ({sol.message})")
+    n = 2 * m.h.size
+    dof = n - theta0.size
+    if dof <= 0:
+        raise CalibrationError(f"{what}: {n} data for {theta0.size} parameters; measure more")
+    chi2 = float(np.sum(sol.fun**2))
+    jtj_scaled = sol.jac.T @ sol.jac
+    if not np.all(np.isfinite(jtj_scaled)) or np.linalg.cond(jtj_scaled) > 1e13:
+        raise CalibrationError(
+            f"{what}: the parameters are not identifiable from these data (singular Jacobian)"
+        )
+    scale = max(1.0, chi2 / dof)
+    cov = np.linalg.inv(jtj_scaled) * np.outer(scale_x, scale_x) * scale
+    theta = sol.x * scale_x
+    return FitResult(_unpack(theta, start, spec), spec, theta, cov, chi2, dof, scale)
+
+
+def modal_start(
+    m: Measurement, topo: Topology, sen_gain: Array, sen_delay_s: Array
+) -> NetworkParams:
+    """A start point from the data alone: each node's Ω² at the peak of its largest response,
+    Γ from a quality factor of 8, actuator gains from the driven nodes' peak heights."""
+    d = topo.n_nodes
+    peaks = []
+    for j, node in enumerate(topo.drive_nodes):
+        sel = np.array([topo.sense_nodes[s] == node for s in m.path]) & (m.drive == j)
+        if sel.any():
+            peaks.append(m.omega_rad_s[sel][np.argmax(np.abs(m.h[sel]))] ** 2)
+    if not peaks:
+        raise CalibrationError("no driven node is sensed: the network fit has no start point")
+    w2 = np.full(d, float(np.median(peaks)))
+    gamma = np.sqrt(w2) / 8.0
+    act = np.zeros(len(topo.drive_nodes))
+    for j, node in enumerate(topo.drive_nodes):
+        sel = np.array(
+            [topo.sense_nodes[s] == node for s in m.path], dtype=bool
+        ) & (m.drive == j)
+        if not sel.any():
+            raise CalibrationError(f"drive {j} (node {node}) is not sensed on its own node")
+        k = np.argmax(np.abs(m.h[sel]))
+        s = int(m.path[sel][k])
+        w = m.omega_rad_s[sel][k]
+        act[j] = np.abs(m.h[sel][k]) * w * gamma[node] / max(abs(sen_gain[s]), 1e-12)
+    return NetworkParams(
+        w2,
+        np.zeros((d, d)),
+        gamma,
+        act,
+        np.zeros(len(topo.drive_nodes)),
+        np.array(sen_gain, dtype=np.float64),
+        np.array(sen_delay_s, dtype=np.float64),
+    )
+
+
+def eigen_modes(p: NetworkParams) -> tuple[Array, Array]:
+    """Free-response modes of the fitted model: (frequencies Hz, decay rates 1/s), sorted."""
+    d = p.omega2_diag.size
+    a = np.block([[np.zeros((d, d)), np.eye(d)], [-p.omega2(), -np.diag(p.gamma)]])
+    lam = np.linalg.eigvals(a)
+    lam = lam[lam.imag > 0]
+    order = np.argsort(lam.imag)
+    lam = lam[order]
+    return lam.imag / (2.0 * math.pi), -lam.real
+
+
+def fit_network_multistart(
+    m: Measurement,
+    topo: Topology,
+    start: NetworkParams,
+    spec: FitSpec,
+    *,
+    what: str,
+    rng: np.random.Generator,
+    n_starts: int = 6,
+    spread: float = 0.08,
+) -> FitResult:
+    """`fit_network` from `start` and from `n_starts − 1` perturbed copies (node frequencies
+    spread by ±`spread`, couplings ±`spread`·Ω²); the lowest χ² wins."""
+    best: FitResult | None = None
+    errors: list[str] = []
+    for i in range(n_starts):
+        p = start.copy()
+        if i > 0:
+            w2 = p.omega2_diag
+            p.omega2_diag = w2 * (1.0 + spread * rng.uniform(-1, 1, w2.size))
+            k = spread * float(np.mean(w2)) * rng.uniform(-1, 1, p.kappa.shape)
+            k = np.triu(k, 1)
+            p.kappa = np.where(spec.free.get("kappa", np.zeros_like(k, bool)), k + k.T, p.kappa)
+            p.kappa = np.triu(p.kappa, 1) + np.triu(p.kappa, 1).T
+        try:
+            r = fit_network(m, topo, p, spec, what=what)
+        except CalibrationError as exc:
+            errors.append(str(exc))
+            continue
+        if best is None or r.chi2 < best.chi2:
+            best = r
+    if best is None:
+        raise CalibrationError(f"{what}: no start converged ({'; '.join(errors[:2])})")
+    return best
