@@ -24,12 +24,18 @@ _resource_manager: pyvisa.ResourceManager | None = None
 
 
 def resource_manager() -> pyvisa.ResourceManager:
-    """The process-wide pyvisa-py resource manager (created on first use)."""
+    """The process-wide pyvisa-py resource manager (created on first use).
+
+    pyvisa shares one manager per VISA library, so any other code in the process (a
+    third-party script, a test) that calls `ResourceManager("@py").close()` closes ours too;
+    a closed manager is replaced by a fresh one instead of failing every later open.
+    """
     global _resource_manager
     with _rm_lock:
-        if _resource_manager is None:
-            _resource_manager = pyvisa.ResourceManager("@py")
-        return _resource_manager
+        rm = _resource_manager
+        if rm is None or rm.visalib.resource_manager is not rm:
+            rm = _resource_manager = pyvisa.ResourceManager("@py")
+        return rm
 
 
 def _timeout_ms(timeout_s: float) -> int:
