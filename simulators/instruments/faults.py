@@ -2,8 +2,12 @@
 
 Each emulator owns one `FaultPlan` (`emulator.faults`); every transport serving it asks the plan
 what to do with each reply, so a fault behaves the same over TCP, a pty and the in-memory link.
-Instrument-level faults (extra error-queue entries, a DAC losing its setpoints, overloads) are
-methods of the emulators themselves (`ScpiInstrument.push_error`, ...).
+Instrument-level faults are methods of the emulators themselves: extra error-queue entries
+(`ScpiInstrument.push_error`, every emulator), invalid/NaN readings
+(`RigolDs1000zEmulator.inject_invalid_readings`, `SrsLockinEmulator.inject_invalid_readings`),
+overload/unlock status (`SrsLockinEmulator.inject_lia_status`), a DAC losing its setpoints
+(`Qdac2Emulator.lose_setpoints`); a pty that disappears is `PtyServer.vanish()`. On an
+`EmulatedBench` everything is reached through `bench.emulators[name]` (see docs/instruments.md).
 """
 
 from __future__ import annotations
