@@ -1,0 +1,1048 @@
+"""`BenchSystem`: the `PhysicalSystem` of a bench — real instruments or the emulated bench.
+
+Configured by the bench config (instruments, VISA resources, wiring, output limits;
+`physlearn.bench_config`), a calibration, and the controller's network spec (topology, ρ,
+modulations, input encoding — never the coupling values: those are what is trained).
+
+Per measured sample (the batch samples are measured one after the other on the one network):
+
+1. the sample's total force per node, F(t) = input drive + fixed tones + extra force (nudge), is
+   turned into one arbitrary waveform per generator channel wired to a node: volts = F/g_j
+   pre-compensated, harmonic by harmonic, for the actuator delay τ_j and the generator's
+   zero-order hold (sample rate = M_arb × f, so the arb spans exactly one drive period; the
+   channel carries drive + nudge together). Every channel's samples are checked against its
+   limits before the first write;
+2. the generators (different instruments: concurrently) upload and play; every command is
+   completed (error-queue query) before the clock waits;
+3. settling (`physlearn.settling`): the first wait comes from the calibrated decay rate; then
+   every scope takes ONE triggered :SINGle acquisition of all its channels over K periods
+   (scopes concurrently); the per-period fits' approach is fitted to estimate the remaining
+   transient, and the controller waits more if needed; non-T-periodic responses are reported;
+4. the scopes' volts become node coordinates on the period grid (`physlearn.acquisition`),
+   groups are stitched on a reference node measured by every scope (the stitch is checked), and
+   the interlock checks the measured response amplitude.
+
+Parameters α (trainable couplings, in the spec's order) → DAC volts through the calibration's
+inverse maps, refused (`LimitError`) outside the calibrated range or the DAC limits before any
+write; the DAC slews at its configured rate and the controller waits the ramp before measuring.
+
+Nothing is switched on before `arm()`; `plan_check` (the dry run) checks every planned setting
+without writing anything; `close()` (every exit path) puts the bench in its safe state: drive
+outputs off, DACs ramped to their safe values at the slew limit (waited for), links closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from physlearn.acquisition import (
+    CODES_PER_DIVISION,
+    H_DIVISIONS,
+    V_DIVISIONS,
+    choose_mode,
+    fit_periods,
+    scale_125_at_least,
+)
+from physlearn.bench_config import BenchConfig
+from physlearn.errors import (
+    CalibrationError,
+    ConfigError,
+    GradientError,
+    InstrumentError,
+    LimitError,
+    SafetyError,
+    SteadyStateError,
+)
+from physlearn.network import NetworkSpec
+from physlearn.safety import Interlock, check_finite
+from physlearn.settling import (
+    PeriodAssessment,
+    assess_periods,
+    contraction_from_decay,
+    settle_wait_s,
+)
+from physlearn.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
+
+log = logging.getLogger(__name__)
+Array = NDArray[np.float64]
+
+__all__ = [
+    "BenchCalibration",
+    "BenchOptions",
+    "BenchSystem",
+    "Clock",
+    "SystemClock",
+    "TwinClock",
+]
+
+CALIBRATION_FORMAT = "physlearn-bench-calibration/1"
+
+
+# ---------------------------------------------------------------------------------------------
+# clocks
+# ---------------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """How the controller waits: wall-clock sleeps on a bench, the twin's virtual clock on the
+    emulated bench."""
+
+    async def sleep(self, dt_s: float) -> None: ...
+
+    async def now(self) -> float: ...
+
+
+class SystemClock:
+    """Wall-clock time (a real bench, or a free-running emulated bench)."""
+
+    async def sleep(self, dt_s: float) -> None:
+        await asyncio.sleep(max(0.0, float(dt_s)))
+
+    async def now(self) -> float:
+        return time.monotonic()
+
+
+class TwinClock:
+    """The emulated bench's clock through its twin-control endpoint (in memory or TCP client):
+    ``sleep`` advances the twin. Commands must be completed before (the drivers' error-queue
+    query completes every write)."""
+
+    def __init__(self, control: Any):
+        self.control = control
+
+    async def sleep(self, dt_s: float) -> None:
+        if dt_s > 0:
+            await self.control.advance(float(dt_s))
+
+    async def now(self) -> float:
+        v = self.control.now()
+        if inspect.isawaitable(v):
+            v = await v
+        return float(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgeMap:
+    """α(V) of one wired edge as a monotone table (volts ascending)."""
+
+    volts: Array
+    alpha: Array
+
+    def __post_init__(self) -> None:
+        d = np.diff(self.alpha)
+        if self.volts.size < 2 or not (np.all(d > 0) or np.all(d < 0)):
+            raise CalibrationError("edge map: α(V) must be strictly monotone on ≥ 2 points")
+
+    @property
+    def alpha_range(self) -> tuple[float, float]:
+        return float(self.alpha.min()), float(self.alpha.max())
+
+    def volts_for(self, alpha: float) -> float:
+        if self.alpha[0] < self.alpha[-1]:
+            return float(np.interp(alpha, self.alpha, self.volts))
+        return float(np.interp(alpha, self.alpha[::-1], self.volts[::-1]))
+
+    def alpha_at(self, volts: float) -> float:
+        return float(np.interp(volts, self.volts, self.alpha))
+
+
+@dataclass(frozen=True)
+class BenchCalibration:
+    """What the controller needs from the calibration, per wiring entry (config order).
+
+    edges: (i, j) → α(V) table; drives: per [[wiring.drives]] entry (gain N/V, delay s);
+    sense: per [[wiring.sense]] entry (gain V/unit, offset V, delay s); decay_rate_per_s: the
+    slowest transient decay rate σ (= Γ/2 of the least damped mode), or None (then settling is
+    judged from the measured periods alone).
+
+    Interim file format (JSON, ``format = "physlearn-bench-calibration/1"``), used until the
+    calibration routines' own file lands; `load` reads it.
+    """
+
+    version: str
+    edges: dict[tuple[int, int], EdgeMap]
+    drive_gain_n_per_v: Array
+    drive_delay_s: Array
+    sense_gain_v_per_unit: Array
+    sense_offset_v: Array
+    sense_delay_s: Array
+    decay_rate_per_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": CALIBRATION_FORMAT,
+            "version": self.version,
+            "edges": [
+                {"nodes": list(k), "volts": m.volts.tolist(), "alpha": m.alpha.tolist()}
+                for k, m in self.edges.items()
+            ],
+            "drives": {
+                "gain_n_per_v": self.drive_gain_n_per_v.tolist(),
+                "delay_s": self.drive_delay_s.tolist(),
+            },
+            "sense": {
+                "gain_v_per_unit": self.sense_gain_v_per_unit.tolist(),
+                "offset_v": self.sense_offset_v.tolist(),
+                "delay_s": self.sense_delay_s.tolist(),
+            },
+            "decay_rate_per_s": self.decay_rate_per_s,
+        }
+
+    def save(self, path: str | Path) -> None:
+        from physlearn.runstore import atomic_write_bytes
+
+        atomic_write_bytes(Path(path), json.dumps(self.to_json(), indent=1).encode())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "calibration") -> BenchCalibration:
+        if data.get("format") != CALIBRATION_FORMAT:
+            raise CalibrationError(
+                f"{source}: format {data.get('format')!r} is not {CALIBRATION_FORMAT!r}"
+            )
+        try:
+            edges = {
+                (min(e["nodes"]), max(e["nodes"])): EdgeMap(
+                    np.asarray(e["volts"], dtype=float), np.asarray(e["alpha"], dtype=float)
+                )
+                for e in data["edges"]
+            }
+            d, s = data["drives"], data["sense"]
+            return cls(
+                str(data["version"]),
+                edges,
+                np.asarray(d["gain_n_per_v"], dtype=float),
+                np.asarray(d["delay_s"], dtype=float),
+                np.asarray(s["gain_v_per_unit"], dtype=float),
+                np.asarray(s["offset_v"], dtype=float),
+                np.asarray(s["delay_s"], dtype=float),
+                None if data.get("decay_rate_per_s") is None else float(data["decay_rate_per_s"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"{source}: malformed calibration ({exc})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchCalibration:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"{path}: cannot read the calibration ({exc})") from None
+        return cls.from_json(data, str(path))
+
+    @classmethod
+    def from_emulated_bench(cls, bench: Any, n_points: int = 401) -> BenchCalibration:
+        """EMULATOR ONLY: the calibration an ideal calibration run would give, read from the
+        emulated bench's hidden truth (tests and the in-memory example, until the calibration
+        routines produce the file). Never used on a real bench."""
+        tr = bench.twin.truth
+        cfg: BenchConfig = bench.config
+        edges = {}
+        for e, ew in enumerate(cfg.wiring.edges):
+            lim = cfg.output_limits(ew.instrument).limit_for(ew.channel)
+            v = np.linspace(lim.min_v, lim.max_v, n_points)
+            a = tr.map_offset[e] + tr.map_span[e] * np.tanh(
+                (v - tr.map_center_v[e]) / tr.map_width_v[e]
+            )
+            edges[ew.key] = EdgeMap(v, a)
+        spec = bench.twin.spec
+        g = np.asarray(spec.nodes.arrays()[2], dtype=float)
+        decay = float(np.min(g[g > 0])) / 2.0 if np.any(g > 0) else None
+        return cls(
+            f"twin-truth-seed{bench.twin.seed}",
+            edges,
+            np.array(tr.actuator_gain_n_per_v, dtype=float),
+            np.array(tr.actuator_delay_s, dtype=float),
+            np.array(tr.sensing_gain_v_per_unit, dtype=float),
+            np.array(tr.sensing_offset_v, dtype=float),
+            np.array(tr.sensing_delay_s, dtype=float),
+            decay,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+# ---------------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SettleOptions(_Model):
+    """tol: relative transient accepted; acquire_periods: K periods per acquisition (≥ 3 to fit
+    the decay); max_wait_s: give up (SteadyStateError) after waiting this long."""
+
+    tol: float = Field(1e-4, gt=0, lt=1)
+    acquire_periods: int = Field(3, ge=2, le=16)
+    first_wait_periods: float | None = Field(None, ge=0)
+    max_wait_s: float = Field(600.0, gt=0)
+
+
+class SafetyOptions(_Model):
+    """max_response: interlock on the measured |x| (node units); dac_slew_v_per_s: DAC ramp
+    rate; safe_dac_v: DAC value of the safe state."""
+
+    max_response: float = Field(gt=0)
+    dac_slew_v_per_s: float = Field(1.0, gt=0)
+    safe_dac_v: float = 0.0
+
+
+class BenchOptions(_Model):
+    """How the controller runs the bench (the ``[system.bench]`` table of a train config)."""
+
+    points_per_period: int = Field(33, ge=5)
+    arb_points_per_period: int = Field(64, ge=8)
+    harmonics: int | None = Field(None, ge=1)
+    beta_resolution: float = Field(1e-2, gt=0, le=1)
+    settle: SettleOptions = Field(default_factory=SettleOptions)
+    safety: SafetyOptions
+    reference_node: int | None = None
+    stitch_tol: float = Field(0.05, gt=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the system
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scope:
+    name: str
+    driver: Any
+    channels: dict[int, int]  # scope channel → sense wire index
+    scale_v: dict[int, float] = field(default_factory=dict)
+    mode: str = "NORMal"
+
+
+class _Reranged(Exception):
+    """A scope channel's vertical scale was changed: acquire again."""
+
+
+@dataclass
+class _Journal:
+    """Raw per-measurement data since the last drain (for the per-step records)."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BenchSystem(PhysicalSystem):
+    """See the module docstring. Use: ``await connect()``, ``await arm()``, train, ``close()``."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        calibration: BenchCalibration,
+        spec: NetworkSpec,
+        clock: Clock,
+        options: BenchOptions,
+        *,
+        resources: dict[str, str] | None = None,
+        driver_factory: Callable[[str, Any], Any] | None = None,
+    ):
+        self.config = config.controller_view()
+        self.cal = calibration
+        self.spec = spec
+        self.clock = clock
+        self.options = options
+        self.resources = dict(resources or {})
+        self._driver_factory = driver_factory
+        self.experiments = 0
+        self.interlock = Interlock(options.safety.max_response)
+        self.journal = _Journal()
+        self.armed = False
+        self.closed = False
+        self.drivers: dict[str, Any] = {}
+        self._validate()
+        m = options.points_per_period
+        self.grid_t: Array = np.arange(m, dtype=np.float64) * (self.period_s / m)
+        self._u: Array | None = None
+        self._drive: Array | None = None
+        self._extra: Array | None = None
+        self._echo: Array | None = None
+        self._alpha: Array | None = None
+        self._dac_v: dict[tuple[str, int], float] = {}
+        self._pending_s = 0.0
+        self.io_time_s = 0.0
+        self.wait_time_s = 0.0
+
+    # ------------------------------------------------------------------ configuration checks
+    def _validate(self) -> None:
+        w, spec = self.config.wiring, self.spec
+        d = spec.nodes.count
+        if spec.boundary.kind != "periodic":
+            raise ConfigError("network: a bench runs a periodic drive (boundary.kind periodic)")
+        if len(self.cal.drive_gain_n_per_v) != len(w.drives) or len(
+            self.cal.sense_gain_v_per_unit
+        ) != len(w.sense):
+            raise CalibrationError(
+                f"calibration {self.cal.version}: {len(self.cal.drive_gain_n_per_v)} drives and "
+                f"{len(self.cal.sense_gain_v_per_unit)} sense paths, the bench wires "
+                f"{len(w.drives)} and {len(w.sense)}"
+            )
+        edge_of = {e.key: e for e in w.edges}
+        self._param_edges = []
+        for name, term in spec.terms():
+            if not term.trainable:
+                continue
+            nodes = getattr(term, "nodes", None)
+            if nodes is None or len(nodes) != 2:
+                raise ConfigError(
+                    f"network: trainable term {name} is not a coupling; a bench trains only the "
+                    "DAC-tuned couplings of [[wiring.edges]]"
+                )
+            key = (min(nodes), max(nodes))
+            if key not in edge_of:
+                raise ConfigError(f"network: trainable coupling {name} {key} has no DAC wire")
+            if key not in self.cal.edges:
+                raise CalibrationError(f"calibration {self.cal.version}: no map for edge {key}")
+            self._param_edges.append(edge_of[key])
+        self._names = [n for n, t in spec.terms() if t.trainable]
+        if spec.inputs.nodes and spec.inputs.mode != "force":
+            raise ConfigError("network.inputs.mode: a bench drives inputs as forces, not clamps")
+        self._drive_nodes = sorted({dw.node for dw in w.drives})
+        for dw in w.drives:
+            if dw.node >= d:
+                raise ConfigError(f"wiring.drives: node {dw.node} not in the network ({d} nodes)")
+        needed = set(spec.inputs.nodes) | {t.node for t in spec.drive.tones}
+        missing = sorted(needed - set(self._drive_nodes))
+        if missing:
+            raise ConfigError(f"wiring.drives: nodes {missing} are driven but have no actuator")
+        scopes: dict[str, dict[int, int]] = {}
+        for i, sw in enumerate(w.sense):
+            inst = self.config.instruments[sw.instrument]
+            if inst.role == "scope":
+                assert sw.channel is not None
+                scopes.setdefault(sw.instrument, {})[sw.channel] = i
+        sensed = {w.sense[i].node for chans in scopes.values() for i in chans.values()}
+        unsensed = sorted(set(range(d)) - sensed)
+        if unsensed:
+            raise ConfigError(
+                f"wiring.sense: nodes {unsensed} are not sensed by any scope; the conjugate "
+                "quantities need every node's waveform"
+            )
+        if not scopes:
+            raise ConfigError("wiring.sense: a bench needs at least one oscilloscope")
+        ref = self.options.reference_node
+        if len(scopes) > 1:
+            common = set.intersection(
+                *({w.sense[i].node for i in ch.values()} for ch in scopes.values())
+            )
+            if ref is None:
+                ref = min(common) if common else None
+            if ref is None or ref not in common:
+                raise ConfigError(
+                    "wiring.sense: with several scopes (groups), one reference node must be sensed "
+                    f"by every scope to check the stitch; common nodes: {sorted(common)}"
+                )
+        self.reference_node = ref
+        self._scope_channels = scopes
+        gens = {dw.instrument for dw in w.drives}
+        if w.sync is None or w.sync.instrument not in gens:
+            raise ConfigError("wiring.sync: the scopes trigger on a drive generator's sync")
+        self._generators = sorted(gens)
+        self._dacs = sorted({e.instrument for e in self._param_edges})
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_nodes(self) -> int:
+        return self.spec.nodes.count
+
+    @property
+    def n_params(self) -> int:
+        return len(self._param_edges)
+
+    @property
+    def period_s(self) -> float:
+        return self.spec.period_s
+
+    @property
+    def actuated_nodes(self) -> list[int]:
+        return list(self._drive_nodes)
+
+    def parameter_range(self) -> tuple[Array, Array]:
+        """(lower, upper) α reachable within the calibration and the DAC limits."""
+        lo, hi = [], []
+        for e in self._param_edges:
+            m = self.cal.edges[e.key]
+            lim = self.config.output_limits(e.instrument).limit_for(e.channel)
+            a1, a2 = m.alpha_at(lim.min_v), m.alpha_at(lim.max_v)
+            lo.append(min(a1, a2))
+            hi.append(max(a1, a2))
+        return np.array(lo), np.array(hi)
+
+    # ------------------------------------------------------------------ plan checks (dry run)
+    def dac_plan(self, alpha: Array) -> dict[tuple[str, int], float]:
+        """DAC volts for α, every value checked (calibrated range, finite, limits); no write."""
+        a = check_finite("parameters", alpha)
+        if a.shape != (self.n_params,):
+            raise ConfigError(f"parameters: expected shape ({self.n_params},), got {a.shape}")
+        out: dict[tuple[str, int], float] = {}
+        for i, (e, ai) in enumerate(zip(self._param_edges, a, strict=True)):
+            lo, hi = self.cal.edges[e.key].alpha_range
+            if not lo <= ai <= hi:
+                raise LimitError(
+                    f"parameters[{i}] ({self._names[i]}) = {ai} is outside the calibrated range "
+                    f"[{lo}, {hi}] of edge {e.key}; refused, nothing was written"
+                )
+            v = self.cal.edges[e.key].volts_for(float(ai))
+            self.config.output_limits(e.instrument).check(e.channel, v)
+            out[(e.instrument, e.channel)] = v
+        return out
+
+    def drive_plan(self, force: Array) -> dict[tuple[str, int], Array]:
+        """Arb volts (M_arb,) per generator channel for one sample's total force (M, d); every
+        sample checked against the channel's limits; no write."""
+        f = check_finite("force", force)
+        m_arb = self.options.arb_points_per_period
+        spec_f = np.fft.rfft(f, axis=0) / f.shape[0]  # (H+1, d) one-sided coefficients
+        h = np.arange(spec_f.shape[0])
+        zoh = np.sinc(h / m_arb) * np.exp(-1j * math.pi * h / m_arb)
+        out: dict[tuple[str, int], Array] = {}
+        k_max = min(spec_f.shape[0], m_arb // 2)
+        for j, dw in enumerate(self.config.wiring.drives):
+            g = self.cal.drive_gain_n_per_v[j]
+            tau = self.cal.drive_delay_s[j]
+            c = np.zeros(m_arb // 2 + 1, dtype=complex)
+            lag = np.exp(-2j * math.pi * h * tau / self.period_s)
+            c[:k_max] = spec_f[:k_max, dw.node] / (g * zoh[:k_max] * lag[:k_max])
+            v = np.fft.irfft(c * m_arb, n=m_arb)
+            v = np.where(np.abs(v) < 1e-15, 0.0, v)
+            lim = self.config.output_limits(dw.instrument)
+            lim.check(dw.channel, float(v.min()))
+            lim.check(dw.channel, float(v.max()))
+            out[(dw.instrument, dw.channel)] = v
+        return out
+
+    def plan_check(
+        self, alphas: list[Array], inputs: Array, max_nudge_ratio: float = 0.0
+    ) -> dict[str, Any]:
+        """The dry run: check every planned setting — DAC volts for each α in ``alphas`` (e.g. the
+        initial parameters and every corner of the bounds), and the drive of every input vector
+        (with a nudge of up to ``max_nudge_ratio`` × the drive peak on the outputs) — against the
+        calibration and the limits. Nothing is connected or written. Raises on the first refusal."""
+        n_dac = 0
+        for a in alphas:
+            n_dac += len(self.dac_plan(a))
+        u = check_finite("inputs", np.atleast_2d(inputs))
+        drive = self._drive_force(u)
+        n_arb = 0
+        for b in range(drive.shape[0]):
+            f = drive[b].copy()
+            if max_nudge_ratio > 0 and self.spec.outputs.nodes:
+                peak = float(np.max(np.abs(f))) * max_nudge_ratio
+                for o in self.spec.outputs.nodes:
+                    f[:, o] += peak
+            n_arb += len(self.drive_plan(f))
+        return {"dac_settings": n_dac, "arb_waveforms": n_arb, "inputs": int(u.shape[0])}
+
+    def _drive_force(self, u: Array) -> Array:
+        from physlearn.simulators.excitation import build_excitation
+
+        exc = build_excitation(self.spec, inputs=u).on_grid(self.grid_t)
+        if np.any(exc.clamp_weight != 0):
+            raise ConfigError("network.inputs: a bench cannot clamp nodes; use force inputs")
+        return np.ascontiguousarray(
+            np.broadcast_to(exc.force, (u.shape[0], *exc.force.shape[1:])), dtype=float
+        )
+
+    # ------------------------------------------------------------------ connection, arming
+    def _make_driver(self, name: str) -> Any:
+        from physlearn.drivers.transport import TransportSettings
+
+        inst = self.config.instruments[name]
+        resource = self.resources.get(name) or inst.resource
+        if not resource:
+            raise ConfigError(f"instruments.{name}.resource: no VISA resource for {name}")
+        backend = inst.backend if resource.upper().startswith("ASRL") else "pyvisa"
+        ts = TransportSettings(resource=resource, backend=backend, timeout_s=inst.timeout_s)
+        if self._driver_factory is not None:
+            return self._driver_factory(name, ts)
+        if inst.kind == "keysight33500b":
+            from physlearn.drivers.keysight33500b import Keysight33500B, Keysight33500BConfig
+
+            return Keysight33500B(
+                Keysight33500BConfig(
+                    name=name, transport=ts, limits=self.config.output_limits(name)
+                )
+            )
+        if inst.kind == "qdac2":
+            from physlearn.drivers.qdac2 import Qdac2, Qdac2Config
+
+            return Qdac2(
+                Qdac2Config(
+                    name=name,
+                    transport=ts,
+                    limits=self.config.output_limits(name),
+                    safe_voltage_v=self.options.safety.safe_dac_v,
+                )
+            )
+        if inst.kind == "rigol_ds1000z":
+            from physlearn.drivers.rigol_ds1000z import RigolDs1000z, RigolDs1000zConfig
+
+            return RigolDs1000z(RigolDs1000zConfig(name=name, transport=ts))
+        raise ConfigError(f"instruments.{name}.kind: {inst.kind} is not used by the bench loop")
+
+    @property
+    def used_instruments(self) -> list[str]:
+        return [*self._generators, *self._dacs, *sorted(self._scope_channels)]
+
+    async def connect(self) -> None:
+        """Open every used instrument concurrently (identity checked; nothing switched on)."""
+        for name in self.used_instruments:
+            if name not in self.drivers:
+                self.drivers[name] = self._make_driver(name)
+        await asyncio.gather(*(self.drivers[n].connect() for n in self.used_instruments))
+
+    async def reconnect(self) -> None:
+        """After a fault: reopen every link (the state is re-applied by the retry wrapper)."""
+        for name in self.used_instruments:
+            drv = self.drivers.get(name)
+            if drv is None:
+                continue
+            try:
+                await drv.close()
+            except InstrumentError:
+                log.debug("closing %s before reconnecting failed", name, exc_info=True)
+        await asyncio.gather(*(self.drivers[n].connect() for n in self.used_instruments))
+        if self.armed:
+            await self._configure_scopes()
+
+    async def arm(self) -> None:
+        """Enable outputs: generators (zero drive, loads high-Z, phase-synchronised, sync on the
+        scope trigger), DAC slew rates, scopes configured. Only after an explicit arm."""
+        if not self.drivers:
+            await self.connect()
+        if self.closed:
+            raise SafetyError("bench system already closed")
+        slew = self.options.safety.dac_slew_v_per_s
+        for name in self._dacs:
+            dac = self.drivers[name]
+            for e in self._param_edges:
+                if e.instrument == name:
+                    await dac.set_slew_rate(e.channel, slew)
+        sync = self.config.wiring.sync
+        assert sync is not None
+        zero = np.zeros(self.options.arb_points_per_period)
+        rate = self.options.arb_points_per_period / self.period_s
+        for name in self._generators:
+            gen = self.drivers[name]
+            for dw in self.config.wiring.drives:
+                if dw.instrument != name:
+                    continue
+                await gen.set_load(dw.channel, math.inf)
+                await gen.clear_arbs(dw.channel)
+                await gen.upload_arb(dw.channel, "PLW", zero, rate)
+                await gen.play_arb(dw.channel, "PLW")
+            if name == sync.instrument:
+                first = min(dw.channel for dw in self.config.wiring.drives if dw.instrument == name)
+                await gen.set_sync(True, first)
+        await asyncio.gather(*(self.drivers[n].sync_phases() for n in self._generators))
+        await self._configure_scopes()
+        for name in self._generators:
+            gen = self.drivers[name]
+            for dw in self.config.wiring.drives:
+                if dw.instrument == name:
+                    await gen.output(dw.channel, True)
+        self.armed = True
+        log.info("bench armed: outputs enabled on %s", ", ".join(self._generators))
+
+    async def _configure_scopes(self) -> None:
+        k = self.options.settle.acquire_periods
+        screen = k * self.period_s
+        scale_t = scale_125_at_least(screen / H_DIVISIONS)
+        cal = self.cal
+        for name, chans in self._scope_channels.items():
+            scope = self.drivers[name]
+            drv_info = _Scope(name, scope, chans)
+            for ch in range(1, 5):
+                if ch not in chans:
+                    await scope.set_channel_display(ch, False)
+            for ch, i in chans.items():
+                scale = self._max_scale_v(i)
+                await scope.configure_channel(ch, scale, -float(cal.sense_offset_v[i]), "DC", 1.0)
+                drv_info.scale_v[ch] = scale
+            await scope.set_timebase(scale_t, H_DIVISIONS / 2 * scale_t)
+            await scope.set_trigger_edge("EXT", 1.0, "POS")
+            lsb = min(drv_info.scale_v.values()) / CODES_PER_DIVISION
+            needed = (
+                self.options.beta_resolution
+                * self.options.safety.max_response
+                * min(abs(cal.sense_gain_v_per_unit[i]) for i in chans.values())
+            )
+            acq = await scope.get_acquisition()
+            over = max(1, int(1e9 / max(acq.sample_rate_sa_per_s, 1.0)))
+            mode, avg = choose_mode(lsb, needed, over)
+            await scope.set_acquisition(mode, avg)
+            drv_info.mode = mode
+            self._scopes = getattr(self, "_scopes", {})
+            self._scopes[name] = drv_info
+
+    # ------------------------------------------------------------------ settings
+    def _require_armed(self) -> None:
+        if self.closed:
+            raise SafetyError("the bench system is closed (safe state)")
+        if not self.armed:
+            raise SafetyError(
+                "the bench is not armed: run the dry run, then arm (physlearn train --arm)"
+            )
+
+    async def set_parameters(self, alpha: Array) -> None:
+        plan = self.dac_plan(alpha)  # every value checked before any write
+        self._require_armed()
+        t0 = time.perf_counter()
+        by_dac: dict[str, dict[int, float]] = {}
+        ramp = 0.0
+        for (inst, ch), v in plan.items():
+            old = self._dac_v.get((inst, ch))
+            if old is not None and old == v:
+                continue
+            by_dac.setdefault(inst, {})[ch] = v
+            ramp = max(ramp, abs(v - (old if old is not None else self.options.safety.safe_dac_v)))
+        await asyncio.gather(*(self.drivers[n].set_voltages(vs) for n, vs in by_dac.items()))
+        self.io_time_s += time.perf_counter() - t0
+        for (inst, ch), v in plan.items():
+            self._dac_v[(inst, ch)] = v
+        self._pending_s = max(self._pending_s, ramp / self.options.safety.dac_slew_v_per_s)
+        self._alpha = np.array(alpha, dtype=float)
+
+    async def set_input(self, u: Array) -> None:
+        a = check_finite("inputs", np.asarray(u, dtype=float))
+        n_in = len(self.spec.inputs.nodes)
+        if a.ndim != 2 or a.shape[1] != n_in or a.shape[0] < 1:
+            raise ConfigError(f"inputs: expected shape (batch, {n_in}), got {a.shape}")
+        self._drive = self._drive_force(a)
+        self._u, self._extra, self._echo = a, None, None
+
+    def _on_grid(self, forces: ForceWaveform) -> Array:
+        from physlearn.simulators.excitation import SampledWaveform
+
+        s = forces.samples
+        B = self._require_input().shape[0]
+        if s.ndim != 3 or s.shape[2] != self.n_nodes or s.shape[0] not in (1, B):
+            raise ConfigError(f"forces: expected ({B} or 1, M, {self.n_nodes}), got {s.shape}")
+        if not np.isclose(forces.period_s, self.period_s, rtol=1e-9, atol=0.0):
+            raise ConfigError(
+                f"forces: period {forces.period_s} s ≠ drive period {self.period_s} s"
+            )
+        f = (
+            s
+            if s.shape[1] == self.grid_t.size
+            else SampledWaveform(s, self.period_s, "spectral")(self.grid_t)
+        )
+        return np.ascontiguousarray(np.broadcast_to(f, (B, self.grid_t.size, self.n_nodes)))
+
+    async def set_forces(self, forces: ForceWaveform | None) -> None:
+        if forces is None:
+            self._extra = None
+            return
+        missing = sorted(set(forces.nodes) - set(self._drive_nodes))
+        if missing:
+            raise GradientError(f"forces on nodes {missing}, which have no actuator on this bench")
+        self._extra = self._on_grid(forces)
+
+    async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
+        if drive is None:
+            self._echo = None
+            return
+        g = np.asarray(self.spec.nodes.arrays()[2], dtype=float)
+        damped = {int(j) for j in np.flatnonzero(g > 0)}
+        missing = sorted(damped - set(self._drive_nodes))
+        if missing:
+            raise GradientError(
+                f"ep_echo needs a force actuator on every damped node; nodes {missing} are damped "
+                "and have no [[wiring.drives]] actuator on this bench"
+            )
+        mods = self.spec.modulations
+        if any(type(getattr(mods, k)).__name__ != "Constant" for k in ("mu", "nu")):
+            raise GradientError("echo drive: the bench cannot reverse time-modulated couplings")
+        self._echo = self._on_grid(drive)
+
+    def _require_input(self) -> Array:
+        if self._drive is None:
+            raise ConfigError("no input set: call set_input(u) before forces or measurements")
+        return self._drive
+
+    async def drive_peak(self) -> Array:
+        drive = self._require_input() if self._echo is None else self._echo
+        return np.asarray(np.max(np.abs(drive), axis=(1, 2)), dtype=float)
+
+    async def drive_forces(self) -> Array:
+        return self._require_input().copy()
+
+    # ------------------------------------------------------------------ measurement
+    async def _upload(self, force: Array) -> None:
+        plan = self.drive_plan(force)  # all channels checked before any write
+        rate = self.options.arb_points_per_period / self.period_s
+
+        async def program(name: str) -> None:
+            gen = self.drivers[name]
+            for (inst, ch), v in plan.items():
+                if inst == name:
+                    await gen.clear_arbs(ch)
+                    await gen.upload_arb(ch, "PLW", v, rate)
+                    await gen.play_arb(ch, "PLW")
+
+        await asyncio.gather(*(program(n) for n in self._generators))
+
+    async def _acquire(self) -> tuple[Array, dict[str, Any], float]:
+        """One :SINGle per scope (concurrently): node coordinates (K, M, d), raw data, noise."""
+        k = self.options.settle.acquire_periods
+        m = self.grid_t.size
+        harmonics = self.options.harmonics or (m - 1) // 2
+        cal = self.cal
+        await asyncio.gather(*(s.driver.single() for s in self._scopes.values()))
+        await self._wait((k + 1.25) * self.period_s)
+
+        async def read(s: _Scope) -> dict[int, Any]:
+            await s.driver.wait_triggered(
+                timeout_s=4 * self.period_s, poll_s=self.period_s / 4, sleep=self._wait
+            )
+            waves: dict[int, Any] = await s.driver.read_channels(sorted(s.channels))
+            return waves
+
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(read(s) for s in self._scopes.values()))
+        self.io_time_s += time.perf_counter() - t0
+        x = np.zeros((k, m, self.n_nodes))
+        seen = np.zeros(self.n_nodes, bool)
+        raw: dict[str, Any] = {}
+        noise2 = 0.0
+        refs: list[Array] = []
+        rerange: list[tuple[_Scope, int, int, float]] = []
+        for s, waves in zip(self._scopes.values(), results, strict=True):
+            for ch, wf in waves.items():
+                i = s.channels[ch]
+                node = self.config.wiring.sense[i].node
+                peak_v = float(np.max(np.abs(wf.volts - cal.sense_offset_v[i])))
+                full_v = V_DIVISIONS / 2 * s.scale_v[ch]
+                top_v = self._max_scale_v(i) * V_DIVISIONS / 2
+                if wf.clipped and s.scale_v[ch] >= self._max_scale_v(i):
+                    raise SafetyError(
+                        f"interlock: {s.name} channel {ch} (node {node}) clipped: the response "
+                        f"exceeds the interlock amplitude {self.options.safety.max_response}"
+                    )
+                if wf.clipped or peak_v < 0.3 * full_v:
+                    lsb_v = s.scale_v[ch] / CODES_PER_DIVISION
+                    want = 2.01 * full_v if wf.clipped else min((peak_v + 2 * lsb_v) * 1.4, top_v)
+                    new = min(
+                        max(scale_125_at_least(want / (V_DIVISIONS / 2)), 1e-3),
+                        self._max_scale_v(i),
+                    )
+                    if new != s.scale_v[ch]:
+                        log.debug(
+                            "%s ch%d: scale %g -> %g V/div (peak %g V, clipped %s)",
+                            s.name,
+                            ch,
+                            s.scale_v[ch],
+                            new,
+                            peak_v,
+                            wf.clipped,
+                        )
+                        rerange.append((s, ch, i, new))
+                raw[f"{s.name}/ch{ch}"] = np.asarray(wf.volts, dtype=np.float32)
+                fit = fit_periods(
+                    wf.t_s, wf.volts, self.period_s, k, self.grid_t, harmonics, cal.sense_delay_s[i]
+                )
+                xn = (fit.values - cal.sense_offset_v[i]) / cal.sense_gain_v_per_unit[i]
+                sig = fit.residual_rms_v / abs(cal.sense_gain_v_per_unit[i])
+                noise2 += sig**2 * m * (2 * harmonics + 1) / max(fit.points_per_period, 1) * 2
+                if node == self.reference_node:
+                    refs.append(xn)
+                if not seen[node]:
+                    x[:, :, node] = xn
+                    seen[node] = True
+        stitch = 0.0
+        if len(refs) > 1:
+            base = refs[0]
+            nb = float(np.linalg.norm(base)) or 1.0
+            stitch = max(float(np.linalg.norm(r - base)) / nb for r in refs[1:])
+            if stitch > self.options.stitch_tol:
+                log.warning(
+                    "stitch check: reference node %s differs by %.3g between scope groups",
+                    self.reference_node,
+                    stitch,
+                )
+        raw["stitch_rel"] = stitch
+        if rerange:
+            for sc, ch, i, new in rerange:
+                await sc.driver.configure_channel(ch, new, -float(cal.sense_offset_v[i]), "DC", 1.0)
+                sc.scale_v[ch] = new
+            raise _Reranged()
+        return x, raw, math.sqrt(noise2)
+
+    def _max_scale_v(self, i: int) -> float:
+        peak = abs(self.cal.sense_gain_v_per_unit[i]) * self.options.safety.max_response
+        return scale_125_at_least(peak * 1.05 / (V_DIVISIONS / 2))
+
+    async def _wait(self, dt_s: float) -> None:
+        self.wait_time_s += max(0.0, dt_s)
+        await self.clock.sleep(dt_s)
+
+    async def _measure_sample(
+        self, force: Array
+    ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
+        t0 = time.perf_counter()
+        await self._upload(force)
+        self.io_time_s += time.perf_counter() - t0
+        st = self.options.settle
+        r_known = (
+            contraction_from_decay(self.cal.decay_rate_per_s, self.period_s)
+            if self.cal.decay_rate_per_s
+            else None
+        )
+        if st.first_wait_periods is not None:
+            first = st.first_wait_periods * self.period_s
+        elif r_known is not None:
+            first = settle_wait_s(1.0, st.tol, r_known, self.period_s)
+        else:
+            first = 10 * self.period_s
+        waited = self._pending_s + first
+        self._pending_s = 0.0
+        await self._wait(waited)
+        reranges = 0
+        while True:
+            try:
+                x, raw, noise = await self._acquire()
+            except _Reranged:
+                reranges += 1
+                waited += (st.acquire_periods + 1.25) * self.period_s
+                if reranges > 4:
+                    raise SteadyStateError("scope ranging did not converge in 4 tries") from None
+                continue
+            waited += (st.acquire_periods + 1.25) * self.period_s
+            a = assess_periods(x, tol=st.tol, noise_floor=noise, contraction=r_known)
+            self.interlock.check(x, "measured response")
+            if a.verdict == "settled":
+                return x[-1], a, waited, raw
+            if not a.periodic:
+                raise SteadyStateError(
+                    f"bench response is not T-periodic ({a.verdict.replace('_', ' ')}; step "
+                    f"{a.step:.3g}, contraction {a.contraction:.3g}) after {waited:.3g} s"
+                )
+            if waited > st.max_wait_s:
+                raise SteadyStateError(
+                    f"bench response not settled after {waited:.3g} s (remaining {a.remaining:.3g} "
+                    f"> tol {st.tol})"
+                )
+            extra = settle_wait_s(a.remaining, st.tol, a.contraction, self.period_s)
+            await self._wait(extra)
+            waited += extra
+
+    async def measure(self) -> Observation:
+        drive = self._require_input()
+        self._require_armed()
+        base = drive if self._echo is None else self._echo
+        B = base.shape[0]
+        xs = np.zeros((B, self.grid_t.size, self.n_nodes))
+        waited = np.zeros(B)
+        remaining = np.zeros(B)
+        periodic = np.ones(B, bool)
+        raws = []
+        for b in range(B):
+            f = base[b] + (self._extra[b] if self._extra is not None else 0.0)
+            x, a, w, raw = await self._measure_sample(f)
+            xs[b], waited[b], remaining[b], periodic[b] = x, w, a.remaining, a.periodic
+            raws.append(raw)
+            self.experiments += 1
+        self.journal.entries.append(
+            {
+                "raw": raws,
+                "settle_s": waited.copy(),
+                "remaining": remaining.copy(),
+                "nudged": self._extra is not None,
+            }
+        )
+        return Observation(
+            self.grid_t.copy(),
+            xs,
+            self.period_s,
+            1,
+            "m",
+            await self.clock.now(),
+            SettleInfo(waited, remaining, periodic),
+            {"level": "bench", "calibration": self.cal.version},
+        )
+
+    def drain_journal(self) -> list[dict[str, Any]]:
+        out, self.journal.entries = self.journal.entries, []
+        return out
+
+    async def settings_snapshot(self) -> dict[str, Any]:
+        """Instrument settings for the records (DAC setpoints, arming, scope modes)."""
+        return {
+            "dac_v": {f"{k[0]}/ch{k[1]}": v for k, v in self._dac_v.items()},
+            "armed": self.armed,
+            "scope_modes": {n: s.mode for n, s in getattr(self, "_scopes", {}).items()},
+            "calibration": self.cal.version,
+        }
+
+    # ------------------------------------------------------------------ safe state
+    async def safe_state(self) -> None:
+        """Drive outputs off, DACs ramped to the safe value at the slew limit (waited for)."""
+        errors: list[str] = []
+        for name in self._generators:
+            drv = self.drivers.get(name)
+            if drv is None:
+                continue
+            try:
+                await drv.safe_state()
+            except Exception as exc:  # keep going: every output must be made safe
+                errors.append(f"{name}: {exc}")
+        safe = self.options.safety.safe_dac_v
+        ramp = 0.0
+        for name in self._dacs:
+            drv = self.drivers.get(name)
+            if drv is None:
+                continue
+            chans = {e.channel: safe for e in self._param_edges if e.instrument == name}
+            try:
+                await drv.set_voltages(chans)
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+        for (_, _), v in self._dac_v.items():
+            ramp = max(ramp, abs(v - safe))
+        self._dac_v = {}
+        if ramp > 0:
+            try:
+                await self.clock.sleep(ramp / self.options.safety.dac_slew_v_per_s)
+            except Exception as exc:
+                errors.append(f"clock: {exc}")
+        self.armed = False
+        if errors:
+            log.error("safe state incomplete: %s", "; ".join(errors))
+            raise SafetyError("safe state incomplete: " + "; ".join(errors))
+        log.info("bench in its safe state")
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.drivers:
+                await self.safe_state()
+        finally:
+            self.closed = True
+            for drv in self.drivers.values():
+                try:
+                    await drv.close()
+                except Exception:
+                    log.debug("closing a driver failed", exc_info=True)
+
+
+Waiter = Callable[[float], Awaitable[None]]
