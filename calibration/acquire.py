@@ -85,7 +85,11 @@ def record_spectrum(wave: Waveform, n_lines: int) -> tuple[CArray, float]:
 
 
 async def configure_scope_for(
-    bench: CalibrationBench, scope: str, channels: list[int], span_v: dict[int, float]
+    bench: CalibrationBench,
+    scope: str,
+    channels: list[int],
+    span_v: dict[int, float],
+    averages: int = 1,
 ) -> None:
     """Display `channels` with a scale making ±span fit in ±3.5 divisions; trigger on EXT."""
     s = bench.scope(scope)
@@ -95,7 +99,10 @@ async def configure_scope_for(
             await s.configure_channel(ch, scale_v_per_div=scale, offset_v=0.0, probe=1.0)
         else:
             await s.set_channel_display(ch, False)
-    await s.set_acquisition("NORMal")
+    if averages > 1:
+        await s.set_acquisition("AVERages", averages)
+    else:
+        await s.set_acquisition("NORMal")
     await s.set_trigger_edge("EXT", level_v=1.0, slope="POS")
 
 
@@ -107,14 +114,15 @@ async def scope_record(
     length_s: float,
     arm_wait_s: float,
     what: str,
+    averages: int = 1,
 ) -> dict[int, Waveform]:
     """One triggered single acquisition of `channels` starting at the trigger and lasting
     `length_s` (12 divisions). Clipping raises, naming the instrument and channel."""
     s = bench.scope(scope)
     await s.set_timebase(length_s / 12.0, length_s / 2.0)
     await s.single()
-    await bench.clock.wait(arm_wait_s + length_s)
-    await s.wait_triggered(timeout_s=2.0 * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait)
+    await bench.clock.wait(arm_wait_s + length_s * (2 * averages - 1))
+    await s.wait_triggered(timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait)
     waves = await s.read_channels(channels)
     for ch, w in waves.items():
         if w.clipped:
@@ -133,6 +141,7 @@ async def multisine_transfer(
     settle_s: float,
     what: str,
     span_v: dict[int, float] | None = None,
+    averages: int = 1,
 ) -> tuple[Measurement, dict[str, Array]]:
     """Play the multisine on every drive, wait `settle_s`, record one arb period on every scope
     channel; returns the transfer `Measurement` (scope paths only) and the raw data."""
@@ -153,6 +162,7 @@ async def multisine_transfer(
     sync_gen = cfg.wiring.sync.instrument if cfg.wiring.sync else gens[0]
     for g in gens:
         await bench.generator(g).sync_phases()
+    t_origin = bench.clock.now()
     first = next(d for d in drives if d.instrument == sync_gen)
     await bench.generator(sync_gen).set_sync(True, first.channel)
     for dw in drives:
@@ -164,6 +174,21 @@ async def multisine_transfer(
     waves = await scope_record(
         bench, scope, channels, length_s=plan.period_s, arm_wait_s=0.02, what=what
     )
+    for _ in range(averages - 1):  # software average of successive single records
+        now = bench.clock.now()
+        nxt = t_origin + math.ceil((now - t_origin + 0.005) / plan.period_s) * plan.period_s
+        await bench.clock.wait(max(0.0, nxt - now - 0.01))
+        more = await scope_record(
+            bench, scope, channels, length_s=plan.period_s, arm_wait_s=0.02, what=what
+        )
+        waves = {
+            c: Waveform(w.channel, w.t_s, w.volts + more[c].volts, w.clipped, w.preamble)
+            for c, w in waves.items()
+        }
+    waves = {
+        c: Waveform(w.channel, w.t_s, w.volts / averages, w.clipped, w.preamble)
+        for c, w in waves.items()
+    }
     n = plan.n_points
     omegas, pth, drv, hs, sig = [], [], [], [], []
     raw: dict[str, Array] = {}
@@ -184,6 +209,7 @@ async def multisine_transfer(
             drv.append(np.full(k.size, j))
     for j in range(n_drives):
         raw[f"drive{j}_v"] = played[j]
+    raw["arb_origin_s"] = np.array([t_origin])
     m = Measurement(
         np.concatenate(omegas),
         np.concatenate(pth).astype(np.intp),

@@ -1,0 +1,96 @@
+"""PNG figures of each calibration step's fit (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from numpy.typing import NDArray  # noqa: E402
+
+from physlearn.calibration.model import Measurement, Topology  # noqa: E402
+
+Array = NDArray[np.float64]
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_dac(path: Path, raw: dict[str, Array]) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for key in raw:
+        if key.endswith("_setpoint_v"):
+            name = key[: -len("_setpoint_v")]
+            ax.plot(raw[key], raw[f"{name}_delivered_v"], "o-", label=name)
+    ax.set_xlabel("setpoint (V)")
+    ax.set_ylabel("delivered (V)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_transfer(path: Path, m: Measurement, model: Any, topo: Topology) -> None:
+    pairs = sorted({(int(p), int(d)) for p, d in zip(m.path, m.drive, strict=True)})
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for p, d in pairs:
+        sel = (m.path == p) & (m.drive == d)
+        f = m.omega_rad_s[sel] / (2 * np.pi)
+        (line,) = axes[0].semilogy(f, np.abs(m.h[sel]), ".", label=f"path {p} ← drive {d}")
+        axes[0].semilogy(f, np.abs(model[sel]), "-", color=line.get_color())
+        axes[1].plot(f, np.unwrap(np.angle(m.h[sel])), ".", color=line.get_color())
+        axes[1].plot(f, np.unwrap(np.angle(model[sel])), "-", color=line.get_color())
+    axes[0].set_ylabel("|H| (V/V)")
+    axes[1].set_ylabel("phase (rad)")
+    axes[1].set_xlabel("frequency (Hz)")
+    axes[0].legend(fontsize=6, ncol=2)
+    _save(fig, path)
+
+
+def plot_sensing(path: Path, raw: dict[str, Array], lock: dict[int, Any]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    f = raw.get("lockin_frequency_hz")
+    for pth in lock:
+        r = raw[f"lockin_path{pth}_ratio"]
+        if f is not None:
+            ax.plot(f, np.unwrap(np.angle(r)), "o", label=f"path {pth} phase")
+            w = 2 * np.pi * f
+            fit = lock[pth]["phase"][0] - w * lock[pth]["delay"][0]
+            ax.plot(f, fit, "-")
+    ax.set_xlabel("frequency (Hz)")
+    ax.set_ylabel("lock-in / model phase (rad)")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_actuators(path: Path, raw: dict[str, Array], n: int) -> None:
+    fig, axes = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    f = raw["frequency_hz"]
+    for j in range(n):
+        axes[0].plot(f, raw[f"drive{j}_gain"], label=f"drive {j}")
+        axes[1].plot(f, np.degrees(raw[f"drive{j}_phase_rad"]))
+    axes[0].set_ylabel("gain (unit s⁻² V⁻¹)")
+    axes[1].set_ylabel("phase (deg)")
+    axes[1].set_xlabel("frequency (Hz)")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_couplings(
+    path: Path, v: Array, k: Array, s: Array, maps: list[dict[str, Any]]
+) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    vv = np.linspace(v.min(), v.max(), 200)
+    for i, mp in enumerate(maps):
+        a, b, c, w = mp["params"]
+        eb = ax.errorbar(v, k[:, i], yerr=s[:, i], fmt="o", label=f"edge {mp['nodes']}")
+        ax.plot(vv, a + b * np.tanh((vv - c) / w), "-", color=eb[0].get_color())
+    ax.set_xlabel("DAC bias (V)")
+    ax.set_ylabel("α/m (1/s²)")
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,822 @@
+"""The calibration routines (`dac`, `resonance`, `sensing`, `actuators`, `couplings`) and the
+resumable pipeline `run_all`. Each routine acts only through the drivers, waits through the
+bench clock, saves its raw data (`<step>.npz`), a PNG of its fit (`<step>.png`) and its result
+(`<step>.json`, written atomically); `assemble` builds the calibration file from the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.optimize import least_squares
+
+from physlearn.calibration import plots
+from physlearn.calibration.acquire import (
+    MultisinePlan,
+    drives_off,
+    lockin_sweep,
+    multisine_transfer,
+    scope_record,
+)
+from physlearn.calibration.bench import CalibrationBench, config_hash
+from physlearn.calibration.model import (
+    FitResult,
+    FitSpec,
+    Measurement,
+    NetworkParams,
+    Topology,
+    eigen_modes,
+    fit_network,
+    fit_network_multistart,
+    kappa_mask,
+    modal_start,
+    predict,
+)
+from physlearn.calibration.schema import (
+    ActuatorCal,
+    CalibrationFile,
+    CouplingMap,
+    DacChannelCal,
+    Identity,
+    NodeCal,
+    SensingCal,
+    Value,
+    utc_now,
+    val,
+    write_atomic,
+)
+from physlearn.errors import CalibrationError
+
+logger = logging.getLogger(__name__)
+Array = NDArray[np.float64]
+
+STEPS = ("dac", "resonance", "sensing", "actuators", "couplings")
+DEPENDS: dict[str, tuple[str, ...]] = {
+    "dac": (),
+    "resonance": (),
+    "sensing": ("resonance",),
+    "actuators": ("resonance",),
+    "couplings": ("resonance", "dac"),
+}
+
+
+class CalibrationOptions(BaseModel):
+    """What the experimenter declares (not identifiable on the bench) and the sweep plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mass_kg: float = Field(3.2e-5, gt=0.0)
+    #: V per node unit of each node's reference sensor (the first scope path of the node):
+    #: it defines the node coordinate x (one value for all nodes, or one per node)
+    reference_gain_v_per_unit: float | list[float] = 0.5
+    reference_delay_s: float = 0.0  # delay of sense path 0 (fixes the delay gauge)
+    nonlinearity: str = "tanh"
+    scope: str | None = None  # default: the first scope of the bench
+    multisine_period_s: float = 1.2
+    multisine_sample_rate_hz: float = 1600.0
+    band_hz: tuple[float, float] = (12.0, 60.0)
+    drive_peak_v: float = Field(0.05, gt=0.0)
+    settle_s: float = Field(1.0, ge=0.0)
+    averages: int = Field(8, ge=1, le=1024)  # scope averages of the resonance multisine
+    coupling_averages: int = Field(4, ge=1, le=1024)
+    base_bias_v: float = 0.0
+    bias_points: int = Field(9, ge=5)
+    bias_margin_v: float = Field(0.0, ge=0.0)
+    lockin_frequencies_hz: list[float] = Field(
+        default_factory=lambda: [18.0, 22.0, 26.0, 29.0, 31.0, 33.0, 36.0, 42.0]
+    )
+    lockin_amplitude_v: float = 0.02
+    lockin_settle_s: float = 1.2
+    ringdown_s: float = 0.6
+    seed: int = 0
+
+    def plan(self) -> MultisinePlan:
+        return MultisinePlan(
+            self.multisine_period_s,
+            self.multisine_sample_rate_hz,
+            self.band_hz[0],
+            self.band_hz[1],
+            self.drive_peak_v,
+            self.seed + 1,
+        )
+
+
+def _topology(bench: CalibrationBench) -> Topology:
+    w = bench.config.wiring
+    nodes = [d.node for d in w.drives] + [s.node for s in w.sense]
+    nodes += [n for e in w.edges for n in e.nodes]
+    return Topology(
+        max(nodes) + 1, tuple(d.node for d in w.drives), tuple(s.node for s in w.sense)
+    )
+
+
+def _scope(bench: CalibrationBench, opts: CalibrationOptions) -> str:
+    if opts.scope is not None:
+        return opts.scope
+    scopes = bench.config.by_role("scope")
+    if not scopes:
+        raise CalibrationError("calibration needs an oscilloscope on the bench")
+    return scopes[0]
+
+
+def _reference_paths(bench: CalibrationBench, scope: str, d: int) -> list[int]:
+    ref = []
+    for node in range(d):
+        paths = [
+            i
+            for i, s in enumerate(bench.config.wiring.sense)
+            if s.node == node and s.instrument == scope
+        ]
+        if not paths:
+            raise CalibrationError(f"node {node} has no scope channel: it cannot be referenced")
+        ref.append(paths[0])
+    return ref
+
+
+def _declared_gains(opts: CalibrationOptions, d: int) -> Array:
+    g = opts.reference_gain_v_per_unit
+    arr = np.array(g if isinstance(g, list) else [g] * d, dtype=np.float64)
+    if arr.shape != (d,):
+        raise CalibrationError(f"reference_gain_v_per_unit: {arr.size} values for {d} nodes")
+    return arr
+
+
+class StepContext:
+    """Output directory and options shared by the steps."""
+
+    def __init__(self, out: Path, opts: CalibrationOptions) -> None:
+        self.out = Path(out)
+        self.opts = opts
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def result_path(self, step: str) -> Path:
+        return self.out / f"{step}.json"
+
+    def done(self, step: str) -> bool:
+        return self.result_path(step).exists()
+
+    def load(self, step: str) -> dict[str, Any]:
+        if not self.done(step):
+            raise CalibrationError(f"step {step!r} has not been run (needed first)")
+        out: dict[str, Any] = json.loads(self.result_path(step).read_text())
+        return out
+
+    def save(self, step: str, result: dict[str, Any], raw: dict[str, Array]) -> None:
+        np.savez_compressed(self.out / f"{step}.npz", **raw)
+        result["completed_utc"] = utc_now()
+        write_atomic(self.result_path(step), json.dumps(result, indent=1))
+
+
+async def _set_all_biases(bench: CalibrationBench, volts: float) -> None:
+    for e in bench.config.wiring.edges:
+        await bench.dac(e.instrument).set_voltage(e.channel, volts)
+
+
+# ------------------------------------------------------------------------------------ dac
+async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
+    """Setpoint → delivered volts per edge channel, read back from the DAC's output monitor
+    (`volt:last?`); a channel whose delivered volts do not follow the setpoint is an error."""
+    cfg = bench.config
+    channels: list[dict[str, Any]] = []
+    raw: dict[str, Array] = {}
+    for e in cfg.wiring.edges:
+        lim = cfg.output_limits(e.instrument).limit_for(e.channel)
+        sp = np.linspace(lim.min_v, lim.max_v, 7)
+        got = np.zeros_like(sp)
+        dac = bench.dac(e.instrument)
+        for i, v in enumerate(sp):
+            await dac.set_voltage(e.channel, float(v))
+            await bench.clock.wait(0.05)
+            got[i] = await dac.get_output_voltage(e.channel)
+        await dac.set_voltage(e.channel, ctx.opts.base_bias_v)
+        coef, res, *_ = np.polyfit(sp, got, 1, full=True)
+        gain, offset = float(coef[0]), float(coef[1])
+        resid = got - (offset + gain * sp)
+        n = sp.size
+        s2 = float(np.sum(resid**2) / (n - 2)) if n > 2 else 0.0
+        sxx = float(np.sum((sp - sp.mean()) ** 2))
+        if not abs(gain) > 0.5:
+            raise CalibrationError(
+                f"dac: {e.instrument} channel {e.channel} (edge {list(e.nodes)}) does not move: "
+                f"delivered {got.min():.4g}..{got.max():.4g} V for setpoints "
+                f"{sp.min():.4g}..{sp.max():.4g} V (gain {gain:.3g})"
+            )
+        channels.append(
+            {
+                "instrument": e.instrument,
+                "channel": e.channel,
+                "offset_v": [offset, math.sqrt(s2 * (1 / n + sp.mean() ** 2 / sxx))],
+                "gain": [gain, math.sqrt(s2 / sxx)],
+                "max_nonlinearity_v": float(np.max(np.abs(resid))),
+                "method": "readback (volt:last?)",
+            }
+        )
+        raw[f"{e.instrument}_ch{e.channel}_setpoint_v"] = sp
+        raw[f"{e.instrument}_ch{e.channel}_delivered_v"] = got
+    plots.plot_dac(ctx.out / "dac.png", raw)
+    result = {"channels": channels}
+    ctx.save("dac", result, raw)
+    return result
+
+
+# ------------------------------------------------------------------------------------ resonance
+def _params_to_json(p: NetworkParams, fit: FitResult) -> dict[str, Any]:
+    return {
+        "omega2_diag": p.omega2_diag.tolist(),
+        "kappa": p.kappa.tolist(),
+        "gamma": p.gamma.tolist(),
+        "act_gain": p.act_gain.tolist(),
+        "act_delay_s": p.act_delay_s.tolist(),
+        "sen_gain": p.sen_gain.tolist(),
+        "sen_delay_s": p.sen_delay_s.tolist(),
+        "sigma": {
+            name: fit.sigma_of(name).tolist()
+            for name in ("omega2_diag", "kappa", "gamma", "act_gain", "act_delay_s", "sen_delay_s")
+        },
+        "chi2": fit.chi2,
+        "dof": fit.dof,
+        "scale": fit.scale,
+    }
+
+
+def params_from_json(d: dict[str, Any]) -> NetworkParams:
+    return NetworkParams(
+        *(
+            np.array(d[k], dtype=np.float64)
+            for k in (
+                "omega2_diag",
+                "kappa",
+                "gamma",
+                "act_gain",
+                "act_delay_s",
+                "sen_gain",
+                "sen_delay_s",
+            )
+        )
+    )
+
+
+async def step_resonance(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
+    """Multisine transfer matrix on the scope at the base bias → the linear network fit
+    (per node f0 = √Ω²_ii/2π, Q = √Ω²_ii/Γ_i); then a ring-down on the scope, whose modal
+    decay rates and frequencies are fitted and compared with the model's."""
+    opts = ctx.opts
+    scope = _scope(bench, opts)
+    topo = _topology(bench)
+    d = topo.n_nodes
+    ref = _reference_paths(bench, scope, d)
+    await _set_all_biases(bench, opts.base_bias_v)
+    plan = opts.plan()
+    span = await _scope_spans(bench, scope, opts)
+    m, raw = await multisine_transfer(
+        bench,
+        plan,
+        scope=scope,
+        settle_s=opts.settle_s,
+        what="resonance",
+        span_v=span,
+        averages=opts.averages,
+    )
+    fit = fit_scope_network(m, topo, bench, scope, opts, ref)
+    p = fit.params
+    # ring-down: outputs off 10 ms before an arb-cycle boundary (a sync edge), record the
+    # free decay from that edge on
+    t0 = float(raw["arb_origin_s"][0])
+    now = bench.clock.now()
+    nxt = t0 + math.ceil((now - t0 + 0.05) / plan.period_s) * plan.period_s
+    await bench.clock.wait(nxt - now - 0.01)
+    await drives_off(bench)
+    rd = await _ringdown(bench, scope, opts, p, topo)
+    raw.update({f"ringdown_{k}": v for k, v in rd.pop("raw").items()})
+    raw.update({"omega_rad_s": m.omega_rad_s, "path": m.path, "drive": m.drive, "h": m.h})
+    raw["sigma"] = m.sigma
+    raw["model_h"] = predict(p, topo, m)
+    plots.plot_transfer(ctx.out / "resonance.png", m, raw["model_h"], topo)
+    w2s = fit.sigma_of("omega2_diag")
+    gs = fit.sigma_of("gamma")
+    nodes = []
+    for i in range(d):
+        w0 = math.sqrt(p.omega2_diag[i])
+        w0s = 0.5 * w2s[i] / w0
+        q = w0 / p.gamma[i]
+        qs = q * math.hypot(w0s / w0, gs[i] / p.gamma[i])
+        nodes.append(
+            {
+                "node": i,
+                "f0_hz": [w0 / (2 * math.pi), w0s / (2 * math.pi)],
+                "q": [q, qs],
+                "damping_per_s": [float(p.gamma[i]), float(gs[i])],
+                "omega2_per_s2": [float(p.omega2_diag[i]), float(w2s[i])],
+            }
+        )
+    result = {
+        "nodes": nodes,
+        "fit": _params_to_json(p, fit),
+        "reference_paths": ref,
+        "ringdown": rd,
+    }
+    ctx.save("resonance", result, raw)
+    return result
+
+
+async def _scope_spans(
+    bench: CalibrationBench, scope: str, opts: CalibrationOptions
+) -> dict[int, float]:
+    """Per scope channel, the expected peak signal (a first low-drive look at 1 V/div)."""
+    # The response of a Q≈10 network to the multisine can reach ~3× the drive-level estimate;
+    # a coarse look with wide scales gives the span, then each channel is set to fit it.
+    plan = opts.plan()
+    m_peak: dict[int, float] = {}
+    chans = [
+        s.channel or 1 for s in bench.config.wiring.sense if s.instrument == scope
+    ]
+    wide = {c: 2.0 for c in chans}
+    _, raw = await multisine_transfer(
+        bench, plan, scope=scope, settle_s=opts.settle_s, what="resonance (ranging)", span_v=wide
+    )
+    for c in chans:
+        v = raw[f"scope_ch{c}_v"]
+        m_peak[c] = float(np.max(np.abs(v - np.mean(v)))) * 1.5 + float(abs(np.mean(v))) + 0.005
+    return m_peak
+
+
+def fit_scope_network(
+    m: Measurement,
+    topo: Topology,
+    bench: CalibrationBench,
+    scope: str,
+    opts: CalibrationOptions,
+    ref: list[int],
+) -> FitResult:
+    d = topo.n_nodes
+    n_sense = len(topo.sense_nodes)
+    gains = np.ones(n_sense)
+    declared = _declared_gains(opts, d)
+    for node, pth in enumerate(ref):
+        gains[pth] = declared[node]
+    scope_paths = {int(p) for p in m.path}
+    free_gain = np.array(
+        [(i in scope_paths) and (i not in ref) for i in range(n_sense)], dtype=bool
+    )
+    delays = np.zeros(n_sense)
+    delays[0] = opts.reference_delay_s
+    start = modal_start(m, topo, gains, delays)
+    free_delay = np.array([(i in scope_paths) and i != 0 for i in range(n_sense)], dtype=bool)
+    spec = FitSpec(
+        {
+            "omega2_diag": np.ones(d, bool),
+            "kappa": kappa_mask(d, topo.pairs()),
+            "gamma": np.ones(d, bool),
+            "act_gain": np.ones(len(topo.drive_nodes), bool),
+            "act_delay_s": np.ones(len(topo.drive_nodes), bool),
+            "sen_delay_s": free_delay,
+        }
+    )
+    if free_gain.any():
+        spec.free["sen_gain"] = free_gain
+    return fit_network_multistart(
+        m,
+        topo,
+        start,
+        spec,
+        what=f"resonance: network fit of the {scope} transfer functions",
+        rng=np.random.default_rng(opts.seed),
+        n_starts=6,
+    )
+
+
+async def _ringdown(
+    bench: CalibrationBench, scope: str, opts: CalibrationOptions, p: NetworkParams, topo: Topology
+) -> dict[str, Any]:
+    """Record the free decay after the drive stops; fit Σ_n Re(c_sn e^{λ_n t}) + O_s with the
+    model's modes scaled by a common frequency factor and a common decay factor."""
+    chans = [(i, s.channel or 1) for i, s in enumerate(bench.config.wiring.sense) if s.instrument == scope]
+    waves = await scope_record(
+        bench, scope, [c for _, c in chans], length_s=opts.ringdown_s, arm_wait_s=0.0, what="ring-down"
+    )
+    # the record starts at the first sync edge after arming: the generator sync keeps running
+    d = topo.n_nodes
+    a = np.block([[np.zeros((d, d)), np.eye(d)], [-p.omega2(), -np.diag(p.gamma)]])
+    lam = np.linalg.eigvals(a)
+    lam = lam[lam.imag > 0]
+    t = np.concatenate([waves[c].t_s for _, c in chans])
+    y = np.concatenate([waves[c].volts for _, c in chans])
+    seg = np.concatenate([np.full(waves[c].t_s.size, k) for k, (_, c) in enumerate(chans)])
+    t_rel = t - t.min()
+    keep = t_rel > 0.02  # skip the instant the drive stops
+
+    def basis(s: Array) -> Array:
+        lm = lam.real * s[0] + 1j * lam.imag * s[1]
+        cols = []
+        for k in range(len(chans)):
+            on = (seg == k).astype(float)
+            e = np.exp(np.outer(t_rel, lm))
+            cols += [on[:, None] * e.real, on[:, None] * e.imag, on[:, None]]
+        return np.hstack(cols)[keep]
+
+    def resid(s: Array) -> Array:
+        b = basis(s)
+        coef, *_ = np.linalg.lstsq(b, y[keep], rcond=None)
+        r: Array = b @ coef - y[keep]
+        return r
+
+    sol = least_squares(resid, np.array([1.0, 1.0]), method="lm")
+    if not sol.success:
+        raise CalibrationError(f"ring-down fit on {scope} did not converge ({sol.message})")
+    n, k = int(keep.sum()), 2
+    s2 = float(np.sum(sol.fun**2)) / max(n - k - basis(sol.x).shape[1], 1)
+    cov = np.linalg.inv(sol.jac.T @ sol.jac) * s2
+    f_modes, g_modes = eigen_modes(p)
+    return {
+        "decay_scale": [float(sol.x[0]), float(math.sqrt(cov[0, 0]))],
+        "frequency_scale": [float(sol.x[1]), float(math.sqrt(cov[1, 1]))],
+        "model_mode_f_hz": f_modes.tolist(),
+        "model_mode_decay_per_s": g_modes.tolist(),
+        "ringdown_mode_decay_per_s": (g_modes * sol.x[0]).tolist(),
+        "raw": {"t_s": t, "v": y, "segment": seg.astype(float)},
+    }
+
+
+# ------------------------------------------------------------------------------------ sensing
+async def s_norm(bench: CalibrationBench, scope: str) -> None:
+    await bench.scope(scope).set_acquisition("NORMal")
+
+
+async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
+    """Offsets (scope, drives off), scope gains/delays from the network fit, and each lock-in's
+    gain, phase and delay (phase vs frequency slope) from a sine sweep against the model."""
+    opts = ctx.opts
+    res = ctx.load("resonance")
+    p = params_from_json(res["fit"])
+    topo = _topology(bench)
+    scope = _scope(bench, opts)
+    cfg = bench.config
+    await drives_off(bench)
+    chans = [(i, s.channel or 1) for i, s in enumerate(cfg.wiring.sense) if s.instrument == scope]
+    from physlearn.calibration.acquire import configure_scope_for
+
+    await configure_scope_for(bench, scope, [c for _, c in chans], {c: 0.1 for _, c in chans})
+    await s_norm(bench, scope)
+    await bench.clock.wait(opts.settle_s)
+    s = bench.scope(scope)
+    await s.set_timebase(0.2 / 12, 0.1)
+    await s.set_trigger_edge("EXT", level_v=1.0)
+    await s.run()
+    await bench.clock.wait(0.3)
+    await s.stop()
+    waves = await s.read_channels([c for _, c in chans])
+    offsets = {}
+    raw: dict[str, Array] = {}
+    for i, c in chans:
+        v = waves[c].volts
+        offsets[i] = [float(np.mean(v)), float(np.std(v) / math.sqrt(v.size))]
+        raw[f"offset_ch{c}_v"] = v
+    lock_paths = [i for i, sw in enumerate(cfg.wiring.sense) if cfg.instruments[sw.instrument].role == "lockin"]
+    lock: dict[int, dict[str, list[float]]] = {}
+    if lock_paths:
+        m, lraw = await lockin_sweep(
+            bench,
+            np.array(opts.lockin_frequencies_hz),
+            drive=0,
+            amplitude_v=opts.lockin_amplitude_v,
+            settle_s=opts.lockin_settle_s,
+            what="sensing",
+        )
+        raw.update({f"lockin_{k}": v for k, v in lraw.items()})
+        for pth in lock_paths:
+            sel = m.path == pth
+            # model without this path's gain/delay: H = c·e^{−iωτ}·H_unit
+            unit = p.copy()
+            unit.sen_gain[pth] = 1.0
+            unit.sen_delay_s[pth] = 0.0
+            sub = Measurement(m.omega_rad_s[sel], m.path[sel], m.drive[sel], m.h[sel], m.sigma[sel])
+            hu = predict(unit, topo, sub)
+            ratio = sub.h / hu
+            w = sub.omega_rad_s
+
+            def resid(x: Array, ratio: Array = ratio, w: Array = w) -> Array:
+                mod = x[0] * np.exp(1j * (x[1] - w * x[2]))
+                r = (mod - ratio) / np.abs(ratio)
+                return np.concatenate([r.real, r.imag])
+
+            ph = np.unwrap(np.angle(ratio))
+            slope, icpt = np.polyfit(w, ph, 1)
+            sol = least_squares(resid, np.array([np.mean(np.abs(ratio)), icpt, -slope]), method="lm")
+            if not sol.success:
+                raise CalibrationError(
+                    f"sensing: {cfg.wiring.sense[pth].instrument} fit did not converge"
+                )
+            dof = max(2 * sel.sum() - 3, 1)
+            s2 = float(np.sum(sol.fun**2)) / dof
+            cov = np.linalg.inv(sol.jac.T @ sol.jac) * s2
+            # the model's own uncertainty (reference node gain is declared; Ω², Γ fitted) is
+            # carried by the residual scatter across frequencies
+            g, phi, tau = sol.x
+            if g < 0:
+                g, phi = -g, phi + math.pi
+            phi = math.remainder(phi, 2 * math.pi)
+            lock[pth] = {
+                "gain": [float(g), float(math.sqrt(cov[0, 0]))],
+                "phase": [float(phi), float(math.sqrt(cov[1, 1]))],
+                "delay": [float(tau), float(math.sqrt(cov[2, 2]))],
+            }
+            raw[f"lockin_path{pth}_ratio"] = ratio
+    sig_delay = res["fit"]["sigma"]["sen_delay_s"]
+    paths = []
+    for i, sw in enumerate(cfg.wiring.sense):
+        if i in lock:
+            paths.append(
+                {
+                    "path": i,
+                    "gain": lock[i]["gain"],
+                    "offset": [0.0, 0.0],
+                    "delay": lock[i]["delay"],
+                    "phase": lock[i]["phase"],
+                    "reference": False,
+                }
+            )
+        elif i in offsets:
+            paths.append(
+                {
+                    "path": i,
+                    "gain": [float(p.sen_gain[i]), 0.0],
+                    "offset": offsets[i],
+                    "delay": [float(p.sen_delay_s[i]), float(sig_delay[i])],
+                    "phase": None,
+                    "reference": i in res["reference_paths"],
+                }
+            )
+    plots.plot_sensing(ctx.out / "sensing.png", raw, lock)
+    result = {"paths": paths}
+    ctx.save("sensing", result, raw)
+    return result
+
+
+# ------------------------------------------------------------------------------------ actuators
+async def step_actuators(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
+    """Generator → node force gain (per unit mass) and phase vs frequency, from the network fit
+    of the multisine transfer functions (the actuator part of H_sj)."""
+    res = ctx.load("resonance")
+    fit = res["fit"]
+    f = np.linspace(ctx.opts.band_hz[0], ctx.opts.band_hz[1], 50)
+    out, raw = [], {"frequency_hz": f}
+    for j, dw in enumerate(bench.config.wiring.drives):
+        g, gs = fit["act_gain"][j], fit["sigma"]["act_gain"][j]
+        tau, ts = fit["act_delay_s"][j], fit["sigma"]["act_delay_s"][j]
+        raw[f"drive{j}_phase_rad"] = -2 * np.pi * f * tau
+        raw[f"drive{j}_gain"] = np.full(f.size, g)
+        out.append({"drive": j, "gain": [g, gs], "delay": [tau, ts]})
+    plots.plot_actuators(ctx.out / "actuators.png", raw, len(out))
+    result = {"drives": out}
+    ctx.save("actuators", result, raw)
+    return result
+
+
+# ------------------------------------------------------------------------------------ couplings
+async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
+    """α(V)/m per edge: at each of `bias_points` biases over the DAC limits (all edges at once)
+    the multisine transfer matrix is refitted for the couplings (node terms, gains and delays
+    held at the resonance fit), then a + b tanh((V − c)/w) is fitted to each edge's κ(V)."""
+    opts = ctx.opts
+    res = ctx.load("resonance")
+    base = params_from_json(res["fit"])
+    topo = _topology(bench)
+    scope = _scope(bench, opts)
+    cfg = bench.config
+    edges = cfg.wiring.edges
+    lo = max(cfg.output_limits(e.instrument).limit_for(e.channel).min_v for e in edges)
+    hi = min(cfg.output_limits(e.instrument).limit_for(e.channel).max_v for e in edges)
+    biases = np.linspace(lo + opts.bias_margin_v, hi - opts.bias_margin_v, opts.bias_points)
+    d = topo.n_nodes
+    kap = np.zeros((biases.size, len(edges)))
+    kap_s = np.zeros_like(kap)
+    plan = opts.plan()
+    spans: dict[int, float] = {
+        s.channel or 1: 0.6 for s in cfg.wiring.sense if s.instrument == scope
+    }
+    spec = FitSpec({"kappa": kappa_mask(d, topo.pairs())})
+    raw: dict[str, Array] = {"bias_v": biases}
+    p = base.copy()
+    for b, v in enumerate(biases):
+        await _set_all_biases(bench, float(v))
+        m, _ = await multisine_transfer(
+            bench, plan, scope=scope, settle_s=opts.settle_s, what=f"couplings at {v:+.3f} V",
+            span_v=spans,
+            averages=opts.coupling_averages,
+        )
+        fit = fit_network(m, topo, p, spec, what=f"couplings: fit at bias {v:+.3f} V")
+        p = fit.params
+        ks = fit.sigma_of("kappa")
+        for k, e in enumerate(edges):
+            a_, b_ = e.key
+            kap[b, k] = p.kappa[a_, b_]
+            kap_s[b, k] = ks[a_, b_]
+        raw[f"h_bias{b}"] = m.h
+    await _set_all_biases(bench, opts.base_bias_v)
+    await drives_off(bench)
+    raw["kappa_per_s2"] = kap
+    raw["kappa_sigma_per_s2"] = kap_s
+    maps = []
+    for k, e in enumerate(edges):
+        maps.append(_fit_map(biases, kap[:, k], kap_s[:, k], e.instrument, e.channel, e.key))
+    base_k = base.kappa
+    fixed = {
+        f"{a}-{b}": [float(base_k[a, b]), float(np.array(res["fit"]["sigma"]["kappa"])[a, b])]
+        for a, b in topo.pairs()
+        if (a, b) not in {e.key for e in edges}
+    }
+    plots.plot_couplings(ctx.out / "couplings.png", biases, kap, kap_s, maps)
+    result = {"maps": maps, "fixed": fixed, "v_min": float(biases[0]), "v_max": float(biases[-1])}
+    ctx.save("couplings", result, raw)
+    return result
+
+
+def _fit_map(
+    v: Array, k: Array, s: Array, instrument: str, channel: int, nodes: tuple[int, int]
+) -> dict[str, Any]:
+    """Weighted fit of κ(V) = a + b tanh((V − c)/w); errors name the DAC channel."""
+    where = f"couplings: edge {list(nodes)} ({instrument} channel {channel})"
+    span = float(np.ptp(k))
+    if span < 5.0 * float(np.median(s)):
+        raise CalibrationError(
+            f"{where}: the coupling does not change with the bias (κ spread {span:.3g} 1/s² "
+            f"≤ 5σ over {v.min():+.3g}..{v.max():+.3g} V): the DAC does not move or the "
+            "varactor is not connected"
+        )
+    slope = np.polyfit(v, k, 1)[0]
+    x0 = np.array([float(np.mean(k)), 0.6 * span * np.sign(slope), float(np.mean(v)), float(np.ptp(v)) / 3])
+
+    def resid(x: Array) -> Array:
+        r: Array = (x[0] + x[1] * np.tanh((v - x[2]) / x[3]) - k) / s
+        return r
+
+    sol = least_squares(resid, x0, method="lm", max_nfev=4000)
+    if not sol.success or sol.x[3] <= 0:
+        raise CalibrationError(f"{where}: the map fit did not converge ({sol.message})")
+    dof = max(v.size - 4, 1)
+    chi2 = float(np.sum(sol.fun**2))
+    scale = max(1.0, chi2 / dof)
+    jtj = sol.jac.T @ sol.jac
+    if np.linalg.cond(jtj) > 1e14:
+        raise CalibrationError(f"{where}: the map parameters are not identifiable; add biases")
+    cov = np.linalg.inv(jtj) * scale
+    return {
+        "nodes": list(nodes),
+        "instrument": instrument,
+        "channel": channel,
+        "params": sol.x.tolist(),
+        "cov": cov.tolist(),
+        "chi2_per_dof": chi2 / dof,
+    }
+
+
+# ------------------------------------------------------------------------------------ assemble
+def assemble(bench: CalibrationBench, ctx: StepContext) -> CalibrationFile:
+    """The calibration file from every completed step's result."""
+    cfg = bench.config
+    opts = ctx.opts
+    m_kg = opts.mass_kg
+    steps = {s: ctx.load(s)["completed_utc"] for s in STEPS if ctx.done(s)}
+    cal = CalibrationFile(
+        created_utc=utc_now(),
+        bench_name=cfg.name,
+        bench_config_sha256=config_hash(cfg),
+        instruments={n: Identity.parse(i) for n, i in bench.identities().items()},
+        mass_kg=m_kg,
+        nonlinearity=opts.nonlinearity,
+        steps=steps,
+        notes=[
+            f"node coordinate defined by each node's reference scope path with declared gain "
+            f"{opts.reference_gain_v_per_unit} V/unit; delay gauge: sense path 0 has "
+            f"{opts.reference_delay_s} s; mass declared {m_kg} kg"
+        ],
+    )
+    if "dac" in steps:
+        for c in ctx.load("dac")["channels"]:
+            cal.dac.append(
+                DacChannelCal(
+                    instrument=c["instrument"],
+                    channel=c["channel"],
+                    offset_v=val(*c["offset_v"], "V"),
+                    gain=val(*c["gain"], "V/V"),
+                    max_nonlinearity_v=c["max_nonlinearity_v"],
+                    method=c["method"],
+                )
+            )
+    if "resonance" in steps:
+        for n in ctx.load("resonance")["nodes"]:
+            cal.nodes.append(
+                NodeCal(
+                    node=n["node"],
+                    f0_hz=val(*n["f0_hz"], "Hz"),
+                    q=val(*n["q"], ""),
+                    damping_per_s=val(*n["damping_per_s"], "1/s"),
+                    omega2_per_s2=val(*n["omega2_per_s2"], "1/s^2"),
+                )
+            )
+    if "actuators" in steps:
+        for a in ctx.load("actuators")["drives"]:
+            dw = cfg.wiring.drives[a["drive"]]
+            cal.actuators.append(
+                ActuatorCal(
+                    node=dw.node,
+                    instrument=dw.instrument,
+                    channel=dw.channel,
+                    gain_per_s2_per_v=val(*a["gain"], "unit/s^2/V"),
+                    delay_s=val(*a["delay"], "s"),
+                )
+            )
+    if "sensing" in steps:
+        for s in ctx.load("sensing")["paths"]:
+            sw = cfg.wiring.sense[s["path"]]
+            cal.sensing.append(
+                SensingCal(
+                    node=sw.node,
+                    instrument=sw.instrument,
+                    channel=sw.channel,
+                    gain_v_per_unit=val(*s["gain"], "V/unit"),
+                    offset_v=val(*s["offset"], "V"),
+                    delay_s=val(*s["delay"], "s"),
+                    phase_rad=None if s["phase"] is None else val(*s["phase"], "rad"),
+                    reference=bool(s["reference"]),
+                )
+            )
+    if "couplings" in steps:
+        cp = ctx.load("couplings")
+        res = ctx.load("resonance")["fit"]
+        for mp in cp["maps"]:
+            a, b, c, w = mp["params"]
+            ka, kb = sorted(mp["nodes"])
+            cal.couplings.append(
+                CouplingMap(
+                    nodes=(mp["nodes"][0], mp["nodes"][1]),
+                    instrument=mp["instrument"],
+                    channel=mp["channel"],
+                    a=a,
+                    b=b,
+                    c_v=c,
+                    w_v=w,
+                    cov=mp["cov"],
+                    v_min=cp["v_min"],
+                    v_max=cp["v_max"],
+                    mass_kg=m_kg,
+                    chi2_per_dof=mp["chi2_per_dof"],
+                    linear_kappa_per_s2=val(
+                        res["kappa"][ka][kb], res["sigma"]["kappa"][ka][kb], "1/s^2"
+                    ),
+                )
+            )
+        cal.fixed_couplings_per_s2 = {k: val(*v, "1/s^2") for k, v in cp["fixed"].items()}
+    return cal
+
+
+StepFn = Callable[[CalibrationBench, StepContext], Awaitable[dict[str, Any]]]
+STEP_FUNCTIONS: dict[str, StepFn] = {
+    "dac": step_dac,
+    "resonance": step_resonance,
+    "sensing": step_sensing,
+    "actuators": step_actuators,
+    "couplings": step_couplings,
+}
+
+
+async def run_step(
+    bench: CalibrationBench, ctx: StepContext, step: str, *, force: bool = False
+) -> CalibrationFile:
+    """Run one step (its dependencies must be complete) and rewrite calibration.json."""
+    if step not in STEP_FUNCTIONS:
+        raise CalibrationError(f"unknown step {step!r}; steps: {', '.join(STEPS)}, all")
+    for dep in DEPENDS[step]:
+        if not ctx.done(dep):
+            raise CalibrationError(f"step {step!r} needs {dep!r} first (or run 'all')")
+    if force or not ctx.done(step):
+        logger.info("calibration step %s", step)
+        await STEP_FUNCTIONS[step](bench, ctx)
+    else:
+        logger.info("calibration step %s: already done (use --force to redo)", step)
+    cal = assemble(bench, ctx)
+    cal.save(ctx.out / "calibration.json")
+    return cal
+
+
+async def run_all(
+    bench: CalibrationBench, ctx: StepContext, *, force: bool = False
+) -> CalibrationFile:
+    """Every step in dependency order; completed steps are skipped unless `force`."""
+    cal: CalibrationFile | None = None
+    for step in STEPS:
+        cal = await run_step(bench, ctx, step, force=force)
+    assert cal is not None
+    return cal
+
+
+def as_value(pair: list[float], unit: str) -> Value:
+    return val(pair[0], pair[1], unit)
