@@ -719,7 +719,8 @@ class BenchSystem(PhysicalSystem):
         self.io_time_s += time.perf_counter() - t0
         for (inst, ch), v in plan.items():
             self._dac_v[(inst, ch)] = v
-        self._pending_s = max(self._pending_s, ramp / self.options.safety.dac_slew_v_per_s)
+        slew = self.options.safety.dac_slew_v_per_s
+        self._pending_s = max(self._pending_s, 1.01 * ramp / slew + 1e-3 if ramp else 0.0)
         self._alpha = np.array(alpha, dtype=float)
 
     async def set_input(self, u: Array) -> None:
@@ -1021,7 +1022,7 @@ class BenchSystem(PhysicalSystem):
         self._dac_v = {}
         if ramp > 0:
             try:
-                await self.clock.sleep(ramp / self.options.safety.dac_slew_v_per_s)
+                await self.clock.sleep(1.01 * ramp / self.options.safety.dac_slew_v_per_s + 1e-3)
             except Exception as exc:
                 errors.append(f"clock: {exc}")
         self.armed = False

@@ -1,0 +1,240 @@
+"""Safety of the bench loop on the in-memory emulated bench: limits before any write, arming,
+the interlock, the safe state on every exit path (read back from the emulated instruments), and
+a hypothesis property: wild gradients and learning rates never drive an output outside its limits."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from physlearn.bench_system import BenchCalibration, BenchOptions, BenchSystem, TwinClock
+from physlearn.errors import InstrumentTimeoutError, LimitError, SafetyError
+from physlearn.network import NetworkSpec
+from physlearn.optimizers import make_optimizer
+from physlearn.safety import PersistentFault, RetryingSystem, RetryPolicy, run_with_safe_exit
+from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.topology import layered
+
+pytestmark = pytest.mark.timeout(300)
+
+BENCH = Path(__file__).resolve().parents[1] / "examples" / "bench-xor-bench.toml"
+_names = itertools.count()
+
+
+def xor_spec() -> NetworkSpec:
+    w = math.pi / 2
+    spec = layered(
+        [2, 2, 1],
+        mass=1 / w**2,
+        omega_rad_s=w,
+        stiffness=2.4,
+        damping=0.3 * w,
+        coupling_bound=0.9,
+        seed=1,
+        check_modes=False,
+    )
+    raw = spec.model_dump(mode="json", exclude_none=True)
+    raw["biases"] = []
+    return NetworkSpec.model_validate(raw)
+
+
+def make(max_response: float = 3.0) -> tuple[EmulatedBench, BenchSystem]:
+    bench = EmulatedBench.from_file(BENCH, virtual=True)
+    res = bench.serve(memory_prefix=f"safety{next(_names)}-", control=False)
+    cal = BenchCalibration.from_emulated_bench(bench)
+    opts = BenchOptions(safety={"max_response": max_response}, settle={"first_wait_periods": 12})
+    return bench, BenchSystem(
+        bench.config, cal, xor_spec(), TwinClock(bench.control), opts, resources=res
+    )
+
+
+def outputs_state(bench: EmulatedBench) -> tuple[list[bool], list[float]]:
+    gens = [bench.emulators[n] for n in ("fgen1", "fgen2")]
+    on = [ch.output_on for g in gens for ch in g.channels]
+    t = np.array([bench.clock.now()])
+    dac = bench.emulators["qdac"].output_voltages(t)[0, :9]
+    return on, [float(v) for v in dac]
+
+
+def test_nothing_is_written_before_arm_and_limits_refuse_before_any_write() -> None:
+    bench, sysb = make()
+    try:
+
+        async def run() -> None:
+            await sysb.connect()
+            with pytest.raises(SafetyError, match="not armed"):
+                await sysb.set_parameters(sysb.spec.initial_parameters())
+            on, dac = outputs_state(bench)
+            assert not any(on) and all(v == 0.0 for v in dac)
+            await sysb.arm()
+            await sysb.set_parameters(sysb.spec.initial_parameters())
+            bench.control.advance_blocking(10.0)  # the DAC slews to its setpoints
+            before = outputs_state(bench)[1]
+            planned = sysb.dac_plan(sysb.spec.initial_parameters())
+            assert before == pytest.approx([planned[("qdac", c)] for c in range(1, 10)], abs=1e-4)
+            bad = sysb.spec.initial_parameters()
+            bad[3] = 5.0  # beyond the calibrated range
+            with pytest.raises(LimitError, match="outside the calibrated range"):
+                await sysb.set_parameters(bad)
+            bad[3] = math.nan
+            with pytest.raises(LimitError, match="non-finite"):
+                await sysb.set_parameters(bad)
+            bench.control.advance_blocking(10.0)
+            assert outputs_state(bench)[1] == pytest.approx(before, abs=1e-5)
+            await sysb.close()
+
+        asyncio.run(run())
+        on, dac = outputs_state(bench)
+        assert not any(on)
+        assert dac == pytest.approx([0.0] * 9, abs=1e-9)
+    finally:
+        bench.stop()
+
+
+def test_dry_run_checks_every_planned_setting_without_writing() -> None:
+    bench, sysb = make()
+    try:
+        lo, hi = sysb.spec.parameter_bounds()
+        u = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        report = sysb.plan_check([lo, hi, sysb.spec.initial_parameters()], u, 0.1)
+        assert report == {"dac_settings": 27, "arb_waveforms": 16, "inputs": 4}
+        assert sysb.drivers == {}  # nothing connected
+        with pytest.raises(LimitError):
+            sysb.plan_check([sysb.spec.initial_parameters()], 10.0 * u)  # drive beyond ±3 V
+    finally:
+        bench.stop()
+
+
+def test_interlock_on_measured_response_stops_in_safe_state() -> None:
+    bench, sysb = make(max_response=0.5)  # inputs ring to |x| ≈ 1: trips
+    try:
+
+        async def run() -> None:
+            await sysb.connect()
+            await sysb.arm()
+            await sysb.set_parameters(sysb.spec.initial_parameters())
+            await sysb.set_input(np.array([[1.0, 0.0]]))
+            await sysb.measure()
+
+        with pytest.raises(SafetyError, match="interlock"):
+            asyncio.run(run_with_safe_exit(run(), sysb))
+        on, dac = outputs_state(bench)
+        assert not any(on) and dac == pytest.approx([0.0] * 9, abs=1e-9)
+    finally:
+        bench.stop()
+
+
+def test_cancellation_mid_measurement_leaves_safe_state() -> None:
+    bench, sysb = make()
+    try:
+
+        async def run() -> None:
+            await sysb.connect()
+            await sysb.arm()
+            await sysb.set_parameters(sysb.spec.initial_parameters())
+            await sysb.set_input(np.array([[1.0, 1.0]]))
+            task = asyncio.ensure_future(run_with_safe_exit(sysb.measure(), sysb))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(run())
+        on, dac = outputs_state(bench)
+        assert not any(on) and dac == pytest.approx([0.0] * 9, abs=1e-9)
+    finally:
+        bench.stop()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    grads=st.lists(
+        st.lists(st.floats(-1e12, 1e12, allow_nan=False), min_size=9, max_size=9),
+        min_size=1,
+        max_size=5,
+    ),
+    lr=st.floats(1e-6, 1e6),
+    opt=st.sampled_from(["sgd", "adam"]),
+)
+def test_property_wild_updates_never_leave_the_limits(
+    grads: list[list[float]], lr: float, opt: str
+) -> None:
+    sysb = _PLAN_SYSTEM
+    lo, hi = sysb.spec.parameter_bounds()
+    o = make_optimizer(opt, lr=lr, bounds=(lo, hi))
+    a = sysb.spec.initial_parameters()
+    for g in grads:
+        a = o.step(a, np.asarray(g))
+        plan = sysb.dac_plan(a)  # raises if anything is outside a limit: must not
+        for (inst, ch), v in plan.items():
+            lim = sysb.config.output_limits(inst).limit_for(ch)
+            assert lim.min_v <= v <= lim.max_v and math.isfinite(v)
+
+
+def _plan_system() -> BenchSystem:
+    bench = EmulatedBench.from_file(BENCH, virtual=True)
+    cal = BenchCalibration.from_emulated_bench(bench)
+    opts = BenchOptions(safety={"max_response": 3.0})
+    return BenchSystem(bench.config, cal, xor_spec(), TwinClock(bench.control), opts)
+
+
+_PLAN_SYSTEM = _plan_system()
+
+
+class _Flaky:
+    """An ideal twin whose measurements fail transiently (every `period`-th call)."""
+
+    def __init__(self, inner: Any, period: int, permanent: bool = False):
+        self.inner, self.period, self.calls, self.permanent = inner, period, 0, permanent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> None:
+    from physlearn.ideal import IdealSystem
+    from physlearn.system import PhysicalSystem
+
+    spec = xor_spec()
+
+    class Faulty(IdealSystem):
+        calls = 0
+
+        async def measure(self):  # type: ignore[no-untyped-def]
+            Faulty.calls += 1
+            if Faulty.calls % 3 == 0:
+                raise InstrumentTimeoutError("scope1: no reply within 2.0 s")
+            return await super().measure()
+
+    async def grads(system: PhysicalSystem) -> np.ndarray:
+        from physlearn.estimators import make_estimator
+        from physlearn.knowledge import ModelKnowledge
+        from physlearn.task import Task
+
+        est = make_estimator("ep_symmetric", ModelKnowledge.from_spec(spec), beta=0.01)
+        u = np.array([[0.0, 1.0], [1.0, 1.0]])
+        task = Task.from_spec(spec, np.array([[0.2], [0.0]]))
+        g = await est.estimate(system, spec.initial_parameters(), u, task)
+        return g.grad
+
+    clean = asyncio.run(grads(IdealSystem(spec, 33, cache_size=0)))
+    wrapped = RetryingSystem(Faulty(spec, 33, cache_size=0), RetryPolicy(3, 0.0))
+    faulty = asyncio.run(grads(wrapped))
+    assert np.array_equal(clean, faulty)
+    assert len(wrapped.faults.entries) >= 1 and wrapped.faults.entries[0]["instrument"] == "scope1"
+
+    class Dead(IdealSystem):
+        async def measure(self):  # type: ignore[no-untyped-def]
+            raise InstrumentTimeoutError("scope2: no reply within 2.0 s")
+
+    with pytest.raises(PersistentFault, match="scope2") as err:
+        asyncio.run(grads(RetryingSystem(Dead(spec, 33), RetryPolicy(2, 0.0))))
+    assert err.value.instrument == "scope2" and err.value.fault == "InstrumentTimeoutError"
