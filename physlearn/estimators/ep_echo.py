@@ -129,7 +129,7 @@ class EPEcho(Estimator):
         knowledge: ModelKnowledge,
         *,
         beta: float = 1e-3,
-        attractor_tol: float = 1e-2,
+        attractor_tol: float = 0.1,
         self_calibrate: bool = False,
         calibration_iterations: int = 3,
     ):
