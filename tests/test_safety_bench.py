@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from physlearn.network import NetworkSpec
 from physlearn.optimizers import make_optimizer
 from physlearn.safety import PersistentFault, RetryingSystem, RetryPolicy, run_with_safe_exit
 from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.system import Observation
 from physlearn.topology import layered
 
 pytestmark = pytest.mark.timeout(300)
@@ -189,16 +189,6 @@ def _plan_system() -> BenchSystem:
 _PLAN_SYSTEM = _plan_system()
 
 
-class _Flaky:
-    """An ideal twin whose measurements fail transiently (every `period`-th call)."""
-
-    def __init__(self, inner: Any, period: int, permanent: bool = False):
-        self.inner, self.period, self.calls, self.permanent = inner, period, 0, permanent
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> None:
     from physlearn.ideal import IdealSystem
     from physlearn.system import PhysicalSystem
@@ -208,7 +198,7 @@ def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> 
     class Faulty(IdealSystem):
         calls = 0
 
-        async def measure(self):  # type: ignore[no-untyped-def]
+        async def measure(self) -> Observation:
             Faulty.calls += 1
             if Faulty.calls % 3 == 0:
                 raise InstrumentTimeoutError("scope1: no reply within 2.0 s")
@@ -232,7 +222,7 @@ def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> 
     assert len(wrapped.faults.entries) >= 1 and wrapped.faults.entries[0]["instrument"] == "scope1"
 
     class Dead(IdealSystem):
-        async def measure(self):  # type: ignore[no-untyped-def]
+        async def measure(self) -> Observation:
             raise InstrumentTimeoutError("scope2: no reply within 2.0 s")
 
     with pytest.raises(PersistentFault, match="scope2") as err:

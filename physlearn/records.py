@@ -1,0 +1,176 @@
+"""Per-step records of a training run in HDF5 (h5py; readable with h5py or xarray).
+
+One file per session, ``records.h5`` (a resumed session writes ``records-<n>.h5`` beside it),
+opened in SWMR mode (HDF5 single-writer/multiple-reader, ``libver="latest"``): fixed-row
+datasets are created up front and *appended* to (resize + write) after every step, then flushed.
+SWMR's ordered metadata writes keep the file readable after the writer dies at any point — a
+SIGKILL loses at most the in-flight step. Readers open with ``h5py.File(path, "r", swmr=True)``.
+
+Datasets (first axis: the step): ``step``, ``epoch``, ``batch`` (int64); ``params``,
+``gradient`` (P); ``loss``; ``settle_s``, ``remaining`` (phases × batch, NaN-padded);
+``waveforms`` (raw measured volts, phases × batch × samples, float32, NaN-padded; the column
+names are in the attribute ``waveform_channels``); ``faults`` and ``settings`` (JSON strings:
+faults seen during the step, instrument settings snapshot). File attributes: the calibration
+version, parameter names, and ``units_*`` for every dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
+Array = NDArray[np.float64]
+
+__all__ = ["StepRecorder", "read_records"]
+
+UNITS = {
+    "params": "SI (N/m for couplings)",
+    "gradient": "cost units per parameter unit",
+    "loss": "m^2 s",
+    "settle_s": "s",
+    "remaining": "1 (relative transient)",
+    "waveforms": "V",
+}
+
+
+class StepRecorder:
+    """Appends one row per training step; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        parameter_names: list[str],
+        max_phases: int = 5,
+        max_batch: int = 4,
+        waveform_channels: list[str] | None = None,
+        waveform_samples: int = 0,
+        calibration_version: str = "",
+    ):
+        import h5py
+
+        self.path = Path(path)
+        self.n_params = len(parameter_names)
+        self.max_phases, self.max_batch = max_phases, max_batch
+        self.channels = list(waveform_channels or [])
+        self.n_samples = int(waveform_samples)
+        f = h5py.File(self.path, "w", libver="latest")
+        f.attrs["calibration_version"] = calibration_version
+        f.attrs["parameter_names"] = json.dumps(parameter_names)
+        f.attrs["waveform_channels"] = json.dumps(self.channels)
+        for k, v in UNITS.items():
+            f.attrs[f"units_{k}"] = v
+        P, ph, B = self.n_params, max_phases, max_batch
+        text = h5py.string_dtype()
+        shapes: dict[str, tuple[tuple[int, ...], Any]] = {
+            "step": ((), np.int64),
+            "epoch": ((), np.int64),
+            "batch": ((), np.int64),
+            "params": ((P,), np.float64),
+            "gradient": ((P,), np.float64),
+            "loss": ((), np.float64),
+            "settle_s": ((ph, B), np.float64),
+            "remaining": ((ph, B), np.float64),
+            "faults": ((), text),
+            "settings": ((), text),
+        }
+        if self.channels and self.n_samples:
+            shapes["waveforms"] = ((ph, B, len(self.channels), self.n_samples), np.float32)
+        for name, (shape, dtype) in shapes.items():
+            f.create_dataset(
+                name,
+                shape=(0, *shape),
+                maxshape=(None, *shape),
+                dtype=dtype,
+                chunks=(1, *shape),
+            )
+        f.swmr_mode = True
+        self._f = f
+        self.rows = 0
+
+    def append(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        batch: int,
+        params: Array,
+        gradient: Array,
+        loss: float,
+        journal: list[dict[str, Any]] | None = None,
+        faults: list[dict[str, Any]] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        f, n = self._f, self.rows
+        ph, B = self.max_phases, self.max_batch
+        settle = np.full((ph, B), np.nan)
+        remaining = np.full((ph, B), np.nan)
+        wave = None
+        if "waveforms" in f:
+            wave = np.full((ph, B, len(self.channels), self.n_samples), np.nan, np.float32)
+        for p, entry in enumerate((journal or [])[:ph]):
+            s = np.asarray(entry.get("settle_s", []), dtype=float)[:B]
+            settle[p, : s.size] = s
+            r = np.asarray(entry.get("remaining", []), dtype=float)[:B]
+            remaining[p, : r.size] = r
+            if wave is not None:
+                for b, raw in enumerate(entry.get("raw", [])[:B]):
+                    for c, name in enumerate(self.channels):
+                        v = raw.get(name)
+                        if v is not None:
+                            v = np.asarray(v, dtype=np.float32)[: self.n_samples]
+                            wave[p, b, c, : v.size] = v
+        row: dict[str, Any] = {
+            "step": step,
+            "epoch": epoch,
+            "batch": batch,
+            "params": np.asarray(params, dtype=float),
+            "gradient": np.asarray(gradient, dtype=float),
+            "loss": float(loss),
+            "settle_s": settle,
+            "remaining": remaining,
+            "faults": json.dumps(faults or []),
+            "settings": json.dumps(settings or {}, default=str),
+        }
+        if wave is not None:
+            row["waveforms"] = wave
+        for name, value in row.items():
+            ds = f[name]
+            ds.resize(n + 1, axis=0)
+            ds[n] = value
+        self.rows = n + 1
+        f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def next_records_path(run_dir: Path | str) -> Path:
+    """``records.h5``, or ``records-<n>.h5`` if earlier sessions wrote records already."""
+    d = Path(run_dir)
+    p = d / "records.h5"
+    n = 1
+    while p.exists():
+        p = d / f"records-{n}.h5"
+        n += 1
+    return p
+
+
+def read_records(path: Path | str) -> dict[str, Any]:
+    """Every dataset of a records file as arrays, cut to the rows complete in every dataset
+    (SWMR read: works while it is being written and after the writer was killed — a row the
+    writer was appending when it died is dropped)."""
+    import h5py
+
+    with h5py.File(path, "r", swmr=True) as f:
+        n = min(f[k].shape[0] for k in f)
+        out: dict[str, Any] = {k: f[k][:n] for k in f}
+        out["attrs"] = dict(f.attrs)
+    return out
