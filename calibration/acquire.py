@@ -122,7 +122,9 @@ async def scope_record(
     await s.set_timebase(length_s / 12.0, length_s / 2.0)
     await s.single()
     await bench.clock.wait(arm_wait_s + length_s * (2 * averages - 1))
-    await s.wait_triggered(timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait)
+    await s.wait_triggered(
+        timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait
+    )
     waves = await s.read_channels(channels)
     for ch, w in waves.items():
         if w.clipped:
@@ -239,7 +241,11 @@ async def lockin_sweep(
     cfg = bench.config
     dw = cfg.wiring.drives[drive]
     gen = bench.generator(dw.instrument)
-    paths = [i for i, sw in enumerate(cfg.wiring.sense) if cfg.instruments[sw.instrument].role == "lockin"]
+    paths = [
+        i
+        for i, sw in enumerate(cfg.wiring.sense)
+        if cfg.instruments[sw.instrument].role == "lockin"
+    ]
     for other in cfg.wiring.drives:
         await bench.generator(other.instrument).output(other.channel, False)
     for p in paths:

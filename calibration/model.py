@@ -260,9 +260,7 @@ def modal_start(
     gamma = np.sqrt(w2) / 8.0
     act = np.zeros(len(topo.drive_nodes))
     for j, node in enumerate(topo.drive_nodes):
-        sel = np.array(
-            [topo.sense_nodes[s] == node for s in m.path], dtype=bool
-        ) & (m.drive == j)
+        sel = np.array([topo.sense_nodes[s] == node for s in m.path], dtype=bool) & (m.drive == j)
         if not sel.any():
             raise CalibrationError(f"drive {j} (node {node}) is not sensed on its own node")
         k = np.argmax(np.abs(m.h[sel]))

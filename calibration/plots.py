@@ -8,11 +8,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from numpy.typing import NDArray
 
-from physlearn.calibration.model import Measurement, Topology  # noqa: E402
+from physlearn.calibration.model import Measurement, Topology
 
 Array = NDArray[np.float64]
 
@@ -81,9 +81,7 @@ def plot_actuators(path: Path, raw: dict[str, Array], n: int) -> None:
     _save(fig, path)
 
 
-def plot_couplings(
-    path: Path, v: Array, k: Array, s: Array, maps: list[dict[str, Any]]
-) -> None:
+def plot_couplings(path: Path, v: Array, k: Array, s: Array, maps: list[dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     vv = np.linspace(v.min(), v.max(), 200)
     for i, mp in enumerate(maps):

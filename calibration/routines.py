@@ -113,9 +113,7 @@ def _topology(bench: CalibrationBench) -> Topology:
     w = bench.config.wiring
     nodes = [d.node for d in w.drives] + [s.node for s in w.sense]
     nodes += [n for e in w.edges for n in e.nodes]
-    return Topology(
-        max(nodes) + 1, tuple(d.node for d in w.drives), tuple(s.node for s in w.sense)
-    )
+    return Topology(max(nodes) + 1, tuple(d.node for d in w.drives), tuple(s.node for s in w.sense))
 
 
 def _scope(bench: CalibrationBench, opts: CalibrationOptions) -> str:
@@ -170,7 +168,7 @@ class StepContext:
         return out
 
     def save(self, step: str, result: dict[str, Any], raw: dict[str, Array]) -> None:
-        np.savez_compressed(self.out / f"{step}.npz", **raw)
+        np.savez_compressed(self.out / f"{step}.npz", allow_pickle=False, **raw)
         result["completed_utc"] = utc_now()
         write_atomic(self.result_path(step), json.dumps(result, indent=1))
 
@@ -197,7 +195,7 @@ async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
             await bench.clock.wait(0.05)
             got[i] = await dac.get_output_voltage(e.channel)
         await dac.set_voltage(e.channel, ctx.opts.base_bias_v)
-        coef, res, *_ = np.polyfit(sp, got, 1, full=True)
+        coef, _res, *_ = np.polyfit(sp, got, 1, full=True)
         gain, offset = float(coef[0]), float(coef[1])
         resid = got - (offset + gain * sp)
         n = sp.size
@@ -335,9 +333,7 @@ async def _scope_spans(
     # a coarse look with wide scales gives the span, then each channel is set to fit it.
     plan = opts.plan()
     m_peak: dict[int, float] = {}
-    chans = [
-        s.channel or 1 for s in bench.config.wiring.sense if s.instrument == scope
-    ]
+    chans = [s.channel or 1 for s in bench.config.wiring.sense if s.instrument == scope]
     wide = {c: 2.0 for c in chans}
     _, raw = await multisine_transfer(
         bench, plan, scope=scope, settle_s=opts.settle_s, what="resonance (ranging)", span_v=wide
@@ -398,9 +394,18 @@ async def _ringdown(
 ) -> dict[str, Any]:
     """Record the free decay after the drive stops; fit Σ_n Re(c_sn e^{λ_n t}) + O_s with the
     model's modes scaled by a common frequency factor and a common decay factor."""
-    chans = [(i, s.channel or 1) for i, s in enumerate(bench.config.wiring.sense) if s.instrument == scope]
+    chans = [
+        (i, s.channel or 1)
+        for i, s in enumerate(bench.config.wiring.sense)
+        if s.instrument == scope
+    ]
     waves = await scope_record(
-        bench, scope, [c for _, c in chans], length_s=opts.ringdown_s, arm_wait_s=0.0, what="ring-down"
+        bench,
+        scope,
+        [c for _, c in chans],
+        length_s=opts.ringdown_s,
+        arm_wait_s=0.0,
+        what="ring-down",
     )
     # the record starts at the first sync edge after arming: the generator sync keeps running
     d = topo.n_nodes
@@ -479,7 +484,11 @@ async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, A
         v = waves[c].volts
         offsets[i] = [float(np.mean(v)), float(np.std(v) / math.sqrt(v.size))]
         raw[f"offset_ch{c}_v"] = v
-    lock_paths = [i for i, sw in enumerate(cfg.wiring.sense) if cfg.instruments[sw.instrument].role == "lockin"]
+    lock_paths = [
+        i
+        for i, sw in enumerate(cfg.wiring.sense)
+        if cfg.instruments[sw.instrument].role == "lockin"
+    ]
     lock: dict[int, dict[str, list[float]]] = {}
     if lock_paths:
         m, lraw = await lockin_sweep(
@@ -509,7 +518,9 @@ async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, A
 
             ph = np.unwrap(np.angle(ratio))
             slope, icpt = np.polyfit(w, ph, 1)
-            sol = least_squares(resid, np.array([np.mean(np.abs(ratio)), icpt, -slope]), method="lm")
+            sol = least_squares(
+                resid, np.array([np.mean(np.abs(ratio)), icpt, -slope]), method="lm"
+            )
             if not sol.success:
                 raise CalibrationError(
                     f"sensing: {cfg.wiring.sense[pth].instrument} fit did not converge"
@@ -531,7 +542,7 @@ async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, A
             raw[f"lockin_path{pth}_ratio"] = ratio
     sig_delay = res["fit"]["sigma"]["sen_delay_s"]
     paths = []
-    for i, sw in enumerate(cfg.wiring.sense):
+    for i, _sw in enumerate(cfg.wiring.sense):
         if i in lock:
             paths.append(
                 {
@@ -568,7 +579,7 @@ async def step_actuators(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     fit = res["fit"]
     f = np.linspace(ctx.opts.band_hz[0], ctx.opts.band_hz[1], 50)
     out, raw = [], {"frequency_hz": f}
-    for j, dw in enumerate(bench.config.wiring.drives):
+    for j, _dw in enumerate(bench.config.wiring.drives):
         g, gs = fit["act_gain"][j], fit["sigma"]["act_gain"][j]
         tau, ts = fit["act_delay_s"][j], fit["sigma"]["act_delay_s"][j]
         raw[f"drive{j}_phase_rad"] = -2 * np.pi * f * tau
@@ -608,7 +619,11 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     for b, v in enumerate(biases):
         await _set_all_biases(bench, float(v))
         m, _ = await multisine_transfer(
-            bench, plan, scope=scope, settle_s=opts.settle_s, what=f"couplings at {v:+.3f} V",
+            bench,
+            plan,
+            scope=scope,
+            settle_s=opts.settle_s,
+            what=f"couplings at {v:+.3f} V",
             span_v=spans,
             averages=opts.coupling_averages,
         )
@@ -652,7 +667,9 @@ def _fit_map(
             "varactor is not connected"
         )
     slope = np.polyfit(v, k, 1)[0]
-    x0 = np.array([float(np.mean(k)), 0.6 * span * np.sign(slope), float(np.mean(v)), float(np.ptp(v)) / 3])
+    x0 = np.array(
+        [float(np.mean(k)), 0.6 * span * np.sign(slope), float(np.mean(v)), float(np.ptp(v)) / 3]
+    )
 
     def resid(x: Array) -> Array:
         r: Array = (x[0] + x[1] * np.tanh((v - x[2]) / x[3]) - k) / s

@@ -147,7 +147,12 @@ class CouplingMap(_Model):
         u = (v - self.c_v) / self.w_v
         sech2 = 1.0 / np.cosh(u) ** 2
         jac = np.stack(
-            [np.ones_like(v), np.tanh(u), -self.b * sech2 / self.w_v, -self.b * sech2 * u / self.w_v],
+            [
+                np.ones_like(v),
+                np.tanh(u),
+                -self.b * sech2 / self.w_v,
+                -self.b * sech2 * u / self.w_v,
+            ],
             axis=1,
         )
         cov = np.asarray(self.cov)
@@ -183,7 +188,7 @@ class CouplingMap(_Model):
 class CalibrationFile(_Model):
     """The whole calibration of one bench (docs/calibration.md)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     created_utc: str
     bench_name: str
     bench_config_sha256: str
@@ -293,7 +298,9 @@ class CalibrationFile(_Model):
         must span whole periods of `period_s`)."""
         s = self.sense(instrument, channel)
         v = np.asarray(volts, dtype=np.float64) - s.offset_v.value
-        out: Array = fourier_shift(v, s.delay_s.value, float(t_s[1] - t_s[0])) / s.gain_v_per_unit.value
+        out: Array = (
+            fourier_shift(v, s.delay_s.value, float(t_s[1] - t_s[0])) / s.gain_v_per_unit.value
+        )
         return out
 
     def actuator(self, node: int) -> ActuatorCal:

@@ -14,6 +14,7 @@ COMMANDS = {
     "simulate": "simulate",
     "train": "train",
     "twin": "twin",
+    "calibrate": "calibrate",
 }
 
 

@@ -1,0 +1,146 @@
+"""`physlearn calibrate`: bench calibration steps (docs/calibration.md).
+
+    physlearn calibrate STEP --config examples/bench.toml [--output DIR] [--options FILE]
+                        [--resources name=RESOURCE ...] [--twin-control tcp://HOST:PORT] [--force]
+    physlearn calibrate show FILE
+
+STEP is dac, resonance, sensing, actuators, couplings or all (every step in dependency order;
+completed steps are skipped unless --force, so an interrupted run resumes). Instruments are
+reached at --resources (default: the `resource` of each instrument in the bench file). With
+--twin-control the bench is the emulated one (`physlearn twin serve --virtual`) and waits
+advance its virtual clock; otherwise waits are wall-clock sleeps. The result is DIR/calibration.json
+plus per step DIR/<step>.json, .npz (raw data) and .png (fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+STEP_CHOICES = ("dac", "resonance", "sensing", "actuators", "couplings", "all", "show")
+
+
+def add_parser(sub: Any, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="calibrate the bench (DAC, resonances, actuators, sensing, couplings)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("step", choices=STEP_CHOICES)
+    p.add_argument("file", nargs="?", type=Path, help="show: the calibration file")
+    p.add_argument("--config", type=Path, help="bench TOML file")
+    p.add_argument("--output", type=Path, default=Path("calibration-out"), help="output dir")
+    p.add_argument("--options", type=Path, help="calibration options (TOML, [calibration])")
+    p.add_argument(
+        "--resources", nargs="*", default=[], metavar="NAME=RESOURCE", help="VISA addresses"
+    )
+    p.add_argument("--twin-control", help="twin-control address of an emulated bench")
+    p.add_argument("--force", action="store_true", help="redo completed steps")
+
+
+def _resources(config: Any, items: list[str]) -> dict[str, str]:
+    from physlearn.errors import ConfigError
+
+    out = {n: i.resource for n, i in config.instruments.items() if i.resource}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--resources: expected NAME=RESOURCE, got {item!r}")
+        name, res = item.split("=", 1)
+        if name not in config.instruments:
+            raise ConfigError(f"--resources: no instrument {name!r} in the bench file")
+        out[name] = res
+    return out
+
+
+def load_options(path: Path | None) -> Any:
+    from physlearn.calibration.routines import CalibrationOptions
+    from physlearn.tomlconfig import read_toml, validate
+
+    if path is None:
+        return CalibrationOptions()
+    raw = read_toml(path)
+    return validate(CalibrationOptions, raw.get("calibration", raw), str(path))
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from physlearn.bench_config import BenchConfig
+    from physlearn.calibration.bench import Clock, TwinClock, WallClock, open_bench
+    from physlearn.calibration.routines import StepContext, run_all, run_step
+    from physlearn.errors import ConfigError
+    from physlearn.simulators.twin_control import TwinControlClient
+
+    if args.config is None:
+        raise ConfigError("--config: the bench file is required")
+    config = BenchConfig.load(args.config).controller_view()
+    opts = load_options(args.options)
+    resources = _resources(config, args.resources)
+    ctx = StepContext(args.output, opts)
+    client = None
+    clock: Clock
+    if args.twin_control:
+        client = TwinControlClient(args.twin_control)
+        await client.connect()
+        clock = TwinClock(client, await client.now())
+    else:
+        clock = WallClock()
+    try:
+        async with open_bench(config, resources, clock) as bench:
+            if args.step == "all":
+                cal = await run_all(bench, ctx, force=args.force)
+            else:
+                cal = await run_step(bench, ctx, args.step, force=args.force)
+    finally:
+        if client is not None:
+            await client.close()
+    print(f"calibration: steps {', '.join(cal.steps)} → {args.output / 'calibration.json'}")
+    return 0
+
+
+def show(path: Path) -> int:
+    from physlearn.calibration.schema import CalibrationFile
+
+    cal = CalibrationFile.read(path)
+    print(f"bench {cal.bench_name!r}, created {cal.created_utc}, schema {cal.schema_version}")
+    print(f"config sha256 {cal.bench_config_sha256[:16]}…, mass {cal.mass_kg} kg (declared)")
+    for name, ident in cal.instruments.items():
+        print(f"  {name}: {ident.model} serial {ident.serial} firmware {ident.firmware}")
+    for n in cal.nodes:
+        print(
+            f"node {n.node}: f0 {n.f0_hz.value:.4f} ± {n.f0_hz.sigma:.4f} Hz, "
+            f"Q {n.q.value:.3f} ± {n.q.sigma:.3f}"
+        )
+    for a in cal.actuators:
+        print(
+            f"actuator node {a.node} ({a.instrument} ch{a.channel}): gain "
+            f"{a.gain_per_s2_per_v.value:.6g} ± {a.gain_per_s2_per_v.sigma:.2g} unit/s²/V, "
+            f"delay {a.delay_s.value * 1e6:.1f} ± {a.delay_s.sigma * 1e6:.1f} µs"
+        )
+    for s in cal.sensing:
+        ch = "" if s.channel is None else f" ch{s.channel}"
+        print(
+            f"sensing node {s.node} ({s.instrument}{ch}): gain {s.gain_v_per_unit.value:.5g} "
+            f"± {s.gain_v_per_unit.sigma:.2g} V/unit{' (reference)' if s.reference else ''}, "
+            f"offset {s.offset_v.value * 1e3:.3f} mV, delay {s.delay_s.value * 1e6:.1f} µs"
+        )
+    for c in cal.couplings:
+        lo, hi = c.alpha_range()
+        print(
+            f"coupling {c.nodes} ({c.instrument} ch{c.channel}): α ∈ [{lo:.4g}, {hi:.4g}] N/m "
+            f"over [{c.v_min}, {c.v_max}] V, χ²/dof {c.chi2_per_dof:.2f}"
+        )
+    print(json.dumps({"steps": cal.steps}))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from physlearn.errors import ConfigError
+
+    if args.step == "show":
+        if args.file is None:
+            raise ConfigError("calibrate show FILE: which calibration file?")
+        return show(args.file)
+    return asyncio.run(_run(args))
