@@ -65,7 +65,7 @@ CASES = [
         (0.2, False, 2),
     )
 ]
-SYMMETRIC_FAILS = {(6, 0.05, True), (6, 0.2, True), (12, 0.2, True)}
+SYMMETRIC_FAILS = {(6, 0.05, True), (6, 0.2, True), (12, 0.05, True), (12, 0.2, True)}
 
 
 @pytest.mark.slow
