@@ -17,6 +17,13 @@ of the per-seed differences), epochs run and wall time per run.
     python benchmarks/train_table.py --quick                 # 2 seeds, XOR only, short budgets
     python benchmarks/train_table.py --tasks xor,iris        # the full rows of these tasks
     python benchmarks/train_table.py --workers 2 --seeds 5
+    python benchmarks/train_table.py --tasks digits --regimes conservative --resume
+
+Estimators: ``--estimators`` (default ep_symmetric, ep_time_reversed, adjoint, plus ``ep_echo``
+whenever the estimator registry has it). Every finished run is appended to the raw rows
+(``<output>.jsonl``) and the table is rewritten at once, so an interrupted run keeps its rows;
+``--resume`` skips the (task, regime, estimator, seed) rows already there. Hand-written notes
+after the line ``<!-- notes -->`` in the output file are kept when the table is regenerated.
 
 Writes docs/results.md (or --output) and prints the table.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import json
 import math
 import os
 import statistics
@@ -37,12 +45,33 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-ESTIMATORS = ("ep_symmetric", "ep_time_reversed", "adjoint")
+BASE_ESTIMATORS = ("ep_symmetric", "ep_time_reversed", "adjoint")
+OPTIONAL_ESTIMATORS = ("ep_echo",)  # joins the table when the registry has it
 REGIMES = ("conservative", "lossy_resonant")
 TARGETS = {"xor": 1.0, "iris": 0.96, "digits": 0.95}
+NOTES_MARK = "<!-- notes -->"
+BETA = 1e-3
 
 # Per-task budgets: (epochs, epochs in --quick).
-BUDGET = {"xor": (300, 150), "iris": (30, 6), "digits": (10, 1), "sine": (40, 5)}
+BUDGET = {"xor": (300, 150), "iris": (30, 6), "digits": (8, 1), "sine": (40, 5)}
+
+
+def default_estimators() -> list[str]:
+    """The base three plus every optional estimator the registry knows (e.g. ep_echo)."""
+    from physlearn.estimators import known_estimators
+
+    known = set(known_estimators())
+    return [*BASE_ESTIMATORS, *(e for e in OPTIONAL_ESTIMATORS if e in known)]
+
+
+def takes_beta(estimator: str) -> bool:
+    """Whether the estimator has a ``beta`` option (EP variants) or not (adjoint, FD, SPSA)."""
+    import inspect
+
+    from physlearn.estimators import ESTIMATORS
+
+    cls = ESTIMATORS[estimator]
+    return "beta" in inspect.signature(cls.__init__).parameters
 
 
 @dataclass
@@ -57,6 +86,9 @@ class RunResult:
     epochs: int
     wall_s: float
     solver_failures: int
+    selected_epoch: int = -1
+    stable: bool | None = None
+    final_detuning_linewidths: float = math.nan  # nearest linear mode at rest to ω, in Γ
     error: str = ""
 
 
@@ -67,10 +99,13 @@ def _config(task: str, regime: str, estimator: str, seed: int, epochs: int) -> d
     data["network"]["topology"]["regime"] = regime
     data["network"]["topology"]["seed"] = seed
     data["estimator"] = {"name": estimator}
-    if estimator != "adjoint":
-        data["estimator"]["beta"] = 1e-3
+    if takes_beta(estimator):
+        data["estimator"]["beta"] = BETA
     tr = data.setdefault("training", {})
     tr.update(seed=seed, epochs=epochs, log_cosine_to_adjoint=False)
+    if regime != "conservative":
+        # the lossy regime sits near resonance on purpose: no off-resonance guard
+        tr.pop("min_mode_margin", None)
     data.setdefault("system", {})["floquet"] = "none"
     return data
 
@@ -89,11 +124,16 @@ def run_one(task: str, regime: str, estimator: str, seed: int, epochs: int) -> R
         setup = prepare(cfg)
         if task == "iris":
             folds = list(
-                iris_cv_folds(n_splits=5, n_repeats=max(1, math.ceil((seed + 1) / 5)), seed=0)
+                iris_cv_folds(
+                    n_splits=5,
+                    n_repeats=max(1, math.ceil((seed + 1) / 5)),
+                    seed=0,
+                    scaling=cfg.data.options.get("scaling", "minmax"),
+                )
             )
             setup.dataset = folds[seed]
         res = asyncio.run(Trainer(setup).run(None))
-        final = res.metrics[-1]
+        final = res.summary["final"]  # the selected epoch (config training.select)
         return RunResult(
             task,
             regime,
@@ -105,6 +145,9 @@ def run_one(task: str, regime: str, estimator: str, seed: int, epochs: int) -> R
             res.summary["epochs_run"],
             time.perf_counter() - t0,
             int(res.summary["solver_failures"]),
+            int(res.summary["selected_epoch"]),
+            bool(res.summary["stability"].get("stable")),
+            float(res.summary["stability"]["linear_modes_at_rest"]["detuning_linewidths"]),
         )
     except PhyslearnError as exc:
         return RunResult(
@@ -118,7 +161,7 @@ def run_one(task: str, regime: str, estimator: str, seed: int, epochs: int) -> R
             0,
             time.perf_counter() - t0,
             0,
-            f"{type(exc).__name__}: {exc}"[:200],
+            error=f"{type(exc).__name__}: {exc}"[:200],
         )
 
 
@@ -138,23 +181,24 @@ def _ms(values: list[float], pct: bool = False) -> str:
     return out + (f" (n={len(v)})" if len(v) != len(values) else "")
 
 
-def table(results: list[RunResult]) -> str:
+def table(results: list[RunResult], estimators: list[str]) -> str:
     lines = []
     tasks = sorted({r.task for r in results}, key=list(BUDGET).index)
     for task in tasks:
         lines.append(f"\n### {task}\n")
         lines.append(
             "| regime | estimator | test accuracy % | Δacc vs adjoint (pp) | test loss | "
-            "Δloss vs adjoint | epochs | wall s/run | solver failures | failed runs |"
+            "Δloss vs adjoint | epochs run | wall s/run | solver failures | unstable final "
+            "| final detuning (linewidths) | failed runs |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for regime in REGIMES:
             ref = {
                 r.seed: r
                 for r in results
                 if (r.task, r.regime, r.estimator) == (task, regime, "adjoint")
             }
-            for est in ESTIMATORS:
+            for est in estimators:
                 rows = sorted(
                     (r for r in results if (r.task, r.regime, r.estimator) == (task, regime, est)),
                     key=lambda r: r.seed,
@@ -178,6 +222,8 @@ def table(results: list[RunResult]) -> str:
                     f"{statistics.fmean(r.epochs for r in rows):.0f} | "
                     f"{statistics.fmean(r.wall_s for r in rows):.1f} | "
                     f"{sum(r.solver_failures for r in rows)} | "
+                    f"{sum(1 for r in rows if r.stable is False)} | "
+                    f"{_ms([r.final_detuning_linewidths for r in rows])} | "
                     f"{sum(1 for r in rows if r.error)}/{len(rows)} |"
                 )
         errs = [r for r in results if r.task == task and r.error]
@@ -186,38 +232,135 @@ def table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def targets_check(results: list[RunResult]) -> str:
+    """Conservative-regime targets vs the runs: best estimator mean, and whether each EP
+    variant's paired difference to adjoint is significant (|mean| > 2 standard errors)."""
+    lines = ["\n### Targets (conservative regime)\n"]
+    lines.append("| task | target % | estimator | mean test acc % | met | paired Δ significant |")
+    lines.append("|---|---|---|---|---|---|")
+    for task, target in TARGETS.items():
+        rows = [r for r in results if r.task == task and r.regime == "conservative"]
+        if not rows:
+            lines.append(f"| {task} | {100 * target:.0f} | — | not run | — | — |")
+            continue
+        ref = {r.seed: r.test_accuracy for r in rows if r.estimator == "adjoint"}
+        for est in sorted({r.estimator for r in rows}):
+            accs = [r.test_accuracy for r in rows if r.estimator == est]
+            fin = [a for a in accs if math.isfinite(a)]
+            m = statistics.fmean(fin) if fin else math.nan
+            diffs = [
+                r.test_accuracy - ref[r.seed]
+                for r in rows
+                if r.estimator == est and r.seed in ref and math.isfinite(r.test_accuracy)
+            ]
+            if est == "adjoint" or len(diffs) < 2:
+                sig = "—"
+            else:
+                sem = statistics.stdev(diffs) / math.sqrt(len(diffs))
+                dm = statistics.fmean(diffs)
+                sig = ("yes" if abs(dm) > 2 * sem and dm != 0 else "no") + f" (n={len(diffs)})"
+            met = "yes" if math.isfinite(m) and m >= target - 1e-12 else "no"
+            lines.append(
+                f"| {task} | {100 * target:.0f} | {est} | {100 * m:.1f} (n={len(fin)}) | {met} | "
+                f"{sig} |"
+            )
+    return "\n".join(lines)
+
+
+def _read_rows(path: Path) -> list[RunResult]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if isinstance(row.get("selected_epoch"), str):  # rows of an older script version
+                row["error"], row["selected_epoch"] = row["selected_epoch"], -1
+            out.append(RunResult(**row))
+    return out
+
+
+def _write(
+    args: argparse.Namespace,
+    results: list[RunResult],
+    estimators: list[str],
+    tasks: list[str],
+    regimes: list[str],
+    n_seeds: int,
+    total_s: float,
+    complete: bool,
+) -> str:
+    notes = ""
+    if args.output.exists():
+        old = args.output.read_text()
+        if NOTES_MARK in old:
+            notes = old[old.index(NOTES_MARK) :]
+    ests = [e for e in estimators if any(r.estimator == e for r in results)] or estimators
+    extra = sorted({r.estimator for r in results} - set(ests))
+    body = table(results, ests + extra) + "\n" + targets_check(results)
+    header = _header(args, tasks, regimes, n_seeds, total_s, ests + extra, complete)
+    text = header + body + "\n" + ("\n" + notes if notes else "")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 seeds, short budgets (XOR by default)")
     ap.add_argument("--tasks", default=None, help="comma list of xor,iris,digits,sine")
     ap.add_argument("--regimes", default=",".join(REGIMES))
+    ap.add_argument(
+        "--estimators",
+        default=None,
+        help="comma list (default: ep_symmetric,ep_time_reversed,adjoint + ep_echo if registered)",
+    )
     ap.add_argument("--seeds", type=int, default=None, help="paired seeds (default 5; quick 2)")
     ap.add_argument("--epochs", type=int, default=None, help="override every task's epoch budget")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--resume", action="store_true", help="keep rows already in <output>.jsonl")
     ap.add_argument("--output", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args(argv)
+    from physlearn.estimators import known_estimators
+
     tasks = (args.tasks or ("xor" if args.quick else "xor,iris,digits")).split(",")
     for t in tasks:
         if t not in BUDGET:
             ap.error(f"--tasks: unknown task {t!r}; known: {', '.join(BUDGET)}")
     regimes = args.regimes.split(",")
+    for r in regimes:
+        if r not in REGIMES:
+            ap.error(f"--regimes: unknown regime {r!r}; known: {', '.join(REGIMES)}")
+    estimators = args.estimators.split(",") if args.estimators else default_estimators()
+    for e in estimators:
+        if e not in known_estimators():
+            ap.error(f"--estimators: unknown {e!r}; known: {', '.join(known_estimators())}")
     n_seeds = args.seeds or (2 if args.quick else 5)
+    raw = args.output.with_suffix(".jsonl")
+    results: list[RunResult] = _read_rows(raw) if args.resume else []
+    done = {(r.task, r.regime, r.estimator, r.seed) for r in results}
+    if not args.resume:
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        raw.write_text("")
     jobs = []
-    for task in tasks:
-        epochs = args.epochs or BUDGET[task][1 if args.quick else 0]
-        for regime in regimes:
-            for est in ESTIMATORS:
-                for seed in range(n_seeds):
-                    jobs.append((task, regime, est, seed, epochs))
+    # regime-major, then seed-major: complete paired sets appear first
+    for regime in regimes:
+        for task in tasks:
+            epochs = args.epochs or BUDGET[task][1 if args.quick else 0]
+            for seed in range(n_seeds):
+                for est in estimators:
+                    if (task, regime, est, seed) not in done:
+                        jobs.append((task, regime, est, seed, epochs))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    results: list[RunResult] = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(run_one, *j) for j in jobs]
         for i, fut in enumerate(futures):
             r = fut.result()
             results.append(r)
+            with raw.open("a") as fh:
+                fh.write(json.dumps(asdict(r)) + "\n")
             print(
                 f"[{i + 1}/{len(jobs)}] {r.task} {r.regime} {r.estimator} seed {r.seed}: "
                 f"test acc {r.test_accuracy:.3f} loss {r.test_loss:.3g} epochs {r.epochs} "
@@ -225,40 +368,59 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    body = table(results)
-    total = time.perf_counter() - t0
-    header = _header(args, tasks, regimes, n_seeds, total)
-    text = header + body + "\n"
+            _write(
+                args,
+                results,
+                estimators,
+                tasks,
+                regimes,
+                n_seeds,
+                time.perf_counter() - t0,
+                i + 1 == len(jobs),
+            )
+    text = _write(
+        args, results, estimators, tasks, regimes, n_seeds, time.perf_counter() - t0, True
+    )
     print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    raw = args.output.with_suffix(".jsonl")
-    raw.write_text("".join(__import__("json").dumps(asdict(r)) + "\n" for r in results))
     return 0
 
 
 def _header(
-    args: argparse.Namespace, tasks: list[str], regimes: list[str], n_seeds: int, total_s: float
+    args: argparse.Namespace,
+    tasks: list[str],
+    regimes: list[str],
+    n_seeds: int,
+    total_s: float,
+    estimators: list[str],
+    complete: bool,
 ) -> str:
+    status = "" if complete else " **In progress: rows are added as runs finish.**"
     return (
         "# Training results: EP variants vs the exact adjoint on the ideal twin\n\n"
         f"Generated by `python benchmarks/train_table.py {' '.join(sys.argv[1:])}` "
-        f"({'quick mode' if args.quick else 'full budgets'}; {n_seeds} paired seeds; "
-        f"{args.workers} worker process(es); total {total_s:.0f} s). Raw rows: "
-        f"`{args.output.with_suffix('.jsonl').name}`.\n\n"
-        "Networks: the task's example config (examples/<task>.toml), layered topology, product "
-        "tanh couplings, a bias oscillator. Regimes (physlearn.topology.REGIMES): "
-        "**conservative** Γ = 1e-3 1/s (Γ·T = 6.3e-3), k = 2.4 N/m, modes at rest ≥ 0.1 ω from ω "
-        "and 2ω; **lossy_resonant** Γ = 0.05 1/s (Q = 20), stiffness shifted so a mode at rest "
-        "sits half a linewidth from ω, input gain 0.4 N. A seed fixes the initial couplings and "
-        "the batch order, the same for the three estimators (paired). β = 1e-3 (dimensionless: "
-        "peak nudge / peak drive; +β pushes outputs away from targets). Accuracy and loss are "
-        "the *final* epoch's test values (free phase only); XOR stops early at 100 % with mean "
-        "cost ≤ 4e-4. Iris: repeated stratified 5-fold CV, seed s on fold s (30 test points). "
-        "Steps whose steady state cannot be found revert to the last measured parameters "
-        "(counted as solver failures). Targets in the conservative regime: "
+        f"({'quick mode' if args.quick else 'full budgets'}; {n_seeds} paired seeds requested; "
+        f"{args.workers} worker process(es); {total_s:.0f} s in this invocation).{status} Raw "
+        f"rows: `{args.output.with_suffix('.jsonl').name}`.\n\n"
+        "Networks: the task's example config (examples/<task>.toml: layers, recipe, budget), "
+        "layered topology, product tanh couplings, a bias oscillator. Regimes "
+        "(physlearn.topology.REGIMES): **conservative** Γ = 1e-3 1/s (Γ·T = 6.3e-3), "
+        "k = 2.4 N/m, modes at rest ≥ 0.1 ω from ω and 2ω at initialisation (and kept ≥ "
+        "`training.min_mode_margin`·ω away during training where the example sets it); "
+        "**lossy_resonant** Γ = 0.05 1/s (Q = 20), stiffness shifted so a mode at rest sits half "
+        "a linewidth from ω, input gain 0.4 N, no mode guard. A seed fixes the initial couplings "
+        "and the batch order, the same for every estimator (paired). "
+        f"β = {BETA:g} for the EP variants (dimensionless: peak nudge / peak drive; +β pushes "
+        "outputs away from targets). Accuracy and loss are the test values of the epoch the "
+        "config selects (`training.select`: the last epoch, or the best *training* accuracy — "
+        "never chosen on test data), free phase only; a sample without a steady state counts "
+        "as misclassified. Iris: repeated stratified 5-fold CV, seed s on fold s (30 test "
+        "points each). Steps whose steady state cannot be found revert the parameters "
+        "(counted as solver failures). 'unstable final': runs whose selected parameters have "
+        "an orbit with a Floquet multiplier > 1 on the first 64 training samples. Targets in "
+        "the conservative regime: "
         + ", ".join(f"{t} ≥ {100 * v:.0f} %" for t, v in TARGETS.items())
-        + f". Tasks run: {', '.join(tasks)}; regimes: {', '.join(regimes)}.\n"
+        + f". Tasks: {', '.join(tasks)}; regimes: {', '.join(regimes)}; estimators: "
+        + f"{', '.join(estimators)}.\n"
     )
 
 

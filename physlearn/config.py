@@ -176,7 +176,8 @@ class EstimatorConfig(_Model):
 
 
 class OptimizerConfig(_Model):
-    """Optimizer (physlearn.optimizers): name, learning rate, optional schedule and options."""
+    """Optimizer (physlearn.optimizers): name, learning rate, optional schedule and options.
+    A ``cosine`` schedule without ``total_steps`` anneals over the whole run (epochs × batches)."""
 
     name: str = "adam"
     lr: float = Field(0.03, gt=0)
@@ -194,9 +195,22 @@ class OptimizerConfig(_Model):
 
 
 class TrainingConfig(_Model):
-    """The loop. ``target_accuracy``: stop early once ``target_split`` accuracy reaches it.
+    """The loop (physlearn.training).
+
+    ``target_accuracy`` / ``target_loss``: stop early once ``target_split`` reaches them.
     ``max_consecutive_failures``: steps whose steady state could not be found (or whose gradient
-    was non-finite) in a row before the run stops with an error."""
+    was non-finite) in a row before the run stops with an error.
+    ``select``: which epoch's parameters are the result — ``last``, or the best epoch by the
+    accuracy of the ``train``, ``validation`` or ``test`` split (ties: lower loss); selecting on
+    ``test`` makes the reported test accuracy optimistic (it is recorded as such).
+    ``patience``: stop after this many epochs without improvement of that selection.
+    ``validation_fraction``: a stratified hold-out of the training split (seeded by ``seed``),
+    never trained on. ``failure_backoff``: factor applied to the step length after a step whose
+    steady state could not be found (the parameters go back to the last measured ones);
+    ``recovery_steps`` successful steps double it back, up to 1.
+    ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
+    this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
+    ``eval_batch_size``: samples per batched steady-state solve during evaluation."""
 
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -204,10 +218,26 @@ class TrainingConfig(_Model):
     shuffle: bool = True
     log_cosine_to_adjoint: bool = False
     target_accuracy: float | None = Field(None, gt=0, le=1)
-    target_split: Literal["train", "test"] = "train"
+    target_split: Literal["train", "validation", "test"] = "train"
     target_loss: float | None = Field(None, gt=0)
     max_consecutive_failures: int = Field(10, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    select: Literal["last", "train", "validation", "test"] = "last"
+    patience: int | None = Field(None, ge=1)
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    failure_backoff: float = Field(0.5, gt=0.0, le=1.0)
+    recovery_steps: int = Field(10, ge=1)
+    min_mode_margin: float | None = Field(None, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _selection(self) -> TrainingConfig:
+        if self.select == "validation" and self.validation_fraction <= 0.0:
+            raise ValueError("select = 'validation' needs validation_fraction > 0")
+        if self.patience is not None and self.select == "last":
+            raise ValueError("patience needs select = 'train', 'validation' or 'test'")
+        if self.target_split == "validation" and self.validation_fraction <= 0.0:
+            raise ValueError("target_split = 'validation' needs validation_fraction > 0")
+        return self
 
 
 class SystemConfig(_Model):

@@ -55,6 +55,7 @@ RegimeName = Literal["conservative", "lossy_resonant"]
 
 __all__ = [
     "REGIMES",
+    "ModeGuard",
     "ModeReport",
     "layer_nodes",
     "layered",
@@ -116,6 +117,35 @@ def mode_report(spec: NetworkSpec, params: Array | None = None) -> ModeReport:
     d1 = float(np.min(np.abs(modes - w)))
     d2 = float(np.min(np.abs(modes - 2.0 * w)))
     return ModeReport(modes, w, d1 / w, d2 / w, d1 / gamma if gamma > 0 else math.inf)
+
+
+class ModeGuard:
+    """Fast linear-mode margins at rest for many parameter vectors of one spec.
+
+    Same quantities as `mode_report` (margins to ω and 2ω in units of ω) without rebuilding the
+    spec: the model is built once, each call is one d×d symmetric eigenvalue problem.
+    """
+
+    def __init__(self, spec: NetworkSpec):
+        from physlearn.simulators.model import NetworkModel
+
+        self.model = NetworkModel.from_spec(spec)
+        self.omega = spec.drive.omega_rad_s
+        self._minv = 1.0 / np.sqrt(np.asarray(self.model.mass, dtype=float))
+
+    def modes(self, params: Array) -> Array:
+        """Linear mode angular frequencies at rest (rad/s, ascending) for ``params`` (P,)."""
+        m = self.model
+        theta = m.full_theta(np.asarray(params, dtype=float))
+        hess = m.mean_hessian(np.zeros((1, 1, m.d)), np.zeros(1), m.coefficients(theta))[0]
+        ev = np.linalg.eigvalsh(self._minv[:, None] * hess * self._minv[None, :])
+        return np.asarray(np.sqrt(np.clip(ev, 0.0, None)), dtype=float)
+
+    def margin(self, params: Array) -> float:
+        """min over modes and h ∈ {1, 2} of |ω_mode − h ω| / ω (dimensionless)."""
+        modes = self.modes(params)
+        w = self.omega
+        return float(min(np.min(np.abs(modes - w)), np.min(np.abs(modes - 2.0 * w))) / w)
 
 
 def spec_with_parameters(spec: NetworkSpec, params: Array) -> NetworkSpec:

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
 __all__ = [
+    "EvalResult",
     "ProgressEvent",
     "TrainResult",
     "TrainSetup",
@@ -61,9 +62,11 @@ __all__ = [
     "TrainingError",
     "default_run_name",
     "evaluate",
+    "evaluate_split",
     "make_system",
     "prepare",
     "train",
+    "validation_split",
 ]
 
 
@@ -142,6 +145,14 @@ def prepare(cfg: TrainConfig) -> TrainSetup:
     okw: dict[str, Any] = dict(cfg.optimizer.options)
     if cfg.optimizer.schedule is not None:
         okw["schedule"] = dict(cfg.optimizer.schedule)
+        if okw["schedule"].get("name") == "cosine" and "total_steps" not in okw["schedule"]:
+            tc = cfg.training
+            n_fit = ds.n_train - (
+                max(ds.n_classes, math.ceil(tc.validation_fraction * ds.n_train))
+                if tc.validation_fraction > 0
+                else 0
+            )
+            okw["schedule"]["total_steps"] = max(1, tc.epochs * math.ceil(n_fit / tc.batch_size))
     try:
         optimizer = make_optimizer(cfg.optimizer.name, lr=cfg.optimizer.lr, bounds=(lo, hi), **okw)
     except ConfigError as exc:
@@ -183,6 +194,64 @@ class TrainResult:
     run_dir: Path | None = None
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    """Free-phase evaluation of a split: mean task cost over the solved samples, accuracy over
+    all samples (a sample without an attracting steady state counts as misclassified), and the
+    number of such unsolved samples."""
+
+    loss: float
+    accuracy: float
+    unsolved: int
+
+
+async def _free_outputs(
+    system: PhysicalSystem, spec: NetworkSpec, targets: ClassTargets, x: Array, y: NDArray[np.int64]
+) -> tuple[Array, NDArray[np.int64]]:
+    """Costs (n,) and predictions (n,) of one batch; a batch whose steady state fails is split in
+    halves until the failing samples are isolated (cost NaN, prediction −1)."""
+    try:
+        await system.set_input(check_inputs(spec, x))
+        await system.set_forces(None)
+        obs = (await system.measure()).one_period()
+    except SolverError:
+        if x.shape[0] == 1:
+            return np.full(1, math.nan), np.full(1, -1, dtype=np.int64)
+        h = x.shape[0] // 2
+        c1, p1 = await _free_outputs(system, spec, targets, x[:h], y[:h])
+        c2, p2 = await _free_outputs(system, spec, targets, x[h:], y[h:])
+        return np.concatenate([c1, c2]), np.concatenate([p1, p2])
+    cost = np.asarray(targets.task(spec, y).cost(obs.x, obs.t_s, obs.dt_s), dtype=float)
+    return cost, np.asarray(targets.predict(obs, spec), dtype=np.int64)
+
+
+async def evaluate_split(
+    system: PhysicalSystem,
+    spec: NetworkSpec,
+    targets: ClassTargets,
+    params: Array,
+    x: Array,
+    y: NDArray[np.int64],
+    batch_size: int = 128,
+) -> EvalResult:
+    """Evaluate features x (n, n_in), labels y on the free steady states, ``batch_size`` samples
+    per batched solve (the twin solves a batch as one Newton–Krylov problem)."""
+    if x.shape[0] == 0:
+        return EvalResult(math.nan, math.nan, 0)
+    await system.set_parameters(params)
+    costs, preds = [], []
+    for start in range(0, x.shape[0], batch_size):
+        c, p = await _free_outputs(
+            system, spec, targets, x[start : start + batch_size], y[start : start + batch_size]
+        )
+        costs.append(c)
+        preds.append(p)
+    cost, pred = np.concatenate(costs), np.concatenate(preds)
+    solved = np.isfinite(cost)
+    loss = float(np.mean(cost[solved])) if solved.any() else math.nan
+    return EvalResult(loss, float(np.mean(pred == y)), int(np.sum(~solved)))
+
+
 async def evaluate(
     system: PhysicalSystem,
     spec: NetworkSpec,
@@ -190,23 +259,12 @@ async def evaluate(
     params: Array,
     x: Array,
     y: NDArray[np.int64],
-    batch_size: int = 64,
+    batch_size: int = 128,
 ) -> tuple[float, float]:
-    """(mean task cost, accuracy) of the free steady states of features x (n, n_in), labels y."""
-    if x.shape[0] == 0:
-        return math.nan, math.nan
-    costs, correct = [], 0
-    await system.set_parameters(params)
-    for start in range(0, x.shape[0], batch_size):
-        u = check_inputs(spec, x[start : start + batch_size])
-        lab = y[start : start + batch_size]
-        await system.set_input(u)
-        await system.set_forces(None)
-        obs = (await system.measure()).one_period()
-        task = targets.task(spec, lab)
-        costs.append(task.cost(obs.x, obs.t_s, obs.dt_s))
-        correct += int(np.sum(targets.predict(obs, spec) == lab))
-    return float(np.mean(np.concatenate(costs))), correct / x.shape[0]
+    """(mean task cost, accuracy) of the free steady states of features x (n, n_in), labels y
+    (see `evaluate_split`)."""
+    r = await evaluate_split(system, spec, targets, params, x, y, batch_size)
+    return r.loss, r.accuracy
 
 
 def _cosine(a: Array, b: Array) -> float:
@@ -214,6 +272,29 @@ def _cosine(a: Array, b: Array) -> float:
     if na == 0.0 or nb == 0.0:
         return math.nan
     return float(np.dot(a, b) / (na * nb))
+
+
+def validation_split(
+    ds: Dataset, fraction: float, seed: int
+) -> tuple[Array, NDArray[np.int64], Array, NDArray[np.int64]]:
+    """(x_fit, y_fit, x_val, y_val): a stratified hold-out of ``fraction`` of the training split
+    (``sklearn.model_selection.train_test_split``, ``random_state=seed``); no hold-out for 0."""
+    if fraction <= 0.0:
+        return ds.x_train, ds.y_train, ds.x_train[:0], ds.y_train[:0]
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(ds.n_train)
+    n_val = max(ds.n_classes, math.ceil(fraction * ds.n_train))
+    if n_val >= ds.n_train:
+        raise ConfigError(
+            f"training.validation_fraction: {fraction} leaves no training samples of {ds.n_train}"
+        )
+    try:
+        fit, val = train_test_split(idx, test_size=n_val, stratify=ds.y_train, random_state=seed)
+    except ValueError as exc:
+        raise ConfigError(f"training.validation_fraction: {exc}") from None
+    fit, val = np.sort(fit), np.sort(val)
+    return ds.x_train[fit], ds.y_train[fit], ds.x_train[val], ds.y_train[val]
 
 
 class Trainer:
@@ -249,6 +330,30 @@ class Trainer:
             if cfg.training.log_cosine_to_adjoint
             else None
         )
+        tc = cfg.training
+        self.x_fit, self.y_fit, self.x_val, self.y_val = validation_split(
+            setup.dataset, tc.validation_fraction, tc.seed
+        )
+        self.guard = None
+        if tc.min_mode_margin is not None:
+            from physlearn.topology import ModeGuard
+
+            self.guard = ModeGuard(spec)
+
+    def _guarded(self, params: Array, proposal: Array) -> tuple[Array, bool]:
+        """The update params → proposal, shortened (½, ¼, ⅛) until no linear mode at rest comes
+        within ``min_mode_margin``·ω of ω or 2ω (or at least no closer than before); (params,
+        False) if no shortening does."""
+        tc = self.setup.config.training
+        if self.guard is None or tc.min_mode_margin is None:
+            return proposal, True
+        floor = min(tc.min_mode_margin, self.guard.margin(params))
+        delta = proposal - params
+        for frac in (1.0, 0.5, 0.25, 0.125):
+            trial = params + frac * delta
+            if self.guard.margin(trial) >= floor:
+                return trial, True
+        return params, False
 
     async def run(
         self, store: RunStore | None = None, progress: ProgressFn | None = None
@@ -259,12 +364,20 @@ class Trainer:
         rng = np.random.default_rng(tc.seed)
         params = spec.initial_parameters()
         last_good = params.copy()
-        n_batches = math.ceil(ds.n_train / tc.batch_size)
+        anchor = params.copy()  # last epoch-end parameters whose evaluation solved every sample
+        n_fit = int(self.x_fit.shape[0])
+        n_batches = math.ceil(n_fit / tc.batch_size)
         total_steps = tc.epochs * n_batches
         t0 = time.perf_counter()
         step = 0
-        counters = {"nonfinite_steps": 0, "solver_failures": 0, "clipped_parameters": 0}
+        counters = {
+            "nonfinite_steps": 0,
+            "solver_failures": 0,
+            "clipped_parameters": 0,
+            "mode_guard_refusals": 0,
+        }
         consecutive = 0
+        step_scale, good_streak = 1.0, 0
         metrics: list[dict[str, Any]] = []
         initial = await self._evaluate(params)
         log.info(
@@ -274,17 +387,18 @@ class Trainer:
             initial["test_loss"],
             initial["test_accuracy"],
         )
-        stopped_early = False
+        stopped_early, stop_reason = False, ""
         epochs_run = 0
+        best: tuple[float, float] | None = None
+        best_epoch, best_params, since_best = -1, params.copy(), 0
         for epoch in range(tc.epochs):
+            t_ep = time.perf_counter()
             batch_losses: list[float] = []
             cosines: list[float] = []
             ep_counts = dict.fromkeys(counters, 0)
-            for bi, idx in enumerate(
-                iterate_minibatches(ds.n_train, tc.batch_size, rng, tc.shuffle)
-            ):
-                u = ds.x_train[idx]
-                lab = ds.y_train[idx]
+            for bi, idx in enumerate(iterate_minibatches(n_fit, tc.batch_size, rng, tc.shuffle)):
+                u = self.x_fit[idx]
+                lab = self.y_fit[idx]
                 task = targets.task(spec, lab)
                 failed = None
                 try:
@@ -303,14 +417,20 @@ class Trainer:
                     )
                 except SolverError as exc:
                     failed = "solver_failures"
+                    step_scale = max(step_scale * tc.failure_backoff, 1.0 / 1024.0)
+                    good_streak = 0
                     log.warning(
                         "epoch %d batch %d: no attracting steady state (%s); parameters reverted "
-                        "to the last measured ones",
+                        "to the last measured ones, step length × %.3g",
                         epoch,
                         bi,
                         exc,
+                        step_scale,
                     )
-                    params = last_good.copy()
+                    # first failure: undo the last update; repeated failures: go back to the
+                    # parameters of the last epoch whose evaluation solved every sample
+                    params = (last_good if consecutive == 0 else anchor).copy()
+                    last_good = params.copy()
                 if failed is not None:
                     counters[failed] += 1
                     ep_counts[failed] += 1
@@ -322,6 +442,17 @@ class Trainer:
                         )
                     continue
                 consecutive = 0
+                if step_scale < 1.0:
+                    # a convex combination of in-bounds points stays in bounds
+                    new = params + step_scale * (new - params)
+                    good_streak += 1
+                    if good_streak >= tc.recovery_steps:
+                        step_scale, good_streak = min(1.0, 2.0 * step_scale), 0
+                new, accepted = self._guarded(params, new)
+                if not accepted:
+                    counters["mode_guard_refusals"] += 1
+                    ep_counts["mode_guard_refusals"] += 1
+                    log.info("step %d: update refused (a linear mode would near ω or 2ω)", step)
                 params = new
                 step += 1
                 nclip = int(opt.last_clipped.size)
@@ -348,8 +479,20 @@ class Trainer:
                     )
                 if progress is not None:
                     progress(ProgressEvent("step", epoch, step, total_steps, batch_losses[-1]))
+            t_train = time.perf_counter() - t_ep
             ev = await self._evaluate(params)
+            t_eval = time.perf_counter() - t_ep - t_train
+            if ev["unsolved"] == 0:
+                anchor = params.copy()
             finite_cos = [c for c in cosines if math.isfinite(c)]
+            improved = False
+            if tc.select != "last":
+                key = self._selection_key(ev)
+                if best is None or key > best:
+                    best, best_epoch, best_params, since_best = key, epoch, params.copy(), 0
+                    improved = True
+                else:
+                    since_best += 1
             record = EpochMetrics(
                 epoch=epoch,
                 train_loss=ev["train_loss"],
@@ -362,8 +505,21 @@ class Trainer:
                 extra={
                     "steps": step,
                     "lr": opt.lr,
+                    "step_scale": step_scale,
                     "mean_batch_loss": float(np.mean(batch_losses)) if batch_losses else math.nan,
                     "eval_failures": ev["failures"],
+                    "eval_unsolved": ev["unsolved"],
+                    "train_time_s": t_train,
+                    "eval_time_s": t_eval,
+                    **(
+                        {
+                            "validation_loss": ev["validation_loss"],
+                            "validation_accuracy": ev["validation_accuracy"],
+                        }
+                        if self.x_val.shape[0]
+                        else {}
+                    ),
+                    **({"best_so_far": improved} if tc.select != "last" else {}),
                     **{f"epoch_{k}": v for k, v in ep_counts.items()},
                     **({"step_cosines": cosines} if self.reference is not None else {}),
                 },
@@ -377,26 +533,41 @@ class Trainer:
             if progress is not None:
                 progress(ProgressEvent("epoch", epoch, step, total_steps, math.nan, rec))
             log.info(
-                "epoch %d: train loss %.4g acc %.3f, test loss %.4g acc %.3f",
+                "epoch %d: train loss %.4g acc %.3f, test loss %.4g acc %.3f (%.1f s train, "
+                "%.1f s evaluation)",
                 epoch,
                 ev["train_loss"],
                 ev["train_accuracy"],
                 ev["test_loss"],
                 ev["test_accuracy"],
+                t_train,
+                t_eval,
             )
             if self._reached(ev):
-                stopped_early = epoch + 1 < tc.epochs
+                stopped_early, stop_reason = epoch + 1 < tc.epochs, "target reached"
                 break
+            if tc.patience is not None and since_best >= tc.patience:
+                stopped_early = epoch + 1 < tc.epochs
+                stop_reason = f"no improvement of the {tc.select} selection in {tc.patience} epochs"
+                break
+        final: dict[str, Any] | None = metrics[-1] if metrics else None
+        if tc.select != "last" and best_epoch >= 0:
+            params = best_params
+            final = metrics[best_epoch]
         stability = await self._stability(params)
         summary = {
             "epochs_run": epochs_run,
             "epochs_configured": tc.epochs,
             "stopped_early": stopped_early,
+            "stop_reason": stop_reason,
             "steps": step,
             "wall_time_s": time.perf_counter() - t0,
             "experiments": int(self.system.experiments),
             "initial": initial,
-            "final": metrics[-1] if metrics else None,
+            "select": tc.select,
+            "selected_epoch": best_epoch if tc.select != "last" else epochs_run - 1,
+            "final": final,
+            "last": metrics[-1] if metrics else None,
             "best_test_accuracy": max((m["test_accuracy"] or 0.0) for m in metrics)
             if metrics
             else None,
@@ -407,6 +578,8 @@ class Trainer:
                 "name": ds.name,
                 "description": ds.description,
                 "n_train": ds.n_train,
+                "n_fit": n_fit,
+                "n_validation": int(self.x_val.shape[0]),
                 "n_test": ds.n_test,
                 "n_classes": ds.n_classes,
             },
@@ -417,6 +590,15 @@ class Trainer:
         if store is not None:
             store.write_summary(summary)
         return TrainResult(params, metrics, summary, store.run_dir if store else None)
+
+    def _selection_key(self, ev: dict[str, Any]) -> tuple[float, float]:
+        """(accuracy, −loss) of the selection split; NaN counts as worst."""
+        split = self.setup.config.training.select
+        acc, loss = ev[f"{split}_accuracy"], ev[f"{split}_loss"]
+        return (
+            acc if math.isfinite(acc) else -math.inf,
+            -loss if math.isfinite(loss) else -math.inf,
+        )
 
     def _reached(self, ev: dict[str, Any]) -> bool:
         tc = self.setup.config.training
@@ -435,23 +617,23 @@ class Trainer:
     async def _evaluate(self, params: Array) -> dict[str, Any]:
         s = self.setup
         ds, bs = s.dataset, s.config.training.eval_batch_size
-        out: dict[str, Any] = {"failures": 0}
-        for split in ("train", "test"):
-            try:
-                loss, acc = await evaluate(
-                    self.eval_system,
-                    s.spec,
-                    s.targets,
-                    params,
-                    getattr(ds, f"x_{split}"),
-                    getattr(ds, f"y_{split}"),
-                    bs,
+        out: dict[str, Any] = {"failures": 0, "unsolved": 0}
+        splits = [("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)]
+        if self.x_val.shape[0]:
+            splits.append(("validation", self.x_val, self.y_val))
+        for split, x, y in splits:
+            r = await evaluate_split(self.eval_system, s.spec, s.targets, params, x, y, bs)
+            if r.unsolved:
+                log.warning(
+                    "evaluation of the %s split: %d of %d samples have no attracting steady "
+                    "state (counted as misclassified)",
+                    split,
+                    r.unsolved,
+                    x.shape[0],
                 )
-            except SolverError as exc:
-                log.warning("evaluation of the %s split failed: %s", split, exc)
-                loss, acc = math.nan, math.nan
                 out["failures"] += 1
-            out[f"{split}_loss"], out[f"{split}_accuracy"] = loss, acc
+                out["unsolved"] += r.unsolved
+            out[f"{split}_loss"], out[f"{split}_accuracy"] = r.loss, r.accuracy
         return out
 
     async def _stability(self, params: Array, max_samples: int = 64) -> dict[str, Any]:

@@ -14,12 +14,19 @@ import pytest
 
 from physlearn.cli import main
 from physlearn.config import TrainConfig, load_train_config
-from physlearn.errors import ConfigError
+from physlearn.errors import ConfigError, SteadyStateError
 from physlearn.estimators import Estimator, GradientEstimate
 from physlearn.runstore import RunStore
 from physlearn.system import PhysicalSystem
 from physlearn.task import Task
-from physlearn.training import Trainer, TrainingError, prepare, train
+from physlearn.training import (
+    Trainer,
+    TrainingError,
+    evaluate_split,
+    make_system,
+    prepare,
+    train,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = {"system.floquet": "none", "training.log_cosine_to_adjoint": False}
@@ -196,3 +203,137 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     assert rc == 2  # the run directory exists
     assert "already exists" in capsys.readouterr().err
+
+
+class _SolverFailsOn(Estimator):
+    """Wraps an estimator; raises SteadyStateError (no steady state) on the calls in ``bad``."""
+
+    name = "solver_fails"
+
+    def __init__(self, inner: Estimator, bad: set[int]):
+        super().__init__(inner.knowledge)
+        self.inner, self.bad, self.calls = inner, bad, 0
+        self.alphas: list[np.ndarray] = []
+
+    async def estimate(
+        self, system: PhysicalSystem, alpha: np.ndarray, u: np.ndarray, task: Task
+    ) -> GradientEstimate:
+        self.calls += 1
+        self.alphas.append(np.array(alpha, copy=True))
+        if self.calls - 1 in self.bad:
+            raise SteadyStateError("synthetic: no steady state", sample=0, residual=1.0)
+        return await self.inner.estimate(system, alpha, u, task)
+
+
+def test_solver_failure_reverts_the_update_and_shortens_the_next_steps(tmp_path: Path) -> None:
+    cfg = _cfg(
+        "xor",
+        **{
+            "training.epochs": 4,
+            "training.target_accuracy": None,
+            "training.target_loss": None,
+            "training.failure_backoff": 0.25,
+            "training.recovery_steps": 100,
+        },
+    )
+    setup = prepare(cfg)
+    p0 = setup.spec.initial_parameters()
+    est = _SolverFailsOn(setup.estimator, {1})  # one step per epoch: epoch 1's step fails
+    setup.estimator = est
+    store = RunStore.create(tmp_path, "fail", cfg.resolved())
+    res = asyncio.run(Trainer(setup).run(store))
+    m = res.metrics
+    assert res.summary["solver_failures"] == 1 and m[1]["epoch_solver_failures"] == 1
+    assert [r["steps"] for r in m] == [1, 1, 2, 3]
+    assert [r["step_scale"] for r in m] == [1.0, 0.25, 0.25, 0.25]
+    # the update that led to the failing parameters is undone: epoch 1 ends where we started
+    assert store.load_params(1).tobytes() == p0.tobytes()
+    assert est.alphas[2].tobytes() == p0.tobytes()  # the next step is measured there
+    # the next update is a quarter of the optimizer's proposal, and the run stays finite
+    p1 = store.load_params(0)
+    assert 0.0 < np.linalg.norm(store.load_params(2) - p0) < np.linalg.norm(p1 - p0)
+    assert all(np.isfinite(r["train_loss"]) for r in m)
+    assert np.all(np.isfinite(res.params))
+
+
+class _FailsWithSample(PhysicalSystem):
+    """A system delegating to the twin but without a steady state whenever the input batch
+    contains the feature row ``bad``."""
+
+    def __init__(self, inner: PhysicalSystem, bad: np.ndarray):
+        self.inner, self.bad, self._u = inner, bad, np.zeros((0, bad.size))
+
+    @property
+    def n_nodes(self) -> int:
+        return self.inner.n_nodes
+
+    @property
+    def n_params(self) -> int:
+        return self.inner.n_params
+
+    @property
+    def period_s(self) -> float:
+        return self.inner.period_s
+
+    @property
+    def actuated_nodes(self) -> list[int]:
+        return self.inner.actuated_nodes
+
+    async def set_parameters(self, alpha: np.ndarray) -> None:
+        await self.inner.set_parameters(alpha)
+
+    async def set_input(self, u: np.ndarray) -> None:
+        self._u = np.asarray(u)
+        await self.inner.set_input(u)
+
+    async def set_forces(self, forces: Any) -> None:
+        await self.inner.set_forces(forces)
+
+    async def drive_peak(self) -> np.ndarray:
+        return await self.inner.drive_peak()
+
+    async def measure(self) -> Any:
+        if np.any(np.all(self._u == self.bad, axis=1)):
+            raise SteadyStateError("synthetic: no steady state", sample=0)
+        return await self.inner.measure()
+
+
+def test_evaluation_isolates_samples_without_steady_state() -> None:
+    setup = prepare(_cfg("iris"))
+    ds, spec = setup.dataset, setup.spec
+    twin = make_system(setup.config, spec, "none")
+    params = spec.initial_parameters()
+    ref = asyncio.run(
+        evaluate_split(twin, spec, setup.targets, params, ds.x_test, ds.y_test, batch_size=8)
+    )
+    assert ref.unsolved == 0
+    flaky = _FailsWithSample(make_system(setup.config, spec, "none"), ds.x_test[5])
+    r = asyncio.run(
+        evaluate_split(flaky, spec, setup.targets, params, ds.x_test, ds.y_test, batch_size=8)
+    )
+    assert r.unsolved == 1
+    # the unsolved sample counts as misclassified; every other sample is evaluated as before
+    pred_ok = round(ref.accuracy * ds.n_test)
+    assert round(r.accuracy * ds.n_test) in (pred_ok, pred_ok - 1)
+    assert np.isfinite(r.loss) and abs(r.loss - ref.loss) < 0.5 * ref.loss
+
+
+def test_best_epoch_is_selected_on_training_data(tmp_path: Path) -> None:
+    cfg = _cfg(
+        "iris",
+        **{
+            "training.epochs": 3,
+            "training.select": "validation",
+            "training.validation_fraction": 0.2,
+        },
+    )
+    res = train(cfg, root=tmp_path, name="sel")
+    s = res.summary
+    assert s["dataset"]["n_validation"] == 24 and s["dataset"]["n_fit"] == 96
+    accs = [(m["validation_accuracy"], -m["validation_loss"]) for m in res.metrics]
+    assert s["selected_epoch"] == max(range(len(accs)), key=lambda i: accs[i])
+    assert s["final"] == res.metrics[s["selected_epoch"]]
+    store = RunStore.open(tmp_path / "sel")
+    assert res.params.tobytes() == store.load_params(s["selected_epoch"]).tobytes()
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        _cfg("iris", **{"training.select": "validation"})
