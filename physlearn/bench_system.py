@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,6 +55,8 @@ from physlearn.acquisition import (
     scale_125_at_least,
 )
 from physlearn.bench_config import BenchConfig
+from physlearn.calibration.bench import config_hash
+from physlearn.calibration.schema import ActuatorCal, CalibrationFile, CouplingMap
 from physlearn.errors import (
     CalibrationError,
     ConfigError,
@@ -80,16 +80,12 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
 __all__ = [
-    "BenchCalibration",
     "BenchOptions",
     "BenchSystem",
     "Clock",
     "SystemClock",
     "TwinClock",
 ]
-
-CALIBRATION_FORMAT = "physlearn-bench-calibration/1"
-
 
 # ---------------------------------------------------------------------------------------------
 # clocks
@@ -135,145 +131,64 @@ class TwinClock:
 
 
 # ---------------------------------------------------------------------------------------------
-# calibration
+# calibration: what the controller takes from the calibration file, per wiring entry
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class EdgeMap:
-    """α(V) of one wired edge as a monotone table (volts ascending)."""
+class _Chains:
+    """The calibration file resolved against the wiring (config order): per drive wire the
+    actuator (force/mass per volt, delay), per sense wire gain/offset/delay, per trainable edge
+    its α(V) map; the slowest calibrated transient decay rate (Γ/2), if the file has Γ."""
 
-    volts: Array
-    alpha: Array
-
-    def __post_init__(self) -> None:
-        d = np.diff(self.alpha)
-        if self.volts.size < 2 or not (np.all(d > 0) or np.all(d < 0)):
-            raise CalibrationError("edge map: α(V) must be strictly monotone on ≥ 2 points")
-
-    @property
-    def alpha_range(self) -> tuple[float, float]:
-        return float(self.alpha.min()), float(self.alpha.max())
-
-    def volts_for(self, alpha: float) -> float:
-        if self.alpha[0] < self.alpha[-1]:
-            return float(np.interp(alpha, self.alpha, self.volts))
-        return float(np.interp(alpha, self.alpha[::-1], self.volts[::-1]))
-
-    def alpha_at(self, volts: float) -> float:
-        return float(np.interp(volts, self.volts, self.alpha))
+    actuators: list[ActuatorCal]
+    sense_gain: Array
+    sense_offset: Array
+    sense_delay: Array
+    decay_rate_per_s: float | None
 
 
-@dataclass(frozen=True)
-class BenchCalibration:
-    """What the controller needs from the calibration, per wiring entry (config order).
-
-    edges: (i, j) → α(V) table; drives: per [[wiring.drives]] entry (gain N/V, delay s);
-    sense: per [[wiring.sense]] entry (gain V/unit, offset V, delay s); decay_rate_per_s: the
-    slowest transient decay rate σ (= Γ/2 of the least damped mode), or None (then settling is
-    judged from the measured periods alone).
-
-    Interim file format (JSON, ``format = "physlearn-bench-calibration/1"``), used until the
-    calibration routines' own file lands; `load` reads it.
-    """
-
-    version: str
-    edges: dict[tuple[int, int], EdgeMap]
-    drive_gain_n_per_v: Array
-    drive_delay_s: Array
-    sense_gain_v_per_unit: Array
-    sense_offset_v: Array
-    sense_delay_s: Array
-    decay_rate_per_s: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": CALIBRATION_FORMAT,
-            "version": self.version,
-            "edges": [
-                {"nodes": list(k), "volts": m.volts.tolist(), "alpha": m.alpha.tolist()}
-                for k, m in self.edges.items()
-            ],
-            "drives": {
-                "gain_n_per_v": self.drive_gain_n_per_v.tolist(),
-                "delay_s": self.drive_delay_s.tolist(),
-            },
-            "sense": {
-                "gain_v_per_unit": self.sense_gain_v_per_unit.tolist(),
-                "offset_v": self.sense_offset_v.tolist(),
-                "delay_s": self.sense_delay_s.tolist(),
-            },
-            "decay_rate_per_s": self.decay_rate_per_s,
-        }
-
-    def save(self, path: str | Path) -> None:
-        from physlearn.runstore import atomic_write_bytes
-
-        atomic_write_bytes(Path(path), json.dumps(self.to_json(), indent=1).encode())
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = "calibration") -> BenchCalibration:
-        if data.get("format") != CALIBRATION_FORMAT:
+def _resolve(cal: CalibrationFile, config: BenchConfig) -> _Chains:
+    w = config.wiring
+    acts: list[ActuatorCal] = []
+    for j, dw in enumerate(w.drives):
+        found = [
+            a for a in cal.actuators if (a.instrument, a.channel) == (dw.instrument, dw.channel)
+        ]
+        if not found or found[0].node != dw.node:
             raise CalibrationError(
-                f"{source}: format {data.get('format')!r} is not {CALIBRATION_FORMAT!r}"
+                f"calibration of {cal.created_utc}: no actuator calibration for wiring.drives[{j}] "
+                f"({dw.instrument} channel {dw.channel} → node {dw.node}); recalibrate (actuators)"
             )
-        try:
-            edges = {
-                (min(e["nodes"]), max(e["nodes"])): EdgeMap(
-                    np.asarray(e["volts"], dtype=float), np.asarray(e["alpha"], dtype=float)
-                )
-                for e in data["edges"]
-            }
-            d, s = data["drives"], data["sense"]
-            return cls(
-                str(data["version"]),
-                edges,
-                np.asarray(d["gain_n_per_v"], dtype=float),
-                np.asarray(d["delay_s"], dtype=float),
-                np.asarray(s["gain_v_per_unit"], dtype=float),
-                np.asarray(s["offset_v"], dtype=float),
-                np.asarray(s["delay_s"], dtype=float),
-                None if data.get("decay_rate_per_s") is None else float(data["decay_rate_per_s"]),
+        acts.append(found[0])
+    gains, offsets, delays = [], [], []
+    for i, sw in enumerate(w.sense):
+        s = cal.sense(sw.instrument, sw.channel)
+        if s.node != sw.node:
+            raise CalibrationError(
+                f"calibration: {sw.instrument} channel {sw.channel} senses node {s.node} in the "
+                f"file, node {sw.node} in wiring.sense[{i}]"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CalibrationError(f"{source}: malformed calibration ({exc})") from None
+        gains.append(s.gain_v_per_unit.value)
+        offsets.append(s.offset_v.value)
+        delays.append(s.delay_s.value)
+    decay = (
+        min(n.damping_per_s.value for n in cal.nodes) / 2.0
+        if cal.nodes and min(n.damping_per_s.value for n in cal.nodes) > 0
+        else None
+    )
+    return _Chains(
+        acts,
+        np.array(gains, dtype=float),
+        np.array(offsets, dtype=float),
+        np.array(delays, dtype=float),
+        decay,
+    )
 
-    @classmethod
-    def load(cls, path: str | Path) -> BenchCalibration:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CalibrationError(f"{path}: cannot read the calibration ({exc})") from None
-        return cls.from_json(data, str(path))
 
-    @classmethod
-    def from_emulated_bench(cls, bench: Any, n_points: int = 401) -> BenchCalibration:
-        """EMULATOR ONLY: the calibration an ideal calibration run would give, read from the
-        emulated bench's hidden truth (tests and the in-memory example, until the calibration
-        routines produce the file). Never used on a real bench."""
-        tr = bench.twin.truth
-        cfg: BenchConfig = bench.config
-        edges = {}
-        for e, ew in enumerate(cfg.wiring.edges):
-            lim = cfg.output_limits(ew.instrument).limit_for(ew.channel)
-            v = np.linspace(lim.min_v, lim.max_v, n_points)
-            a = tr.map_offset[e] + tr.map_span[e] * np.tanh(
-                (v - tr.map_center_v[e]) / tr.map_width_v[e]
-            )
-            edges[ew.key] = EdgeMap(v, a)
-        spec = bench.twin.spec
-        g = np.asarray(spec.nodes.arrays()[2], dtype=float)
-        decay = float(np.min(g[g > 0])) / 2.0 if np.any(g > 0) else None
-        return cls(
-            f"twin-truth-seed{bench.twin.seed}",
-            edges,
-            np.array(tr.actuator_gain_n_per_v, dtype=float),
-            np.array(tr.actuator_delay_s, dtype=float),
-            np.array(tr.sensing_gain_v_per_unit, dtype=float),
-            np.array(tr.sensing_offset_v, dtype=float),
-            np.array(tr.sensing_delay_s, dtype=float),
-            decay,
-        )
+def calibration_version(cal: CalibrationFile) -> str:
+    """How the records name a calibration: bench name and creation time (UTC)."""
+    return f"{cal.bench_name}@{cal.created_utc}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +230,8 @@ class BenchOptions(_Model):
     safety: SafetyOptions
     reference_node: int | None = None
     stitch_tol: float = Field(0.05, gt=0)
+    #: warn (StaleCalibrationWarning) when the calibration file is older; None: no age check
+    calibration_max_age_days: float | None = Field(7.0, gt=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +265,7 @@ class BenchSystem(PhysicalSystem):
     def __init__(
         self,
         config: BenchConfig,
-        calibration: BenchCalibration,
+        calibration: CalibrationFile,
         spec: NetworkSpec,
         clock: Clock,
         options: BenchOptions,
@@ -358,6 +275,8 @@ class BenchSystem(PhysicalSystem):
     ):
         self.config = config.controller_view()
         self.cal = calibration
+        self.chains = _resolve(calibration, self.config)
+        self.calibration_version = calibration_version(calibration)
         self.spec = spec
         self.clock = clock
         self.options = options
@@ -388,16 +307,16 @@ class BenchSystem(PhysicalSystem):
         d = spec.nodes.count
         if spec.boundary.kind != "periodic":
             raise ConfigError("network: a bench runs a periodic drive (boundary.kind periodic)")
-        if len(self.cal.drive_gain_n_per_v) != len(w.drives) or len(
-            self.cal.sense_gain_v_per_unit
-        ) != len(w.sense):
+        masses = np.asarray(spec.nodes.arrays()[0], dtype=float)
+        if not np.allclose(masses, self.cal.mass_kg, rtol=1e-9, atol=0.0):
             raise CalibrationError(
-                f"calibration {self.cal.version}: {len(self.cal.drive_gain_n_per_v)} drives and "
-                f"{len(self.cal.sense_gain_v_per_unit)} sense paths, the bench wires "
-                f"{len(w.drives)} and {len(w.sense)}"
+                f"calibration {self.calibration_version}: declared mass {self.cal.mass_kg} kg, "
+                f"the network spec's node masses are {sorted(set(masses.tolist()))} kg; α in N/m "
+                "would be misread (set network.nodes.mass to the calibration's mass)"
             )
         edge_of = {e.key: e for e in w.edges}
         self._param_edges = []
+        self._maps: list[CouplingMap] = []
         for name, term in spec.terms():
             if not term.trainable:
                 continue
@@ -410,9 +329,16 @@ class BenchSystem(PhysicalSystem):
             key = (min(nodes), max(nodes))
             if key not in edge_of:
                 raise ConfigError(f"network: trainable coupling {name} {key} has no DAC wire")
-            if key not in self.cal.edges:
-                raise CalibrationError(f"calibration {self.cal.version}: no map for edge {key}")
-            self._param_edges.append(edge_of[key])
+            cmap = self.cal.coupling(key)
+            ew = edge_of[key]
+            if (cmap.instrument, cmap.channel) != (ew.instrument, ew.channel):
+                raise CalibrationError(
+                    f"calibration {self.calibration_version}: edge {key} was calibrated on "
+                    f"{cmap.instrument} channel {cmap.channel}, the wiring has {ew.instrument} "
+                    f"channel {ew.channel}"
+                )
+            self._param_edges.append(ew)
+            self._maps.append(cmap)
         self._names = [n for n, t in spec.terms() if t.trainable]
         if spec.inputs.nodes and spec.inputs.mode != "force":
             raise ConfigError("network.inputs.mode: a bench drives inputs as forces, not clamps")
@@ -458,6 +384,7 @@ class BenchSystem(PhysicalSystem):
             raise ConfigError("wiring.sync: the scopes trigger on a drive generator's sync")
         self._generators = sorted(gens)
         self._dacs = sorted({e.instrument for e in self._param_edges})
+        self._alpha_lo, self._alpha_hi = self.parameter_range()
 
     # ------------------------------------------------------------------ description
     @property
@@ -479,13 +406,23 @@ class BenchSystem(PhysicalSystem):
     def parameter_range(self) -> tuple[Array, Array]:
         """(lower, upper) α reachable within the calibration and the DAC limits."""
         lo, hi = [], []
-        for e in self._param_edges:
-            m = self.cal.edges[e.key]
-            lim = self.config.output_limits(e.instrument).limit_for(e.channel)
-            a1, a2 = m.alpha_at(lim.min_v), m.alpha_at(lim.max_v)
+        for e, m in zip(self._param_edges, self._maps, strict=True):
+            a1, a2 = (float(m.alpha(v)) for v in self._volt_range(e, m))
             lo.append(min(a1, a2))
             hi.append(max(a1, a2))
         return np.array(lo), np.array(hi)
+
+    def _volt_range(self, e: Any, m: CouplingMap) -> tuple[float, float]:
+        """The DAC volts both calibrated (the map's valid range) and allowed (output limits)."""
+        lim = self.config.output_limits(e.instrument).limit_for(e.channel)
+        v0, v1 = max(lim.min_v, m.v_min), min(lim.max_v, m.v_max)
+        if not v0 < v1:
+            raise CalibrationError(
+                f"edge {e.key}: the calibrated bias range [{m.v_min}, {m.v_max}] V and the "
+                f"limits [{lim.min_v}, {lim.max_v}] V of {e.instrument} channel {e.channel} "
+                "do not overlap"
+            )
+        return v0, v1
 
     # ------------------------------------------------------------------ plan checks (dry run)
     def dac_plan(self, alpha: Array) -> dict[tuple[str, int], float]:
@@ -494,14 +431,14 @@ class BenchSystem(PhysicalSystem):
         if a.shape != (self.n_params,):
             raise ConfigError(f"parameters: expected shape ({self.n_params},), got {a.shape}")
         out: dict[tuple[str, int], float] = {}
+        lo, hi = self._alpha_lo, self._alpha_hi
         for i, (e, ai) in enumerate(zip(self._param_edges, a, strict=True)):
-            lo, hi = self.cal.edges[e.key].alpha_range
-            if not lo <= ai <= hi:
+            if not lo[i] <= ai <= hi[i]:
                 raise LimitError(
                     f"parameters[{i}] ({self._names[i]}) = {ai} is outside the calibrated range "
-                    f"[{lo}, {hi}] of edge {e.key}; refused, nothing was written"
+                    f"[{lo[i]}, {hi[i]}] of edge {e.key}; refused, nothing was written"
                 )
-            v = self.cal.edges[e.key].volts_for(float(ai))
+            v = float(self._maps[i].volts(float(ai)))
             self.config.output_limits(e.instrument).check(e.channel, v)
             out[(e.instrument, e.channel)] = v
         return out
@@ -517,10 +454,11 @@ class BenchSystem(PhysicalSystem):
         out: dict[tuple[str, int], Array] = {}
         k_max = min(spec_f.shape[0], m_arb // 2)
         for j, dw in enumerate(self.config.wiring.drives):
-            g = self.cal.drive_gain_n_per_v[j]
-            tau = self.cal.drive_delay_s[j]
+            # the calibration file's actuator: F/m = a_j V(t − τ_j), so V = F(t + τ_j)/(m a_j)
+            act = self.chains.actuators[j]
+            g = self.cal.mass_kg * act.gain_per_s2_per_v.value
+            lag = np.exp(-2j * math.pi * h * act.delay_s.value / self.period_s)
             c = np.zeros(m_arb // 2 + 1, dtype=complex)
-            lag = np.exp(-2j * math.pi * h * tau / self.period_s)
             c[:k_max] = spec_f[:k_max, dw.node] / (g * zoh[:k_max] * lag[:k_max])
             v = np.fft.irfft(c * m_arb, n=m_arb)
             v = np.where(np.abs(v) < 1e-15, 0.0, v)
@@ -609,6 +547,24 @@ class BenchSystem(PhysicalSystem):
             if name not in self.drivers:
                 self.drivers[name] = self._make_driver(name)
         await asyncio.gather(*(self.drivers[n].connect() for n in self.used_instruments))
+        self.check_calibration()
+
+    def check_calibration(self) -> None:
+        """The calibration file against the connected instruments: model and serial of every
+        instrument it used that this loop drives (a mismatch names the instrument), the bench
+        config hash; a warning when older than ``calibration_max_age_days``."""
+        ids = {n: str(getattr(self.drivers[n], "identity", "")) for n in self.used_instruments}
+        absent = sorted(set(ids) - set(self.cal.instruments))
+        if absent:
+            raise CalibrationError(
+                f"calibration {self.calibration_version} does not cover instruments {absent} "
+                "(their identities were not recorded); recalibrate"
+            )
+        mine = {k: v for k, v in self.cal.instruments.items() if k in ids}
+        age = self.options.calibration_max_age_days
+        self.cal.model_copy(update={"instruments": mine}).check_bench(
+            ids, config_hash(self.config), max_age_s=None if age is None else age * 86400.0
+        )
 
     async def reconnect(self) -> None:
         """After a fault: reopen every link (the state is re-applied by the retry wrapper)."""
@@ -667,7 +623,6 @@ class BenchSystem(PhysicalSystem):
         k = self.options.settle.acquire_periods
         screen = k * self.period_s
         scale_t = scale_125_at_least(screen / H_DIVISIONS)
-        cal = self.cal
         for name, chans in self._scope_channels.items():
             scope = self.drivers[name]
             drv_info = _Scope(name, scope, chans)
@@ -676,7 +631,9 @@ class BenchSystem(PhysicalSystem):
                     await scope.set_channel_display(ch, False)
             for ch, i in chans.items():
                 scale = self._max_scale_v(i)
-                await scope.configure_channel(ch, scale, -float(cal.sense_offset_v[i]), "DC", 1.0)
+                await scope.configure_channel(
+                    ch, scale, -float(self.chains.sense_offset[i]), "DC", 1.0
+                )
                 drv_info.scale_v[ch] = scale
             await scope.set_timebase(scale_t, H_DIVISIONS / 2 * scale_t)
             await scope.set_trigger_edge("EXT", 1.0, "POS")
@@ -684,7 +641,7 @@ class BenchSystem(PhysicalSystem):
             needed = (
                 self.options.beta_resolution
                 * self.options.safety.max_response
-                * min(abs(cal.sense_gain_v_per_unit[i]) for i in chans.values())
+                * min(abs(self.chains.sense_gain[i]) for i in chans.values())
             )
             acq = await scope.get_acquisition()
             over = max(1, int(1e9 / max(acq.sample_rate_sa_per_s, 1.0)))
@@ -807,7 +764,6 @@ class BenchSystem(PhysicalSystem):
         k = self.options.settle.acquire_periods
         m = self.grid_t.size
         harmonics = self.options.harmonics or (m - 1) // 2
-        cal = self.cal
         await asyncio.gather(*(s.driver.single() for s in self._scopes.values()))
         await self._wait((k + 1.25) * self.period_s)
 
@@ -831,7 +787,7 @@ class BenchSystem(PhysicalSystem):
             for ch, wf in waves.items():
                 i = s.channels[ch]
                 node = self.config.wiring.sense[i].node
-                peak_v = float(np.max(np.abs(wf.volts - cal.sense_offset_v[i])))
+                peak_v = float(np.max(np.abs(wf.volts - self.chains.sense_offset[i])))
                 full_v = V_DIVISIONS / 2 * s.scale_v[ch]
                 top_v = self._max_scale_v(i) * V_DIVISIONS / 2
                 if wf.clipped and s.scale_v[ch] >= self._max_scale_v(i):
@@ -859,10 +815,16 @@ class BenchSystem(PhysicalSystem):
                         rerange.append((s, ch, i, new))
                 raw[f"{s.name}/ch{ch}"] = np.asarray(wf.volts, dtype=np.float32)
                 fit = fit_periods(
-                    wf.t_s, wf.volts, self.period_s, k, self.grid_t, harmonics, cal.sense_delay_s[i]
+                    wf.t_s,
+                    wf.volts,
+                    self.period_s,
+                    k,
+                    self.grid_t,
+                    harmonics,
+                    self.chains.sense_delay[i],
                 )
-                xn = (fit.values - cal.sense_offset_v[i]) / cal.sense_gain_v_per_unit[i]
-                sig = fit.residual_rms_v / abs(cal.sense_gain_v_per_unit[i])
+                xn = (fit.values - self.chains.sense_offset[i]) / self.chains.sense_gain[i]
+                sig = fit.residual_rms_v / abs(self.chains.sense_gain[i])
                 noise2 += sig**2 * m * (2 * harmonics + 1) / max(fit.points_per_period, 1) * 2
                 if node == self.reference_node:
                     refs.append(xn)
@@ -883,13 +845,15 @@ class BenchSystem(PhysicalSystem):
         raw["stitch_rel"] = stitch
         if rerange:
             for sc, ch, i, new in rerange:
-                await sc.driver.configure_channel(ch, new, -float(cal.sense_offset_v[i]), "DC", 1.0)
+                await sc.driver.configure_channel(
+                    ch, new, -float(self.chains.sense_offset[i]), "DC", 1.0
+                )
                 sc.scale_v[ch] = new
             raise _Reranged()
         return x, raw, math.sqrt(noise2)
 
     def _max_scale_v(self, i: int) -> float:
-        peak = abs(self.cal.sense_gain_v_per_unit[i]) * self.options.safety.max_response
+        peak = abs(self.chains.sense_gain[i]) * self.options.safety.max_response
         return scale_125_at_least(peak * 1.05 / (V_DIVISIONS / 2))
 
     async def _wait(self, dt_s: float) -> None:
@@ -904,8 +868,8 @@ class BenchSystem(PhysicalSystem):
         self.io_time_s += time.perf_counter() - t0
         st = self.options.settle
         r_known = (
-            contraction_from_decay(self.cal.decay_rate_per_s, self.period_s)
-            if self.cal.decay_rate_per_s
+            contraction_from_decay(self.chains.decay_rate_per_s, self.period_s)
+            if self.chains.decay_rate_per_s
             else None
         )
         if st.first_wait_periods is not None:
@@ -978,7 +942,7 @@ class BenchSystem(PhysicalSystem):
             "m",
             await self.clock.now(),
             SettleInfo(waited, remaining, periodic),
-            {"level": "bench", "calibration": self.cal.version},
+            {"level": "bench", "calibration": self.calibration_version},
         )
 
     def drain_journal(self) -> list[dict[str, Any]]:
@@ -991,7 +955,7 @@ class BenchSystem(PhysicalSystem):
             "dac_v": {f"{k[0]}/ch{k[1]}": v for k, v in self._dac_v.items()},
             "armed": self.armed,
             "scope_modes": {n: s.mode for n, s in getattr(self, "_scopes", {}).items()},
-            "calibration": self.cal.version,
+            "calibration": self.calibration_version,
         }
 
     # ------------------------------------------------------------------ safe state

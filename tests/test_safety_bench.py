@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from physlearn.bench_system import BenchCalibration, BenchOptions, BenchSystem, TwinClock
+from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
+from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import InstrumentTimeoutError, LimitError, SafetyError
 from physlearn.network import NetworkSpec
 from physlearn.optimizers import make_optimizer
@@ -26,6 +27,7 @@ from physlearn.topology import layered
 pytestmark = pytest.mark.timeout(300)
 
 BENCH = Path(__file__).resolve().parents[1] / "examples" / "bench-xor-bench.toml"
+CALIBRATION = BENCH.with_name("bench-xor-calibration.json")
 _names = itertools.count()
 
 
@@ -49,8 +51,12 @@ def xor_spec() -> NetworkSpec:
 def make(max_response: float = 3.0) -> tuple[EmulatedBench, BenchSystem]:
     bench = EmulatedBench.from_file(BENCH, virtual=True)
     res = bench.serve(memory_prefix=f"safety{next(_names)}-", control=False)
-    cal = BenchCalibration.from_emulated_bench(bench)
-    opts = BenchOptions(safety={"max_response": max_response}, settle={"first_wait_periods": 12})
+    cal = CalibrationFile.read(CALIBRATION)
+    opts = BenchOptions(
+        safety={"max_response": max_response},
+        settle={"first_wait_periods": 12},
+        calibration_max_age_days=None,
+    )
     return bench, BenchSystem(
         bench.config, cal, xor_spec(), TwinClock(bench.control), opts, resources=res
     )
@@ -181,7 +187,7 @@ def test_property_wild_updates_never_leave_the_limits(
 
 def _plan_system() -> BenchSystem:
     bench = EmulatedBench.from_file(BENCH, virtual=True)
-    cal = BenchCalibration.from_emulated_bench(bench)
+    cal = CalibrationFile.read(CALIBRATION)
     opts = BenchOptions(safety={"max_response": 3.0})
     return BenchSystem(bench.config, cal, xor_spec(), TwinClock(bench.control), opts)
 
@@ -228,3 +234,47 @@ def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> 
     with pytest.raises(PersistentFault, match="scope2") as err:
         asyncio.run(grads(RetryingSystem(Dead(spec, 33), RetryPolicy(2, 0.0))))
     assert err.value.instrument == "scope2" and err.value.fault == "InstrumentTimeoutError"
+
+
+def test_committed_example_calibration_is_the_truth_answer_key() -> None:
+    from bench_system_helpers import truth_calibration
+
+    bench = EmulatedBench.from_file(BENCH, virtual=True)
+    fresh = truth_calibration(bench).model_dump()
+    assert CalibrationFile.read(CALIBRATION).model_dump() == fresh
+
+
+def test_calibration_of_other_instruments_is_refused_and_old_file_warned() -> None:
+    from physlearn.calibration.schema import StaleCalibrationWarning
+    from physlearn.errors import CalibrationError
+
+    bench, sysb = make()
+    try:
+
+        async def connect(s: BenchSystem) -> None:
+            await s.connect()
+
+        sysb.options = BenchOptions(safety={"max_response": 3.0}, calibration_max_age_days=30.0)
+        with pytest.warns(StaleCalibrationWarning):
+            asyncio.run(connect(sysb))
+        cal = CalibrationFile.read(CALIBRATION)
+        ident = cal.instruments["scope2"].model_copy(update={"serial": "DS1ZA999"})
+        other = cal.model_copy(update={"instruments": {**cal.instruments, "scope2": ident}})
+        s2 = BenchSystem(
+            bench.config,
+            other,
+            xor_spec(),
+            TwinClock(bench.control),
+            BenchOptions(safety={"max_response": 3.0}, calibration_max_age_days=None),
+            resources=bench.resources(),
+        )
+        with pytest.raises(CalibrationError, match=r"scope2.*DS1ZA999"):
+            asyncio.run(connect(s2))
+
+        async def close_both() -> None:
+            await sysb.close()
+            await s2.close()
+
+        asyncio.run(close_both())
+    finally:
+        bench.stop()

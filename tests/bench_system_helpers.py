@@ -1,0 +1,118 @@
+"""EMULATOR ONLY: the calibration file an ideal calibration would produce, read from the emulated
+bench's hidden truth (the answer key). Tests and the XOR example's committed calibration
+(`examples/bench-xor-calibration.json`) use it; the controller never sees the truth.
+
+    python tests/bench_system_helpers.py        # rewrite examples/bench-xor-calibration.json
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from physlearn.calibration.bench import config_hash
+from physlearn.calibration.schema import (
+    ActuatorCal,
+    CalibrationFile,
+    CouplingMap,
+    Identity,
+    NodeCal,
+    SensingCal,
+    val,
+)
+from physlearn.simulators.bench_twin import EmulatedBench
+
+ROOT = Path(__file__).resolve().parents[1]
+XOR_BENCH = ROOT / "examples" / "bench-xor-bench.toml"
+XOR_CALIBRATION = ROOT / "examples" / "bench-xor-calibration.json"
+TRUTH_DATE = "2025-01-01T00:00:00+00:00"
+
+
+def truth_calibration(bench: EmulatedBench, created_utc: str = TRUTH_DATE) -> CalibrationFile:
+    """The hidden truth of `bench` in the calibration file's schema (σ = 0)."""
+    cfg = bench.config
+    tr = bench.twin.truth
+    spec = bench.twin.spec
+    mass, stiffness, damping = (np.asarray(a, dtype=float) for a in spec.nodes.arrays()[:3])
+    m = float(mass[0])
+    w = cfg.wiring
+    seen: set[int] = set()
+    sensing = []
+    for i, sw in enumerate(w.sense):
+        sensing.append(
+            SensingCal(
+                node=sw.node,
+                instrument=sw.instrument,
+                channel=sw.channel,
+                gain_v_per_unit=val(tr.sensing_gain_v_per_unit[i], 0.0, "V/unit"),
+                offset_v=val(tr.sensing_offset_v[i], 0.0, "V"),
+                delay_s=val(tr.sensing_delay_s[i], 0.0, "s"),
+                reference=sw.node not in seen,
+            )
+        )
+        seen.add(sw.node)
+    nodes = []
+    for n in range(spec.nodes.count):
+        w2 = float(stiffness[n] / mass[n])
+        nodes.append(
+            NodeCal(
+                node=n,
+                f0_hz=val(math.sqrt(w2) / (2 * math.pi), 0.0, "Hz"),
+                q=val(math.sqrt(w2) / damping[n] if damping[n] > 0 else math.inf, 0.0, ""),
+                damping_per_s=val(damping[n], 0.0, "1/s"),
+                omega2_per_s2=val(w2, 0.0, "1/s^2"),
+            )
+        )
+    couplings = []
+    for e, ew in enumerate(w.edges):
+        lim = cfg.output_limits(ew.instrument).limit_for(ew.channel)
+        couplings.append(
+            CouplingMap(
+                nodes=(ew.nodes[0], ew.nodes[1]),
+                instrument=ew.instrument,
+                channel=ew.channel,
+                a=float(tr.map_offset[e]) / m,
+                b=float(tr.map_span[e]) / m,
+                c_v=float(tr.map_center_v[e]),
+                w_v=float(tr.map_width_v[e]),
+                cov=[[0.0] * 4 for _ in range(4)],
+                v_min=lim.min_v,
+                v_max=lim.max_v,
+                mass_kg=m,
+                chi2_per_dof=1.0,
+                linear_kappa_per_s2=val(float(tr.map_offset[e]) / m, 0.0, "1/s^2"),
+            )
+        )
+    return CalibrationFile(
+        created_utc=created_utc,
+        bench_name=cfg.name,
+        bench_config_sha256=config_hash(cfg),
+        instruments={n: Identity.parse(e.identity()) for n, e in bench.emulators.items()},
+        drive_frequency_hz=spec.drive.omega_rad_s / (2 * math.pi),
+        mass_kg=m,
+        nonlinearity=str(spec.nonlinearity),
+        steps={"truth": created_utc},
+        actuators=[
+            ActuatorCal(
+                node=dw.node,
+                instrument=dw.instrument,
+                channel=dw.channel,
+                gain_per_s2_per_v=val(tr.actuator_gain_n_per_v[j] / m, 0.0, "unit/s^2/V"),
+                delay_s=val(tr.actuator_delay_s[j], 0.0, "s"),
+            )
+            for j, dw in enumerate(w.drives)
+        ],
+        sensing=sensing,
+        nodes=nodes,
+        couplings=couplings,
+        notes=["EMULATOR ANSWER KEY: the emulated bench's hidden truth, not a measurement"],
+    )
+
+
+if __name__ == "__main__":
+    b = EmulatedBench.from_file(XOR_BENCH, virtual=True)
+    truth_calibration(b).save(XOR_CALIBRATION)
+    print(f"wrote {XOR_CALIBRATION}", file=sys.stderr)
