@@ -207,7 +207,9 @@ class TrainingConfig(_Model):
     ``validation_fraction``: a stratified hold-out of the training split (seeded by ``seed``),
     never trained on. ``failure_backoff``: factor applied to the step length after a step whose
     steady state could not be found (the parameters go back to the last measured ones);
-    ``recovery_steps`` successful steps double it back, up to 1.
+    ``recovery_steps`` successful steps double it back, up to 1. ``revert_unsolved``: an epoch
+    whose evaluation finds samples without a steady state sends the parameters back to the last
+    epoch that solved every sample (with the same step shortening).
     ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
     this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
     ``eval_batch_size``: samples per batched steady-state solve during evaluation."""
@@ -227,6 +229,7 @@ class TrainingConfig(_Model):
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     failure_backoff: float = Field(0.5, gt=0.0, le=1.0)
     recovery_steps: int = Field(10, ge=1)
+    revert_unsolved: bool = True
     min_mode_margin: float | None = Field(None, gt=0.0, lt=0.5)
 
     @model_validator(mode="after")

@@ -18,8 +18,20 @@ Failures never write anything half-way:
   attract) means the last update led the network somewhere the bench cannot settle: the
   parameters go back to the last ones whose steady states were measured, the step is counted in
   ``solver_failures`` and logged;
+* the step length is then multiplied by ``training.failure_backoff`` (down to 1/1024) and grows
+  back ×2 every ``training.recovery_steps`` successful steps; a second failure in a row goes
+  back further, to the last epoch-end parameters whose evaluation solved every sample;
+* an epoch-end evaluation in which some samples have no steady state (they count as
+  misclassified; the batch is split to isolate them) sends the parameters back to that last
+  fully solved epoch too, with the same step shortening (``training.revert_unsolved``);
 * ``training.max_consecutive_failures`` failed steps in a row stop the run with a `TrainingError`
   (the run directory then holds everything up to the last completed epoch and the checkpoint).
+
+Selection: ``training.select`` keeps the parameters of the best epoch by the accuracy (then loss)
+of the train, validation (a stratified hold-out, ``training.validation_fraction``) or test split,
+with ``training.patience`` for early stopping; ``summary["final"]`` is that epoch's record.
+``training.min_mode_margin`` shortens or refuses updates that would move a linear mode at rest
+near ω or 2ω.
 
 Bit-reproducible: the same config gives byte-identical parameters (all randomness is drawn from
 Generators seeded by the config; the twin is deterministic).
@@ -375,6 +387,7 @@ class Trainer:
             "solver_failures": 0,
             "clipped_parameters": 0,
             "mode_guard_refusals": 0,
+            "evaluation_reverts": 0,
         }
         consecutive = 0
         step_scale, good_streak = 1.0, 0
@@ -482,8 +495,22 @@ class Trainer:
             t_train = time.perf_counter() - t_ep
             ev = await self._evaluate(params)
             t_eval = time.perf_counter() - t_ep - t_train
+            reverted = False
             if ev["unsolved"] == 0:
                 anchor = params.copy()
+            elif tc.revert_unsolved and not np.array_equal(params, anchor):
+                # some samples have no steady state at these parameters: never train on from
+                # here; go back to the last epoch whose evaluation solved every sample
+                log.warning(
+                    "epoch %d: %d evaluation samples without a steady state; parameters "
+                    "reverted to the last fully solved epoch, step length × %.3g",
+                    epoch,
+                    ev["unsolved"],
+                    tc.failure_backoff,
+                )
+                step_scale = max(step_scale * tc.failure_backoff, 1.0 / 1024.0)
+                good_streak, reverted = 0, True
+                counters["evaluation_reverts"] += 1
             finite_cos = [c for c in cosines if math.isfinite(c)]
             improved = False
             if tc.select != "last":
@@ -509,6 +536,7 @@ class Trainer:
                     "mean_batch_loss": float(np.mean(batch_losses)) if batch_losses else math.nan,
                     "eval_failures": ev["failures"],
                     "eval_unsolved": ev["unsolved"],
+                    "reverted_after_evaluation": reverted,
                     "train_time_s": t_train,
                     "eval_time_s": t_eval,
                     **(
@@ -543,6 +571,8 @@ class Trainer:
                 t_train,
                 t_eval,
             )
+            if reverted:
+                params = anchor.copy()
             if self._reached(ev):
                 stopped_early, stop_reason = epoch + 1 < tc.epochs, "target reached"
                 break

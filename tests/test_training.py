@@ -54,6 +54,7 @@ def test_short_iris_run_beats_chance(tmp_path: Path) -> None:
     assert res.metrics[-1]["train_loss"] < res.summary["initial"]["train_loss"]
 
 
+@pytest.mark.slow
 def test_runs_are_bit_reproducible(tmp_path: Path) -> None:
     cfg = _cfg("iris", **{"training.epochs": 2, "training.batch_size": 16})
     for name in ("a", "b"):
@@ -260,8 +261,9 @@ class _FailsWithSample(PhysicalSystem):
     """A system delegating to the twin but without a steady state whenever the input batch
     contains the feature row ``bad``."""
 
-    def __init__(self, inner: PhysicalSystem, bad: np.ndarray):
+    def __init__(self, inner: PhysicalSystem, bad: np.ndarray, unless: np.ndarray | None = None):
         self.inner, self.bad, self._u = inner, bad, np.zeros((0, bad.size))
+        self.unless, self._alpha = unless, np.zeros(0)  # parameters at which it never fails
 
     @property
     def n_nodes(self) -> int:
@@ -280,6 +282,7 @@ class _FailsWithSample(PhysicalSystem):
         return self.inner.actuated_nodes
 
     async def set_parameters(self, alpha: np.ndarray) -> None:
+        self._alpha = np.array(alpha, copy=True)
         await self.inner.set_parameters(alpha)
 
     async def set_input(self, u: np.ndarray) -> None:
@@ -293,7 +296,8 @@ class _FailsWithSample(PhysicalSystem):
         return await self.inner.drive_peak()
 
     async def measure(self) -> Any:
-        if np.any(np.all(self._u == self.bad, axis=1)):
+        spared = self.unless is not None and np.array_equal(self._alpha, self.unless)
+        if not spared and np.any(np.all(self._u == self.bad, axis=1)):
             raise SteadyStateError("synthetic: no steady state", sample=0)
         return await self.inner.measure()
 
@@ -323,6 +327,7 @@ def test_best_epoch_is_selected_on_training_data(tmp_path: Path) -> None:
         "iris",
         **{
             "training.epochs": 3,
+            "training.batch_size": 24,
             "training.select": "validation",
             "training.validation_fraction": 0.2,
         },
@@ -337,3 +342,25 @@ def test_best_epoch_is_selected_on_training_data(tmp_path: Path) -> None:
     assert res.params.tobytes() == store.load_params(s["selected_epoch"]).tobytes()
     with pytest.raises(ConfigError, match="validation_fraction"):
         _cfg("iris", **{"training.select": "validation"})
+
+
+def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch() -> None:
+    cfg = _cfg(
+        "xor",
+        **{"training.epochs": 2, "training.target_accuracy": None, "training.target_loss": None},
+    )
+    setup = prepare(cfg)
+    p0 = setup.spec.initial_parameters()
+    est = _SolverFailsOn(setup.estimator, set())  # records the parameters of every step
+    setup.estimator = est
+    # the evaluation twin has no steady state for sample 0 anywhere but at the initial parameters
+    flaky = _FailsWithSample(make_system(cfg, setup.spec, "none"), setup.dataset.x_train[0], p0)
+    res = asyncio.run(Trainer(setup, eval_system=flaky).run(None))
+    m = res.metrics
+    assert res.summary["initial"]["unsolved"] == 0
+    assert [r["eval_unsolved"] for r in m] == [2, 2]  # sample 0 is in train and test (XOR)
+    assert [r["reverted_after_evaluation"] for r in m] == [True, True]
+    assert res.summary["evaluation_reverts"] == 2
+    assert [r["step_scale"] for r in m] == [0.5, 0.25]
+    assert [r["train_accuracy"] <= 0.75 for r in m] == [True, True]  # unsolved = misclassified
+    assert est.alphas[1].tobytes() == p0.tobytes()  # epoch 1 trains from the solved parameters
