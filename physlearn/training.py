@@ -24,6 +24,8 @@ Failures never write anything half-way:
 * an epoch-end evaluation in which some samples have no steady state (they count as
   misclassified; the batch is split to isolate them) sends the parameters back to that last
   fully solved epoch too, with the same step shortening (``training.revert_unsolved``);
+* a failure of either kind at the smallest step length (``MIN_STEP_SCALE``) ends the run early
+  (``summary["stop_reason"]``): the network sits at a bifurcation that shorter steps cannot avoid;
 * ``training.max_consecutive_failures`` failed steps in a row stop the run with a `TrainingError`
   (the run directory then holds everything up to the last completed epoch and the checkpoint).
 
@@ -80,6 +82,10 @@ __all__ = [
     "train",
     "validation_split",
 ]
+
+
+#: Smallest step-length factor after repeated failures; one more failure there stops the run.
+MIN_STEP_SCALE = 1.0 / 1024.0
 
 
 class TrainingError(PhyslearnError):
@@ -404,6 +410,7 @@ class Trainer:
         epochs_run = 0
         best: tuple[float, float] | None = None
         best_epoch, best_params, since_best = -1, params.copy(), 0
+        stuck = False
         for epoch in range(tc.epochs):
             t_ep = time.perf_counter()
             batch_losses: list[float] = []
@@ -413,7 +420,7 @@ class Trainer:
                 u = self.x_fit[idx]
                 lab = self.y_fit[idx]
                 task = targets.task(spec, lab)
-                failed = None
+                failed, stuck = None, False
                 try:
                     g = await est.estimate(self.system, params, u, task)
                     grad = np.mean(g.grad, axis=0)
@@ -430,7 +437,8 @@ class Trainer:
                     )
                 except SolverError as exc:
                     failed = "solver_failures"
-                    step_scale = max(step_scale * tc.failure_backoff, 1.0 / 1024.0)
+                    stuck = step_scale <= MIN_STEP_SCALE
+                    step_scale = max(step_scale * tc.failure_backoff, MIN_STEP_SCALE)
                     good_streak = 0
                     log.warning(
                         "epoch %d batch %d: no attracting steady state (%s); parameters reverted "
@@ -448,6 +456,8 @@ class Trainer:
                     counters[failed] += 1
                     ep_counts[failed] += 1
                     consecutive += 1
+                    if stuck:
+                        break
                     if consecutive >= tc.max_consecutive_failures:
                         raise TrainingError(
                             f"{consecutive} failed steps in a row (last: {failed}) at epoch "
@@ -499,6 +509,7 @@ class Trainer:
             if ev["unsolved"] == 0:
                 anchor = params.copy()
             elif tc.revert_unsolved and not np.array_equal(params, anchor):
+                stuck = stuck or step_scale <= MIN_STEP_SCALE
                 # some samples have no steady state at these parameters: never train on from
                 # here; go back to the last epoch whose evaluation solved every sample
                 log.warning(
@@ -508,7 +519,7 @@ class Trainer:
                     ev["unsolved"],
                     tc.failure_backoff,
                 )
-                step_scale = max(step_scale * tc.failure_backoff, 1.0 / 1024.0)
+                step_scale = max(step_scale * tc.failure_backoff, MIN_STEP_SCALE)
                 good_streak, reverted = 0, True
                 counters["evaluation_reverts"] += 1
             finite_cos = [c for c in cosines if math.isfinite(c)]
@@ -573,6 +584,14 @@ class Trainer:
             )
             if reverted:
                 params = anchor.copy()
+            if stuck:
+                stopped_early = epoch + 1 < tc.epochs
+                stop_reason = (
+                    "steady states keep failing at the smallest step length "
+                    f"({MIN_STEP_SCALE:g} of the optimizer's): the network sits at a bifurcation"
+                )
+                log.warning("epoch %d: %s; stopping", epoch, stop_reason)
+                break
             if self._reached(ev):
                 stopped_early, stop_reason = epoch + 1 < tc.epochs, "target reached"
                 break
