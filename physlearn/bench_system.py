@@ -566,6 +566,17 @@ class BenchSystem(PhysicalSystem):
             ids, config_hash(self.config), max_age_s=None if age is None else age * 86400.0
         )
 
+    async def disconnect(self) -> None:
+        """Close the links of an unarmed bench without touching any output (after a dry run)."""
+        if self.armed:
+            raise SafetyError("the bench is armed: close() puts it in its safe state")
+        for drv in self.drivers.values():
+            try:
+                await drv.close()
+            except InstrumentError:
+                log.debug("closing a driver failed", exc_info=True)
+        self.drivers = {}
+
     async def reconnect(self) -> None:
         """After a fault: reopen every link (the state is re-applied by the retry wrapper)."""
         for name in self.used_instruments:

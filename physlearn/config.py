@@ -243,15 +243,44 @@ class TrainingConfig(_Model):
         return self
 
 
-class SystemConfig(_Model):
-    """The physical system. ``kind = "ideal"``: the ideal twin (physlearn.ideal.IdealSystem).
-    ``floquet``: which steady states of the training steps get their Floquet multipliers checked
-    (``none`` is fastest; the final parameters are always checked on the free phase)."""
+class BenchSessionConfig(_Model):
+    """``[system.bench]``: the bench a ``kind = "bench"`` run trains on (README "Bench session").
 
-    kind: Literal["ideal"] = "ideal"
+    ``config``: the bench file (instruments, wiring, limits); ``calibration``: its calibration
+    file (``physlearn calibrate all``); paths relative to the train config. ``twin_control``:
+    ``"memory"`` runs the emulated bench of the bench file's ``[twin]`` in this process (examples,
+    CI); ``"tcp://HOST:PORT"`` drives a served emulated bench's virtual clock (``physlearn twin
+    serve``); absent: a real bench on the wall clock. ``resources``: VISA resource per instrument
+    (overrides the bench file's). ``options``: `physlearn.bench_system.BenchOptions` (sampling,
+    settling, interlock, DAC slew, calibration age). ``retries``: attempts per measurement on a
+    transient instrument fault."""
+
+    config: Path
+    calibration: Path
+    twin_control: str | None = None
+    resources: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    retries: int = Field(4, ge=1)
+
+
+class SystemConfig(_Model):
+    """The physical system. ``kind = "ideal"``: the ideal twin (physlearn.ideal.IdealSystem);
+    ``kind = "bench"``: instruments through `physlearn.bench_system.BenchSystem`, configured by
+    ``[system.bench]``. ``floquet``: which steady states of the training steps get their Floquet
+    multipliers checked on the ideal twin (``none`` is fastest; the final parameters are always
+    checked on the free phase of the model)."""
+
+    kind: Literal["ideal", "bench"] = "ideal"
     points_per_period: int = Field(33, ge=3)
     floquet: Literal["all", "free", "none"] = "none"
     tol: float = Field(1e-10, gt=0)
+    bench: BenchSessionConfig | None = None
+
+    @model_validator(mode="after")
+    def _bench(self) -> SystemConfig:
+        if (self.kind == "bench") != (self.bench is not None):
+            raise ValueError('[system.bench] is required with kind = "bench" and only then')
+        return self
 
     @field_validator("points_per_period")
     @classmethod

@@ -1,4 +1,7 @@
-"""`physlearn train`: train a network on the ideal twin from a TOML config, with a progress bar.
+"""`physlearn train`: train a network from a TOML config, with a progress bar — on the ideal twin
+(``[system] kind = "ideal"``) or on a bench, real or emulated (``kind = "bench"``: ``--dry-run``
+checks every planned setting without switching anything on; ``--arm`` is required to enable the
+outputs; see physlearn.commands.bench_session and README "Bench session").
 
 Writes a run directory (resolved config, per-epoch metrics and parameters, checkpoint, summary;
 see physlearn.runstore) and prints its path at the end.
@@ -30,6 +33,14 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override [training].epochs")
     p.add_argument("--seed", type=int, default=None, help="override [training].seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="bench: check every planned setting and the calibration, switch nothing on",
+    )
+    p.add_argument(
+        "--arm", action="store_true", help="bench: enable the outputs (required to train)"
+    )
 
 
 def _fmt(v: object) -> str:
@@ -70,7 +81,26 @@ def run(args: argparse.Namespace) -> int:
             )
 
     try:
-        result = train(cfg, root=args.run_dir, name=name, progress=progress)
+        if cfg.system.kind == "bench":
+            from physlearn.commands.bench_session import run_bench_sync
+            from physlearn.runstore import RunStore
+            from physlearn.training import TrainSetup, _write_network
+
+            def store_factory(setup: TrainSetup) -> RunStore:
+                root = Path(args.run_dir) if args.run_dir is not None else cfg.output.root
+                store = RunStore.create(root, name, cfg.resolved())
+                _write_network(store, setup.spec)
+                return store
+
+            bench_result = run_bench_sync(cfg, args.config, args, store_factory, progress)
+            if bench_result is None:
+                return 0
+            result = bench_result
+        else:
+            if args.dry_run or args.arm:
+                print('--dry-run and --arm apply to [system] kind = "bench" only')
+                return 2
+            result = train(cfg, root=args.run_dir, name=name, progress=progress)
     finally:
         if bar is not None:
             bar.close()

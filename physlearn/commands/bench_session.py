@@ -1,0 +1,157 @@
+"""`physlearn train` on a bench (``[system] kind = "bench"``): the dry run, the arm step, and a
+training run through `BenchSystem` with retries and the safe state on every exit path.
+
+* ``--dry-run``: every planned setting is checked — DAC volts of the initial parameters and of
+  every corner of the parameter bounds through the calibration against the DAC limits, the drive
+  of every data-set input (with a nudge of up to β × the drive peak on the outputs) against the
+  generator limits — and the calibration file is checked against the connected instruments'
+  identities. Nothing is switched on; exit 0 if everything passes.
+* without ``--arm`` the command refuses to enable outputs (exit 2, with a message);
+* ``--arm``: connect, arm (outputs enabled), train; transient instrument faults are retried
+  (the measurement is repeated, never skipped); a persistent fault, an interlock trip, an
+  exception or SIGINT/SIGTERM put the bench in its safe state before the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from physlearn.bench_config import BenchConfig
+from physlearn.bench_system import BenchOptions, BenchSystem, Clock, SystemClock, TwinClock
+from physlearn.calibration.schema import CalibrationFile
+from physlearn.config import BenchSessionConfig, TrainConfig
+from physlearn.errors import ConfigError
+from physlearn.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
+from physlearn.training import ProgressFn, Trainer, TrainResult, TrainSetup, prepare
+
+log = logging.getLogger(__name__)
+_memory_names = count()
+
+__all__ = ["BenchSession", "open_session", "run_bench"]
+
+
+@dataclass
+class BenchSession:
+    """A bench system ready to connect, with what keeps its emulated bench alive (if any)."""
+
+    system: BenchSystem
+    setup: TrainSetup
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p)
+
+
+@asynccontextmanager
+async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[BenchSession]:
+    """Build the `BenchSystem` of ``[system.bench]`` (nothing connected yet). ``twin_control =
+    "memory"`` serves the bench file's emulated bench in this process for the session."""
+    b: BenchSessionConfig | None = cfg.system.bench
+    if b is None:
+        raise ConfigError('[system.bench] is required with kind = "bench"')
+    setup = prepare(cfg)
+    bench_path = _resolve(config_dir, b.config)
+    config = BenchConfig.load(bench_path)
+    cal = CalibrationFile.read(_resolve(config_dir, b.calibration))
+    options = BenchOptions.model_validate(b.options)
+    resources = dict(b.resources)
+    emulated: Any = None
+    client: Any = None
+    clock: Clock
+    try:
+        if b.twin_control == "memory":
+            from physlearn.simulators.bench_twin import EmulatedBench
+
+            emulated = EmulatedBench.from_file(bench_path, virtual=True)
+            resources = {
+                **emulated.serve(memory_prefix=f"train{next(_memory_names)}-", control=False),
+                **resources,
+            }
+            clock = TwinClock(emulated.control)
+        elif b.twin_control is not None:
+            from physlearn.simulators.twin_control import TwinControlClient
+
+            client = TwinControlClient(b.twin_control)
+            await client.connect()
+            clock = TwinClock(client)
+        else:
+            clock = SystemClock()
+        system = BenchSystem(config, cal, setup.spec, clock, options, resources=resources)
+        yield BenchSession(system, setup)
+    finally:
+        if client is not None:
+            await client.close()
+        if emulated is not None:
+            emulated.stop()
+
+
+def dry_run(session: BenchSession) -> dict[str, Any]:
+    """Check every planned setting (no connection, nothing written)."""
+    s = session.setup
+    spec, ds = s.spec, s.dataset
+    lo, hi = spec.parameter_bounds()
+    beta = float(s.config.estimator.kwargs().get("beta", 0.0) or 0.0)
+    inputs = np.concatenate([ds.x_train, ds.x_test], axis=0)
+    return session.system.plan_check([spec.initial_parameters(), lo, hi], inputs, beta)
+
+
+async def run_bench(
+    cfg: TrainConfig,
+    config_path: Path,
+    args: argparse.Namespace,
+    store_factory: Any,
+    progress: ProgressFn | None,
+) -> TrainResult | None:
+    """The bench branch of `physlearn train`; None after a dry run."""
+    async with open_session(cfg, config_path.parent) as session:
+        sysb = session.system
+        report = dry_run(session)
+        await sysb.connect()  # identities: the calibration is checked against the serials
+        print(
+            f"dry run: {report['dac_settings']} DAC settings and {report['arb_waveforms']} "
+            f"drive waveforms for {report['inputs']} inputs within the limits and the calibrated "
+            f"range; calibration {sysb.calibration_version} matches the connected instruments"
+        )
+        if args.dry_run:
+            await sysb.disconnect()
+            return None
+        if not args.arm:
+            await sysb.disconnect()
+            print(
+                "refusing to enable the bench outputs without --arm: check the dry run above "
+                "(physlearn train --dry-run), then run again with --arm",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        b = cfg.system.bench
+        assert b is not None
+        wrapped = RetryingSystem(sysb, RetryPolicy(attempts=b.retries), on_fault=sysb.reconnect)
+        trainer = Trainer(session.setup, system=wrapped, eval_system=wrapped)
+        store = store_factory(session.setup)
+
+        async def main() -> TrainResult:
+            await sysb.arm()
+            return await trainer.run(store, progress)
+
+        return await run_with_safe_exit(main(), sysb)
+
+
+def run_bench_sync(
+    cfg: TrainConfig,
+    config_path: Path,
+    args: argparse.Namespace,
+    store_factory: Any,
+    progress: ProgressFn | None,
+) -> TrainResult | None:
+    return asyncio.run(run_bench(cfg, config_path, args, store_factory, progress))

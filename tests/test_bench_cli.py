@@ -1,0 +1,48 @@
+"""`physlearn train` on the bench (``[system] kind = "bench"``, in-memory emulated bench): the
+dry run checks every setting and switches nothing on; without --arm the command refuses to
+enable the outputs; a setting outside the limits fails the dry run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "bench-xor.toml"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def train(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "physlearn.cli", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=cwd,
+    )
+
+
+def test_dry_run_and_refusal_without_arm(tmp_path: Path) -> None:
+    r = train("--config", str(EXAMPLE), "--dry-run", "--run-dir", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "27 DAC settings" in r.stdout and "matches the connected instruments" in r.stdout
+    assert not any(tmp_path.iterdir())  # no run directory
+    r = train("--config", str(EXAMPLE), "--run-dir", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "refusing to enable the bench outputs without --arm" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_refuses_a_drive_beyond_the_limits(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("gain = 1.5", "gain = 15.0", 1)
+    for name in ("bench-xor-bench.toml", "bench-xor-calibration.json"):
+        (tmp_path / name).write_text((EXAMPLE.parent / name).read_text())
+    cfg = tmp_path / "bench-xor.toml"
+    cfg.write_text(text)
+    r = train("--config", str(cfg), "--dry-run", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "fgen1" in r.stderr and "limit" in r.stderr.lower()
