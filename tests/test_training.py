@@ -364,3 +364,24 @@ def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch() ->
     assert [r["step_scale"] for r in m] == [0.5, 0.25]
     assert [r["train_accuracy"] <= 0.75 for r in m] == [True, True]  # unsolved = misclassified
     assert est.alphas[1].tobytes() == p0.tobytes()  # epoch 1 trains from the solved parameters
+
+
+def test_failing_again_at_the_smallest_step_stops_the_run() -> None:
+    cfg = _cfg(
+        "xor",
+        **{
+            "training.epochs": 30,
+            "training.target_accuracy": None,
+            "training.target_loss": None,
+            "training.failure_backoff": 0.1,
+        },
+    )
+    setup = prepare(cfg)
+    setup.estimator = _SolverFailsOn(setup.estimator, set(range(1, 100)))
+    res = asyncio.run(Trainer(setup).run(None))
+    s = res.summary
+    # scale 1 → 0.1 → 0.01 → 0.001 → 1/1024 (floor) on epochs 1–4; epoch 5 fails at the floor
+    scales = [m["step_scale"] for m in res.metrics][1:5]
+    assert np.allclose(scales, [0.1, 0.01, 0.001, 1 / 1024], rtol=1e-12, atol=0.0)
+    assert s["epochs_run"] == 6 and s["stopped_early"] and "bifurcation" in s["stop_reason"]
+    assert s["solver_failures"] == 5 and s["steps"] == 1
