@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from physlearn.errors import ConfigError
-from physlearn.topology import layer_nodes, layered, mode_report, spec_with_parameters
+from physlearn.topology import ModeGuard, layer_nodes, layered, mode_report, spec_with_parameters
 
 
 def test_layered_structure_and_bounds() -> None:
@@ -77,3 +77,15 @@ def test_spec_with_parameters_round_trip() -> None:
 def test_bad_layers(layers: list[int]) -> None:
     with pytest.raises(ConfigError, match="layers"):
         layered(layers)
+
+
+def test_mode_guard_matches_mode_report_for_trained_parameters() -> None:
+    spec = layered([4, 6, 3], seed=2)
+    guard = ModeGuard(spec)
+    rng = np.random.default_rng(0)
+    lo, hi = spec.parameter_bounds()
+    for _ in range(3):
+        p = np.clip(spec.initial_parameters() + rng.normal(0.0, 0.4, lo.size), lo, hi)
+        rep = mode_report(spec, p)
+        assert np.allclose(guard.modes(p), rep.modes_rad_s, rtol=1e-12, atol=1e-12)
+        assert guard.margin(p) == pytest.approx(min(rep.margin_1w, rep.margin_2w), rel=1e-12)
