@@ -385,3 +385,39 @@ def test_failing_again_at_the_smallest_step_stops_the_run() -> None:
     assert np.allclose(scales, [0.1, 0.01, 0.001, 1 / 1024], rtol=1e-12, atol=0.0)
     assert s["epochs_run"] == 6 and s["stopped_early"] and "bifurcation" in s["stop_reason"]
     assert s["solver_failures"] == 5 and s["steps"] == 1
+
+
+def test_mode_guard_keeps_linear_modes_away_from_the_drive(tmp_path: Path) -> None:
+    from physlearn.topology import ModeGuard
+
+    cfg = _cfg(
+        "xor",
+        **{
+            "training.epochs": 4,
+            "training.target_accuracy": None,
+            "training.target_loss": None,
+            "training.min_mode_margin": 0.49,  # stricter than the initial margin: never closer
+            "optimizer.lr": 0.3,
+        },
+    )
+    res = train(cfg, root=tmp_path, name="guard")
+    store = RunStore.open(tmp_path / "guard")
+    spec = prepare(cfg).spec
+    guard = ModeGuard(spec)
+    m0 = guard.margin(spec.initial_parameters())
+    margins = [guard.margin(store.load_params(e)) for e in range(4)]
+    assert all(m >= m0 - 1e-12 for m in margins), (m0, margins)
+    assert res.summary["mode_guard_refusals"] + res.summary["steps"] >= 4
+    free = train(
+        _cfg(
+            "xor",
+            **{
+                "training.epochs": 4,
+                "training.target_accuracy": None,
+                "training.target_loss": None,
+                "optimizer.lr": 0.3,
+            },
+        ),
+        write=False,
+    )
+    assert guard.margin(free.params) < m0  # without the guard, training moves a mode closer
