@@ -34,6 +34,7 @@ from physlearn.calibration.model import (
     NetworkParams,
     Topology,
     eigen_modes,
+    fit_coupling_maps,
     fit_network,
     fit_network_multistart,
     kappa_mask,
@@ -96,6 +97,11 @@ class CalibrationOptions(BaseModel):
     lockin_amplitude_v: float = 0.02
     lockin_settle_s: float = 1.2
     ringdown_s: float = 0.6
+    #: optional loopback cabling for the `dac` step, "<dac>:<channel>" → "<scope>:<channel>":
+    #: that DAC output is cabled to that scope input while the step runs (the bench file has
+    #: no such wiring); the delivered volts are then read through the scope instead of the
+    #: DAC's own output monitor. TOML: `[dac_loopback]` with `"qdac:1" = "scope:4"`.
+    dac_loopback: dict[str, str] = Field(default_factory=dict)
     seed: int = 0
 
     def plan(self) -> MultisinePlan:
@@ -179,10 +185,60 @@ async def _set_all_biases(bench: CalibrationBench, volts: float) -> None:
 
 
 # ------------------------------------------------------------------------------------ dac
-async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
-    """Setpoint → delivered volts per edge channel, read back from the DAC's output monitor
-    (`volt:last?`); a channel whose delivered volts do not follow the setpoint is an error."""
+def _loopbacks(
+    bench: CalibrationBench, opts: CalibrationOptions
+) -> dict[tuple[str, int], tuple[str, int]]:
+    """The `dac_loopback` option parsed and checked against the bench file."""
     cfg = bench.config
+    out: dict[tuple[str, int], tuple[str, int]] = {}
+    for src, dst in opts.dac_loopback.items():
+        try:
+            dac, dch = src.rsplit(":", 1)
+            scope, sch = dst.rsplit(":", 1)
+            key, val_ = (dac, int(dch)), (scope, int(sch))
+        except ValueError as exc:
+            raise CalibrationError(
+                f'dac_loopback: {src!r} = {dst!r}: expected "<dac>:<channel>" = "<scope>:<channel>"'
+            ) from exc
+        if cfg.instruments.get(dac) is None or cfg.instruments[dac].role != "dac":
+            raise CalibrationError(f"dac_loopback: {dac!r} is not a DAC of the bench")
+        if cfg.instruments.get(scope) is None or cfg.instruments[scope].role != "scope":
+            raise CalibrationError(f"dac_loopback: {scope!r} is not an oscilloscope of the bench")
+        if not 1 <= val_[1] <= 4:
+            raise CalibrationError(f"dac_loopback: {scope} has channels 1..4, not {val_[1]}")
+        out[key] = val_
+    return out
+
+
+async def _scope_dc_volts(
+    bench: CalibrationBench, scope: str, channel: int, expect_v: float, what: str
+) -> float:
+    """Mean volts of a scope channel over a 24 ms record, on a fine scale (50 mV/div) centred
+    on `expect_v` by the channel offset, so the 8-bit ADC resolves ≈ 2 mV."""
+    s = bench.scope(scope)
+    await s.configure_channel(channel, scale_v_per_div=0.05, offset_v=-expect_v, probe=1.0)
+    await s.set_acquisition("NORMal")
+    await s.set_timebase(0.002, 0.012)
+    await s.set_trigger_edge("EXT", level_v=1.0)
+    await s.run()
+    await bench.clock.wait(0.1)
+    await s.stop()
+    w = (await s.read_channels([channel]))[channel]
+    if w.clipped:
+        raise CalibrationError(
+            f"{what}: {scope} channel {channel} clipped: the delivered volts are more than "
+            "0.2 V from the setpoint (is the loopback cabled?)"
+        )
+    return float(np.mean(w.volts))
+
+
+async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
+    """Setpoint → delivered volts per edge channel: through a scope input where the options
+    declare a loopback cable (`dac_loopback`), otherwise read back from the DAC's own output
+    monitor (`volt:last?`); each channel's result names the method. A channel whose delivered
+    volts do not follow the setpoint is an error naming it."""
+    cfg = bench.config
+    loop = _loopbacks(bench, ctx.opts)
     channels: list[dict[str, Any]] = []
     raw: dict[str, Array] = {}
     for e in cfg.wiring.edges:
@@ -190,11 +246,22 @@ async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
         sp = np.linspace(lim.min_v, lim.max_v, 7)
         got = np.zeros_like(sp)
         dac = bench.dac(e.instrument)
+        via = loop.get((e.instrument, e.channel))
         for i, v in enumerate(sp):
             await dac.set_voltage(e.channel, float(v))
             await bench.clock.wait(0.05)
-            got[i] = await dac.get_output_voltage(e.channel)
+            if via is None:
+                got[i] = await dac.get_output_voltage(e.channel)
+            else:
+                got[i] = await _scope_dc_volts(
+                    bench, via[0], via[1], float(v), f"dac: {e.instrument} channel {e.channel}"
+                )
         await dac.set_voltage(e.channel, ctx.opts.base_bias_v)
+        method = (
+            "readback (volt:last?)"
+            if via is None
+            else f"loopback through {via[0]} channel {via[1]} (mean of a 24 ms record)"
+        )
         coef, _res, *_ = np.polyfit(sp, got, 1, full=True)
         gain, offset = float(coef[0]), float(coef[1])
         resid = got - (offset + gain * sp)
@@ -214,7 +281,7 @@ async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
                 "offset_v": [offset, math.sqrt(s2 * (1 / n + sp.mean() ** 2 / sxx))],
                 "gain": [gain, math.sqrt(s2 / sxx)],
                 "max_nonlinearity_v": float(np.max(np.abs(resid))),
-                "method": "readback (volt:last?)",
+                "method": method,
             }
         )
         raw[f"{e.instrument}_ch{e.channel}_setpoint_v"] = sp
@@ -344,6 +411,34 @@ async def _scope_spans(
     return m_peak
 
 
+def _network_spec(
+    topo: Topology, scope_paths: set[int], ref: list[int], free_pairs: list[tuple[int, int]]
+) -> FitSpec:
+    """Free parameters of the scope network fit: every node's Ω² and Γ, the actuators' gains
+    and delays, the scope paths' gains (but the reference paths') and delays (but path 0's),
+    and the couplings of `free_pairs`."""
+    d = topo.n_nodes
+    n_sense = len(topo.sense_nodes)
+    free_gain = np.array(
+        [(i in scope_paths) and (i not in ref) for i in range(n_sense)], dtype=bool
+    )
+    free_delay = np.array([(i in scope_paths) and i != 0 for i in range(n_sense)], dtype=bool)
+    spec = FitSpec(
+        {
+            "omega2_diag": np.ones(d, bool),
+            "gamma": np.ones(d, bool),
+            "act_gain": np.ones(len(topo.drive_nodes), bool),
+            "act_delay_s": np.ones(len(topo.drive_nodes), bool),
+            "sen_delay_s": free_delay,
+        }
+    )
+    if free_pairs:
+        spec.free["kappa"] = kappa_mask(d, free_pairs)
+    if free_gain.any():
+        spec.free["sen_gain"] = free_gain
+    return spec
+
+
 def fit_scope_network(
     m: Measurement,
     topo: Topology,
@@ -358,26 +453,10 @@ def fit_scope_network(
     declared = _declared_gains(opts, d)
     for node, pth in enumerate(ref):
         gains[pth] = declared[node]
-    scope_paths = {int(p) for p in m.path}
-    free_gain = np.array(
-        [(i in scope_paths) and (i not in ref) for i in range(n_sense)], dtype=bool
-    )
     delays = np.zeros(n_sense)
     delays[0] = opts.reference_delay_s
     start = modal_start(m, topo, gains, delays)
-    free_delay = np.array([(i in scope_paths) and i != 0 for i in range(n_sense)], dtype=bool)
-    spec = FitSpec(
-        {
-            "omega2_diag": np.ones(d, bool),
-            "kappa": kappa_mask(d, topo.pairs()),
-            "gamma": np.ones(d, bool),
-            "act_gain": np.ones(len(topo.drive_nodes), bool),
-            "act_delay_s": np.ones(len(topo.drive_nodes), bool),
-            "sen_delay_s": free_delay,
-        }
-    )
-    if free_gain.any():
-        spec.free["sen_gain"] = free_gain
+    spec = _network_spec(topo, {int(p) for p in m.path}, ref, topo.pairs())
     return fit_network_multistart(
         m,
         topo,
@@ -616,6 +695,7 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     spec = FitSpec({"kappa": kappa_mask(d, topo.pairs())})
     raw: dict[str, Array] = {"bias_v": biases}
     p = base.copy()
+    measured: list[Measurement] = []
     for b, v in enumerate(biases):
         await _set_all_biases(bench, float(v))
         m, _ = await multisine_transfer(
@@ -627,6 +707,7 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
             span_v=spans,
             averages=opts.coupling_averages,
         )
+        measured.append(m)
         fit = fit_network(m, topo, p, spec, what=f"couplings: fit at bias {v:+.3f} V")
         p = fit.params
         ks = fit.sigma_of("kappa")
@@ -639,15 +720,64 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     await drives_off(bench)
     raw["kappa_per_s2"] = kap
     raw["kappa_sigma_per_s2"] = kap_s
+    # per-edge maps fitted to the per-bias couplings: the "does it move" check and a start
+    starts = [
+        _fit_map(biases, kap[:, k], kap_s[:, k], e.instrument, e.channel, e.key)
+        for k, e in enumerate(edges)
+    ]
+    # the joint fit: every bias's transfer matrix and the resonance step's (at the base bias)
+    # with the maps' parameters and the shared node/actuator/sensing terms free together
+    rraw = np.load(ctx.out / "resonance.npz")
+    data = [
+        (
+            opts.base_bias_v,
+            Measurement(
+                rraw["omega_rad_s"],
+                rraw["path"].astype(np.intp),
+                rraw["drive"].astype(np.intp),
+                rraw["h"],
+                rraw["sigma"],
+            ),
+        ),
+        *list(zip(biases.tolist(), measured, strict=True)),
+    ]
+    wired = [e.key for e in edges]
+    joint = fit_coupling_maps(
+        data,
+        topo,
+        base,
+        _network_spec(
+            topo,
+            {int(i) for i in data[0][1].path},
+            res["reference_paths"],
+            [pr for pr in topo.pairs() if pr not in wired],
+        ),
+        wired,
+        np.array([mp["params"] for mp in starts]),
+        what="couplings: joint fit of the maps",
+    )
+    dof = joint.dof
     maps = []
-    for k, e in enumerate(edges):
-        maps.append(_fit_map(biases, kap[:, k], kap_s[:, k], e.instrument, e.channel, e.key))
-    base_k = base.kappa
+    for k, mp in enumerate(starts):
+        maps.append(
+            {
+                **mp,
+                "params": joint.maps[k].tolist(),
+                "cov": joint.map_cov(k).tolist(),
+                "chi2_per_dof": joint.chi2 / dof,
+                "per_bias_params": mp["params"],
+            }
+        )
+    unwired_sigma = joint.cov_sigma("kappa") if "kappa" in joint.spec.free else None
     fixed = {
-        f"{a}-{b}": [float(base_k[a, b]), float(np.array(res["fit"]["sigma"]["kappa"])[a, b])]
+        f"{a}-{b}": [
+            float(joint.params.kappa[a, b]),
+            float(0.0 if unwired_sigma is None else unwired_sigma[a, b]),
+        ]
         for a, b in topo.pairs()
-        if (a, b) not in {e.key for e in edges}
+        if (a, b) not in set(wired)
     }
+    raw["joint_chi2_per_dof"] = np.array([joint.chi2 / dof])
     plots.plot_couplings(ctx.out / "couplings.png", biases, kap, kap_s, maps)
     result = {"maps": maps, "fixed": fixed, "v_min": float(biases[0]), "v_max": float(biases[-1])}
     ctx.save("couplings", result, raw)

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,18 @@ def compare(
                 ]
             ),
         )
+    if cal.fixed_couplings_per_s2:
+        lap = np.zeros((4, 4))
+        for c in bench.twin.spec.couplings:
+            if c.kind == "difference":
+                a, b = sorted(c.nodes)
+                lap[a, b] = -c.value / m
+        keys = sorted(cal.fixed_couplings_per_s2)
+        out["fixed_coupling"] = (
+            np.array([cal.fixed_couplings_per_s2[k].value for k in keys]),
+            np.array([cal.fixed_couplings_per_s2[k].sigma for k in keys]),
+            np.array([lap[int(k[0]), int(k[-1])] for k in keys]),
+        )
     if cal.couplings:
         v = np.linspace(cal.couplings[0].v_min, cal.couplings[0].v_max, 5)
         fit, sig, true = [], [], []
@@ -171,7 +184,7 @@ def compare(
 @pytest.fixture(scope="module")
 def calibrated(
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[EmulatedBench, CalibrationFile, Path]:
+) -> Iterator[tuple[EmulatedBench, CalibrationFile, Path]]:
     bench, res = make_bench(seed=20240611)
     out = tmp_path_factory.mktemp("cal")
     cal = calibrate(bench, res, out, ["all"])
@@ -442,3 +455,35 @@ def test_acceptance4_calibrate_all_against_twin_serve(tmp_path: Path) -> None:
             serve.kill()
             raise
     assert serve.returncode == 0
+
+
+def test_dac_through_scope_loopback(tmp_path: Path) -> None:
+    """`dac_loopback` reads the delivered volts through a scope input: an output-stage gain and
+    offset error that the DAC's own monitor cannot see is measured; the other channels keep the
+    readback, and each channel's method says which was used."""
+    bench, res = make_bench(seed=9)
+    try:
+        qdac, scope = bench.emulators["qdac"], bench.emulators["scope"]
+        original = scope.source
+        gain, offset = 0.9985, 0.0031  # the cable end of qdac channel 2 (the monitor reads ideal)
+
+        def source(channel: int, t: np.ndarray) -> np.ndarray:
+            if channel == 4:  # node 3's sensor unplugged; the loopback cable plugged in
+                return gain * qdac.output_voltages(np.asarray(t))[:, 1] + offset
+            return np.asarray(original(channel, t))
+
+        scope.source = source
+        cal = calibrate(bench, res, tmp_path, ["dac"], dac_loopback={"qdac:2": "scope:4"})
+        by_ch = {d.channel: d for d in cal.dac}
+        assert by_ch[2].method.startswith("loopback through scope channel 4")
+        assert all(by_ch[c].method.startswith("readback") for c in (1, 3, 4))
+        assert (
+            abs(by_ch[2].gain.value - gain) < 5e-4 and abs(by_ch[2].offset_v.value - offset) < 5e-4
+        )
+        assert abs(by_ch[1].gain.value - 1.0) < 1e-4 and abs(by_ch[1].offset_v.value) < 1e-4
+        with pytest.raises(
+            CalibrationError, match="dac_loopback: 'lockin1' is not an oscilloscope"
+        ):
+            calibrate(bench, res, tmp_path / "bad", ["dac"], dac_loopback={"qdac:2": "lockin1:1"})
+    finally:
+        bench.stop()
