@@ -39,12 +39,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
+from threadpoolctl import threadpool_limits
 
 from physlearn.acquisition import (
     CODES_PER_DIVISION,
@@ -72,6 +73,7 @@ from physlearn.settling import (
     PeriodAssessment,
     assess_periods,
     contraction_from_decay,
+    settle_time_s,
     settle_wait_s,
 )
 from physlearn.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
@@ -201,12 +203,17 @@ class _Model(BaseModel):
 
 
 class SettleOptions(_Model):
-    """tol: relative transient accepted; acquire_periods: K periods per acquisition (≥ 3 to fit
-    the decay); max_wait_s: give up (SteadyStateError) after waiting this long."""
+    """tol: relative transient accepted; acquire_periods: K periods per acquisition (1: the
+    calibrated decay rate judges settling; ≥ 3: the decay is also fitted from the periods);
+    first_wait_periods: a fixed first wait instead of the predicted one; transient_margin: the
+    factor c on a measured or predicted initial transient (position and velocity, modal
+    mixing); max_wait_s: give up (SteadyStateError) after waiting this long."""
 
     tol: float = Field(1e-4, gt=0, lt=1)
-    acquire_periods: int = Field(3, ge=2, le=16)
+    acquire_periods: int = Field(1, ge=1, le=16)
     first_wait_periods: float | None = Field(None, ge=0)
+    transient_margin: float = Field(2.0, ge=1.0)
+    periodic_residual: float = Field(0.1, gt=0)
     max_wait_s: float = Field(600.0, gt=0)
 
 
@@ -297,9 +304,19 @@ class BenchSystem(PhysicalSystem):
         self._echo: Array | None = None
         self._alpha: Array | None = None
         self._dac_v: dict[tuple[str, int], float] = {}
-        self._pending_s = 0.0
         self.io_time_s = 0.0
         self.wait_time_s = 0.0
+        # settling bookkeeping (controller clock): when the bench last changed (end of the last
+        # write or DAC ramp), the last settled response before that change, the arbs playing
+        self._t_change: float | None = None
+        self._x_before: Array | None = None
+        self._x_settled: Array | None = None
+        self._changed_alpha = 0.0
+        self._settled_since_change = True
+        self._last_force: Array | None = None
+        self._arb_now: dict[tuple[str, int], Array] = {}
+        self._phase_origin = 0.0
+        self._screen_s = 0.0
 
     # ------------------------------------------------------------------ configuration checks
     def _validate(self) -> None:
@@ -588,6 +605,7 @@ class BenchSystem(PhysicalSystem):
             except InstrumentError:
                 log.debug("closing %s before reconnecting failed", name, exc_info=True)
         await asyncio.gather(*(self.drivers[n].connect() for n in self.used_instruments))
+        self._arb_now = {}  # re-upload everything: the generators may have been reset
         if self.armed:
             await self._configure_scopes()
 
@@ -621,6 +639,13 @@ class BenchSystem(PhysicalSystem):
                 first = min(dw.channel for dw in self.config.wiring.drives if dw.instrument == name)
                 await gen.set_sync(True, first)
         await asyncio.gather(*(self.drivers[n].sync_phases() for n in self._generators))
+        # the sync edges (trigger instants) fall on phase_origin + n T; on a wall clock this is
+        # within the command latency of the truth (the trigger arming keeps a T/8 margin)
+        self._phase_origin = await self.clock.now()
+        self._arb_now = {(dw.instrument, dw.channel): zero for dw in self.config.wiring.drives}
+        self._x_settled = np.zeros((self.grid_t.size, self.n_nodes))  # at rest, zero drive
+        self._settled_since_change = True
+        self._t_change = None
         await self._configure_scopes()
         for name in self._generators:
             gen = self.drivers[name]
@@ -634,6 +659,7 @@ class BenchSystem(PhysicalSystem):
         k = self.options.settle.acquire_periods
         screen = k * self.period_s
         scale_t = scale_125_at_least(screen / H_DIVISIONS)
+        self._screen_s = H_DIVISIONS * scale_t
         for name, chans in self._scope_channels.items():
             scope = self.drivers[name]
             drv_info = _Scope(name, scope, chans)
@@ -688,8 +714,20 @@ class BenchSystem(PhysicalSystem):
         for (inst, ch), v in plan.items():
             self._dac_v[(inst, ch)] = v
         slew = self.options.safety.dac_slew_v_per_s
-        self._pending_s = max(self._pending_s, 1.01 * ramp / slew + 1e-3 if ramp else 0.0)
+        if ramp:
+            now = await self.clock.now()
+            self._mark_change(now + 1.01 * ramp / slew + 1e-3)
+            prev = self._alpha if self._alpha is not None else np.zeros(self.n_params)
+            unit = self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2  # m ω² (N/m)
+            self._changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / unit
         self._alpha = np.array(alpha, dtype=float)
+
+    def _mark_change(self, t: float) -> None:
+        """The bench changed (a write takes effect, or a DAC ramp ends) at controller time t."""
+        if self._t_change is None or self._x_before is None or self._settled_since_change:
+            self._x_before = self._x_settled
+        self._settled_since_change = False
+        self._t_change = t if self._t_change is None else max(self._t_change, t)
 
     async def set_input(self, u: Array) -> None:
         a = check_finite("inputs", np.asarray(u, dtype=float))
@@ -756,38 +794,72 @@ class BenchSystem(PhysicalSystem):
         return self._require_input().copy()
 
     # ------------------------------------------------------------------ measurement
-    async def _upload(self, force: Array) -> None:
+    async def _upload(self, force: Array) -> bool:
+        """Program every generator channel whose arb differs from what it plays (all channels
+        checked before any write); True if anything was written."""
         plan = self.drive_plan(force)  # all channels checked before any write
         rate = self.options.arb_points_per_period / self.period_s
+        todo = {
+            key: v
+            for key, v in plan.items()
+            if key not in self._arb_now or not np.array_equal(self._arb_now[key], v)
+        }
 
         async def program(name: str) -> None:
             gen = self.drivers[name]
-            for (inst, ch), v in plan.items():
+            for (inst, ch), v in todo.items():
                 if inst == name:
+                    self._arb_now.pop((inst, ch), None)
                     await gen.clear_arbs(ch)
                     await gen.upload_arb(ch, "PLW", v, rate)
                     await gen.play_arb(ch, "PLW")
+                    self._arb_now[(inst, ch)] = v
 
-        await asyncio.gather(*(program(n) for n in self._generators))
+        await asyncio.gather(*(program(n) for n in sorted({k[0] for k in todo})))
+        return bool(todo)
 
-    async def _acquire(self) -> tuple[Array, dict[str, Any], float]:
-        """One :SINGle per scope (concurrently): node coordinates (K, M, d), raw data, noise."""
+    def _next_edge(self, t: float) -> float:
+        """The first sync edge (trigger instant) at or after controller time t."""
+        T = self.period_s
+        n = math.ceil((t - self._phase_origin) / T - 1e-9)
+        return self._phase_origin + n * T
+
+    async def _acquire(self, not_before: float) -> tuple[Array, dict[str, Any], float, float]:
+        """One :SINGle per scope (concurrently), armed so that it triggers on the first sync
+        edge at or after ``not_before`` (never earlier: the arm itself comes after it minus
+        T/8, and the edge before that is a full period earlier). Returns node coordinates
+        (K, M, d), raw data, noise and the planned trigger instant."""
         k = self.options.settle.acquire_periods
         m = self.grid_t.size
+        T = self.period_s
         harmonics = self.options.harmonics or (m - 1) // 2
+        edge = self._next_edge(not_before + T / 8)
+        now = await self.clock.now()
+        if edge - T / 8 < now:
+            edge = self._next_edge(now + T / 8)
+        await self._wait(edge - T / 8 - now)
+        t0 = time.perf_counter()
         await asyncio.gather(*(s.driver.single() for s in self._scopes.values()))
-        await self._wait((k + 1.25) * self.period_s)
+        self.io_time_s += time.perf_counter() - t0
+        await self._wait(T / 8 + self._screen_s + T / 64)
 
         async def read(s: _Scope) -> dict[int, Any]:
-            await s.driver.wait_triggered(
-                timeout_s=4 * self.period_s, poll_s=self.period_s / 4, sleep=self._wait
-            )
+            await s.driver.wait_triggered(timeout_s=4 * T, poll_s=T / 4, sleep=self._wait)
             waves: dict[int, Any] = await s.driver.read_channels(sorted(s.channels))
             return waves
 
         t0 = time.perf_counter()
         results = await asyncio.gather(*(read(s) for s in self._scopes.values()))
         self.io_time_s += time.perf_counter() - t0
+        # small least-squares fits: a multithreaded BLAS only adds overhead (and contention
+        # with the twin's thread on the emulated bench)
+        with threadpool_limits(1, "blas"):
+            x, raw, noise = await self._process(results, k, m, harmonics)
+        return x, raw, noise, edge
+
+    async def _process(
+        self, results: list[dict[int, Any]], k: int, m: int, harmonics: int
+    ) -> tuple[Array, dict[str, Any], float]:
         x = np.zeros((k, m, self.n_nodes))
         seen = np.zeros(self.n_nodes, bool)
         raw: dict[str, Any] = {}
@@ -806,7 +878,9 @@ class BenchSystem(PhysicalSystem):
                         f"interlock: {s.name} channel {ch} (node {node}) clipped: the response "
                         f"exceeds the interlock amplitude {self.options.safety.max_response}"
                     )
-                if wf.clipped or peak_v < 0.3 * full_v:
+                # down-range below 0.2 of full scale: after a change the peak sits at ≥ 0.25
+                # of the new scale (×1.4 headroom, 1-2-5 steps), so ranging never oscillates
+                if wf.clipped or peak_v < 0.2 * full_v:
                     lsb_v = s.scale_v[ch] / CODES_PER_DIVISION
                     want = 2.01 * full_v if wf.clipped else min((peak_v + 2 * lsb_v) * 1.4, top_v)
                     new = min(
@@ -835,6 +909,10 @@ class BenchSystem(PhysicalSystem):
                     self.chains.sense_delay[i],
                 )
                 xn = (fit.values - self.chains.sense_offset[i]) / self.chains.sense_gain[i]
+                # a response that is not T-periodic (subharmonic, quasi-periodic) leaves what
+                # the harmonic fit cannot follow: its residual relative to the channel's swing
+                fit_rel = fit.residual_rms_v / max(peak_v, s.scale_v[ch] / CODES_PER_DIVISION)
+                raw["fit_residual_rel"] = max(float(raw.get("fit_residual_rel", 0.0)), fit_rel)
                 sig = fit.residual_rms_v / abs(self.chains.sense_gain[i])
                 noise2 += sig**2 * m * (2 * harmonics + 1) / max(fit.points_per_period, 1) * 2
                 if node == self.reference_node:
@@ -843,7 +921,7 @@ class BenchSystem(PhysicalSystem):
                     x[:, :, node] = xn
                     seen[node] = True
         stitch = 0.0
-        if len(refs) > 1:
+        if len(refs) > 1 and not rerange:
             base = refs[0]
             nb = float(np.linalg.norm(base)) or 1.0
             stitch = max(float(np.linalg.norm(r - base)) / nb for r in refs[1:])
@@ -871,55 +949,131 @@ class BenchSystem(PhysicalSystem):
         self.wait_time_s += max(0.0, dt_s)
         await self.clock.sleep(dt_s)
 
+    def _predicted_transient(self, force: Array) -> float:
+        """A priori relative size of the transient the new settings start (before margin):
+        the relative change of the drive force plus the coupling change in units of m ω²;
+        1 when nothing is known (first measurement, after a reconnect)."""
+        if self._x_before is None or self._last_force is None:
+            return 1.0
+        nf = float(np.linalg.norm(force)) or 1.0
+        rho = float(np.linalg.norm(force - self._last_force)) / nf + self._changed_alpha
+        return min(max(rho, self.options.settle.tol), 1.0e3)
+
     async def _measure_sample(
         self, force: Array
     ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
+        """Upload, wait the predicted settle time, acquire, verify with the measured change of
+        the response (`physlearn.settling`), wait and acquire again if it was too early."""
         t0 = time.perf_counter()
-        await self._upload(force)
+        if await self._upload(force):
+            self._mark_change(await self.clock.now())
         self.io_time_s += time.perf_counter() - t0
         st = self.options.settle
-        r_known = (
-            contraction_from_decay(self.chains.decay_rate_per_s, self.period_s)
-            if self.chains.decay_rate_per_s
-            else None
-        )
+        T = self.period_s
+        c = st.transient_margin
+        sigma = self.chains.decay_rate_per_s
+        r_known = contraction_from_decay(sigma, T) if sigma else None
+        now = await self.clock.now()
+        t_change = self._t_change if self._t_change is not None else now
+        fresh = self._settled_since_change  # nothing changed since the last settled response
+        x_ref = self._x_settled if fresh else self._x_before
+        rho_pred = self._predicted_transient(force)
         if st.first_wait_periods is not None:
-            first = st.first_wait_periods * self.period_s
-        elif r_known is not None:
-            first = settle_wait_s(1.0, st.tol, r_known, self.period_s)
+            settle_end = t_change + st.first_wait_periods * T
+        elif sigma:
+            settle_end = t_change + settle_time_s(c * rho_pred, st.tol, sigma)
         else:
-            first = 10 * self.period_s
-        waited = self._pending_s + first
-        self._pending_s = 0.0
-        await self._wait(waited)
-        reranges = 0
+            settle_end = t_change + 10 * T
+        if self._settled_since_change:
+            settle_end = min(settle_end, now)
+        reranges = acquisitions = previews = 0
+        # scope ranging while the transient decays: preview acquisitions (not measurements)
+        # once the transient is below 10 %, as long as one fits before the settle end
+        if sigma and not fresh:
+            t_prev = t_change + settle_time_s(c * rho_pred, 0.1, sigma)
+            while previews < 4 and (
+                self._next_edge(max(t_prev, await self.clock.now()) + T / 8)
+                + self._screen_s
+                + T / 4
+                < settle_end
+            ):
+                previews += 1
+                try:
+                    await self._acquire(t_prev)
+                    break
+                except _Reranged:
+                    reranges += 1
+                t_prev = await self.clock.now()
         while True:
             try:
-                x, raw, noise = await self._acquire()
+                x, raw, noise, edge = await self._acquire(settle_end)
             except _Reranged:
                 reranges += 1
-                waited += (st.acquire_periods + 1.25) * self.period_s
                 if reranges > 4:
                     raise SteadyStateError("scope ranging did not converge in 4 tries") from None
+                settle_end = await self.clock.now()
                 continue
-            waited += (st.acquire_periods + 1.25) * self.period_s
-            a = assess_periods(x, tol=st.tol, noise_floor=noise, contraction=r_known)
+            acquisitions += 1
             self.interlock.check(x, "measured response")
-            if a.verdict == "settled":
-                return x[-1], a, waited, raw
-            if not a.periodic:
+            waited = edge - t_change
+            if x.shape[0] >= 2:
+                a = assess_periods(x, tol=st.tol, noise_floor=noise, contraction=r_known)
+            else:  # one period: the calibrated decay rate judges (below)
+                amp1 = float(np.max(np.abs(x[-1]))) * math.sqrt(x[-1].size)
+                a = PeriodAssessment("settled", 0.0, r_known or math.nan, False, math.nan, amp1)
+            if x.shape[0] >= 2 and not a.periodic:
                 raise SteadyStateError(
                     f"bench response is not T-periodic ({a.verdict.replace('_', ' ')}; step "
                     f"{a.step:.3g}, contraction {a.contraction:.3g}) after {waited:.3g} s"
                 )
+            if float(raw.get("fit_residual_rel", 0.0)) > st.periodic_residual:
+                raise SteadyStateError(
+                    "bench response is not T-periodic: the harmonic fit leaves "
+                    f"{raw['fit_residual_rel']:.3g} of the swing (> {st.periodic_residual}) "
+                    f"after {waited:.3g} s"
+                )
+            # the transient started at t_change from the settled response before it: its size
+            # is (with the margin c for velocity and modal mixing) the measured change
+            xs = x[-1]
+            amp = float(np.max(np.abs(xs))) or 1.0
+            if x_ref is not None:
+                rho = c * float(np.max(np.abs(xs - x_ref))) / amp
+            else:
+                rho = c * rho_pred
+            if sigma:
+                remaining = rho * math.exp(-sigma * max(waited, 0.0))
+                if x.shape[0] >= 3 and a.fitted:
+                    remaining = max(remaining, a.remaining)
+            else:
+                remaining = a.remaining
+            raw.update(
+                t_change=t_change,
+                t_trigger=edge,
+                rho_predicted=c * rho_pred,
+                rho_measured=rho,
+                decay_rate_per_s=sigma if sigma else math.nan,
+                contraction=a.contraction if a.fitted else (r_known or math.nan),
+                acquisitions=acquisitions,
+                reranges=reranges,
+                previews=previews,
+            )
+            if remaining <= st.tol or (
+                sigma is None and a.verdict == "settled" and x.shape[0] >= 2
+            ):
+                self._x_settled = xs.copy()
+                self._settled_since_change = True
+                self._last_force = force.copy()
+                self._changed_alpha = 0.0
+                return xs, replace(a, remaining=remaining), waited, raw
             if waited > st.max_wait_s:
                 raise SteadyStateError(
-                    f"bench response not settled after {waited:.3g} s (remaining {a.remaining:.3g} "
+                    f"bench response not settled after {waited:.3g} s (remaining {remaining:.3g} "
                     f"> tol {st.tol})"
                 )
-            extra = settle_wait_s(a.remaining, st.tol, a.contraction, self.period_s)
-            await self._wait(extra)
-            waited += extra
+            if sigma:
+                settle_end = t_change + settle_time_s(rho, st.tol, sigma)
+            else:
+                settle_end = edge + settle_wait_s(remaining, st.tol, a.contraction, T)
 
     async def measure(self) -> Observation:
         drive = self._require_input()
@@ -995,6 +1149,7 @@ class BenchSystem(PhysicalSystem):
         for (_, _), v in self._dac_v.items():
             ramp = max(ramp, abs(v - safe))
         self._dac_v = {}
+        self._arb_now = {}
         if ramp > 0:
             try:
                 await self.clock.sleep(1.01 * ramp / self.options.safety.dac_slew_v_per_s + 1e-3)

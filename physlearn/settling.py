@@ -13,7 +13,12 @@ remaining transient as ‖d_last‖ r/(1 − r). Differences at the noise floor 
 Responses that are not T-periodic are detected and reported: period doubling (p_{k+2} ≈ p_k while
 p_{k+1} differs) and non-decaying, non-periodic differences (quasi-periodic or chaotic).
 
-`settle_wait_s` converts an estimated remaining transient into the extra time to wait.
+`settle_wait_s` converts an estimated remaining transient into the extra time to wait (whole
+periods); `settle_time_s` is the settle rule with a calibrated decay rate σ: a transient of
+relative size ρ₀ started at t_c is below tol from t_c + ln(ρ₀/tol)/σ on. The bench controller
+predicts ρ₀ before the first acquisition and verifies it afterwards with the measured change of
+the response (times a margin for the velocity part and modal mixing), acquiring again if the
+first acquisition came too early.
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ Array = NDArray[np.float64]
 
 Verdict = Literal["settled", "settling", "period_doubling", "not_periodic"]
 
-__all__ = ["PeriodAssessment", "assess_periods", "contraction_from_decay", "settle_wait_s"]
+__all__ = [
+    "PeriodAssessment",
+    "assess_periods",
+    "contraction_from_decay",
+    "settle_time_s",
+    "settle_wait_s",
+]
 
 
 @dataclass(frozen=True)
@@ -123,3 +134,13 @@ def settle_wait_s(remaining: float, tol: float, contraction: float, period_s: fl
         return float(period_s)
     n = math.log(tol / remaining) / math.log(contraction)
     return float(math.ceil(n) * period_s)
+
+
+def settle_time_s(initial: float, tol: float, decay_rate_per_s: float) -> float:
+    """Time (s) for a transient of relative size ``initial`` decaying as e^{−σt} (σ the
+    calibrated decay rate Γ/2 of the slowest mode) to fall to ``tol``: ln(initial/tol)/σ."""
+    if initial <= tol:
+        return 0.0
+    if not decay_rate_per_s > 0:
+        raise ValueError(f"decay rate must be positive, got {decay_rate_per_s!r}")
+    return math.log(initial / tol) / float(decay_rate_per_s)

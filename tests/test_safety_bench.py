@@ -147,8 +147,15 @@ def test_cancellation_mid_measurement_leaves_safe_state() -> None:
             await sysb.arm()
             await sysb.set_parameters(sysb.spec.initial_parameters())
             await sysb.set_input(np.array([[1.0, 1.0]]))
+            t_start = bench.clock.now()
             task = asyncio.ensure_future(run_with_safe_exit(sysb.measure(), sysb))
-            await asyncio.sleep(0.3)
+            # cancel once the measurement is under way (the twin's clock has moved) — and
+            # before it can end: the first settle wait alone is ~10 periods
+            for _ in range(2000):
+                if bench.clock.now() > t_start:
+                    break
+                await asyncio.sleep(0.001)
+            assert not task.done()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
