@@ -1094,8 +1094,13 @@ class BenchSystem(PhysicalSystem):
         self.journal.entries.append(
             {
                 "raw": raws,
+                "x": xs.copy(),
                 "settle_s": waited.copy(),
                 "remaining": remaining.copy(),
+                "decay_rate_per_s": [r["decay_rate_per_s"] for r in raws],
+                "initial_transient": [r["rho_measured"] for r in raws],
+                "t_change": [r["t_change"] for r in raws],
+                "t_trigger": [r["t_trigger"] for r in raws],
                 "nudged": self._extra is not None,
             }
         )

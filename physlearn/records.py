@@ -9,9 +9,13 @@ SIGKILL loses at most the in-flight step. Readers open with ``h5py.File(path, "r
 Datasets (first axis: the step): ``step``, ``epoch``, ``batch`` (int64); ``params``,
 ``gradient`` (P); ``loss``; ``settle_s``, ``remaining`` (phases × batch, NaN-padded);
 ``waveforms`` (raw measured volts, phases × batch × samples, float32, NaN-padded; the column
-names are in the attribute ``waveform_channels``); ``faults`` and ``settings`` (JSON strings:
-faults seen during the step, instrument settings snapshot). File attributes: the calibration
-version, parameter names, and ``units_*`` for every dataset.
+names are in the attribute ``waveform_channels``); ``conjugates`` (phases × batch × P: the
+conjugate quantities A = ∫ ∂L/∂α dt of every measured steady state); per measurement (phases ×
+batch) ``decay_rate_per_s`` (the decay rate the settle rule used), ``initial_transient`` (the
+measured relative transient the settling started from), ``t_change`` and ``t_trigger`` (bench
+clock: last change of the settings, trigger of the acquisition); ``faults`` and ``settings``
+(JSON strings: faults seen since the previous step, instrument settings snapshot). File
+attributes: the calibration version, parameter names, and ``units_*`` for every dataset.
 """
 
 from __future__ import annotations
@@ -36,7 +40,22 @@ UNITS = {
     "settle_s": "s",
     "remaining": "1 (relative transient)",
     "waveforms": "V",
+    "conjugates": "J s (N/m per unit α: m^2 s)",
+    "decay_rate_per_s": "1/s",
+    "initial_transient": "1 (relative)",
+    "t_change": "s (bench clock)",
+    "t_trigger": "s (bench clock)",
 }
+
+#: per-measurement (phases × batch) scalars taken from the journal entries
+PHASE_FIELDS = (
+    "settle_s",
+    "remaining",
+    "decay_rate_per_s",
+    "initial_transient",
+    "t_change",
+    "t_trigger",
+)
 
 
 class StepRecorder:
@@ -75,8 +94,8 @@ class StepRecorder:
             "params": ((P,), np.float64),
             "gradient": ((P,), np.float64),
             "loss": ((), np.float64),
-            "settle_s": ((ph, B), np.float64),
-            "remaining": ((ph, B), np.float64),
+            **{k: ((ph, B), np.float64) for k in PHASE_FIELDS},
+            "conjugates": ((ph, B, P), np.float64),
             "faults": ((), text),
             "settings": ((), text),
         }
@@ -109,16 +128,18 @@ class StepRecorder:
     ) -> None:
         f, n = self._f, self.rows
         ph, B = self.max_phases, self.max_batch
-        settle = np.full((ph, B), np.nan)
-        remaining = np.full((ph, B), np.nan)
+        per = {k: np.full((ph, B), np.nan) for k in PHASE_FIELDS}
+        conj = np.full((ph, B, self.n_params), np.nan)
         wave = None
         if "waveforms" in f:
             wave = np.full((ph, B, len(self.channels), self.n_samples), np.nan, np.float32)
         for p, entry in enumerate((journal or [])[:ph]):
-            s = np.asarray(entry.get("settle_s", []), dtype=float)[:B]
-            settle[p, : s.size] = s
-            r = np.asarray(entry.get("remaining", []), dtype=float)[:B]
-            remaining[p, : r.size] = r
+            for k in PHASE_FIELDS:
+                a = np.asarray(entry.get(k, []), dtype=float).ravel()[:B]
+                per[k][p, : a.size] = a
+            if "conjugates" in entry:
+                cj = np.asarray(entry["conjugates"], dtype=float)[:B]
+                conj[p, : cj.shape[0]] = cj
             if wave is not None:
                 for b, raw in enumerate(entry.get("raw", [])[:B]):
                     for c, name in enumerate(self.channels):
@@ -133,8 +154,8 @@ class StepRecorder:
             "params": np.asarray(params, dtype=float),
             "gradient": np.asarray(gradient, dtype=float),
             "loss": float(loss),
-            "settle_s": settle,
-            "remaining": remaining,
+            **per,
+            "conjugates": conj,
             "faults": json.dumps(faults or []),
             "settings": json.dumps(settings or {}, default=str),
         }

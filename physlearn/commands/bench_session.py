@@ -10,6 +10,11 @@ training run through `BenchSystem` with retries and the safe state on every exit
 * ``--arm``: connect, arm (outputs enabled), train; transient instrument faults are retried
   (the measurement is repeated, never skipped); a persistent fault, an interlock trip, an
   exception or SIGINT/SIGTERM put the bench in its safe state before the process exits.
+
+Per-step records (`physlearn.records`): ``records.h5`` in the run directory, one row per
+training step — parameters the gradient was measured at, gradient, loss, the raw scope volts of
+every measurement of the step, the conjugate quantities, settle times and decay estimates,
+faults, the instrument settings, the calibration version, units as attributes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -32,8 +37,12 @@ from physlearn.bench_system import BenchOptions, BenchSystem, Clock, SystemClock
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.config import BenchSessionConfig, TrainConfig
 from physlearn.errors import ConfigError
+from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.records import StepRecorder, next_records_path
 from physlearn.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
-from physlearn.training import ProgressFn, Trainer, TrainResult, TrainSetup, prepare
+from physlearn.system import PhysicalSystem
+from physlearn.task import Task
+from physlearn.training import ProgressEvent, ProgressFn, Trainer, TrainResult, TrainSetup, prepare
 
 log = logging.getLogger(__name__)
 _memory_names = count()
@@ -96,6 +105,82 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
             emulated.stop()
 
 
+class StepRecords(Estimator):
+    """The configured estimator, recording each training step: `estimate` keeps what the step
+    measured (journal of the bench, gradient, loss, settings snapshot), the trainer's "step"
+    progress event (after the update) writes the row."""
+
+    def __init__(
+        self, inner: Estimator, bench: BenchSystem, retrying: RetryingSystem, run_dir: Path
+    ):
+        super().__init__(inner.knowledge)
+        self.inner, self.bench, self.retrying = inner, bench, retrying
+        self.name = inner.name
+        self.path = next_records_path(run_dir)
+        self.recorder: StepRecorder | None = None
+        self._pending: dict[str, Any] | None = None
+        self._epoch, self._batch = -1, -1
+
+    async def estimate(
+        self, system: PhysicalSystem, alpha: np.ndarray, u: np.ndarray, task: Task
+    ) -> GradientEstimate:
+        self.bench.drain_journal()  # evaluation measurements since the last step
+        self._pending = None
+        g = await self.inner.estimate(system, alpha, u, task)
+        journal = self.bench.drain_journal()
+        grid, dt = self.bench.grid_t, self.bench.period_s / self.bench.grid_t.size
+        for entry in journal:
+            entry["conjugates"] = self.knowledge.conjugates(entry["x"], grid, dt)
+        self._pending = {
+            "params": np.array(alpha, dtype=float),
+            "gradient": np.mean(g.grad, axis=0),
+            "loss": float(np.mean(g.cost)),
+            "journal": journal,
+            "settings": await self.bench.settings_snapshot(),
+        }
+        return g
+
+    def _open(self, journal: list[dict[str, Any]]) -> StepRecorder:
+        channels = sorted({k for e in journal for r in e["raw"] for k in r if "/ch" in k})
+        samples = max(
+            (np.asarray(r[k]).size for e in journal for r in e["raw"] for k in channels),
+            default=0,
+        )
+        return StepRecorder(
+            self.path,
+            parameter_names=self.bench.spec.parameter_names(),
+            max_phases=max(len(journal), 1),
+            max_batch=max((len(e["raw"]) for e in journal), default=1),
+            waveform_channels=channels,
+            waveform_samples=samples,
+            calibration_version=self.bench.calibration_version,
+        )
+
+    def on_progress(self, ev: ProgressEvent) -> None:
+        if ev.kind != "step" or self._pending is None:
+            return
+        p, self._pending = self._pending, None
+        if self.recorder is None:
+            self.recorder = self._open(p["journal"])
+        self._batch = self._batch + 1 if ev.epoch == self._epoch else 0
+        self._epoch = ev.epoch
+        self.recorder.append(
+            step=ev.step,
+            epoch=ev.epoch,
+            batch=self._batch,
+            params=p["params"],
+            gradient=p["gradient"],
+            loss=p["loss"],
+            journal=p["journal"],
+            faults=self.retrying.faults.drain(),
+            settings=p["settings"],
+        )
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+
 def dry_run(session: BenchSession) -> dict[str, Any]:
     """Check every planned setting (no connection, nothing written)."""
     s = session.setup
@@ -137,14 +222,24 @@ async def run_bench(
         b = cfg.system.bench
         assert b is not None
         wrapped = RetryingSystem(sysb, RetryPolicy(attempts=b.retries), on_fault=sysb.reconnect)
-        trainer = Trainer(session.setup, system=wrapped, eval_system=wrapped)
         store = store_factory(session.setup)
+        records = StepRecords(session.setup.estimator, sysb, wrapped, Path(store.run_dir))
+        setup = replace(session.setup, estimator=records)
+        trainer = Trainer(setup, system=wrapped, eval_system=wrapped)
+
+        def on_progress(ev: ProgressEvent) -> None:
+            records.on_progress(ev)
+            if progress is not None:
+                progress(ev)
 
         async def main() -> TrainResult:
             await sysb.arm()
-            return await trainer.run(store, progress)
+            return await trainer.run(store, on_progress)
 
-        return await run_with_safe_exit(main(), sysb)
+        try:
+            return await run_with_safe_exit(main(), sysb)
+        finally:
+            records.close()
 
 
 def run_bench_sync(
