@@ -107,6 +107,9 @@ def _config(task: str, regime: str, estimator: str, seed: int, epochs: int) -> d
         # the lossy regime sits near resonance on purpose: no off-resonance guard
         tr.pop("min_mode_margin", None)
     data.setdefault("system", {})["floquet"] = "none"
+    if estimator == "ep_echo":
+        # Newton from the reversed orbit instead of integrating ~1/Γ of transient per phase
+        data["system"]["echo_settle"] = "newton"
     return data
 
 

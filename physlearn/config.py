@@ -268,12 +268,16 @@ class SystemConfig(_Model):
     ``kind = "bench"``: instruments through `physlearn.bench_system.BenchSystem`, configured by
     ``[system.bench]``. ``floquet``: which steady states of the training steps get their Floquet
     multipliers checked on the ideal twin (``none`` is fastest; the final parameters are always
-    checked on the free phase of the model)."""
+    checked on the free phase of the model). ``echo_settle`` (ideal twin, ``ep_echo``): reach the
+    echo orbit by RK4 integration from the current state as a bench would (``integrate``; ~1/Γ
+    of simulated time per echo phase, slow at Γ·T ≪ 1) or by Newton from the reversed orbit
+    (``newton``; fast, blind to a change of attractor)."""
 
     kind: Literal["ideal", "bench"] = "ideal"
     points_per_period: int = Field(33, ge=3)
     floquet: Literal["all", "free", "none"] = "none"
     tol: float = Field(1e-10, gt=0)
+    echo_settle: Literal["integrate", "newton"] = "integrate"
     bench: BenchSessionConfig | None = None
 
     @model_validator(mode="after")

@@ -184,7 +184,13 @@ def make_system(cfg: TrainConfig, spec: NetworkSpec, floquet: str | None = None)
 
     fl = cfg.system.floquet if floquet is None else floquet
     assert fl in ("all", "free", "none")
-    return IdealSystem(spec, cfg.system.points_per_period, floquet=fl, tol=cfg.system.tol)  # type: ignore[arg-type]
+    return IdealSystem(
+        spec,
+        cfg.system.points_per_period,
+        floquet=fl,  # type: ignore[arg-type]
+        tol=cfg.system.tol,
+        echo_settle=cfg.system.echo_settle,
+    )
 
 
 @dataclass(frozen=True)
