@@ -309,13 +309,6 @@ class CalibrationFile(_Model):
                 return a
         raise CalibrationError(f"node {node} has no calibrated actuator")
 
-    def force_to_volts(self, node: int, force_n: Array, dt_s: float) -> Array:
-        """Generator volts V(t) producing force F(t) (N) on `node`: V(t) = F(t + delay)/(m·gain),
-        the delay advanced by a Fourier shift (F periodic on its grid of step `dt_s`)."""
-        a = self.actuator(node)
-        f = np.asarray(force_n, dtype=np.float64) / (self.mass_kg * a.gain_per_s2_per_v.value)
-        return fourier_shift(f, -a.delay_s.value, dt_s)
-
     def knowledge_arrays(self, n_nodes: int) -> tuple[Array, Array]:
         """(masses kg, damping 1/s) per node for `ModelKnowledge` (declared mass, fitted Γ)."""
         mass = np.full(n_nodes, self.mass_kg)
