@@ -84,6 +84,9 @@ __all__ = [
 ]
 
 
+#: A free orbit attracts when every Floquet multiplier has modulus ≤ 1 + STABILITY_TOL.
+STABILITY_TOL = 1e-6
+
 #: Smallest step-length factor after repeated failures; one more failure there stops the run.
 MIN_STEP_SCALE = 1.0 / 1024.0
 
@@ -692,23 +695,39 @@ class Trainer:
         return out
 
     async def _stability(self, params: Array, max_samples: int = 64) -> dict[str, Any]:
-        """Floquet check of the final free orbits (up to ``max_samples`` training samples)."""
+        """Floquet multipliers of the final free orbits of up to ``max_samples`` training samples
+        — the orbits the evaluation measured (warm-started on the evaluation twin, as a bench
+        would have them), not a fresh solve from rest, which can fail or land elsewhere."""
         from physlearn.ideal import IdealSystem
+        from physlearn.simulators.floquet import floquet_multipliers
         from physlearn.topology import mode_report
 
         s = self.setup
-        twin = make_system(s.config, s.spec, "free")
+        twin = self.eval_system
+        if not isinstance(twin, IdealSystem):
+            twin = make_system(s.config, s.spec, "none")
         assert isinstance(twin, IdealSystem)
         u = s.dataset.x_train[:max_samples]
-        out: dict[str, Any] = {"samples_checked": int(u.shape[0])}
+        lab = s.dataset.y_train[:max_samples]
+        out: dict[str, Any] = {"samples_checked": int(u.shape[0]), "orbits": "evaluated"}
         try:
             await twin.set_parameters(params)
             await twin.set_input(u)
-            obs = await twin.measure()
-            mult = np.asarray(obs.meta.get("max_floquet_multiplier"), dtype=float)
-            out.update(stable=True, max_floquet_multiplier=float(np.max(mult)))
-        except SolverError as exc:
-            out.update(stable=False, error=str(exc))
+            await twin.set_forces(None)
+            await twin.measure()
+            sol = twin.last_solution
+            assert sol is not None
+            exc = twin.task_excitation(u, s.targets.task(s.spec, lab))
+            theta = twin.model.full_theta(np.asarray(params, dtype=float), batch=u.shape[0])
+            mult = np.abs(floquet_multipliers(twin.model, theta, exc, twin.grid, sol.x, 0.0)[:, 0])
+            worst = float(np.max(mult))
+            out.update(
+                stable=bool(worst <= 1.0 + STABILITY_TOL),
+                max_floquet_multiplier=worst,
+                unstable_samples=int(np.sum(mult > 1.0 + STABILITY_TOL)),
+            )
+        except SolverError as exc_:
+            out.update(stable=False, error=str(exc_))
         rep = mode_report(s.spec, params)
         out["linear_modes_at_rest"] = rep.as_dict()
         return out
