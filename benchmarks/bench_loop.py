@@ -1,0 +1,217 @@
+"""Bench loop speed (issue 6, acceptance 4): EP training steps of examples/bench-xor.toml through
+the emulated XOR bench, FREE-RUNNING (the twin follows the wall clock × ``--speed``), instruments
+over TCP and a pty with realistic reply latencies, compared with the physical minimum.
+
+Per training step (3 phases × batch measurements, ep_symmetric):
+
+- step time: twin-clock seconds the controller spent on the step (settling, acquisitions,
+  instrument I/O, its own computation — CPU seconds count ×speed in twin time);
+- physical minimum: Σ over the step's measurements of (true settle time + acquisition time),
+  the true settle time ln(ρ/tol)/σ_true from the twin's TRUE slowest decay rate σ_true =
+  min Γ_true/2 (hidden truth, read by this benchmark only) and the true relative size ρ of the
+  transient each measurement starts (the relative change of the settled response from the
+  previous measurement), the acquisition K periods;
+- unsettled: measurements whose trigger came before the true settle time;
+- experiments per update, instrument I/O time per step (wall seconds inside driver calls).
+
+Rewrites its section of docs/benchmarks.md (between the bench_loop markers).
+
+    python benchmarks/bench_loop.py            # 4 steps, speed 8
+    python benchmarks/bench_loop.py --quick    # 1 step, no docs update
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from physlearn.bench_config import BenchConfig
+from physlearn.bench_system import BenchOptions, BenchSystem
+from physlearn.calibration.schema import CalibrationFile
+from physlearn.config import load_train_config
+from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.training import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "bench-xor.toml"
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench_loop:begin -->", "<!-- bench_loop:end -->"
+#: reply latency (bench seconds) per instrument kind: LAN SCPI round trips, a 4-channel scope
+#: waveform read, the QDAC's serial link
+LATENCY_S = {"keysight33500b": 0.004, "rigol_ds1000z": 0.030, "qdac2": 0.010}
+
+
+class ScaledClock:
+    """The free-running twin's clock: now() reads twin time, sleep(dt) waits dt/speed wall s."""
+
+    def __init__(self, twin_clock: Any, speed: float) -> None:
+        self.twin_clock, self.speed = twin_clock, speed
+
+    async def sleep(self, dt_s: float) -> None:
+        await asyncio.sleep(max(0.0, float(dt_s)) / self.speed)
+
+    async def now(self) -> float:
+        return float(self.twin_clock.now())
+
+
+async def run(steps: int, speed: float) -> dict[str, Any]:
+    cfg = load_train_config(EXAMPLE)
+    setup = prepare(cfg)
+    b = cfg.system.bench
+    assert b is not None
+    bench_path = EXAMPLE.parent / b.config
+    config = BenchConfig.load(bench_path)
+    cal = CalibrationFile.read(EXAMPLE.parent / b.calibration)
+    options = BenchOptions.model_validate(b.options)
+    emulated = EmulatedBench.from_file(bench_path, virtual=False, speed=speed)
+    try:
+        resources = emulated.serve(control=False)
+        for name, emu in emulated.emulators.items():
+            emu.faults.delay_replies(LATENCY_S[config.instruments[name].kind] / speed, None)
+        clock = ScaledClock(emulated.clock, speed)
+        system = BenchSystem(config, cal, setup.spec, clock, options, resources=resources)
+        sigma_true = float(np.min(np.asarray(emulated.twin.model.damping))) / 2.0
+        rows: list[dict[str, float]] = []
+        try:
+            await system.arm()
+            alpha = setup.spec.initial_parameters()
+            ds = setup.dataset
+            bs = cfg.training.batch_size
+            prev: np.ndarray | None = None
+            for k in range(steps):
+                idx = np.arange(k * bs, (k + 1) * bs) % ds.n_train
+                task = setup.targets.task(setup.spec, ds.y_train[idx])
+                system.drain_journal()
+                io0, n0 = system.io_time_s, system.experiments
+                t0 = await clock.now()
+                w0 = time.perf_counter()
+                g = await setup.estimator.estimate(system, alpha, ds.x_train[idx], task)
+                t1 = await clock.now()
+                wall = time.perf_counter() - w0
+                alpha = setup.optimizer.step(alpha, np.mean(g.grad, axis=0))
+                minimum, unsettled, n_meas = 0.0, 0, 0
+                acq = options.settle.acquire_periods * system.period_s
+                for entry in system.drain_journal():
+                    for b_i in range(entry["x"].shape[0]):
+                        x = entry["x"][b_i]
+                        amp = float(np.max(np.abs(x))) or 1.0
+                        rho = 1.0 if prev is None else float(np.max(np.abs(x - prev))) / amp
+                        prev = x
+                        t_true = max(0.0, math.log(max(rho, 1e-300) / options.settle.tol))
+                        t_true /= sigma_true
+                        minimum += t_true + acq
+                        waited = entry["t_trigger"][b_i] - entry["t_change"][b_i]
+                        unsettled += int(waited < t_true)
+                        n_meas += 1
+                rows.append(
+                    {
+                        "step_s": t1 - t0,
+                        "minimum_s": minimum,
+                        "ratio": (t1 - t0) / minimum,
+                        "unsettled": unsettled,
+                        "measurements": n_meas,
+                        "experiments": system.experiments - n0,
+                        "io_s": system.io_time_s - io0,
+                        "wall_s": wall,
+                    }
+                )
+                print(
+                    f"step {k}: {t1 - t0:.1f} s (twin) vs minimum {minimum:.1f} s → "
+                    f"{(t1 - t0) / minimum:.3f}; unsettled {unsettled}/{n_meas}; "
+                    f"I/O {system.io_time_s - io0:.2f} s; wall {wall:.1f} s",
+                    flush=True,
+                )
+        finally:
+            await system.close()
+    finally:
+        emulated.stop()
+    return {"rows": rows, "sigma_true": sigma_true, "period_s": system.period_s, "speed": speed}
+
+
+def section(res: dict[str, Any], steps: int, wall_s: float) -> str:
+    rows = res["rows"]
+    step = sum(r["step_s"] for r in rows)
+    minimum = sum(r["minimum_s"] for r in rows)
+    uns = sum(r["unsettled"] for r in rows)
+    n = sum(r["measurements"] for r in rows)
+    lat = ", ".join(f"{k} {v * 1e3:g} ms" for k, v in LATENCY_S.items())
+    lines = [
+        BEGIN,
+        "",
+        f"Generated by `benchmarks/bench_loop.py` ({steps} steps, {wall_s / 60:.1f} min wall). "
+        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}.",
+        "",
+        "EP training steps (ep_symmetric: free, +β, −β per sample) of examples/bench-xor.toml "
+        "through the emulated XOR bench, free-running at speed "
+        f"{res['speed']:g} (twin s per wall s), generators and scopes over TCP, the QDAC on a "
+        f"pty, reply latencies (bench time) {lat}. T = {res['period_s']:g} s; true slowest "
+        f"decay rate σ = Γ/2 = {res['sigma_true']:.4g} 1/s (hidden truth). Physical minimum per "
+        "measurement: ln(ρ/tol)/σ_true + K T (ρ: the true relative change of the settled "
+        "response from the previous measurement; K T the acquisition); a measurement is "
+        "unsettled when its trigger came before ln(ρ/tol)/σ_true after the change. The "
+        "controller's CPU time counts ×speed in twin time.",
+        "",
+        "| step | step time (twin s) | physical minimum (s) | ratio | unsettled | experiments | "
+        "instrument I/O (wall s) | wall s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rows):
+        lines.append(
+            f"| {i} | {r['step_s']:.1f} | {r['minimum_s']:.1f} | {r['ratio']:.3f} | "
+            f"{r['unsettled']}/{r['measurements']} | {r['experiments']} | {r['io_s']:.2f} | "
+            f"{r['wall_s']:.1f} |"
+        )
+    ratio = step / minimum
+    lines += [
+        "",
+        f"**Overall: {ratio:.3f}× the physical minimum** (goal ≤ 1.10: "
+        f"{'met' if ratio <= 1.10 else 'not met'}); unsettled measurements {uns}/{n} "
+        f"(goal 0: {'met' if uns == 0 else 'not met'}).",
+        "",
+        "Where the excess comes from: the 1-2-5 timebase makes a one-period screen last 1.5 "
+        "periods (12 divisions at the next 1-2-5 scale ≥ T/12), the settle rule's margin 2 on "
+        "the transient adds ln 2/σ, and each acquisition waits for the next sync edge (up to "
+        "one period).",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    doc = DOCS.read_text()
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        doc = head + text + tail
+    else:
+        doc = doc.rstrip("\n") + "\n\n## Bench loop\n\n" + text + "\n"
+    DOCS.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 step, docs not rewritten")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--speed", type=float, default=8.0)
+    args = ap.parse_args(argv)
+    steps = args.steps or (1 if args.quick else 4)
+    w0 = time.perf_counter()
+    res = asyncio.run(run(steps, args.speed))
+    text = section(res, steps, time.perf_counter() - w0)
+    print(text)
+    if not args.quick:
+        write_docs(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
