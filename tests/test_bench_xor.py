@@ -3,8 +3,9 @@
 a pty, the virtual clock on the twin-control socket) gives bit-identical parameters to the same
 run on the in-memory emulated bench.
 
-CI runs a fixed number of epochs (``EPOCHS``) through both paths; the full run of
-examples/bench-xor.toml to 100 % is recorded in README "Bench session" (command and result)."""
+CI runs a fixed number of epochs (``EPOCHS``) through both paths and checks bit-identity; the
+XOR-to-100 % half of the acceptance needs a recipe that reaches 100 % on this bench network,
+which the example does not have yet (see the issue)."""
 
 from __future__ import annotations
 
