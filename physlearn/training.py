@@ -235,16 +235,25 @@ class EvalResult:
 async def _free_outputs(
     system: PhysicalSystem, spec: NetworkSpec, targets: ClassTargets, x: Array, y: NDArray[np.int64]
 ) -> tuple[Array, NDArray[np.int64]]:
-    """Costs (n,) and predictions (n,) of one batch; a batch whose steady state fails is split in
-    halves until the failing samples are isolated (cost NaN, prediction −1)."""
+    """Costs (n,) and predictions (n,) of one batch. A sample without a steady state gets cost NaN
+    and prediction −1: when the error names the failing sample it is set aside and the rest is
+    solved again (one more solve per failing sample); otherwise the batch is split in halves."""
     try:
         await system.set_input(check_inputs(spec, x))
         await system.set_forces(None)
         obs = (await system.measure()).one_period()
-    except SolverError:
-        if x.shape[0] == 1:
+    except SolverError as exc:
+        n = x.shape[0]
+        if n == 1:
             return np.full(1, math.nan), np.full(1, -1, dtype=np.int64)
-        h = x.shape[0] // 2
+        bad = getattr(exc, "sample", None)
+        if isinstance(bad, int) and 0 <= bad < n:
+            keep = np.arange(n) != bad
+            cost = np.full(n, math.nan)
+            pred = np.full(n, -1, dtype=np.int64)
+            cost[keep], pred[keep] = await _free_outputs(system, spec, targets, x[keep], y[keep])
+            return cost, pred
+        h = n // 2
         c1, p1 = await _free_outputs(system, spec, targets, x[:h], y[:h])
         c2, p2 = await _free_outputs(system, spec, targets, x[h:], y[h:])
         return np.concatenate([c1, c2]), np.concatenate([p1, p2])
