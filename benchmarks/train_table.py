@@ -125,7 +125,9 @@ def _config(
     return data
 
 
-def valid_seeds(task: str, regime: str, n: int, max_tries: int = 50) -> list[int]:
+def valid_seeds(
+    task: str, regime: str, n: int, pooled: bool = False, max_tries: int = 50
+) -> list[int]:
     """The first ``n`` seeds whose initial network the topology accepts (a conservative draw with
     a linear mode within 0.1 ω of ω or 2ω is refused by physlearn.topology, never used)."""
     from physlearn.config import TrainConfig
@@ -135,7 +137,8 @@ def valid_seeds(task: str, regime: str, n: int, max_tries: int = 50) -> list[int
     out: list[int] = []
     for seed in range(max_tries):
         try:
-            validate(TrainConfig, _config(task, regime, "adjoint", seed, 1), task).network.build()
+            data = _config(task, regime, "adjoint", seed, 1, pooled)
+            validate(TrainConfig, data, task).network.build()
         except ConfigError:
             continue
         out.append(seed)
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--estimators: unknown {e!r}; known: {', '.join(known_estimators())}")
     n_seeds = args.seeds or (2 if args.quick else 5)
     raw = args.output.with_suffix(".jsonl")
-    seeds = {(t, r): valid_seeds(t, r, n_seeds) for t in tasks for r in regimes}
+    seeds = {(t, r): valid_seeds(t, r, n_seeds, args.digits_pooled) for t in tasks for r in regimes}
     args.seed_lists = seeds
     results: list[RunResult] = _read_rows(raw) if args.resume else []
     # rows of seeds the topology refuses (older runs) are not part of the paired sets
