@@ -176,7 +176,13 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 cal,
                 spec,
                 TwinClock(bench.control),
-                BenchOptions(safety={"max_response": 1.0}),
+                # examples/bench.toml models realistic scope noise; on its smallest channel the
+                # noise is ~20 % of the swing, which the single-period harmonic-fit check would
+                # read as a non-periodic response. Non-periodicity is not under test here.
+                BenchOptions(
+                    safety={"max_response": 1.0},
+                    settle={"periodic_residual": 0.5, "acquire_periods": 4},
+                ),
                 resources=res,
             )
 
@@ -214,6 +220,9 @@ def test_fitted_calibration_closes_the_bias_nominal_does_not(measured: dict[str,
     }
     print("cosines", {k: round(v, 4) for k, v in cos.items()}, "relative errors", rel)
     assert cos["fit/ideal_ep"] >= 0.98 and cos["fit/exact"] >= 0.98
-    assert cos["nom/ideal_ep"] < 0.98 and cos["nom/exact"] < 0.98
+    # The nominal map measurably does not agree. Its errors are mostly common gain factors,
+    # which scale the gradient more than they turn it (its cosine can stay near 1), so the
+    # disagreement is asserted on the relative error, which sees both.
+    assert rel["nom"] > 0.2
     assert rel["nom"] > 3 * rel["fit"]
     assert math.isfinite(rel["fit"])
