@@ -282,8 +282,12 @@ async def run_with_safe_exit(main: Coroutine[Any, Any, T], system: PhysicalSyste
         try:
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
+        except (NotImplementedError, RuntimeError, ValueError) as exc:
+            # Not the main thread, or a platform without loop signal handlers: exceptions and
+            # cancellation still reach the safe state, but this signal will not.
+            log.warning(
+                "cannot handle signal %d here (%s): no safe exit on that signal", signum, exc
+            )
     try:
         return await task
     except asyncio.CancelledError:
