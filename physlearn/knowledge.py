@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.errors import ConfigError
 from physlearn.network import NetworkSpec
 
 if TYPE_CHECKING:
+    from physlearn.calibration.schema import CalibrationFile
     from physlearn.simulators.model import NetworkModel
 
 Array = NDArray[np.float64]
@@ -38,6 +40,25 @@ class ModelKnowledge:
         """Knowledge declared by a spec (its term *values* are never used)."""
         m, _, g = spec.nodes.arrays()
         return cls(spec, m, g, source)
+
+    @classmethod
+    def from_calibration(cls, spec: NetworkSpec, calibration: CalibrationFile) -> ModelKnowledge:
+        """Knowledge on a bench: topology, ρ and modulations from ``spec`` (as designed), the node
+        mass (kg, declared in the file) and damping rates Γ_j (1/s, fitted) from the calibration.
+
+        Raises `ConfigError` naming the nodes the file does not calibrate.
+        """
+        d = spec.nodes.count
+        fitted = {n.node: float(n.damping_per_s.value) for n in calibration.nodes}
+        missing = [j for j in range(d) if j not in fitted or not np.isfinite(fitted[j])]
+        if missing:
+            raise ConfigError(
+                f"calibration of bench {calibration.bench_name!r}: no damping rate for nodes "
+                f"{missing} (run the 'resonance' step)"
+            )
+        mass = np.full(d, float(calibration.mass_kg))
+        damping = np.array([fitted[j] for j in range(d)])
+        return cls(spec, mass, damping, f"calibration of {calibration.bench_name}")
 
     @cached_property
     def _model(self) -> NetworkModel:

@@ -23,6 +23,7 @@ from physlearn.calibration.schema import (
     SensingCal,
     val,
 )
+from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_twin import EmulatedBench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,17 @@ def truth_calibration(bench: EmulatedBench, created_utc: str = TRUTH_DATE) -> Ca
         couplings=couplings,
         notes=["EMULATOR ANSWER KEY: the emulated bench's hidden truth, not a measurement"],
     )
+
+
+def controller_spec(bench: EmulatedBench) -> NetworkSpec:
+    """The network as the experimenter designed it: the bench's nodes and couplings (the DAC-wired
+    couplings trainable, the fixed spring not), a force input on node 0, the output node 1."""
+    raw = bench.twin.spec.model_dump(mode="json")
+    for c in raw["couplings"]:
+        c["trainable"] = c["kind"] == "product"
+    raw["inputs"] = {"nodes": [0], "mode": "force", "gain": 0.1}
+    raw["outputs"] = {"nodes": [1], "target": {"kind": "inphase", "values": [0.0]}}
+    return NetworkSpec.model_validate(raw)
 
 
 if __name__ == "__main__":
