@@ -314,6 +314,31 @@ class IdealSystem(PhysicalSystem):
             raise ConfigError("no input set: call set_input(u) before forces or measurements")
         return self._exc
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Array]:
+        """The twin's memory of its past steady states — the warm-start cache, in LRU order:
+        inputs (n, n_in), parameters (n, P) and free orbits (n, N, d) — for a training checkpoint,
+        so that a resumed run starts Newton where the uninterrupted one would have."""
+        keys = list(self._cache)
+        n_in, n_p, shape = self.n_inputs, self.n_params, (self.grid.n, self.n_nodes)
+        return {
+            "inputs": np.array([np.frombuffer(k, dtype=float) for k in keys]).reshape(-1, n_in),
+            "alphas": np.array([self._cache[k][0] for k in keys]).reshape(-1, n_p),
+            "orbits": np.array([self._cache[k][1] for k in keys]).reshape(-1, *shape),
+        }
+
+    def load_state_dict(self, state: dict[str, Array]) -> None:
+        """Restore a :meth:`state_dict` (replaces the warm-start cache)."""
+        u, a, x = (np.asarray(state[k], dtype=float) for k in ("inputs", "alphas", "orbits"))
+        if x.shape[1:] != (self.grid.n, self.n_nodes) or a.shape[1:] != (self.n_params,):
+            raise ConfigError(
+                f"twin state: orbits {x.shape[1:]} / parameters {a.shape[1:]} do not fit this "
+                f"twin ({self.grid.n}, {self.n_nodes}) / ({self.n_params},)"
+            )
+        self._cache.clear()
+        for key, ai, xi in zip(_keys(u), a, x, strict=True):
+            self._cache[key] = (ai.copy(), xi.copy())
+
     # ------------------------------------------------------------------ steady states
     def _warm_start(self, u: Array) -> Array | None:
         x0 = np.zeros((u.shape[0], self.grid.n, self.n_nodes))

@@ -345,8 +345,10 @@ class EpochMetrics:
 class RunStore:
     """A run directory; create with :meth:`create`, reopen with :meth:`open`."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, resumed: bool = False) -> None:
         self.run_dir = Path(run_dir)
+        #: opened by ``create(..., resume=True)``: `Trainer.run` continues from the checkpoint
+        self.resumed = resumed
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -420,6 +422,7 @@ class RunStore:
                     f"cannot resume run {name!r}: its config differs in {', '.join(diff)}"
                 )
             logger.info("resuming run in %s", run_dir)
+            store.resumed = True
             return store
         Path(root).mkdir(parents=True, exist_ok=True)
         try:

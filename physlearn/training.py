@@ -42,11 +42,12 @@ Generators seeded by the config; the twin is deterministic).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ from physlearn.estimators import Estimator, make_estimator
 from physlearn.knowledge import ModelKnowledge
 from physlearn.network import NetworkSpec
 from physlearn.optimizers import Optimizer, make_optimizer
-from physlearn.runstore import EpochMetrics, RunStore, atomic_write_bytes
+from physlearn.runstore import Checkpoint, EpochMetrics, RunStore, atomic_write_bytes
 from physlearn.system import PhysicalSystem
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ __all__ = [
     "TrainResult",
     "TrainSetup",
     "Trainer",
+    "TrainerState",
     "TrainingError",
     "default_run_name",
     "evaluate",
@@ -89,6 +91,163 @@ STABILITY_TOL = 1e-6
 
 #: Smallest step-length factor after repeated failures; one more failure there stops the run.
 MIN_STEP_SCALE = 1.0 / 1024.0
+
+
+#: Version of the trainer state kept in a checkpoint's ``extra`` (see `TrainerState`).
+TRAINER_STATE_VERSION = 1
+
+_COUNTERS = (
+    "nonfinite_steps",
+    "solver_failures",
+    "clipped_parameters",
+    "mode_guard_refusals",
+    "evaluation_reverts",
+)
+
+
+@dataclass
+class TrainerState:
+    """Everything `Trainer.run` carries from one mini-batch to the next, so that a run resumed
+    from a checkpoint continues exactly as the uninterrupted run would have.
+
+    Position: ``epoch`` and ``next_batch`` (the first mini-batch not yet done; equal to the
+    number of batches when only the epoch-end evaluation is left); ``epoch_rng`` is the shuffle
+    Generator *at the start of that epoch* (the resumed run draws the same order and skips the
+    batches done). The rest: parameters, the last measured ones (``last_good``, for reverts),
+    the last fully solved epoch-end ones (``anchor``), step count, failure counters, the
+    step-length factor and its recovery streak, best-epoch selection and patience, the epoch's
+    batch losses, cosines and counts so far, the stop decision, wall time (s) and experiments
+    so far, the state of the systems (warm starts of the ideal twin) and of the estimator's rng.
+    """
+
+    params: Array
+    last_good: Array
+    anchor: Array
+    epoch_rng: np.random.Generator
+    epoch: int = 0
+    next_batch: int = 0
+    step: int = 0
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    consecutive: int = 0
+    step_scale: float = 1.0
+    good_streak: int = 0
+    best: tuple[float, float] | None = None
+    best_epoch: int = -1
+    best_params: Array | None = None
+    since_best: int = 0
+    stuck: bool = False
+    epochs_run: int = 0
+    stopped_early: bool = False
+    stop_reason: str = ""
+    finished: bool = False
+    batch_losses: list[float] = field(default_factory=list)
+    cosines: list[float] = field(default_factory=list)
+    ep_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    initial: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    experiments: int = 0
+    systems: dict[str, Any] = field(default_factory=dict)
+    estimator_rng: dict[str, Any] | None = None
+
+    @classmethod
+    def fresh(cls, params: Array, seed: int) -> TrainerState:
+        p = np.array(params, dtype=float)
+        return cls(p, p.copy(), p.copy(), np.random.default_rng(seed), best_params=p.copy())
+
+    def extra(self) -> dict[str, Any]:
+        """The checkpoint's ``extra``: every field but params and the Generator (stored apart)."""
+        return {
+            "trainer_state": TRAINER_STATE_VERSION,
+            "next_batch": self.next_batch,
+            "last_good": self.last_good,
+            "anchor": self.anchor,
+            "counters": dict(self.counters),
+            "consecutive": self.consecutive,
+            "step_scale": self.step_scale,
+            "good_streak": self.good_streak,
+            "best": list(self.best) if self.best is not None else None,
+            "best_epoch": self.best_epoch,
+            "best_params": self.best_params,
+            "since_best": self.since_best,
+            "stuck": self.stuck,
+            "epochs_run": self.epochs_run,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "finished": self.finished,
+            "batch_losses": list(self.batch_losses),
+            "cosines": list(self.cosines),
+            "ep_counts": dict(self.ep_counts),
+            "initial": dict(self.initial),
+            "elapsed_s": self.elapsed_s,
+            "systems": self.systems,
+            "estimator_rng": self.estimator_rng,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, ck: Checkpoint, n_batches: int) -> TrainerState:
+        """The state a checkpoint holds; ConfigError if it was written without one (or by a run
+        cut into another number of mini-batches per epoch)."""
+        x = ck.extra
+        if x.get("trainer_state") != TRAINER_STATE_VERSION:
+            raise ConfigError(
+                "checkpoint: no trainer state (written by an older physlearn); cannot resume "
+                "this run"
+            )
+        if int(x.get("batches_per_epoch", -1)) != n_batches:
+            raise ConfigError(
+                f"checkpoint: written with {x.get('batches_per_epoch')} mini-batches per epoch, "
+                f"the config gives {n_batches}"
+            )
+        best = x["best"]
+        return cls(
+            params=np.array(ck.params, dtype=float),
+            last_good=np.asarray(x["last_good"], dtype=float),
+            anchor=np.asarray(x["anchor"], dtype=float),
+            epoch_rng=ck.make_rng(),
+            epoch=ck.epoch,
+            next_batch=int(x["next_batch"]),
+            step=ck.step,
+            counters={k: int(v) for k, v in x["counters"].items()},
+            consecutive=int(x["consecutive"]),
+            step_scale=float(x["step_scale"]),
+            good_streak=int(x["good_streak"]),
+            best=(float(best[0]), float(best[1])) if best is not None else None,
+            best_epoch=int(x["best_epoch"]),
+            best_params=np.asarray(x["best_params"], dtype=float),
+            since_best=int(x["since_best"]),
+            stuck=bool(x["stuck"]),
+            epochs_run=int(x["epochs_run"]),
+            stopped_early=bool(x["stopped_early"]),
+            stop_reason=str(x["stop_reason"]),
+            finished=bool(x["finished"]),
+            batch_losses=[float(v) for v in x["batch_losses"]],
+            cosines=[float(v) for v in x["cosines"]],
+            ep_counts={k: int(v) for k, v in x["ep_counts"].items()},
+            initial=dict(x["initial"]),
+            elapsed_s=float(x["elapsed_s"]),
+            experiments=int(x["experiments"]),
+            systems=dict(x.get("systems") or {}),
+            estimator_rng=x.get("estimator_rng"),
+        )
+
+
+def _get_rng_state(obj: object) -> dict[str, Any] | None:
+    """``bit_generator.state`` of an object's ``rng`` Generator (e.g. SPSA's), if it has one."""
+    rng = getattr(obj, "rng", None)
+    if isinstance(rng, np.random.Generator):
+        return dict(rng.bit_generator.state)
+    inner = getattr(obj, "inner", None)  # wrappers (bench step records)
+    return _get_rng_state(inner) if inner is not None and inner is not obj else None
+
+
+def _set_rng_state(obj: object, state: dict[str, Any]) -> None:
+    rng = getattr(obj, "rng", None)
+    if isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = state
+        return
+    inner = getattr(obj, "inner", None)
+    if inner is not None and inner is not obj:
+        _set_rng_state(inner, state)
 
 
 class TrainingError(PhyslearnError):
@@ -206,6 +365,7 @@ class ProgressEvent:
     total_steps: int
     batch_loss: float = math.nan
     metrics: dict[str, Any] | None = None
+    batch: int = -1  # index of the mini-batch within the epoch (step events)
 
 
 ProgressFn = Callable[[ProgressEvent], None]
@@ -376,6 +536,37 @@ class Trainer:
 
             self.guard = ModeGuard(spec)
 
+    def _systems(self) -> dict[str, PhysicalSystem]:
+        """The distinct systems of this trainer, by role."""
+        out: dict[str, PhysicalSystem] = {}
+        for role, sy in (
+            ("system", self.system),
+            ("eval", self.eval_system),
+            ("reference", self.reference_system),
+        ):
+            if sy is not None and all(sy is not o for o in out.values()):
+                out[role] = sy
+        return out
+
+    def _system_states(self) -> dict[str, Any]:
+        """``state_dict()`` of every system that has one (the ideal twin's warm starts; a bench's
+        physical state cannot be stored: it settles again after a resume)."""
+        out: dict[str, Any] = {}
+        for role, sy in self._systems().items():
+            fn = getattr(sy, "state_dict", None)
+            if callable(fn):
+                out[role] = fn()
+        return out
+
+    def _load_system_states(self, states: dict[str, Any]) -> None:
+        systems = self._systems()
+        for role, state in states.items():
+            fn = getattr(systems.get(role), "load_state_dict", None)
+            if callable(fn):
+                fn(state)
+            else:
+                log.warning("resume: the %s system cannot take its checkpointed state", role)
+
     def _guarded(self, params: Array, proposal: Array) -> tuple[Array, bool]:
         """The update params → proposal, shortened (½, ¼, ⅛) until no linear mode at rest comes
         within ``min_mode_margin``·ω of ω or 2ω (or at least no closer than before); (params,
@@ -392,49 +583,135 @@ class Trainer:
         return params, False
 
     async def run(
-        self, store: RunStore | None = None, progress: ProgressFn | None = None
+        self,
+        store: RunStore | None = None,
+        progress: ProgressFn | None = None,
+        *,
+        resume: bool | None = None,
     ) -> TrainResult:
+        """Train; with ``resume`` (default: ``store.resumed``) continue from the store's checkpoint
+        exactly where it was written (see `TrainerState`), else start from the spec's initial
+        parameters."""
         s, cfg = self.setup, self.setup.config
         tc = cfg.training
         spec, ds, targets, est, opt = s.spec, s.dataset, s.targets, s.estimator, s.optimizer
-        rng = np.random.default_rng(tc.seed)
-        params = spec.initial_parameters()
-        last_good = params.copy()
-        anchor = params.copy()  # last epoch-end parameters whose evaluation solved every sample
+        if resume is None:
+            resume = store is not None and store.resumed
+        ck: Checkpoint | None = None
+        if resume:
+            if store is None:
+                raise ConfigError("resume: needs a run directory")
+            if store.checkpoint_path.is_file():
+                ck = store.load_checkpoint()
+            else:
+                log.info("resume: %s has no checkpoint yet; starting over", store.run_dir)
+                store.truncate_metrics(-1)
         n_fit = int(self.x_fit.shape[0])
         n_batches = math.ceil(n_fit / tc.batch_size)
         total_steps = tc.epochs * n_batches
-        t0 = time.perf_counter()
-        step = 0
-        counters = {
-            "nonfinite_steps": 0,
-            "solver_failures": 0,
-            "clipped_parameters": 0,
-            "mode_guard_refusals": 0,
-            "evaluation_reverts": 0,
-        }
-        consecutive = 0
-        step_scale, good_streak = 1.0, 0
-        metrics: list[dict[str, Any]] = []
-        initial = await self._evaluate(params)
-        log.info(
-            "initial: train loss %.4g acc %.3f, test loss %.4g acc %.3f",
-            initial["train_loss"],
-            initial["train_accuracy"],
-            initial["test_loss"],
-            initial["test_accuracy"],
+        # experiments already counted by the system (a resumed session's system starts at 0)
+        exp_base = int(self.system.experiments) if ck is not None else 0
+        if ck is None:
+            st = TrainerState.fresh(spec.initial_parameters(), tc.seed)
+            st.initial = await self._evaluate(st.params)
+            log.info(
+                "initial: train loss %.4g acc %.3f, test loss %.4g acc %.3f",
+                st.initial["train_loss"],
+                st.initial["train_accuracy"],
+                st.initial["test_loss"],
+                st.initial["test_accuracy"],
+            )
+            metrics: list[dict[str, Any]] = []
+        else:
+            assert store is not None
+            st = TrainerState.from_checkpoint(ck, n_batches)
+            opt.load_state_dict(ck.optimizer_state)
+            self._load_system_states(st.systems)
+            if st.estimator_rng is not None:
+                _set_rng_state(est, st.estimator_rng)
+            # rows written after this checkpoint (an epoch evaluated but not yet checkpointed)
+            dropped = store.truncate_metrics(ck.epoch - 1)
+            metrics = store.read_metrics()
+            log.info(
+                "resuming at epoch %d, batch %d of %d (%d updates done%s)",
+                st.epoch,
+                st.next_batch,
+                n_batches,
+                st.step,
+                f"; {dropped} later metrics row(s) dropped" if dropped else "",
+            )
+        t0 = time.perf_counter() - st.elapsed_s
+
+        def experiments() -> int:
+            return st.experiments + int(self.system.experiments) - exp_base
+
+        def checkpoint(epoch: int, next_batch: int) -> None:
+            if store is None:
+                return
+            st.epoch, st.next_batch = epoch, next_batch
+            st.elapsed_s = time.perf_counter() - t0
+            st.systems = self._system_states()
+            st.estimator_rng = _get_rng_state(est)
+            exp_now = experiments()
+            store.write_checkpoint(
+                params=st.params,
+                optimizer_state=opt.state_dict(),
+                rng=st.epoch_rng,
+                epoch=epoch,
+                step=st.step,
+                extra={**st.extra(), "experiments": exp_now, "batches_per_epoch": n_batches},
+            )
+
+        if ck is None:
+            checkpoint(0, 0)
+        # aliases of the state's fields, written back before every checkpoint (_sync)
+        params, last_good, anchor = st.params, st.last_good, st.anchor
+        step, counters, consecutive = st.step, st.counters, st.consecutive
+        step_scale, good_streak = st.step_scale, st.good_streak
+        best, best_epoch, best_params, since_best = (
+            st.best,
+            st.best_epoch,
+            st.best_params,
+            st.since_best,
         )
-        stopped_early, stop_reason = False, ""
-        epochs_run = 0
-        best: tuple[float, float] | None = None
-        best_epoch, best_params, since_best = -1, params.copy(), 0
-        stuck = False
-        for epoch in range(tc.epochs):
+        stuck, epochs_run = st.stuck, st.epochs_run
+        stopped_early, stop_reason = st.stopped_early, st.stop_reason
+        initial = st.initial
+        rng = st.epoch_rng
+        first_epoch, skip = st.epoch, st.next_batch
+        resumed_epoch = ck is not None
+
+        def sync() -> None:
+            st.params, st.last_good, st.anchor = params, last_good, anchor
+            st.step, st.counters, st.consecutive = step, counters, consecutive
+            st.step_scale, st.good_streak = step_scale, good_streak
+            st.best, st.best_epoch, st.best_params, st.since_best = (
+                best,
+                best_epoch,
+                best_params,
+                since_best,
+            )
+            st.stuck, st.epochs_run = stuck, epochs_run
+            st.stopped_early, st.stop_reason = stopped_early, stop_reason
+            st.batch_losses, st.cosines, st.ep_counts = batch_losses, cosines, ep_counts
+
+        batch_losses: list[float] = st.batch_losses
+        cosines: list[float] = st.cosines
+        ep_counts: dict[str, int] = st.ep_counts
+        for epoch in range(first_epoch, first_epoch if st.finished else tc.epochs):
             t_ep = time.perf_counter()
-            batch_losses: list[float] = []
-            cosines: list[float] = []
-            ep_counts = dict.fromkeys(counters, 0)
+            # the shuffle Generator as it was at the start of this epoch (a checkpoint taken
+            # mid-epoch stores it: a resumed run draws the same order and skips the batches done)
+            st.epoch_rng = copy.deepcopy(rng)
+            if resumed_epoch:
+                resumed_epoch = False
+            else:
+                skip = 0
+                batch_losses, cosines = [], []
+                ep_counts = dict.fromkeys(counters, 0)
             for bi, idx in enumerate(iterate_minibatches(n_fit, tc.batch_size, rng, tc.shuffle)):
+                if bi < skip:
+                    continue
                 u = self.x_fit[idx]
                 lab = self.y_fit[idx]
                 task = targets.task(spec, lab)
@@ -474,6 +751,8 @@ class Trainer:
                     counters[failed] += 1
                     ep_counts[failed] += 1
                     consecutive += 1
+                    sync()
+                    checkpoint(epoch, n_batches if stuck else bi + 1)
                     if stuck:
                         break
                     if consecutive >= tc.max_consecutive_failures:
@@ -509,17 +788,12 @@ class Trainer:
                 ep_counts["clipped_parameters"] += nclip
                 batch_losses.append(float(np.mean(g.cost)))
                 cosines.append(cos)
-                if store is not None:
-                    store.write_checkpoint(
-                        params=params,
-                        optimizer_state=opt.state_dict(),
-                        rng=rng,
-                        epoch=epoch,
-                        step=step,
-                        extra={"batch": bi, "batches_per_epoch": n_batches},
-                    )
+                sync()
+                checkpoint(epoch, bi + 1)
                 if progress is not None:
-                    progress(ProgressEvent("step", epoch, step, total_steps, batch_losses[-1]))
+                    progress(
+                        ProgressEvent("step", epoch, step, total_steps, batch_losses[-1], batch=bi)
+                    )
             t_train = time.perf_counter() - t_ep
             ev = await self._evaluate(params)
             t_eval = time.perf_counter() - t_ep - t_train
@@ -556,7 +830,7 @@ class Trainer:
                 test_loss=ev["test_loss"],
                 test_accuracy=ev["test_accuracy"],
                 wall_time_s=time.perf_counter() - t0,
-                experiments=int(self.system.experiments),
+                experiments=experiments(),
                 cosine_to_adjoint=float(np.mean(finite_cos)) if finite_cos else None,
                 extra={
                     "steps": step,
@@ -602,6 +876,7 @@ class Trainer:
             )
             if reverted:
                 params = anchor.copy()
+            stop = True
             if stuck:
                 stopped_early = epoch + 1 < tc.epochs
                 stop_reason = (
@@ -609,18 +884,25 @@ class Trainer:
                     f"({MIN_STEP_SCALE:g} of the optimizer's): the network sits at a bifurcation"
                 )
                 log.warning("epoch %d: %s; stopping", epoch, stop_reason)
-                break
-            if self._reached(ev):
+            elif self._reached(ev):
                 stopped_early, stop_reason = epoch + 1 < tc.epochs, "target reached"
-                break
-            if tc.patience is not None and since_best >= tc.patience:
+            elif tc.patience is not None and since_best >= tc.patience:
                 stopped_early = epoch + 1 < tc.epochs
                 stop_reason = f"no improvement of the {tc.select} selection in {tc.patience} epochs"
+            else:
+                stop = False
+            # epoch done: the next one starts from the shuffle Generator as it is now
+            batch_losses, cosines, ep_counts = [], [], dict.fromkeys(counters, 0)
+            sync()
+            st.finished = stop
+            st.epoch_rng = rng
+            checkpoint(epoch + 1, 0)
+            if stop:
                 break
         final: dict[str, Any] | None = metrics[-1] if metrics else None
         if tc.select != "last" and best_epoch >= 0:
             params = best_params
-            final = metrics[best_epoch]
+            final = next(m for m in metrics if m["epoch"] == best_epoch)
         stability = await self._stability(params)
         summary = {
             "epochs_run": epochs_run,
@@ -629,7 +911,7 @@ class Trainer:
             "stop_reason": stop_reason,
             "steps": step,
             "wall_time_s": time.perf_counter() - t0,
-            "experiments": int(self.system.experiments),
+            "experiments": experiments(),
             "initial": initial,
             "select": tc.select,
             "selected_epoch": best_epoch if tc.select != "last" else epochs_run - 1,
@@ -755,18 +1037,24 @@ def train(
     progress: ProgressFn | None = None,
     system: PhysicalSystem | None = None,
     write: bool = True,
+    resume: bool = False,
 ) -> TrainResult:
     """Prepare, create the run directory (``root/name``; defaults from ``[output]``), train.
 
-    Everything that can be checked is checked before the directory is created.
+    Everything that can be checked is checked before the directory is created. With ``resume``
+    the run directory must exist with the same resolved config; training continues from its
+    checkpoint (bit-identical to the uninterrupted run on the ideal twin).
     """
     setup = prepare(cfg)
     store = None
     if write:
         root_dir = Path(root) if root is not None else cfg.output.root
         run_name = name or cfg.output.name or default_run_name(cfg)
-        store = RunStore.create(root_dir, run_name, cfg.resolved())
-        _write_network(store, setup.spec)
+        store = RunStore.create(root_dir, run_name, cfg.resolved(), resume=resume)
+        if not resume:
+            _write_network(store, setup.spec)
+    elif resume:
+        raise ConfigError("resume: needs a run directory (write=True)")
     trainer = Trainer(setup, system=system)
     return asyncio.run(trainer.run(store, progress))
 

@@ -153,7 +153,9 @@ def test_persistent_nonfinite_gradients_stop_the_run(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path, "nan", cfg.resolved())
     with pytest.raises(TrainingError, match="3 failed steps"):
         asyncio.run(Trainer(setup).run(store))
-    assert not store.checkpoint_path.exists()  # no update was ever applied
+    ck = store.load_checkpoint()  # rewritten after every mini-batch, applied or refused
+    assert ck.step == 0 and ck.params.tobytes() == setup.spec.initial_parameters().tobytes()
+    assert ck.extra["consecutive"] == 3 and ck.extra["counters"]["nonfinite_steps"] == 3
     for p in store.param_epochs():
         assert store.load_params(p).tobytes() == setup.spec.initial_parameters().tobytes()
 

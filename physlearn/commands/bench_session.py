@@ -162,7 +162,9 @@ class StepRecords(Estimator):
         p, self._pending = self._pending, None
         if self.recorder is None:
             self.recorder = self._open(p["journal"])
-        self._batch = self._batch + 1 if ev.epoch == self._epoch else 0
+        self._batch = (
+            ev.batch if ev.batch >= 0 else self._batch + 1 if ev.epoch == self._epoch else 0
+        )
         self._epoch = ev.epoch
         self.recorder.append(
             step=ev.step,

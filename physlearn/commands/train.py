@@ -4,7 +4,10 @@ checks every planned setting without switching anything on; ``--arm`` is require
 outputs; see physlearn.commands.bench_session and README "Bench session").
 
 Writes a run directory (resolved config, per-epoch metrics and parameters, checkpoint, summary;
-see physlearn.runstore) and prints its path at the end.
+see physlearn.runstore) and prints its path at the end. The checkpoint is rewritten atomically
+after every mini-batch; ``--resume RUN_DIR`` continues an interrupted or paused run from it (the
+run's own config.toml, or ``--config`` if given, which must resolve to the same config), with the
+same parameters, optimizer state, shuffle order and step-length state as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -15,12 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from physlearn.config import load_train_config
+from physlearn.errors import ConfigError
+from physlearn.runstore import CONFIG_FILE
 from physlearn.training import ProgressEvent, default_run_name, train
 
 
 def add_parser(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="train a network by equilibrium propagation", description=__doc__)
-    p.add_argument("--config", required=True, type=Path, help="TOML train config (examples/*.toml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML train config (examples/*.toml); with --resume, default RUN_DIR/config.toml",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint",
+    )
     p.add_argument(
         "--run-dir",
         type=Path,
@@ -53,8 +70,25 @@ def run(args: argparse.Namespace) -> int:
         overrides["training.epochs"] = args.epochs
     if args.seed is not None:
         overrides["training.seed"] = args.seed
-    cfg = load_train_config(args.config, overrides)
-    name = args.name or cfg.output.name or default_run_name(cfg, args.config)
+    resume: Path | None = args.resume
+    config_path: Path | None = args.config
+    if resume is not None:
+        if args.name is not None or args.run_dir is not None:
+            print("--resume RUN_DIR names the run directory: leave out --name and --run-dir")
+            return 2
+        if config_path is None:
+            config_path = resume / CONFIG_FILE
+            if not config_path.is_file():
+                raise ConfigError(f"--resume: {config_path} does not exist (not a run directory?)")
+    elif config_path is None:
+        print("--config is required (or --resume RUN_DIR)")
+        return 2
+    cfg = load_train_config(config_path, overrides)
+    if resume is not None:
+        root, name = resume.parent, resume.name
+    else:
+        root = args.run_dir
+        name = args.name or cfg.output.name or default_run_name(cfg, config_path)
     bar: Any = None
     last: dict[str, Any] = {}
 
@@ -84,15 +118,27 @@ def run(args: argparse.Namespace) -> int:
         if cfg.system.kind == "bench":
             from physlearn.commands.bench_session import run_bench_sync
             from physlearn.runstore import RunStore
+            from physlearn.safety import PersistentFault
             from physlearn.training import TrainSetup, _write_network
 
             def store_factory(setup: TrainSetup) -> RunStore:
-                root = Path(args.run_dir) if args.run_dir is not None else cfg.output.root
-                store = RunStore.create(root, name, cfg.resolved())
-                _write_network(store, setup.spec)
+                base = Path(root) if root is not None else cfg.output.root
+                store = RunStore.create(base, name, cfg.resolved(), resume=resume is not None)
+                if resume is None:
+                    _write_network(store, setup.spec)
                 return store
 
-            bench_result = run_bench_sync(cfg, args.config, args, store_factory, progress)
+            try:
+                bench_result = run_bench_sync(cfg, config_path, args, store_factory, progress)
+            except PersistentFault as exc:
+                base = Path(root) if root is not None else cfg.output.root
+                raise PersistentFault(
+                    f"{exc}. The bench is in its safe state and the run is paused at its last "
+                    f"checkpoint; after fixing {exc.instrument}, continue with: physlearn train "
+                    f"--resume {base / name}",
+                    instrument=exc.instrument,
+                    fault=exc.fault,
+                ) from exc
             if bench_result is None:
                 return 0
             result = bench_result
@@ -100,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             if args.dry_run or args.arm:
                 print('--dry-run and --arm apply to [system] kind = "bench" only')
                 return 2
-            result = train(cfg, root=args.run_dir, name=name, progress=progress)
+            result = train(cfg, root=root, name=name, progress=progress, resume=resume is not None)
     finally:
         if bar is not None:
             bar.close()
