@@ -1,4 +1,4 @@
-"""Self-calibration of the echo nudge: fit the node damping m_jΓ_j from echo-orbit mismatches.
+"""Self-calibration of the echo nudge: fit m_jΓ_j and sensing delays from echo-orbit mismatches.
 
 The echo drive F̃(t) = F(−t) − 2 m_jΓ_j ẋ_j(−t) (``ep_echo``, DESIGN.md §2) makes the system
 retrace its free orbit backwards only with the true m_jΓ_j. With a guess c_j the echo orbit
@@ -7,38 +7,44 @@ misses the reversed free orbit by a residual
     r(c) = x̃(c) − P x_free          (B, N, d, all samples and nodes stacked)
 
 that vanishes at the true c and grows linearly with c − c_true (near resonance F̃ ≈ −F(−t), so the
-residual is a sensitive probe). `fit_echo_damping` solves r(c) = 0 by Gauss–Newton with a
-finite-difference Jacobian over the per-node c_j, measured on the system itself:
+residual is a sensitive probe).
+
+Sensing delays. The residual also grows linearly with a residual delay ε_j of node j's sensing
+chain (its calibrated delay is off by ε_j, so the system reports x_j(t − ε_j)): it shifts the
+reference P x and the measured echo, and gives F̃ a wrong ẋ_j. Corrections τ_j (ideally τ_j = ε_j)
+are applied in software: every measured waveform is advanced, x_j(t) ← x_j,meas(t + τ_j)
+(`shift_nodes`; `SensingDelayCorrection` does it to all of a system's observations), before F̃
+and the residual are built. A delay common to every node is identifiable too: F(−t) is reversed
+about the generator's phase origin, which the sensing chain does not move.
+
+`fit_echo_model` solves r(c, τ) = 0 by Gauss–Newton with a finite-difference Jacobian measured on
+the system itself:
 
     experiments (steady states per sample):
       1                 free orbit (skipped when the caller passes the measured ``free``)
-      1                 echo orbit at the starting guess c⁰ (reached from the free state)
-      n                 Jacobian: the echo at c⁰ with node j's damping term changed by h_j, applied
-                        as an extra force −2 h_j ẋ_j(−t) on top of the echo drive (j = 1…n, the
-                        fitted nodes; a small perturbation of the echo orbit)
-      iterations        one echo orbit per Gauss–Newton update c^{k+1} = c^k − J⁺ r(c^k)
-                        (the Jacobian is kept from c⁰: the residual is almost linear in c)
+      1                 echo orbit at the starting guess (c⁰, τ = 0), reached from the free state
+      n                 damping columns: the echo with node j's damping term changed by h_j, applied
+                        as an extra force −2 h_j ẋ_j(−t) on top of the echo drive
+      n_τ               delay columns: the echo driven by F̃ built from the free orbit shifted by
+                        h_τ on node k, residual from the equally shifted echo and reference
+      iterations        one echo orbit per update p^{k+1} = p^k − J⁺ r(p^k) (the Jacobian is kept
+                        from the start: the residual is almost linear in c and τ)
 
-so 2 + n + iterations (1 + n + iterations given ``free``); the last of them measures the residual
-of the final fit (reported). The fitted nodes default to the damped ones (c⁰_j > 0), each needing
-a force actuator. The samples of the batch share c (one fit for the whole batch).
-
-Sensing delays. The mismatch also grows linearly with an uncalibrated delay τ_j of node j's
-sensing chain (the measured x_j(t − τ_j) gives a wrong ẋ_j and a shifted reference). The ideal twin
-has no sensing delays, so they cannot be tested here and are not fitted yet; the routine is built
-around a parameter vector with one finite-difference Jacobian column per parameter
-(`_echo_force` builds the drive for a parameter vector), so a per-node delay column (shift the
-measured waveforms by τ_j before building F̃ and the reference) adds without changing the solver.
+so 2 + n + n_τ + iterations (one less given ``free``); the last one measures the residual of the
+final fit (reported). The damping nodes default to the damped ones (c⁰_j > 0), each needing a force
+actuator; delays are fitted on ``delay_nodes`` (default none: `fit_echo_damping`). The samples of
+the batch share c and τ (one fit for the whole batch).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.delegating import DelegatingSystem
 from physlearn.errors import CalibrationError, GradientError
 from physlearn.estimators._common import reverse_time
 from physlearn.estimators.ep_echo import (
@@ -54,15 +60,64 @@ from physlearn.system import ForceWaveform, Observation, PhysicalSystem
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
+__all__ = [
+    "EchoDampingFit",
+    "EchoFit",
+    "SensingDelayCorrection",
+    "fit_echo_damping",
+    "fit_echo_model",
+    "shift_nodes",
+]
+
+
+def shift_nodes(x: Array, span_s: float, delays_s: Array) -> Array:
+    """Advance each node's periodic waveform: x_j(t + τ_j), samples (B, N, d) covering ``span_s``
+    seconds (whole periods) on a uniform grid; ``delays_s`` (d,) in s. Trigonometric
+    interpolation (the Nyquist mode of an even N is dropped)."""
+    tau = np.asarray(delays_s, dtype=float)
+    if not np.any(tau):
+        return np.asarray(x, dtype=float)
+    n = x.shape[1]
+    f = np.arange(n // 2 + 1, dtype=float) / span_s
+    spec = np.fft.rfft(x, axis=1)
+    if n % 2 == 0:
+        spec[:, -1, :] = 0.0
+    phase = np.exp(2j * np.pi * f[None, :, None] * tau[None, None, :])
+    return np.asarray(np.fft.irfft(spec * phase, n=n, axis=1), dtype=float)
+
+
+def _shift(obs: Observation, delays_s: Array) -> Observation:
+    return replace(obs, x=shift_nodes(obs.x, obs.n_periods * obs.period_s, delays_s))
+
+
+class SensingDelayCorrection(DelegatingSystem):
+    """The inner system with every observation's node j advanced by τ_j (``delays_s`` (d,), s):
+    corrects residual sensing delays found by `fit_echo_model`."""
+
+    def __init__(self, inner: PhysicalSystem, delays_s: Array):
+        super().__init__(inner)
+        self.delays_s = np.asarray(delays_s, dtype=float)
+        if self.delays_s.shape != (inner.n_nodes,) or not np.all(np.isfinite(self.delays_s)):
+            raise CalibrationError(
+                f"sensing delay corrections: need {inner.n_nodes} finite values (s), "
+                f"got {self.delays_s!r}"
+            )
+
+    async def measure(self) -> Observation:
+        return _shift(await self.inner.measure(), self.delays_s)
+
 
 @dataclass(frozen=True)
-class EchoDampingFit:
-    """Result of `fit_echo_damping`.
+class EchoFit:
+    """Result of `fit_echo_model`.
 
     m_gamma: fitted m_jΓ_j (d,) in kg/s (unfitted nodes keep the starting value);
-    initial: the starting guess (d,); nodes: the fitted nodes;
-    mismatch: relative echo-orbit mismatch (max over samples of max|x̃ − P x| / max|x|) at the
-    starting guess and after every update (iterations + 1,);
+    initial: the starting guess (d,); nodes: the damping nodes fitted;
+    delays_s: fitted sensing-delay corrections τ_j (d,) in s (0 where not fitted; advance node j's
+    measured waveform by τ_j, `SensingDelayCorrection`); delay_nodes: the nodes whose delay was
+    fitted;
+    mismatch: relative echo-orbit mismatch (max over samples of max|x̃ − P x| / max|x|, after the
+    delay corrections) at the starting guess and after every update (iterations + 1,);
     residual_rms: RMS of the residual r at the same points, in the node unit;
     iterations: Gauss–Newton updates made; experiments: steady states used (all samples).
     """
@@ -74,23 +129,32 @@ class EchoDampingFit:
     residual_rms: Array
     iterations: int
     experiments: int
+    delays_s: Array
+    delay_nodes: list[int]
 
     def knowledge(self, knowledge: ModelKnowledge) -> ModelKnowledge:
         """``knowledge`` with the fitted damping rates Γ_j = c_j / m_j."""
         return knowledge.with_damping(self.m_gamma / knowledge.mass)
 
 
-def _echo_force(drive: Array, free: Observation, params: Array) -> Array:
-    """The echo drive for a parameter vector (today: m_jΓ_j per node)."""
-    return echo_drive(drive, free, params)
+#: The damping-only fit's result (same class; ``delays_s`` all zero).
+EchoDampingFit = EchoFit
 
 
-async def _echo(system: PhysicalSystem, force: Array | None, period_s: float) -> Array:
+async def _echo(system: PhysicalSystem, force: Array | None, period_s: float) -> Observation:
     await system.set_forces(None if force is None else ForceWaveform(force, period_s))
-    return (await system.measure()).one_period().x
+    return (await system.measure()).one_period()
 
 
-async def fit_echo_damping(
+def _check_nodes(nodes: list[int], d: int, what: str) -> list[int]:
+    out = [int(j) for j in nodes]
+    bad = [j for j in out if not 0 <= j < d]
+    if bad or len(set(out)) != len(out):
+        raise CalibrationError(f"{what}: nodes {nodes} must be distinct node indices 0…{d - 1}")
+    return out
+
+
+async def fit_echo_model(
     system: PhysicalSystem,
     knowledge: ModelKnowledge,
     alpha: Array,
@@ -98,26 +162,39 @@ async def fit_echo_damping(
     *,
     free: Observation | None = None,
     nodes: list[int] | None = None,
+    delay_nodes: list[int] | None = None,
     iterations: int = 3,
     rel_step: float = 1e-2,
-) -> EchoDampingFit:
-    """Fit m_jΓ_j (d,) from echo-orbit mismatches at parameters α and inputs u (module docstring).
+    delay_step: float = 1e-3,
+) -> EchoFit:
+    """Fit m_jΓ_j and sensing-delay corrections τ_j from echo-orbit mismatches at parameters α
+    and inputs u (module docstring).
 
     ``knowledge`` supplies the starting guess m_jΓ_j. ``free``: the free orbit already measured
-    at (α, u) with the system still set to them (saves one steady state). ``nodes``: the nodes to
-    fit (default: the damped ones). ``rel_step``: finite-difference step h_j = rel_step·c⁰_j.
+    at (α, u) with the system still set to them, *uncorrected* (saves one steady state).
+    ``nodes``: the damping nodes to fit (default: the damped ones; [] fits none).
+    ``delay_nodes``: the nodes whose sensing delay to fit (default none). ``rel_step``:
+    finite-difference step h_j = rel_step·c⁰_j; ``delay_step``: h_τ as a fraction of the period.
     Leaves the system with no extra force and no echo drive. Raises `CalibrationError` when a
-    fitted node is not actuated or the fit is singular.
+    damping node is not actuated or the fit is singular.
     """
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise CalibrationError(f"iterations: must be a positive integer, got {iterations!r}")
     if not (np.isfinite(rel_step) and 0 < rel_step < 1):
         raise CalibrationError(f"rel_step: must be in (0, 1), got {rel_step!r}")
+    if not (np.isfinite(delay_step) and 0 < delay_step < 0.1):
+        raise CalibrationError(f"delay_step: must be in (0, 0.1) periods, got {delay_step!r}")
     c0 = np.asarray(knowledge.mass * knowledge.damping, dtype=float)
-    fit_nodes = [int(j) for j in np.flatnonzero(c0 > 0)] if nodes is None else list(nodes)
-    if not fit_nodes:
-        raise CalibrationError("no node to fit: the starting guess has no damped node")
-    bad = [j for j in fit_nodes if not (0 <= j < c0.size and c0[j] > 0)]
+    d = c0.size
+    fit_nodes = (
+        [int(j) for j in np.flatnonzero(c0 > 0)]
+        if nodes is None
+        else _check_nodes(nodes, d, "nodes")
+    )
+    tau_nodes = _check_nodes(delay_nodes or [], d, "delay_nodes")
+    if not fit_nodes and not tau_nodes:
+        raise CalibrationError("nothing to fit: no damped node and no delay node")
+    bad = [j for j in fit_nodes if not c0[j] > 0]
     if bad:
         raise CalibrationError(f"nodes {bad}: need a positive starting m_jΓ_j to fit")
     try:
@@ -133,48 +210,113 @@ async def fit_echo_damping(
         free = (await system.measure()).one_period()
     period = free.period_s
     drive = on_samples(await system.drive_forces(), free.x.shape[1], period)
-    ref = reverse_time(free.x)
-    xdot_rev = reverse_time(spectral_derivative(free.x, period))
-    c = c0.copy()
+    c, tau = c0.copy(), np.zeros(d)
+
+    def reference(tau_: Array) -> Observation:
+        return _shift(free, tau_)
+
+    async def echo_at(c_: Array, tau_: Array) -> Array:
+        """Residual r (B, N, d) of the echo driven with (c_, tau_); sets the echo drive."""
+        ref = reference(tau_)
+        await system.set_forces(None)
+        await system.set_echo_drive(ForceWaveform(echo_drive(drive, ref, c_), period))
+        return _shift(await _echo(system, None, period), tau_).x - reverse_time(ref.x)
+
     mism: list[float] = []
     rms: list[float] = []
-    try:
-        await system.set_echo_drive(ForceWaveform(_echo_force(drive, free, c), period))
-        x = await _echo(system, None, period)
-        r = x - ref
-        mism.append(float(np.max(echo_mismatch(x, free.x))))
+
+    def record(r: Array) -> None:
+        ref = reference(tau).x  # the corrected free orbit; r = corrected echo − P ref
+        mism.append(float(np.max(echo_mismatch(r + reverse_time(ref), ref))))
         rms.append(float(np.sqrt(np.mean(r**2))))
-        # Finite-difference Jacobian at c⁰: node j's damping term as an extra force.
+
+    try:
+        r = await echo_at(c, tau)
+        record(r)
         cols = []
+        # Damping columns: node j's damping term as an extra force on the same echo drive.
+        xdot_rev = reverse_time(spectral_derivative(free.x, period))
+        x_echo = r + reverse_time(free.x)
         for j in fit_nodes:
             h = rel_step * c0[j]
             extra = np.zeros_like(drive)
             extra[:, :, j] = -2.0 * h * xdot_rev[:, :, j]
-            xj = await _echo(system, extra, period)
-            cols.append(((xj - x) / h).ravel())
+            xj = (await _echo(system, extra, period)).x
+            cols.append(((xj - x_echo) / h).ravel())
+        # Delay columns: a new echo drive from the shifted free orbit, shifted residual.
+        h_tau = delay_step * period
+        for k in tau_nodes:
+            tk = tau.copy()
+            tk[k] += h_tau
+            cols.append(((await echo_at(c, tk)) - r).ravel() / h_tau)
         J = np.stack(cols, axis=1)
-        if np.linalg.matrix_rank(J) < len(fit_nodes):
+        scale = np.linalg.norm(J, axis=0)
+        names = [f"m·Γ of node {j}" for j in fit_nodes] + [f"delay of node {k}" for k in tau_nodes]
+        if np.any(scale == 0) or np.linalg.matrix_rank(J / scale) < J.shape[1]:
             raise CalibrationError(
-                f"the echo mismatch does not determine m_jΓ_j on nodes {fit_nodes} "
-                "(singular Jacobian)"
+                f"the echo mismatch does not determine {', '.join(names)} (singular Jacobian)"
             )
-        for k in range(iterations):
-            step, *_ = np.linalg.lstsq(J, -r.ravel(), rcond=None)
-            c[fit_nodes] += step
+        nc = len(fit_nodes)
+        for it in range(iterations):
+            step, *_ = np.linalg.lstsq(J / scale, -r.ravel(), rcond=None)
+            step = step / scale
+            c[fit_nodes] += step[:nc]
+            tau[tau_nodes] += step[nc:]
             if np.any(c[fit_nodes] <= 0):
                 raise CalibrationError(
-                    f"Gauss–Newton step {k + 1} gave a non-positive m_jΓ_j {c[fit_nodes]}"
+                    f"Gauss–Newton step {it + 1} gave a non-positive m_jΓ_j {c[fit_nodes]}"
                 )
-            await system.set_forces(None)
-            await system.set_echo_drive(ForceWaveform(_echo_force(drive, free, c), period))
-            x = await _echo(system, None, period)
-            r = x - ref
-            mism.append(float(np.max(echo_mismatch(x, free.x))))
-            rms.append(float(np.sqrt(np.mean(r**2))))
-            log.info("echo damping fit %d: m·Γ = %s, mismatch %.2e", k + 1, c[fit_nodes], mism[-1])
+            if np.any(np.abs(tau) > 0.25 * period):
+                raise CalibrationError(
+                    f"Gauss–Newton step {it + 1} gave sensing-delay corrections {tau} s beyond "
+                    f"a quarter period ({0.25 * period:.3g} s): the echo mismatch is not from "
+                    "small calibration errors"
+                )
+            r = await echo_at(c, tau)
+            record(r)
+            log.info(
+                "echo model fit %d: m·Γ = %s, τ = %s s, mismatch %.2e",
+                it + 1,
+                c[fit_nodes],
+                tau[tau_nodes],
+                mism[-1],
+            )
     finally:
         await system.set_forces(None)
         await system.set_echo_drive(None)
-    return EchoDampingFit(
-        c, c0, fit_nodes, np.array(mism), np.array(rms), iterations, system.experiments - n0
+    return EchoFit(
+        c,
+        c0,
+        fit_nodes,
+        np.array(mism),
+        np.array(rms),
+        iterations,
+        system.experiments - n0,
+        tau,
+        tau_nodes,
+    )
+
+
+async def fit_echo_damping(
+    system: PhysicalSystem,
+    knowledge: ModelKnowledge,
+    alpha: Array,
+    u: Array,
+    *,
+    free: Observation | None = None,
+    nodes: list[int] | None = None,
+    iterations: int = 3,
+    rel_step: float = 1e-2,
+) -> EchoFit:
+    """Fit m_jΓ_j (d,) only (`fit_echo_model` without delays): 2 + n + iterations experiments."""
+    return await fit_echo_model(
+        system,
+        knowledge,
+        alpha,
+        u,
+        free=free,
+        nodes=nodes,
+        delay_nodes=[],
+        iterations=iterations,
+        rel_step=rel_step,
     )

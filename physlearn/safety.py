@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.delegating import DelegatingSystem
 from physlearn.errors import InstrumentError, LimitError, SafetyError
 from physlearn.system import ForceWaveform, Observation, PhysicalSystem
 
@@ -139,7 +140,7 @@ class FaultLog:
         return out
 
 
-class RetryingSystem(PhysicalSystem):
+class RetryingSystem(DelegatingSystem):
     """Wraps a system: a measurement that fails with a transient `InstrumentError` is repeated
     (after re-applying parameters, inputs and forces) up to the policy's attempts.
 
@@ -154,7 +155,7 @@ class RetryingSystem(PhysicalSystem):
         on_fault: Callable[[], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy or RetryPolicy()
         self.faults = FaultLog()
         self._on_fault = on_fault
@@ -164,27 +165,6 @@ class RetryingSystem(PhysicalSystem):
         self._forces: ForceWaveform | None = None
         self._echo: ForceWaveform | None = None
         self._echo_set = False
-
-    # description: delegated
-    @property
-    def n_nodes(self) -> int:
-        return self.inner.n_nodes
-
-    @property
-    def n_params(self) -> int:
-        return self.inner.n_params
-
-    @property
-    def period_s(self) -> float:
-        return self.inner.period_s
-
-    @property
-    def actuated_nodes(self) -> list[int]:
-        return self.inner.actuated_nodes
-
-    @property
-    def experiments(self) -> int:  # type: ignore[override]
-        return self.inner.experiments
 
     async def _retry(self, what: str, op: Callable[[], Coroutine[Any, Any, T]]) -> T:
         last: BaseException | None = None
@@ -260,9 +240,6 @@ class RetryingSystem(PhysicalSystem):
             return await self.inner.measure()
 
         return await self._retry("measure", op)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 async def run_with_safe_exit(main: Coroutine[Any, Any, T], system: PhysicalSystem | None) -> T:

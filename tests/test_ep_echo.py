@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from twin_helpers import cosine, rel_err
 
+from physlearn.delegating import DelegatingSystem
 from physlearn.echo_calibration import fit_echo_damping
 from physlearn.errors import ConfigError, GradientError, SteadyStateError
 from physlearn.estimators import GradientEstimate, make_estimator
@@ -233,56 +234,26 @@ def test_echo_landing_on_another_attractor_is_refused() -> None:
 
 
 # ----------------------------------------------------------------------------- refusals
-class _Partial(PhysicalSystem):
+class _Partial(DelegatingSystem):
     """Delegates to the twin but actuates only ``nodes``; ``echo``: forwards the echo methods."""
 
     def __init__(self, inner: IdealSystem, nodes: list[int], echo: bool = True):
-        self.inner, self.nodes, self.echo = inner, nodes, echo
-
-    @property
-    def experiments(self) -> int:  # type: ignore[override]
-        return self.inner.experiments
-
-    @property
-    def n_nodes(self) -> int:
-        return self.inner.n_nodes
-
-    @property
-    def n_params(self) -> int:
-        return self.inner.n_params
-
-    @property
-    def period_s(self) -> float:
-        return self.inner.period_s
+        super().__init__(inner)
+        self.nodes, self.echo = nodes, echo
 
     @property
     def actuated_nodes(self) -> list[int]:
         return list(self.nodes)
 
-    async def set_parameters(self, alpha: np.ndarray) -> None:
-        await self.inner.set_parameters(alpha)
-
-    async def set_input(self, u: np.ndarray) -> None:
-        await self.inner.set_input(u)
-
-    async def set_forces(self, forces: ForceWaveform | None) -> None:
-        await self.inner.set_forces(forces)
-
-    async def drive_peak(self) -> np.ndarray:
-        return await self.inner.drive_peak()
-
     async def drive_forces(self) -> np.ndarray:
         if not self.echo:
-            return await super().drive_forces()
+            return await PhysicalSystem.drive_forces(self)  # the interface's refusal
         return await self.inner.drive_forces()
 
     async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
         if not self.echo:
-            await super().set_echo_drive(drive)
+            await PhysicalSystem.set_echo_drive(self, drive)
         await self.inner.set_echo_drive(drive)
-
-    async def measure(self) -> Observation:
-        return await self.inner.measure()
 
 
 def test_missing_actuation_on_damped_nodes_is_refused_naming_them() -> None:

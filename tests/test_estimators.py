@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from twin_helpers import cosine, rel_err
 
+from physlearn.delegating import DelegatingSystem
 from physlearn.errors import ConfigError, GradientError
 from physlearn.estimators import GradientEstimate, known_estimators, make_estimator
 from physlearn.ideal import IdealSystem
 from physlearn.knowledge import ModelKnowledge
 from physlearn.network import NetworkSpec
 from physlearn.simulators.ensemble import linear_mode_frequencies, random_network
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem
 from physlearn.task import Task
 
 KINDS = ("product", "difference")
@@ -204,46 +204,12 @@ def test_spsa_is_unbiased() -> None:
     assert np.median([cosine(g, ref) for g in draws]) < 0.95
 
 
-class _NotTheTwin(PhysicalSystem):
+class _NotTheTwin(DelegatingSystem):
     """A system that is not the ideal twin (delegates to one, so EP still works on it)."""
-
-    def __init__(self, inner: IdealSystem):
-        self.inner = inner
-
-    @property
-    def experiments(self) -> int:  # type: ignore[override]
-        return self.inner.experiments
-
-    @property
-    def n_nodes(self) -> int:
-        return self.inner.n_nodes
-
-    @property
-    def n_params(self) -> int:
-        return self.inner.n_params
-
-    @property
-    def period_s(self) -> float:
-        return self.inner.period_s
 
     @property
     def actuated_nodes(self) -> list[int]:
         return [0, 1]
-
-    async def set_parameters(self, alpha: np.ndarray) -> None:
-        await self.inner.set_parameters(alpha)
-
-    async def set_input(self, u: np.ndarray) -> None:
-        await self.inner.set_input(u)
-
-    async def set_forces(self, forces: ForceWaveform | None) -> None:
-        await self.inner.set_forces(forces)
-
-    async def drive_peak(self) -> np.ndarray:
-        return await self.inner.drive_peak()
-
-    async def measure(self) -> Observation:
-        return await self.inner.measure()
 
 
 def test_adjoint_refuses_other_systems_and_ep_refuses_unactuated_outputs() -> None:

@@ -24,8 +24,10 @@ has the free orbit's Floquet multipliers, so it attracts exactly when the free o
 system reaches it from the free state and basins are not symmetric: it can settle on another
 attractor. The relative mismatch max|x̃ − P x| / max|x| is reported per sample in
 ``info["echo_mismatch"]``, and above ``attractor_tol`` the estimate is refused (`GradientError`).
-The mismatch also grows linearly with errors in m_jΓ_j: ``self_calibrate=True`` first fits them
-from echo-orbit mismatches (`physlearn.echo_calibration.fit_echo_damping`).
+The mismatch also grows linearly with errors in m_jΓ_j and in sensing delays: ``self_calibrate=True``
+first fits m_jΓ_j from echo-orbit mismatches, and with ``calibrate_delays=True`` also a sensing-delay
+correction per node, applied to every observation of the estimate
+(`physlearn.echo_calibration.fit_echo_model`).
 
 Knowledge: m_j, Γ_j (`ModelKnowledge.mass`, ``damping``), ρ′ and the modulations
 (`ModelKnowledge.dR_dalpha_T`). Needs a force actuator on every damped node and every node where
@@ -35,6 +37,7 @@ system that implements `drive_forces` and `set_echo_drive`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
@@ -59,7 +62,7 @@ from physlearn.system import ForceWaveform, Observation, PhysicalSystem
 from physlearn.task import Task
 
 if TYPE_CHECKING:
-    from physlearn.echo_calibration import EchoDampingFit
+    from physlearn.echo_calibration import EchoFit
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +122,10 @@ class EPEcho(Estimator):
     """Echo-nudge EP (module docstring). ``beta``: dimensionless nudge (peak nudge / peak drive
     force). ``attractor_tol``: largest relative echo-orbit mismatch accepted (above it the system
     settled on another attractor, or m_jΓ_j is badly wrong). ``self_calibrate``: fit m_jΓ_j from
-    echo mismatches first (`fit_echo_damping`, ``calibration_iterations`` Gauss–Newton steps;
-    costs 1 + n_damped + iterations more steady states per sample) and use the fit."""
+    echo mismatches first (`fit_echo_model`, ``calibration_iterations`` Gauss–Newton steps;
+    costs 1 + n_damped + iterations more steady states per sample) and use the fit;
+    ``calibrate_delays`` (with ``self_calibrate``): fit a sensing-delay correction on every node
+    too (d more steady states) and apply it to every observation of the estimate."""
 
     name = "ep_echo"
 
@@ -132,6 +137,7 @@ class EPEcho(Estimator):
         attractor_tol: float = 0.1,
         self_calibrate: bool = False,
         calibration_iterations: int = 3,
+        calibrate_delays: bool = False,
     ):
         super().__init__(knowledge)
         self.beta = check_beta(beta)
@@ -142,7 +148,12 @@ class EPEcho(Estimator):
         self.calibration_iterations = check_positive_int(
             calibration_iterations, "calibration_iterations"
         )
-        self.last_calibration: EchoDampingFit | None = None
+        if not isinstance(calibrate_delays, bool):
+            raise ConfigError(f"calibrate_delays: must be true or false, got {calibrate_delays!r}")
+        if calibrate_delays and not self_calibrate:
+            raise ConfigError("calibrate_delays: needs self_calibrate = true")
+        self.calibrate_delays = calibrate_delays
+        self.last_calibration: EchoFit | None = None
 
     async def estimate(
         self, system: PhysicalSystem, alpha: Array, u: Array, task: Task
@@ -154,15 +165,32 @@ class EPEcho(Estimator):
         free, cost = await measure_free(system, alpha, u, task)
         info: dict[str, object] = {"beta_ratio": self.beta}
         if self.self_calibrate:
-            from physlearn.echo_calibration import fit_echo_damping
+            from physlearn.echo_calibration import (
+                SensingDelayCorrection,
+                fit_echo_model,
+                shift_nodes,
+            )
 
-            fit = await fit_echo_damping(
-                system, kn, alpha, u, free=free, iterations=self.calibration_iterations
+            fit = await fit_echo_model(
+                system,
+                kn,
+                alpha,
+                u,
+                free=free,
+                delay_nodes=list(range(system.n_nodes)) if self.calibrate_delays else [],
+                iterations=self.calibration_iterations,
             )
             self.last_calibration = fit
             m_gamma = fit.m_gamma
             info["calibrated_m_gamma"] = fit.m_gamma.copy()
             info["calibration_mismatch"] = fit.mismatch.copy()
+            if self.calibrate_delays:
+                info["calibrated_delays_s"] = fit.delays_s.copy()
+                system = SensingDelayCorrection(system, fit.delays_s)
+                free = dataclasses.replace(
+                    free,
+                    x=shift_nodes(free.x, free.n_periods * free.period_s, fit.delays_s),
+                )
         drive = echo_drive(await system.drive_forces(), free, m_gamma)
         pushed = [int(j) for j in np.flatnonzero(np.any(drive != 0.0, axis=(0, 1)))]
         require_actuation(system, pushed, "the echo drive F̃ is non-zero there")
