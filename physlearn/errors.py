@@ -35,7 +35,9 @@ class UnstableOrbitError(SolverError):
     No bench can settle on such an orbit, so it must never be used as a steady state.
     """
 
-    def __init__(self, message: str, *, sample: int | None = None, multiplier: float = float("nan")):
+    def __init__(
+        self, message: str, *, sample: int | None = None, multiplier: float = float("nan")
+    ):
         super().__init__(message)
         self.sample = sample
         self.multiplier = multiplier

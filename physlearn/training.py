@@ -900,7 +900,7 @@ class Trainer:
             if stop:
                 break
         final: dict[str, Any] | None = metrics[-1] if metrics else None
-        if tc.select != "last" and best_epoch >= 0:
+        if tc.select != "last" and best_epoch >= 0 and best_params is not None:
             params = best_params
             final = next(m for m in metrics if m["epoch"] == best_epoch)
         stability = await self._stability(params)
