@@ -152,6 +152,77 @@ def test_ep_echo_through_calibrated_bench_matches_adjoint(seed: int, tmp_path: P
     assert np.all(mismatch > 0)  # a real, noisy measurement
 
 
+def _with_scope_delays(cal: CalibrationFile, shift_s: dict[int, float]) -> CalibrationFile:
+    """``cal`` with the scope paths' sensing delays of the given nodes off by ``shift_s`` (s)."""
+    sensing = []
+    for s in cal.sensing:
+        if s.node in shift_s and s.instrument == "scope":
+            value = s.delay_s.value + shift_s[s.node]
+            s = s.model_copy(update={"delay_s": s.delay_s.model_copy(update={"value": value})})
+        sensing.append(s)
+    return cal.model_copy(update={"sensing": sensing})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_echo_self_calibration_runs_on_the_noisy_bench_down_to_its_mismatch_floor() -> None:
+    """The calibration's scope delays are off by +1 % (node 1) and −0.7 % (node 3) of the period
+    and m·Γ by 5 %. `ep_echo(self_calibrate, calibrate_delays)` fits both from echo mismatches;
+    finite-difference steps of 20 % in m·Γ and 2 % of a period move the echo beyond the noise.
+    The fit brings the echo residual down to the bench's floor (rms 9.5e-3 → 2.7e-3; the exact
+    calibration leaves echo mismatches of 1.5–3.5 % too) and the gradient stays within the
+    acceptance. What it does not do here is identify the delays: at that floor the corrections
+    (measured −0.29 % / +0.58 % of the period for the expected −1 % / +0.7 %) are not resolved,
+    unlike on the noise-free twin (tests/test_ep_echo.py, to 1e-6 of a period) — the floor, not
+    the method, limits it (docs/estimators.md)."""
+    bench = emulated(ECHO_BENCH, 20240611)
+    res = bench.serve(memory_prefix=f"echo-delay{next(_names)}-", control=False)
+    spec = controller_spec(bench)
+    cal = truth_calibration(bench, created_utc=datetime.now(UTC).isoformat())
+    period = spec.period_s
+    shift = {1: 0.01 * period, 3: -0.007 * period}
+    knowledge = ModelKnowledge.from_calibration(spec, cal)
+    wrong = knowledge.with_damping(knowledge.damping * 1.05)
+    system = bench_system(bench, _with_scope_delays(cal, shift), spec, res)
+    est = make_estimator(
+        "ep_echo",
+        wrong,
+        beta=BETA,
+        self_calibrate=True,
+        calibrate_delays=True,
+        calibration_rel_step=0.2,
+        calibration_delay_step=0.02,
+    )
+
+    async def run() -> GradientEstimate:
+        try:
+            await system.connect()
+            await system.arm()
+            task = Task.from_spec(spec, TARGETS)
+            return await est.estimate(system, spec.initial_parameters(), U, task)
+        finally:
+            await system.close()
+
+    try:
+        g = asyncio.run(run())
+    finally:
+        bench.stop()
+    fit = est.last_calibration
+    assert fit is not None
+    tau = fit.delays_s / period
+    print(f"delay corrections / T {tau}, m·Γ / true {fit.m_gamma / (fit.initial / 1.05)}")
+    print(f"residual rms {fit.residual_rms}, mismatch {fit.mismatch}")
+    assert fit.residual_rms[-1] < 0.5 * fit.residual_rms[0]  # down to the floor
+    assert np.all(np.abs(tau) < 0.02)  # bounded: no runaway along unresolved directions
+    exact, _ = asyncio.run(
+        batch_gradient(
+            IdealSystem(spec, 33, cache_size=0), ModelKnowledge.from_spec(spec), "adjoint", spec
+        )
+    )
+    assert cosine(np.asarray(g.grad).mean(axis=0), exact) >= 0.98
+    assert g.experiments == U.shape[0] * (4 + 1 + 4 + 4 + 3)
+
+
 def test_ep_echo_refused_on_a_bench_without_actuators_on_damped_nodes() -> None:
     bench = emulated(REFERENCE_BENCH, 20240611)
     res = bench.serve(memory_prefix=f"echo-refuse{next(_names)}-", control=False)

@@ -125,7 +125,10 @@ class EPEcho(Estimator):
     echo mismatches first (`fit_echo_model`, ``calibration_iterations`` Gauss–Newton steps;
     costs 1 + n_damped + iterations more steady states per sample) and use the fit;
     ``calibrate_delays`` (with ``self_calibrate``): fit a sensing-delay correction on every node
-    too (d more steady states) and apply it to every observation of the estimate."""
+    too (d more steady states) and apply it to every observation of the estimate.
+    ``calibration_rel_step``, ``calibration_delay_step``: the fit's finite-difference steps
+    (relative m_jΓ_j change; delay in periods) — on a noisy bench they must move the echo orbit
+    well beyond the noise (docs/estimators.md)."""
 
     name = "ep_echo"
 
@@ -138,6 +141,8 @@ class EPEcho(Estimator):
         self_calibrate: bool = False,
         calibration_iterations: int = 3,
         calibrate_delays: bool = False,
+        calibration_rel_step: float = 1e-2,
+        calibration_delay_step: float = 1e-3,
     ):
         super().__init__(knowledge)
         self.beta = check_beta(beta)
@@ -153,6 +158,19 @@ class EPEcho(Estimator):
         if calibrate_delays and not self_calibrate:
             raise ConfigError("calibrate_delays: needs self_calibrate = true")
         self.calibrate_delays = calibrate_delays
+        if not (isinstance(calibration_rel_step, float | int) and 0 < calibration_rel_step < 1):
+            raise ConfigError(
+                f"calibration_rel_step: must be in (0, 1), got {calibration_rel_step!r}"
+            )
+        if not (
+            isinstance(calibration_delay_step, float | int) and 0 < calibration_delay_step < 0.1
+        ):
+            raise ConfigError(
+                "calibration_delay_step: must be in (0, 0.1) periods, got "
+                f"{calibration_delay_step!r}"
+            )
+        self.calibration_rel_step = float(calibration_rel_step)
+        self.calibration_delay_step = float(calibration_delay_step)
         self.last_calibration: EchoFit | None = None
 
     async def estimate(
@@ -179,6 +197,8 @@ class EPEcho(Estimator):
                 free=free,
                 delay_nodes=list(range(system.n_nodes)) if self.calibrate_delays else [],
                 iterations=self.calibration_iterations,
+                rel_step=self.calibration_rel_step,
+                delay_step=self.calibration_delay_step,
             )
             self.last_calibration = fit
             m_gamma = fit.m_gamma
