@@ -46,3 +46,30 @@ def test_dry_run_refuses_a_drive_beyond_the_limits(tmp_path: Path) -> None:
     r = train("--config", str(cfg), "--dry-run", cwd=tmp_path)
     assert r.returncode != 0
     assert "fgen1" in r.stderr and "limit" in r.stderr.lower()
+
+
+def test_bench_session_knowledge_comes_from_the_calibration() -> None:
+    """On a bench the estimator's masses and damping rates are the calibration file's, not the
+    network spec's (the designed Γ may differ from the bench's)."""
+    import asyncio
+
+    import numpy as np
+
+    from physlearn.calibration.schema import CalibrationFile
+    from physlearn.commands.bench_session import open_session
+    from physlearn.config import load_train_config
+
+    cfg = load_train_config(EXAMPLE)
+    cal = CalibrationFile.read(EXAMPLE.parent / "bench-xor-calibration.json")
+
+    async def run() -> None:
+        async with open_session(cfg, EXAMPLE.parent) as session:
+            kn = session.setup.knowledge
+            assert kn.source.startswith("calibration")
+            assert session.setup.estimator.knowledge is kn
+            np.testing.assert_array_equal(
+                kn.damping, [n.damping_per_s.value for n in sorted(cal.nodes, key=lambda n: n.node)]
+            )
+            np.testing.assert_array_equal(kn.mass, np.full(6, cal.mass_kg))
+
+    asyncio.run(run())

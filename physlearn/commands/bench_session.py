@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -37,7 +38,9 @@ from physlearn.bench_system import BenchOptions, BenchSystem, Clock, SystemClock
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.config import BenchSessionConfig, TrainConfig
 from physlearn.errors import ConfigError
+from physlearn.estimators import make_estimator
 from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.knowledge import ModelKnowledge
 from physlearn.records import StepRecorder, next_records_path
 from physlearn.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
 from physlearn.system import PhysicalSystem
@@ -73,6 +76,13 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
     bench_path = _resolve(config_dir, b.config)
     config = BenchConfig.load(bench_path)
     cal = CalibrationFile.read(_resolve(config_dir, b.calibration))
+    # on a bench, what the estimator may know (masses, damping rates) comes from the calibration
+    knowledge = ModelKnowledge.from_calibration(setup.spec, cal)
+    try:
+        estimator = make_estimator(cfg.estimator.name, knowledge, **cfg.estimator.kwargs())
+    except ConfigError as exc:
+        raise ConfigError(f"estimator: {exc}") from None
+    setup = dataclasses.replace(setup, knowledge=knowledge, estimator=estimator)
     options = BenchOptions.model_validate(b.options)
     resources = dict(b.resources)
     emulated: Any = None
