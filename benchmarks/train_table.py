@@ -319,6 +319,48 @@ def targets_check(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def _paired(diffs: list[float]) -> tuple[str, bool]:
+    """'mean ± standard error (t = …)' of paired differences and whether |mean| > 2 SE."""
+    dm = statistics.fmean(diffs)
+    sem = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    sig = dm != 0 and abs(dm) > 2 * sem
+    t = f"{dm / sem:.1f}" if sem > 0 else ("∞" if dm else "0")
+    return f"{dm:.3g} ± {sem:.2g} (t = {t})", sig
+
+
+def lossy_check(results: list[RunResult], regime: str = "lossy_resonant") -> str:
+    """Issue 7's check in the lossy near-resonant regime: each EP variant's paired difference to
+    the adjoint in test accuracy and test loss, mean ± standard error over seeds, significant
+    when |mean| > 2 SE, and its size relative to the adjoint's seed-to-seed spread of the loss."""
+    lines = [f"\n### Paired differences to adjoint ({regime} regime)\n"]
+    lines.append(
+        "| task | estimator | Δ test acc (pp) | significant | Δ test loss | significant | "
+        "size: Δ loss / adjoint's loss std |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
+    for task in TARGETS:
+        rows = [r for r in results if r.task == task and r.regime == regime]
+        ref = {r.seed: r for r in rows if r.estimator == "adjoint" and not r.error}
+        if not rows or len(ref) < 2:
+            lines.append(f"| {task} | — | not run | — | — | — | — |")
+            continue
+        spread = statistics.stdev(r.test_loss for r in ref.values())
+        for est in sorted({r.estimator for r in rows} - {"adjoint"}):
+            mine = [r for r in rows if r.estimator == est and r.seed in ref and not r.error]
+            if len(mine) < 2:
+                continue
+            dacc = [100 * (r.test_accuracy - ref[r.seed].test_accuracy) for r in mine]
+            dloss = [r.test_loss - ref[r.seed].test_loss for r in mine]
+            acc_s, acc_sig = _paired(dacc)
+            loss_s, loss_sig = _paired(dloss)
+            rel = abs(statistics.fmean(dloss)) / spread if spread > 0 else math.nan
+            lines.append(
+                f"| {task} | {est} | {acc_s} | {'yes' if acc_sig else 'no'} (n={len(mine)}) | "
+                f"{loss_s} | {'yes' if loss_sig else 'no'} (n={len(mine)}) | {rel:.2g} |"
+            )
+    return "\n".join(lines)
+
+
 def _read_rows(path: Path) -> list[RunResult]:
     if not path.exists():
         return []
@@ -350,7 +392,9 @@ def _write(
     args.sum_wall_s = sum(r.wall_s for r in results)
     ests = [e for e in estimators if any(r.estimator == e for r in results)] or estimators
     extra = sorted({r.estimator for r in results} - set(ests))
-    body = table(results, ests + extra) + "\n" + targets_check(results)
+    body = (
+        table(results, ests + extra) + "\n" + targets_check(results) + "\n" + lossy_check(results)
+    )
     header = _header(args, tasks, regimes, n_seeds, total_s, ests + extra, complete)
     text = header + body + "\n" + ("\n" + notes if notes else "")
     args.output.parent.mkdir(parents=True, exist_ok=True)
