@@ -1,6 +1,7 @@
 """Per-step records of a training run in HDF5 (h5py; readable with h5py or xarray).
 
-One file per session, ``records.h5`` (a resumed session writes ``records-<n>.h5`` beside it),
+One file per session, ``records.h5`` (a resumed session writes ``records-<n>.h5`` beside it;
+`read_run_records` merges a run's sessions by step),
 opened in SWMR mode (HDF5 single-writer/multiple-reader, ``libver="latest"``): fixed-row
 datasets are created up front and *appended* to (resize + write) after every step, then flushed.
 SWMR's ordered metadata writes keep the file readable after the writer dies at any point — a
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
-__all__ = ["StepRecorder", "read_records"]
+__all__ = ["StepRecorder", "read_records", "read_run_records", "records_paths"]
 
 UNITS = {
     "params": "SI (N/m for couplings)",
@@ -194,4 +195,49 @@ def read_records(path: Path | str) -> dict[str, Any]:
         n = min(f[k].shape[0] for k in f)
         out: dict[str, Any] = {k: f[k][:n] for k in f}
         out["attrs"] = dict(f.attrs)
+    return out
+
+
+def records_paths(run_dir: Path | str) -> list[Path]:
+    """The records files of a run's sessions, in session order (``records.h5``,
+    ``records-1.h5``, ...; see `next_records_path`)."""
+    d = Path(run_dir)
+    out = []
+    p, n = d / "records.h5", 1
+    while p.exists():
+        out.append(p)
+        p, n = d / f"records-{n}.h5", n + 1
+    return out
+
+
+def read_run_records(run_dir: Path | str) -> dict[str, Any]:
+    """The per-step records of every session of a run (``physlearn train`` and each
+    ``--resume``), merged by step. The trainer writes a step's record before the checkpoint
+    that commits the step, so a session killed in between has a row for a step the resumed
+    session did again: the later session's row (the measurement that was applied) is kept.
+    A session killed while appending loses at most that row (`read_records`). Rows are sorted
+    by step; ``session`` gives the index of the file each row came from; ``attrs`` are the
+    first file's. Datasets whose shape differs between sessions are left out."""
+    paths = records_paths(run_dir)
+    if not paths:
+        raise FileNotFoundError(f"no records file in {run_dir}")
+    parts = [read_records(p) for p in paths]
+    keys = [
+        k
+        for k in parts[0]
+        if k != "attrs" and all(k in r and r[k].shape[1:] == parts[0][k].shape[1:] for r in parts)
+    ]
+    last: dict[int, tuple[int, int]] = {}
+    for i, r in enumerate(parts):
+        for j, step in enumerate(np.asarray(r["step"]).tolist()):
+            last[int(step)] = (i, j)
+    order = sorted(last)
+    out: dict[str, Any] = {
+        k: np.array([parts[i][k][j] for i, j in (last[s] for s in order)]).reshape(
+            (len(order), *parts[0][k].shape[1:])
+        )
+        for k in keys
+    }
+    out["session"] = np.array([last[s][0] for s in order], dtype=np.int64)
+    out["attrs"] = parts[0]["attrs"]
     return out

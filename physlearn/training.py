@@ -250,6 +250,20 @@ def _set_rng_state(obj: object, state: dict[str, Any]) -> None:
         _set_rng_state(inner, state)
 
 
+def _system_method(system: object, name: str) -> Callable[..., Any] | None:
+    """``system.<name>`` if callable, else that of the system it wraps (``inner``, as in
+    `DelegatingSystem`), outermost first; None if no layer has it."""
+    seen: set[int] = set()
+    obj: object | None = system
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            return fn
+        obj = getattr(obj, "inner", None)
+    return None
+
+
 class TrainingError(PhyslearnError):
     """Training could not go on (too many failed steps in a row)."""
 
@@ -549,20 +563,22 @@ class Trainer:
         return out
 
     def _system_states(self) -> dict[str, Any]:
-        """``state_dict()`` of every system that has one (the ideal twin's warm starts; a bench's
-        physical state cannot be stored: it settles again after a resume)."""
+        """``state_dict()`` of every system that has one, found through wrappers (retries,
+        corrections: `DelegatingSystem`) — the ideal twin's warm starts; a bench's physical
+        state cannot be stored: it settles again after a resume."""
         out: dict[str, Any] = {}
         for role, sy in self._systems().items():
-            fn = getattr(sy, "state_dict", None)
-            if callable(fn):
+            fn = _system_method(sy, "state_dict")
+            if fn is not None:
                 out[role] = fn()
         return out
 
     def _load_system_states(self, states: dict[str, Any]) -> None:
         systems = self._systems()
         for role, state in states.items():
-            fn = getattr(systems.get(role), "load_state_dict", None)
-            if callable(fn):
+            sy = systems.get(role)
+            fn = _system_method(sy, "load_state_dict") if sy is not None else None
+            if fn is not None:
                 fn(state)
             else:
                 log.warning("resume: the %s system cannot take its checkpointed state", role)
@@ -788,12 +804,16 @@ class Trainer:
                 ep_counts["clipped_parameters"] += nclip
                 batch_losses.append(float(np.mean(g.cost)))
                 cosines.append(cos)
-                sync()
-                checkpoint(epoch, bi + 1)
+                # the step's report first (a bench session writes its per-step record from it),
+                # then the checkpoint that commits the step: a kill in between makes the resumed
+                # run redo the step (its record then appears twice, the later one applied), never
+                # commit a step whose record is lost
                 if progress is not None:
                     progress(
                         ProgressEvent("step", epoch, step, total_steps, batch_losses[-1], batch=bi)
                     )
+                sync()
+                checkpoint(epoch, bi + 1)
             t_train = time.perf_counter() - t_ep
             ev = await self._evaluate(params)
             t_eval = time.perf_counter() - t_ep - t_train

@@ -8,19 +8,25 @@ see physlearn.runstore) and prints its path at the end. The checkpoint is rewrit
 after every mini-batch; ``--resume RUN_DIR`` continues an interrupted or paused run from it (the
 run's own config.toml, or ``--config`` if given, which must resolve to the same config), with the
 same parameters, optimizer state, shuffle order and step-length state as if it had not stopped.
+A bench run also records the config it was started with (``source.json``), against whose
+directory the relative paths of ``[system.bench]`` resolve on ``--resume RUN_DIR --arm``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from physlearn.config import load_train_config
 from physlearn.errors import ConfigError
-from physlearn.runstore import CONFIG_FILE
+from physlearn.runstore import CONFIG_FILE, atomic_write_bytes
 from physlearn.training import ProgressEvent, default_run_name, train
+
+#: in a bench run's directory: the config file the run was started with (``{"config": path}``)
+SOURCE_FILE = "source.json"
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -84,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         print("--config is required (or --resume RUN_DIR)")
         return 2
     cfg = load_train_config(config_path, overrides)
+    # relative paths of [system.bench] resolve against the directory of the config the run was
+    # started with (recorded in the run directory), not against RUN_DIR/config.toml's
+    paths_from = config_path
+    source = resume / SOURCE_FILE if resume is not None else None
+    if source is not None and args.config is None and source.is_file():
+        paths_from = Path(json.loads(source.read_text())["config"])
     if resume is not None:
         root, name = resume.parent, resume.name
     else:
@@ -126,16 +138,18 @@ def run(args: argparse.Namespace) -> int:
                 store = RunStore.create(base, name, cfg.resolved(), resume=resume is not None)
                 if resume is None:
                     _write_network(store, setup.spec)
+                    text = json.dumps({"config": str(Path(config_path).resolve())})
+                    atomic_write_bytes(store.run_dir / SOURCE_FILE, text.encode())
                 return store
 
             try:
-                bench_result = run_bench_sync(cfg, config_path, args, store_factory, progress)
+                bench_result = run_bench_sync(cfg, paths_from, args, store_factory, progress)
             except PersistentFault as exc:
                 base = Path(root) if root is not None else cfg.output.root
                 raise PersistentFault(
                     f"{exc}. The bench is in its safe state and the run is paused at its last "
                     f"checkpoint; after fixing {exc.instrument}, continue with: physlearn train "
-                    f"--resume {base / name}",
+                    f"--resume {base / name} --arm",
                     instrument=exc.instrument,
                     fault=exc.fault,
                 ) from exc
