@@ -268,7 +268,9 @@ class SystemConfig(_Model):
     ``kind = "bench"``: instruments through `physlearn.bench_system.BenchSystem`, configured by
     ``[system.bench]``. ``floquet``: which steady states of the training steps get their Floquet
     multipliers checked on the ideal twin (``none`` is fastest; the final parameters are always
-    checked on the free phase of the model). ``echo_settle`` (ideal twin, ``ep_echo``): reach the
+    checked on the free phase of the model; with ``all`` or ``free`` the per-epoch evaluation checks its
+    free orbits too, and a sample whose orbit does not attract counts as unsolved — misclassified —
+    so an epoch that trained the network into unstable orbits is not selected). ``echo_settle`` (ideal twin, ``ep_echo``): reach the
     echo orbit by RK4 integration from the current state as a bench would (``integrate``; ~1/Γ
     of simulated time per echo phase, slow at Γ·T ≪ 1) or by Newton from the reversed orbit
     (``newton``; fast, blind to a change of attractor)."""

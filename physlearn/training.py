@@ -529,8 +529,12 @@ class Trainer:
         self.setup = setup
         cfg, spec = setup.config, setup.spec
         self.system = system if system is not None else make_system(cfg, spec)
+        # the per-epoch evaluation checks its free orbits' Floquet multipliers whenever the
+        # training steps are checked: an unstable orbit counts as unsolved (misclassified)
         self.eval_system = (
-            eval_system if eval_system is not None else make_system(cfg, spec, "none")
+            eval_system
+            if eval_system is not None
+            else make_system(cfg, spec, "none" if cfg.system.floquet == "none" else "free")
         )
         self.reference_system = reference_system
         if cfg.training.log_cosine_to_adjoint and reference_system is None:

@@ -330,6 +330,21 @@ def test_evaluation_isolates_samples_without_steady_state() -> None:
         assert np.isfinite(r.loss) and abs(r.loss - ref.loss) < 0.5 * ref.loss
 
 
+@pytest.mark.parametrize(
+    ("floquet", "eval_floquet"), [("none", "none"), ("free", "free"), ("all", "free")]
+)
+def test_evaluation_checks_orbit_stability_when_training_does(
+    floquet: str, eval_floquet: str
+) -> None:
+    """With Floquet checks on, the per-epoch evaluation checks its free orbits too, so a sample
+    whose orbit does not attract (`UnstableOrbitError` naming it) counts as unsolved."""
+    from physlearn.ideal import IdealSystem
+
+    trainer = Trainer(prepare(_cfg("xor", **{"system.floquet": floquet})))
+    assert isinstance(trainer.eval_system, IdealSystem)
+    assert trainer.eval_system.floquet == eval_floquet
+
+
 def test_best_epoch_is_selected_on_training_data(tmp_path: Path) -> None:
     cfg = _cfg(
         "iris",
