@@ -236,8 +236,11 @@ async def lockin_sweep(
     settle_s: float,
     what: str,
 ) -> tuple[Measurement, dict[str, Array]]:
-    """Sine on drive `drive` at each frequency; every lock-in (external reference = the sync)
-    read once settled. Returns the lock-in-path transfer values H = √2·(X+iY)/amplitude."""
+    """Sine on drive `drive` at each frequency; every lock-in (external reference = the sync,
+    reference phase 0) read once settled: after `settle_s` (the network) and at least the
+    lock-ins' own settling to 1e-5 of a step (a 24 dB/oct τ = 0.1 s filter still holds
+    ≈ 2e-3 of the previous frequency's reading after 1.2 s). Returns the lock-in-path transfer
+    values H = √2·(X+iY)/amplitude and the raw readings (with `h` and `sigma`)."""
     cfg = bench.config
     dw = cfg.wiring.drives[drive]
     gen = bench.generator(dw.instrument)
@@ -253,6 +256,8 @@ async def lockin_sweep(
         await li.set_reference_external()
         await li.set_time_constant(0.1, slope_db_per_oct=24)
         await li.set_sensitivity(0.2)
+        await li.set_phase(0.0)
+        settle_s = max(settle_s, await li.auto_settle_time_s(1e-5))
     await gen.set_sine(dw.channel, float(frequencies_hz[0]), amplitude_v)
     await gen.set_sync(True, dw.channel)
     await gen.output(dw.channel, True)
@@ -282,4 +287,7 @@ async def lockin_sweep(
         h,
         sigma,
     )
-    return m, {"frequency_hz": f_played, "xy_v": raw_z, "paths": np.array(paths)}
+    raw = {"frequency_hz": f_played, "xy_v": raw_z, "paths": np.array(paths)}
+    raw.update({"h": h, "sigma": sigma, "omega_rad_s": m.omega_rad_s, "path": m.path})
+    raw.update({"drive": m.drive, "settle_s": np.array([settle_s])})
+    return m, raw

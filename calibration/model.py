@@ -332,6 +332,27 @@ def fit_network_multistart(
     return best
 
 
+def statistical_linearisation(
+    x: Array, edges: list[tuple[int, int]], nonlinearity: str
+) -> tuple[Array, Array]:
+    """Drive-level linearisation of the couplings α ρ(x_a) ρ(x_b) along measured node waveforms
+    `x` (d, N) (node units, offsets removed): the best linear approximation of the coupling
+    force for Gaussian-like signals (Stein/Bussgang) is E[∇f], so the coupling acts as
+    α·E[ρ′(x_a)ρ′(x_b)] between a and b and adds α·E[ρ″(x_a)ρ(x_b)] to a's stiffness (and
+    symmetrically to b's). Returns (gain (E,), diag (E, 2)); for tanh at ⟨x²⟩ ≲ 1e-3 the gain is
+    ≈ 1 − ⟨x_a²⟩ − ⟨x_b²⟩ (a 0.07–0.19 % reduction with the reference bench's calibration
+    multisine). Exact for Gaussian signals; a Schroeder multisine is close to it."""
+    from physlearn.nonlinearity import get_nonlinearity
+
+    nl = get_nonlinearity(nonlinearity)
+    d1, d2, rho = nl.d1(x), nl.d2(x), nl.rho(x)
+    gain = np.array([float(np.mean(d1[a] * d1[b])) for a, b in edges])
+    diag = np.array(
+        [[float(np.mean(d2[a] * rho[b])), float(np.mean(d2[b] * rho[a]))] for a, b in edges]
+    ).reshape(len(edges), 2)
+    return gain, diag
+
+
 def tanh_map(volts: Array | float, q: Array) -> Array:
     """κ(V) = a + b tanh((V − c)/w) for map parameters q = (a, b, c, w)."""
     v = np.asarray(volts, dtype=np.float64)
@@ -352,6 +373,16 @@ class MapFit:
     chi2: float
     dof: int
     scale: float
+    #: constant phases (rad) of the `phase_paths` (lock-in paths), after the maps in `cov`
+    phases: Array = field(default_factory=lambda: np.zeros(0))
+    edges: list[tuple[int, int]] = field(default_factory=list)
+
+    def at_bias(self, volts: float) -> NetworkParams:
+        """The small-signal model at DAC bias `volts` (every wired coupling from its map)."""
+        p = self.params.copy()
+        for e, (a, b) in enumerate(self.edges):
+            p.kappa[a, b] = p.kappa[b, a] = float(tanh_map(volts, self.maps[e]))
+        return p
 
     def cov_sigma(self, name: str) -> Array:
         """Standard errors of node-term field `name`, shaped like it (0 where held fixed)."""
@@ -361,6 +392,11 @@ class MapFit:
     def map_cov(self, edge: int) -> Array:
         i = self.spec.size() + 4 * edge
         out: Array = self.cov[i : i + 4, i : i + 4]
+        return out
+
+    def phase_sigma(self) -> Array:
+        i = self.cov.shape[0] - self.phases.size
+        out: Array = np.sqrt(np.diag(self.cov)[i:])
         return out
 
 
@@ -373,6 +409,9 @@ def fit_coupling_maps(
     map_start: Array,
     *,
     what: str,
+    linearisation: list[tuple[Array, Array]] | None = None,
+    phase_paths: list[int] | None = None,
+    phase_start: Array | None = None,
     max_nfev: int = 200,
 ) -> MapFit:
     """Weighted least squares of the linear model to every (bias volts, measurement) pair at
@@ -380,31 +419,59 @@ def fit_coupling_maps(
     (node, actuator, sensing terms; `spec` must not free the wired couplings) are shared by all
     biases. Fitting everything together carries the uncertainty of the shared terms, and the
     correlations it induces between biases, into the maps' covariance (a per-bias fit with the
-    node terms held fixed does not, and understates the maps' errors several-fold)."""
+    node terms held fixed does not, and understates the maps' errors several-fold).
+
+    `linearisation` (one per data item, see `statistical_linearisation`): (gain (E,), diag (E, 2))
+    — at that measurement's drive level the wired coupling acts as κ·gain between its nodes and
+    adds κ·diag to their Ω²_ii, so the maps (and `omega2_diag`) are the bare, small-signal
+    values of the Lagrangian rather than the drive-level ones.
+
+    `phase_paths`: sense paths whose transfer carries a further constant phase e^{iφ_p} (a
+    lock-in's reference phase), fitted alongside (start `phase_start`, default 0)."""
     if "kappa" in spec.free:
         for a, b in edges:
             if spec.free["kappa"][min(a, b), max(a, b)]:
                 raise ValueError(f"{what}: the wired coupling {a}-{b} cannot also be free")
     n_node = spec.size()
-    theta0 = np.concatenate([_pack(start, spec), np.asarray(map_start, dtype=np.float64).ravel()])
-    scale_x = np.where(np.abs(theta0) > 0, np.abs(theta0), 1.0)
     n_edges = len(edges)
+    ph_paths = list(phase_paths or [])
+    ph0 = np.zeros(len(ph_paths)) if phase_start is None else np.asarray(phase_start, float)
+    theta0 = np.concatenate(
+        [_pack(start, spec), np.asarray(map_start, dtype=np.float64).ravel(), ph0]
+    )
+    # phases are scaled by 1 rad, never by their (possibly ≈ 0) start value
+    scale_x = np.where(np.abs(theta0) > 0, np.abs(theta0), 1.0)
+    scale_x[theta0.size - ph0.size :] = 1.0
+    n_maps = n_node + 4 * n_edges
+    # per data item, for each point: the index into the phases (−1: no phase)
+    ph_index = [
+        np.array([ph_paths.index(int(p)) if int(p) in ph_paths else -1 for p in m.path])
+        for _, m in data
+    ]
+    lin = linearisation or [(np.ones(n_edges), np.zeros((n_edges, 2)))] * len(data)
+    if len(lin) != len(data):
+        raise ValueError(f"{what}: {len(lin)} linearisations for {len(data)} measurements")
 
-    def params_at(theta: Array, volts: float) -> NetworkParams:
+    def params_at(theta: Array, volts: float, item: int) -> NetworkParams:
         p = _unpack(theta[:n_node], start, spec)
-        q = theta[n_node:].reshape(n_edges, 4)
+        q = theta[n_node:n_maps].reshape(n_edges, 4)
+        gain, diag = lin[item]
         for e, (a, b) in enumerate(edges):
             k = float(tanh_map(volts, q[e]))
-            p.kappa[a, b] = p.kappa[b, a] = k
+            p.kappa[a, b] = p.kappa[b, a] = k * gain[e]
+            p.omega2_diag[a] += k * diag[e, 0]
+            p.omega2_diag[b] += k * diag[e, 1]
         return p
 
     def resid(u: Array) -> Array:
         theta = u * scale_x
-        if np.any(theta[n_node:].reshape(n_edges, 4)[:, 3] <= 0):
+        if np.any(theta[n_node:n_maps].reshape(n_edges, 4)[:, 3] <= 0):
             return np.full(2 * sum(m.h.size for _, m in data), 1e6)
+        rot = np.append(np.exp(1j * theta[n_maps:]), 1.0)  # index −1: no phase
         parts = []
-        for volts, m in data:
-            r = (predict(params_at(theta, volts), topo, m) - m.h) / m.sigma
+        for item, (volts, m) in enumerate(data):
+            h = predict(params_at(theta, volts, item), topo, m) * rot[ph_index[item]]
+            r = (h - m.h) / m.sigma
             parts += [r.real, r.imag]
         return np.concatenate(parts)
 
@@ -427,5 +494,15 @@ def fit_coupling_maps(
     scale = max(1.0, chi2 / dof)
     cov = np.linalg.inv(jtj) * np.outer(scale_x, scale_x) * scale
     theta = sol.x * scale_x
-    q = theta[n_node:].reshape(n_edges, 4).copy()
-    return MapFit(_unpack(theta[:n_node], start, spec), spec, q, cov, chi2, dof, scale)
+    q = theta[n_node:n_maps].reshape(n_edges, 4).copy()
+    return MapFit(
+        _unpack(theta[:n_node], start, spec),
+        spec,
+        q,
+        cov,
+        chi2,
+        dof,
+        scale,
+        theta[n_maps:].copy(),
+        list(edges),
+    )

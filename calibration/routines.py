@@ -30,6 +30,7 @@ from physlearn.calibration.bench import CalibrationBench, config_hash
 from physlearn.calibration.model import (
     FitResult,
     FitSpec,
+    MapFit,
     Measurement,
     NetworkParams,
     Topology,
@@ -40,6 +41,7 @@ from physlearn.calibration.model import (
     kappa_mask,
     modal_start,
     predict,
+    statistical_linearisation,
 )
 from physlearn.calibration.schema import (
     ActuatorCal,
@@ -94,7 +96,7 @@ class CalibrationOptions(BaseModel):
     lockin_frequencies_hz: list[float] = Field(
         default_factory=lambda: [18.0, 22.0, 26.0, 29.0, 31.0, 33.0, 36.0, 42.0]
     )
-    lockin_amplitude_v: float = 0.02
+    lockin_amplitude_v: float = 0.01
     lockin_settle_s: float = 1.2
     ringdown_s: float = 0.6
     #: optional loopback cabling for the `dac` step, "<dac>:<channel>" → "<scope>:<channel>":
@@ -365,10 +367,21 @@ async def step_resonance(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     raw["sigma"] = m.sigma
     raw["model_h"] = predict(p, topo, m)
     plots.plot_transfer(ctx.out / "resonance.png", m, raw["model_h"], topo)
-    w2s = fit.sigma_of("omega2_diag")
-    gs = fit.sigma_of("gamma")
+    nodes = _node_entries(p, fit.sigma_of("omega2_diag"), fit.sigma_of("gamma"))
+    result = {
+        "nodes": nodes,
+        "fit": _params_to_json(p, fit),
+        "reference_paths": ref,
+        "ringdown": rd,
+    }
+    ctx.save("resonance", result, raw)
+    return result
+
+
+def _node_entries(p: NetworkParams, w2s: Array, gs: Array) -> list[dict[str, Any]]:
+    """Per node f0, Q, Γ and Ω²_ii with standard errors."""
     nodes = []
-    for i in range(d):
+    for i in range(p.omega2_diag.size):
         w0 = math.sqrt(p.omega2_diag[i])
         w0s = 0.5 * w2s[i] / w0
         q = w0 / p.gamma[i]
@@ -382,14 +395,7 @@ async def step_resonance(bench: CalibrationBench, ctx: StepContext) -> dict[str,
                 "omega2_per_s2": [float(p.omega2_diag[i]), float(w2s[i])],
             }
         )
-    result = {
-        "nodes": nodes,
-        "fit": _params_to_json(p, fit),
-        "reference_paths": ref,
-        "ringdown": rd,
-    }
-    ctx.save("resonance", result, raw)
-    return result
+    return nodes
 
 
 async def _scope_spans(
@@ -556,6 +562,8 @@ async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, A
     await s.run()
     await bench.clock.wait(0.3)
     await s.stop()
+    # the offsets drift slowly: they are the offsets at this bench-clock time
+    offset_clock_s = bench.clock.now()
     waves = await s.read_channels([c for _, c in chans])
     offsets = {}
     raw: dict[str, Array] = {}
@@ -645,7 +653,7 @@ async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, A
                 }
             )
     plots.plot_sensing(ctx.out / "sensing.png", raw, lock)
-    result = {"paths": paths}
+    result = {"paths": paths, "offset_clock_s": offset_clock_s}
     ctx.save("sensing", result, raw)
     return result
 
@@ -674,7 +682,11 @@ async def step_actuators(bench: CalibrationBench, ctx: StepContext) -> dict[str,
 async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
     """α(V)/m per edge: at each of `bias_points` biases over the DAC limits (all edges at once)
     the multisine transfer matrix is refitted for the couplings (node terms, gains and delays
-    held at the resonance fit), then a + b tanh((V − c)/w) is fitted to each edge's κ(V)."""
+    held at the resonance fit; the per-bias values and the map start), then one joint fit of
+    every bias's transfer matrix, the resonance step's and the sensing step's lock-in sweep
+    gives the maps a + b tanh((V − c)/w) together with the shared node, actuator and sensing
+    terms (result `joint`, which supersedes the resonance and sensing fits in the file). Each
+    multisine record enters with its drive-level linearisation of the tanh couplings."""
     opts = ctx.opts
     res = ctx.load("resonance")
     base = params_from_json(res["fit"])
@@ -696,9 +708,11 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     raw: dict[str, Array] = {"bias_v": biases}
     p = base.copy()
     measured: list[Measurement] = []
+    wired = [e.key for e in edges]
+    lin: list[tuple[Array, Array]] = []
     for b, v in enumerate(biases):
         await _set_all_biases(bench, float(v))
-        m, _ = await multisine_transfer(
+        m, mraw = await multisine_transfer(
             bench,
             plan,
             scope=scope,
@@ -708,14 +722,17 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
             averages=opts.coupling_averages,
         )
         measured.append(m)
+        lin.append(_linearisation(mraw, bench, scope, opts, res["reference_paths"], wired))
         fit = fit_network(m, topo, p, spec, what=f"couplings: fit at bias {v:+.3f} V")
         p = fit.params
         ks = fit.sigma_of("kappa")
         for k, e in enumerate(edges):
             a_, b_ = e.key
-            kap[b, k] = p.kappa[a_, b_]
-            kap_s[b, k] = ks[a_, b_]
+            # the small-signal α/m (the drive level compresses the coupling by lin gain)
+            kap[b, k] = p.kappa[a_, b_] / lin[-1][0][k]
+            kap_s[b, k] = ks[a_, b_] / lin[-1][0][k]
         raw[f"h_bias{b}"] = m.h
+        raw[f"lin_gain_bias{b}"] = lin[-1][0]
     await _set_all_biases(bench, opts.base_bias_v)
     await drives_off(bench)
     raw["kappa_per_s2"] = kap
@@ -741,20 +758,34 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
         ),
         *list(zip(biases.tolist(), measured, strict=True)),
     ]
-    wired = [e.key for e in edges]
+    lin.insert(0, _linearisation(dict(rraw), bench, scope, opts, res["reference_paths"], wired))
+    # the sensing step's lock-in sweep (at the base bias) joins the fit: the lock-in paths'
+    # gains, delays and reference phases are then fitted against the same model, and their
+    # covariance carries the model's uncertainty
+    start = base.copy()
+    lock = _lockin_data(ctx, start)
+    lock_paths: list[int] = []
+    lock_phase = np.zeros(0)
+    if lock is not None:
+        m_lock, lock_paths, lock_phase = lock
+        data.append((opts.base_bias_v, m_lock))
+        lin.append((np.ones(len(wired)), np.zeros((len(wired), 2))))
     joint = fit_coupling_maps(
         data,
         topo,
-        base,
+        start,
         _network_spec(
             topo,
-            {int(i) for i in data[0][1].path},
+            {int(i) for i in data[0][1].path} | set(lock_paths),
             res["reference_paths"],
             [pr for pr in topo.pairs() if pr not in wired],
         ),
         wired,
         np.array([mp["params"] for mp in starts]),
         what="couplings: joint fit of the maps",
+        linearisation=lin,
+        phase_paths=lock_paths,
+        phase_start=lock_phase,
     )
     dof = joint.dof
     maps = []
@@ -778,10 +809,117 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
         if (a, b) not in set(wired)
     }
     raw["joint_chi2_per_dof"] = np.array([joint.chi2 / dof])
+    if lock is not None:
+        raw["lockin_h"] = data[-1][1].h
+        raw["lockin_model_h"] = predict(
+            joint.at_bias(opts.base_bias_v), topo, data[-1][1]
+        ) * np.exp(1j * joint.phases[[lock_paths.index(int(q)) for q in data[-1][1].path]])
+        raw["lockin_sigma"] = data[-1][1].sigma
     plots.plot_couplings(ctx.out / "couplings.png", biases, kap, kap_s, maps)
-    result = {"maps": maps, "fixed": fixed, "v_min": float(biases[0]), "v_max": float(biases[-1])}
+    result = {
+        "maps": maps,
+        "fixed": fixed,
+        "v_min": float(biases[0]),
+        "v_max": float(biases[-1]),
+        "joint": _joint_terms(joint, lock_paths),
+    }
     ctx.save("couplings", result, raw)
     return result
+
+
+#: relative σ floor of a lock-in reading (per real/imaginary part) on top of its noise: the
+#: drive-level nonlinearity (≈ 1e-3 at the resonance peak with a 10 mV sine) and residual
+#: filter settling, which the lock-in noise estimate does not contain
+LOCKIN_REL_SIGMA = 1e-3
+
+
+def _lockin_data(
+    ctx: StepContext, start: NetworkParams
+) -> tuple[Measurement, list[int], Array] | None:
+    """The sensing step's lock-in sweep as a `Measurement` (σ with the `LOCKIN_REL_SIGMA`
+    floor), its paths, and their reference phases; `start` gets the sensing step's lock-in
+    gains and delays. None when the sensing step has not run or kept no lock-in readings."""
+    if not ctx.done("sensing") or not (ctx.out / "sensing.npz").exists():
+        return None
+    sraw = np.load(ctx.out / "sensing.npz")
+    if "lockin_h" not in sraw or "lockin_omega_rad_s" not in sraw:
+        return None
+    h = np.asarray(sraw["lockin_h"], dtype=np.complex128)
+    sigma = np.hypot(np.asarray(sraw["lockin_sigma"]), LOCKIN_REL_SIGMA * np.abs(h))
+    m = Measurement(
+        np.asarray(sraw["lockin_omega_rad_s"], dtype=np.float64),
+        sraw["lockin_path"].astype(np.intp),
+        sraw["lockin_drive"].astype(np.intp),
+        h,
+        sigma,
+    )
+    lock = {int(q["path"]): q for q in ctx.load("sensing")["paths"] if q["phase"] is not None}
+    paths = sorted({int(q) for q in m.path})
+    if not paths or any(q not in lock for q in paths):
+        return None
+    for q in paths:
+        start.sen_gain[q] = lock[q]["gain"][0]
+        start.sen_delay_s[q] = lock[q]["delay"][0]
+    return m, paths, np.array([lock[q]["phase"][0] for q in paths])
+
+
+def _joint_terms(joint: MapFit, lock_paths: list[int]) -> dict[str, Any]:
+    """The node, actuator and sensing terms of the joint fit (all biases' transfer matrices,
+    the resonance step's and the lock-in sweep): they supersede the resonance fit's."""
+    p = joint.params
+    sg, sd = joint.cov_sigma("sen_gain"), joint.cov_sigma("sen_delay_s")
+    ag, ad = joint.cov_sigma("act_gain"), joint.cov_sigma("act_delay_s")
+    ph, phs = joint.phases, joint.phase_sigma()
+    return {
+        "nodes": _node_entries(p, joint.cov_sigma("omega2_diag"), joint.cov_sigma("gamma")),
+        "drives": [
+            {
+                "drive": j,
+                "gain": [float(p.act_gain[j]), float(ag[j])],
+                "delay": [float(p.act_delay_s[j]), float(ad[j])],
+            }
+            for j in range(p.act_gain.size)
+        ],
+        "paths": {
+            str(i): {
+                "gain": [float(p.sen_gain[i]), float(sg[i])],
+                "delay": [float(p.sen_delay_s[i]), float(sd[i])],
+                "phase": (
+                    [float(ph[lock_paths.index(i)]), float(phs[lock_paths.index(i)])]
+                    if i in lock_paths
+                    else None
+                ),
+            }
+            for i in range(p.sen_gain.size)
+        },
+        "chi2_per_dof": joint.chi2 / joint.dof,
+    }
+
+
+def _linearisation(
+    raw: dict[str, Array],
+    bench: CalibrationBench,
+    scope: str,
+    opts: CalibrationOptions,
+    ref: list[int],
+    edges: list[tuple[int, int]],
+) -> tuple[Array, Array]:
+    """`statistical_linearisation` of the wired couplings along the node waveforms of one
+    multisine record: each node's reference scope record (one arb period), kept at the
+    excited lines only (offset and most noise removed), divided by its declared gain."""
+    plan = opts.plan()
+    d = len(ref)
+    n_drives = len(bench.config.wiring.drives)
+    lines = np.concatenate([plan.lines(j, n_drives) for j in range(n_drives)])
+    gains = _declared_gains(opts, d)
+    xs = []
+    for node, pth in enumerate(ref):
+        v = np.asarray(raw[f"scope_ch{bench.config.wiring.sense[pth].channel or 1}_v"])
+        spec = np.fft.rfft(v)
+        keep = np.zeros_like(spec)
+        keep[lines] = spec[lines]
+        xs.append(np.fft.irfft(keep, n=v.size) / gains[node])
+    return statistical_linearisation(np.array(xs), edges, opts.nonlinearity)
 
 
 def _fit_map(
@@ -858,8 +996,11 @@ def assemble(bench: CalibrationBench, ctx: StepContext) -> CalibrationFile:
                     method=c["method"],
                 )
             )
+    # the couplings step's joint fit (all biases, the lock-in sweep) supersedes the resonance
+    # fit's node, actuator and sensing terms
+    joint = ctx.load("couplings").get("joint") if "couplings" in steps else None
     if "resonance" in steps:
-        for n in ctx.load("resonance")["nodes"]:
+        for n in ctx.load("resonance")["nodes"] if joint is None else joint["nodes"]:
             cal.nodes.append(
                 NodeCal(
                     node=n["node"],
@@ -870,7 +1011,7 @@ def assemble(bench: CalibrationBench, ctx: StepContext) -> CalibrationFile:
                 )
             )
     if "actuators" in steps:
-        for a in ctx.load("actuators")["drives"]:
+        for a in ctx.load("actuators")["drives"] if joint is None else joint["drives"]:
             dw = cfg.wiring.drives[a["drive"]]
             cal.actuators.append(
                 ActuatorCal(
@@ -883,6 +1024,14 @@ def assemble(bench: CalibrationBench, ctx: StepContext) -> CalibrationFile:
             )
     if "sensing" in steps:
         for s in ctx.load("sensing")["paths"]:
+            if joint is not None and str(s["path"]) in joint["paths"]:
+                js = joint["paths"][str(s["path"])]
+                s = {
+                    **s,
+                    "gain": js["gain"] if not s["reference"] else s["gain"],
+                    "delay": js["delay"],
+                    "phase": js["phase"] if s["phase"] is not None else None,
+                }
             sw = cfg.wiring.sense[s["path"]]
             cal.sensing.append(
                 SensingCal(
