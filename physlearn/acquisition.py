@@ -2,11 +2,13 @@
 
 A *group* is every sensed channel of one oscilloscope: all of them come from ONE triggered
 acquisition (same trigger instant), triggered on the drive generator's sync, whose rising edge
-is the drive's phase origin (t = 0). The screen is set to cover ``n_periods`` whole drive periods
-from the trigger (trigger at the left edge). Each period of each channel is fitted by least
-squares with a truncated Fourier series (harmonics 0..H) — coherent resampling: the fit uses the
-sample times exactly, so the scope's sample rate need not be commensurate with the period — and
-evaluated on the controller's period grid t_m = m T / M, shifted by the sensing delay τ_s and
+is the drive's phase origin (t = 0). The record (a 1-2-5 screen of ≥ ``n_periods`` drive periods)
+may start before the trigger (pre-trigger) or after it: the ``n_periods`` fitted periods are
+placed anywhere in it (``fit_periods(start_s=…)``, times relative to the trigger), and the part
+of the record before them checks that the response repeats. Each period of each channel is
+fitted by least squares with a truncated Fourier series (harmonics 0..H) — coherent resampling:
+the fit uses the sample times exactly, so the scope's sample rate need not be commensurate with
+the period — and evaluated on the controller's period grid t_m = m T / M, shifted by the sensing delay τ_s and
 converted to node coordinates through the sensing calibration: x(t) = (v(t + τ_s) − O_s) / G_s.
 
 Resolution. The ±β responses differ at order β, so the needed resolution is β × the response
@@ -70,11 +72,41 @@ def choose_mode(lsb_v: float, needed_v: float, oversampling: int) -> tuple[Acqui
 
 @dataclass(frozen=True)
 class PeriodFit:
-    """Per-period fits of one channel: values on the grid (K, M), residual rms (V), points/period."""
+    """Per-period fits of one channel: values on the grid (K, M), residual rms (V), points/period.
+
+    white_rms_v: rms (V) of the residual's sample-to-sample white part, √(Σ Δr² / 2n): white
+    noise (input noise, dithered quantisation) counts fully, slow content that the harmonic
+    fit cannot follow (a subharmonic, an incommensurate tone) hardly at all; dof: the fit's
+    degrees of freedom (samples − coefficients). repeat_rms_v, repeat_n: rms (V) of the record
+    *before* the first fitted period (at most one period of it) minus the first period's fit
+    extended periodically, and its sample count (0: the record starts with the fit) — a
+    repeated-period comparison that a subharmonic or an incommensurate tone fails at once.
+    """
 
     values: Array
     residual_rms_v: float
     points_per_period: int
+    white_rms_v: float = 0.0
+    dof: int = 0
+    repeat_rms_v: float = 0.0
+    repeat_n: int = 0
+
+    def unexplained_rms_v(self, lsb_v: float = 0.0) -> float:
+        """Residual rms (V) that noise cannot explain: √max(0, r² − σ²(1 + 3√(2/dof))), with
+        the noise variance σ² = max(white², lsb²/12) (undithered quantisation is not white,
+        so its lsb²/12 is the floor) and a 3-standard-deviation allowance for the scatter of
+        a variance estimated from dof samples. ≈ 0 for a T-periodic response however noisy;
+        the rms of the subharmonic or quasi-periodic part otherwise."""
+        var = max(self.white_rms_v**2, lsb_v**2 / 12.0)
+        allow = 1.0 + 3.0 * math.sqrt(2.0 / max(self.dof, 1))
+        out = math.sqrt(max(0.0, self.residual_rms_v**2 - var * allow))
+        if self.repeat_n >= 8:
+            # the extension carries the fit's own error too (≈ σ² p/n, p/n ≤ 1/2 by design)
+            allow = (1.5 + 3.0 * math.sqrt(2.0 / self.repeat_n)) * (
+                1.0 + 3.0 * math.sqrt(2.0 / max(self.dof, 1))
+            )
+            out = max(out, math.sqrt(max(0.0, self.repeat_rms_v**2 - var * allow)))
+        return out
 
 
 def fit_periods(
@@ -85,9 +117,13 @@ def fit_periods(
     grid_t_s: Array,
     harmonics: int,
     shift_s: float = 0.0,
+    start_s: float = 0.0,
 ) -> PeriodFit:
-    """Least-squares Fourier fits of ``v`` (times ``t_s`` from the trigger) over each of the first
-    ``n_periods`` periods, evaluated at ``grid_t_s + shift_s`` (shape (K, M))."""
+    """Least-squares Fourier fits of ``v`` (times ``t_s`` from the trigger, which is the drive's
+    phase origin) over each of the ``n_periods`` periods [start_s + k T, start_s + (k+1) T),
+    evaluated at ``grid_t_s + shift_s`` (shape (K, M)). ``start_s`` (s, ≤ 0 for a record that
+    begins before the trigger) positions the periods anywhere in the record: the fit's basis
+    is in the drive's phase, so any whole period determines the coefficients."""
     t = np.asarray(t_s, dtype=float)
     y = np.asarray(v, dtype=float)
     w = 2.0 * math.pi / period_s
@@ -98,21 +134,52 @@ def fit_periods(
     )
     out = np.empty((n_periods, tg.size))
     res2, count, per = 0.0, 0, []
+    d2, nd = 0.0, 0
+    coef0: Array | None = None
+    # a whole period must be sampled: no gap wider than two sample intervals at either end
+    gap = 2.0 * float(np.median(np.diff(t))) + 1e-9 * period_s if t.size > 1 else period_s
     for k in range(n_periods):
-        sel = (t >= k * period_s) & (t < (k + 1) * period_s)
+        t_lo = start_s + k * period_s
+        sel = (t >= t_lo - 1e-9 * period_s) & (t < t_lo + period_s - 1e-9 * period_s)
         tk, yk = t[sel], y[sel]
         if tk.size < 2 * harmonics + 1:
             raise ValueError(
                 f"period {k}: {tk.size} samples cannot determine {2 * harmonics + 1} coefficients"
+            )
+        if tk[0] - t_lo > gap or t_lo + period_s - tk[-1] > gap:
+            raise ValueError(
+                f"period {k} [{t_lo:.6g}, {t_lo + period_s:.6g}) s is not inside the record "
+                f"[{t[0]:.6g}, {t[-1]:.6g}] s"
             )
         basis = np.concatenate(
             [np.ones((tk.size, 1)), np.cos(np.outer(tk, h) * w), np.sin(np.outer(tk, h) * w)],
             axis=1,
         )
         coef, *_ = np.linalg.lstsq(basis, yk, rcond=None)
+        if coef0 is None:
+            coef0 = coef
         out[k] = eval_basis @ coef
         r = yk - basis @ coef
         res2 += float(r @ r)
+        dr = np.diff(r)
+        d2 += float(dr @ dr)
+        nd += dr.size
         count += tk.size - basis.shape[1]
         per.append(tk.size)
-    return PeriodFit(out, math.sqrt(res2 / max(count, 1)), int(min(per)))
+    # E Σ Δr² = 2σ²(n − 1) for white noise: the fit removes smooth components, which barely
+    # change sample-to-sample differences
+    white = math.sqrt(d2 / max(2 * nd, 1))
+    # the record before the fitted periods (≤ one period): the periodic extension must fit it
+    pre = (t >= start_s - period_s) & (t < start_s - 1e-9 * period_s)
+    rep_rms, rep_n = 0.0, int(np.count_nonzero(pre))
+    if rep_n and coef0 is not None:
+        tp = t[pre]
+        bp = np.concatenate(
+            [np.ones((tp.size, 1)), np.cos(np.outer(tp, h) * w), np.sin(np.outer(tp, h) * w)],
+            axis=1,
+        )
+        rp = y[pre] - bp @ coef0
+        rep_rms = math.sqrt(float(rp @ rp) / rep_n)
+    return PeriodFit(
+        out, math.sqrt(res2 / max(count, 1)), int(min(per)), white, count, rep_rms, rep_n
+    )

@@ -207,7 +207,11 @@ class SettleOptions(_Model):
     calibrated decay rate judges settling; ≥ 3: the decay is also fitted from the periods);
     first_wait_periods: a fixed first wait instead of the predicted one; transient_margin: the
     factor c on a measured or predicted initial transient (position and velocity, modal
-    mixing); max_wait_s: give up (SteadyStateError) after waiting this long."""
+    mixing); periodic_residual: a response is refused as not T-periodic when the rms that the
+    channel's noise cannot explain — of the harmonic fit's residual, or of the record before
+    the fitted periods against their periodic extension — exceeds this fraction of the
+    channel's swing (`physlearn.acquisition.PeriodFit.unexplained_rms_v`); max_wait_s: give
+    up (SteadyStateError) after waiting this long."""
 
     tol: float = Field(1e-4, gt=0, lt=1)
     acquire_periods: int = Field(1, ge=1, le=16)
@@ -253,6 +257,7 @@ class _Scope:
     channels: dict[int, int]  # scope channel → sense wire index
     scale_v: dict[int, float] = field(default_factory=dict)
     mode: str = "NORMal"
+    offset_s: float = math.nan  # timebase offset programmed (s)
 
 
 class _Reranged(Exception):
@@ -317,6 +322,7 @@ class BenchSystem(PhysicalSystem):
         self._arb_now: dict[tuple[str, int], Array] = {}
         self._phase_origin = 0.0
         self._screen_s = 0.0
+        self._tb_scale_s = 0.0
 
     # ------------------------------------------------------------------ configuration checks
     def _validate(self) -> None:
@@ -660,6 +666,10 @@ class BenchSystem(PhysicalSystem):
         screen = k * self.period_s
         scale_t = scale_125_at_least(screen / H_DIVISIONS)
         self._screen_s = H_DIVISIONS * scale_t
+        self._tb_scale_s = scale_t
+        # the record ends K periods after the trigger (the offset is set per acquisition:
+        # `_window`); within the scope's range −screen/2 ≤ offset
+        offset0 = k * self.period_s - self._screen_s / 2
         for name, chans in self._scope_channels.items():
             scope = self.drivers[name]
             drv_info = _Scope(name, scope, chans)
@@ -672,7 +682,8 @@ class BenchSystem(PhysicalSystem):
                     ch, scale, -float(self.chains.sense_offset[i]), "DC", 1.0
                 )
                 drv_info.scale_v[ch] = scale
-            await scope.set_timebase(scale_t, H_DIVISIONS / 2 * scale_t)
+            await scope.set_timebase(scale_t, offset0)
+            drv_info.offset_s = offset0
             await scope.set_trigger_edge("EXT", 1.0, "POS")
             lsb = min(drv_info.scale_v.values()) / CODES_PER_DIVISION
             needed = (
@@ -824,27 +835,67 @@ class BenchSystem(PhysicalSystem):
         n = math.ceil((t - self._phase_origin) / T - 1e-9)
         return self._phase_origin + n * T
 
+    def _lead_s(self) -> float:
+        """How long before the fit start an acquisition must be armed: the pre-trigger part of
+        the record (screen − K T), the T/8 margin before the trigger edge, and T/64 for the
+        arming command."""
+        T = self.period_s
+        return self._screen_s - self.options.settle.acquire_periods * T + T / 8 + T / 64
+
+    def _window(self, not_before: float) -> tuple[float, float, float, float]:
+        """(fit start w0, trigger edge e, timebase offset, arm time) of an acquisition whose K
+        fitted periods start at controller time w0 = ``not_before``.
+
+        The screen (≥ K T, 1-2-5 timebase) is placed to END at w0 + K T: the record
+        [w0 + K T − screen, w0 + K T] holds the K fitted periods and, before them, what the
+        1-2-5 rounding adds (up to a period) for the periodicity check. The scope triggers on
+        e, the first sync edge at or after w0 (so e − T < w0 ≤ e ≤ w0 + K T): the record
+        before e is pre-trigger memory, the offset (trigger → screen centre, s) is
+        w0 + K T − screen/2 − e ∈ [−screen/2, screen/2], within the scope's range. No time
+        is spent waiting for an edge: the record ends, and the acquisition completes, exactly
+        when the K fitted periods end. A :SINGle searches for the edge from its arming +
+        the pre-trigger time, so arming at the record start − T/8 makes the search begin at
+        e − T/8, after the edge before e."""
+        T = self.period_s
+        k = self.options.settle.acquire_periods
+        w0 = not_before
+        start = w0 + k * T - self._screen_s
+        e = self._next_edge(w0)
+        offset = max(w0 + k * T - self._screen_s / 2 - e, -self._screen_s / 2)
+        return w0, e, offset, start - T / 8
+
     async def _acquire(self, not_before: float) -> tuple[Array, dict[str, Any], float, float]:
-        """One :SINGle per scope (concurrently), armed so that it triggers on the first sync
-        edge at or after ``not_before`` (never earlier: the arm itself comes after it minus
-        T/8, and the edge before that is a full period earlier). Returns node coordinates
-        (K, M, d), raw data, noise and the planned trigger instant."""
+        """One :SINGle per scope (concurrently) whose record ends K periods after the fit start
+        ``not_before`` (later if the scope cannot be armed in time; `_window`). Returns node
+        coordinates (K, M, d), raw data (with the fit start ``t_window`` and the trigger edge
+        ``t_edge``), noise and the fit start."""
         k = self.options.settle.acquire_periods
         m = self.grid_t.size
         T = self.period_s
         harmonics = self.options.harmonics or (m - 1) // 2
-        edge = self._next_edge(not_before + T / 8)
         now = await self.clock.now()
-        if edge - T / 8 < now:
-            edge = self._next_edge(now + T / 8)
-        await self._wait(edge - T / 8 - now)
+        w0, edge, offset, t_arm = self._window(max(not_before, now + self._lead_s()))
+
+        async def position(s: _Scope) -> None:
+            # while the scope is stopped (the last record is read already): the timebase
+            # offset that puts the record's end at w0 + K T, off the arming's critical path
+            if s.offset_s != offset:
+                s.offset_s = math.nan  # unknown if the command fails
+                await s.driver.set_timebase(self._tb_scale_s, offset)
+                s.offset_s = offset
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(position(s) for s in self._scopes.values()))
+        self.io_time_s += time.perf_counter() - t0
+        await self._wait(t_arm - await self.clock.now())
         t0 = time.perf_counter()
         await asyncio.gather(*(s.driver.single() for s in self._scopes.values()))
         self.io_time_s += time.perf_counter() - t0
-        await self._wait(T / 8 + self._screen_s + T / 64)
+        now = await self.clock.now()
+        await self._wait(w0 + k * T + T / 256 - now)
 
         async def read(s: _Scope) -> dict[int, Any]:
-            await s.driver.wait_triggered(timeout_s=4 * T, poll_s=T / 4, sleep=self._wait)
+            await s.driver.wait_triggered(timeout_s=4 * T, poll_s=T / 32, sleep=self._wait)
             waves: dict[int, Any] = await s.driver.read_channels(sorted(s.channels))
             return waves
 
@@ -854,11 +905,17 @@ class BenchSystem(PhysicalSystem):
         # small least-squares fits: a multithreaded BLAS only adds overhead (and contention
         # with the twin's thread on the emulated bench)
         with threadpool_limits(1, "blas"):
-            x, raw, noise = await self._process(results, k, m, harmonics)
-        return x, raw, noise, edge
+            x, raw, noise = await self._process(results, k, m, harmonics, w0 - edge)
+        raw.update(t_window=w0, t_edge=edge)
+        return x, raw, noise, w0
 
     async def _process(
-        self, results: list[dict[int, Any]], k: int, m: int, harmonics: int
+        self,
+        results: list[dict[int, Any]],
+        k: int,
+        m: int,
+        harmonics: int,
+        start_s: float = 0.0,
     ) -> tuple[Array, dict[str, Any], float]:
         x = np.zeros((k, m, self.n_nodes))
         seen = np.zeros(self.n_nodes, bool)
@@ -907,11 +964,16 @@ class BenchSystem(PhysicalSystem):
                     self.grid_t,
                     harmonics,
                     self.chains.sense_delay[i],
+                    start_s,
                 )
                 xn = (fit.values - self.chains.sense_offset[i]) / self.chains.sense_gain[i]
                 # a response that is not T-periodic (subharmonic, quasi-periodic) leaves what
-                # the harmonic fit cannot follow: its residual relative to the channel's swing
-                fit_rel = fit.residual_rms_v / max(peak_v, s.scale_v[ch] / CODES_PER_DIVISION)
+                # the harmonic fit cannot follow, and the record before the fitted periods
+                # differs from their periodic extension: the part of either that the channel's
+                # noise (white part of the residual, or quantisation) cannot explain, relative
+                # to the channel's swing
+                lsb_v = s.scale_v[ch] / CODES_PER_DIVISION
+                fit_rel = fit.unexplained_rms_v(lsb_v) / max(peak_v, lsb_v)
                 raw["fit_residual_rel"] = max(float(raw.get("fit_residual_rel", 0.0)), fit_rel)
                 sig = fit.residual_rms_v / abs(self.chains.sense_gain[i])
                 noise2 += sig**2 * m * (2 * harmonics + 1) / max(fit.points_per_period, 1) * 2
@@ -986,18 +1048,19 @@ class BenchSystem(PhysicalSystem):
             settle_end = t_change + 10 * T
         if self._settled_since_change:
             settle_end = min(settle_end, now)
-        reranges = acquisitions = previews = 0
+        reranges = acquisitions = previews = records = 0  # records: every scope acquisition
         # scope ranging while the transient decays: preview acquisitions (not measurements)
-        # once the transient is below 10 %, as long as one fits before the settle end
+        # once the transient is below 10 %, as long as one (its record ending K T after its
+        # fit start, then T/4 to read it) ends before the measurement must be armed
         if sigma and not fresh:
             t_prev = t_change + settle_time_s(c * rho_pred, 0.1, sigma)
+            lead = self._lead_s()
             while previews < 4 and (
-                self._next_edge(max(t_prev, await self.clock.now()) + T / 8)
-                + self._screen_s
-                + T / 4
-                < settle_end
+                max(t_prev, await self.clock.now() + lead) + st.acquire_periods * T + T / 4
+                < settle_end - lead
             ):
                 previews += 1
+                records += 1
                 try:
                     await self._acquire(t_prev)
                     break
@@ -1005,8 +1068,10 @@ class BenchSystem(PhysicalSystem):
                     reranges += 1
                 t_prev = await self.clock.now()
         while True:
+            records += 1
+            t_settle = settle_end  # the settle decision: no fitted sample before it
             try:
-                x, raw, noise, edge = await self._acquire(settle_end)
+                x, raw, noise, t_fit = await self._acquire(t_settle)
             except _Reranged:
                 reranges += 1
                 if reranges > 4:
@@ -1015,7 +1080,7 @@ class BenchSystem(PhysicalSystem):
                 continue
             acquisitions += 1
             self.interlock.check(x, "measured response")
-            waited = edge - t_change
+            waited = t_fit - t_change  # to the first fitted sample
             if x.shape[0] >= 2:
                 a = assess_periods(x, tol=st.tol, noise_floor=noise, contraction=r_known)
             else:  # one period: the calibrated decay rate judges (below)
@@ -1025,12 +1090,6 @@ class BenchSystem(PhysicalSystem):
                 raise SteadyStateError(
                     f"bench response is not T-periodic ({a.verdict.replace('_', ' ')}; step "
                     f"{a.step:.3g}, contraction {a.contraction:.3g}) after {waited:.3g} s"
-                )
-            if float(raw.get("fit_residual_rel", 0.0)) > st.periodic_residual:
-                raise SteadyStateError(
-                    "bench response is not T-periodic: the harmonic fit leaves "
-                    f"{raw['fit_residual_rel']:.3g} of the swing (> {st.periodic_residual}) "
-                    f"after {waited:.3g} s"
                 )
             # the transient started at t_change from the settled response before it: its size
             # is (with the margin c for velocity and modal mixing) the measured change
@@ -1048,7 +1107,9 @@ class BenchSystem(PhysicalSystem):
                 remaining = a.remaining
             raw.update(
                 t_change=t_change,
-                t_trigger=edge,
+                t_trigger=raw["t_edge"],
+                t_window=t_fit,
+                t_settle=t_settle,
                 rho_predicted=c * rho_pred,
                 rho_measured=rho,
                 decay_rate_per_s=sigma if sigma else math.nan,
@@ -1056,10 +1117,21 @@ class BenchSystem(PhysicalSystem):
                 acquisitions=acquisitions,
                 reranges=reranges,
                 previews=previews,
+                records=records,
             )
             if remaining <= st.tol or (
                 sigma is None and a.verdict == "settled" and x.shape[0] >= 2
             ):
+                # judged only on a response otherwise accepted: before, a decaying transient
+                # (largest in the record's part before the fitted periods) is not periodic
+                # either, and the next acquisition comes later anyway
+                if float(raw.get("fit_residual_rel", 0.0)) > st.periodic_residual:
+                    raise SteadyStateError(
+                        "bench response is not T-periodic: beyond the noise, the harmonic fit "
+                        f"or the preceding part of the record leaves "
+                        f"{raw['fit_residual_rel']:.3g} of the swing (> "
+                        f"{st.periodic_residual}) after {waited:.3g} s"
+                    )
                 self._x_settled = xs.copy()
                 self._settled_since_change = True
                 self._last_force = force.copy()
@@ -1073,7 +1145,7 @@ class BenchSystem(PhysicalSystem):
             if sigma:
                 settle_end = t_change + settle_time_s(rho, st.tol, sigma)
             else:
-                settle_end = edge + settle_wait_s(remaining, st.tol, a.contraction, T)
+                settle_end = t_fit + settle_wait_s(remaining, st.tol, a.contraction, T)
 
     async def measure(self) -> Observation:
         drive = self._require_input()
@@ -1101,6 +1173,9 @@ class BenchSystem(PhysicalSystem):
                 "initial_transient": [r["rho_measured"] for r in raws],
                 "t_change": [r["t_change"] for r in raws],
                 "t_trigger": [r["t_trigger"] for r in raws],
+                "t_window": [r["t_window"] for r in raws],
+                "t_settle": [r["t_settle"] for r in raws],
+                "acquisitions": [r["records"] for r in raws],  # scope records, previews too
                 "nudged": self._extra is not None,
             }
         )
