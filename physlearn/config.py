@@ -253,7 +253,10 @@ class BenchSessionConfig(_Model):
     serve``); absent: a real bench on the wall clock. ``resources``: VISA resource per instrument
     (overrides the bench file's). ``options``: `physlearn.bench_system.BenchOptions` (sampling,
     settling, interlock, DAC slew, calibration age). ``retries``: attempts per measurement on a
-    transient instrument fault."""
+    transient instrument fault. ``readout``: ``"scope"`` reads every node's waveform with the
+    scopes; ``"lockin"`` (linear ρ only) reads the nodes wired to a lock-in as phasors
+    (`physlearn.lockin_readout.LockinBenchSystem`), tuned by ``lockin``
+    (`physlearn.lockin_readout.LockinOptions`)."""
 
     config: Path
     calibration: Path
@@ -261,6 +264,14 @@ class BenchSessionConfig(_Model):
     resources: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(4, ge=1)
+    readout: Literal["scope", "lockin"] = "scope"
+    lockin: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _lockin_options(self) -> BenchSessionConfig:
+        if self.lockin and self.readout != "lockin":
+            raise ValueError('lockin: options of the lock-in readout need readout = "lockin"')
+        return self
 
 
 class SystemConfig(_Model):

@@ -106,7 +106,21 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
             clock = TwinClock(client)
         else:
             clock = SystemClock()
-        system = BenchSystem(config, cal, setup.spec, clock, options, resources=resources)
+        system: BenchSystem
+        if b.readout == "lockin":
+            from physlearn.lockin_readout import LockinBenchSystem, LockinOptions
+
+            system = LockinBenchSystem(
+                config,
+                cal,
+                setup.spec,
+                clock,
+                options,
+                lockin=LockinOptions.model_validate(b.lockin),
+                resources=resources,
+            )
+        else:
+            system = BenchSystem(config, cal, setup.spec, clock, options, resources=resources)
         yield BenchSession(system, setup)
     finally:
         if client is not None:

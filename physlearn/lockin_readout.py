@@ -1,0 +1,466 @@
+"""`LockinBenchSystem`: the bench loop with lock-in phasors as the readout of linear-ρ networks.
+
+For a network with linear coupling function ρ (``nonlinearity = "identity"``), no on-site
+quartic terms, constant coupling modulation μ and no bias forces, driven at the one frequency
+ω = 2π/T by forces that are pure sinusoids at ω (inputs, nudges, echo drives), every steady
+state is a pure sinusoid at ω: x_j(t) = Im(X_j e^{iωt}) (t = 0 at the generator sync's rising
+edge, the bench's phase origin). A lock-in measures X_j with the noise of a ≈ 1 Hz bandwidth
+instead of an 8-bit scope's per-sample noise. This subclass of `BenchSystem` replaces the scope
+waveform of every node wired to a lock-in (``[[wiring.sense]]`` entry with an SR830/SR860) by
+the waveform reconstructed from that lock-in's X, Y on the period grid; nodes without a lock-in
+keep the scope reading. The scopes still read every node (the base loop's settling judgement,
+ranging, periodicity check and interlock run unchanged on them).
+
+Signal chain (the emulator's, `physlearn.simulators.instruments.srs_lockin`, and the one the
+calibration fits, `physlearn.calibration.routines.step_sensing` / the `couplings` joint fit):
+the lock-in input is v(t) = G x(t − τ) + O; with an external reference on the sync (rising
+edges at θ_ref ≡ 0), detection harmonic 1 and reference phase PHAS = 0 (as the calibration
+sweep set it), an input A sin(θ_ref + θ_s) reads X + iY = (A/√2) e^{iθ_s} (volts **rms**,
+in phase with a **sine** reference). The calibration's lock-in transfer is
+H = √2 (X + iY)/drive = G e^{iφ} e^{−iωτ} H_network, φ the path's fitted reference phase
+(`SensingCal.phase_rad`). Hence
+
+    X_j = √2 (X + iY) e^{−iφ} e^{+iωτ} / G,      x_j(t_k) = Im(X_j e^{iω t_k}).
+
+The input offset O (and its drift) is at DC: the lock-in rejects it (its ripple at ω is below
+the accuracy by the choice of τ below); the calibration's offset is not used on this path.
+
+Lock-in settings (at `arm`, again after a `reconnect`): external reference (the generator
+sync), harmonic 1, PHAS 0, the configured slope (24 dB/oct: n = 4 RC stages), and the time
+constant τ = the smallest table entry with the filter's attenuation at the fundamental
+(1 + (ωτ)²)^(−n/2) ≤ accuracy (default ``settle.tol``). The worst ripple is then the one a DC
+input offset as large as the signal leaves at ω (≤ accuracy); the demodulation's own 2ω ripple
+is 2ⁿ times smaller still. At 25 Hz, 24 dB/oct and 1e-4: ωτ ≥ 9.95, τ = 0.1 s (0.03 s is
+short). SR860: input range ≥ the largest input the interlock allows (|G| × max_response + |O|).
+
+Per measurement: the base loop uploads, waits the network's settling (decided on the scopes)
+and acquires; the network has settled (remaining transient ≤ tol) from the first fitted sample
+t_s on. The lock-in filter then needs n_τ = P⁻¹(n, accuracy) time constants (the step response
+of n cascaded RC stages: e^{−u} Σ_{k<n} u^k/k! = accuracy; 15.9 τ at 24 dB/oct and 1e-4,
+`physlearn.drivers.srs_lockin.settle_multiple`) for what it held before t_s to have decayed,
+so X, Y are read at t_s + n_τ τ (1.59 s at 25 Hz, ≈ 40 periods, of which the scope record
+already took K periods). Sensitivity: the smallest full scale ≥ ``headroom`` × the expected
+|X + iY| = |G| |X_j,scope|/√2 (the fundamental of the same steady state just read by the
+scope), changed only when the present one is too tight (< 1.25 ×) or too coarse (> 10 ×
+``headroom`` ×); a change restarts the filter wait. The LIA status is cleared before the wait;
+X, Y are read with one SNAP? per lock-in, all lock-ins concurrently (`asyncio.gather`), then
+the status: an input/filter/output overload, a reference unlock or a non-finite value refuses
+the reading (`InstrumentError` naming the instrument and the node).
+
+Refusals (before anything is written): a non-linear network (ρ not ``identity``, quartic
+terms, a time-modulated μ, bias forces) — `ConfigError`; a force waveform (input drive, nudge,
+echo drive) whose power outside the fundamental exceeds ``max_harmonic_fraction`` (rms
+fraction, DC included) on any node — `ConfigError` (inputs) or `GradientError` (nudge, echo)
+naming the node, the sample and the fraction: the response would carry harmonics the lock-in
+does not see. The generator's zero-order-hold images (harmonics M_arb ± 1) are not counted:
+the network's response to them is down by ≈ (M_arb)² and the lock-in rejects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from physlearn.bench_config import BenchConfig
+from physlearn.bench_system import BenchOptions, BenchSystem, Clock
+from physlearn.calibration.schema import CalibrationFile
+from physlearn.errors import (
+    CalibrationError,
+    ConfigError,
+    GradientError,
+    InstrumentError,
+    PhyslearnError,
+)
+from physlearn.network import NetworkSpec
+from physlearn.settling import PeriodAssessment
+from physlearn.system import ForceWaveform
+
+Array = NDArray[np.float64]
+
+__all__ = [
+    "LockinBenchSystem",
+    "LockinOptions",
+    "choose_time_constant",
+    "harmonic_fraction",
+]
+
+#: keep the present sensitivity while it is ≥ this × the expected |X + iY| …
+_TIGHT = 1.25
+#: … and ≤ this × headroom × the expected |X + iY|
+_COARSE = 10.0
+
+
+class LockinOptions(BaseModel):
+    """How the lock-in readout runs (``[system.bench] lockin = {...}``).
+
+    accuracy: relative accuracy the lock-in reading is settled and filtered to (ripple at the
+    fundamental, filter memory); None: the bench's ``settle.tol``. slope_db_per_oct: output
+    filter slope (6, 12, 18, 24 → 1..4 RC stages). time_constant_s: a minimum τ (the smallest
+    table entry ≥ max(this, the computed τ)), e.g. for more averaging. headroom: full scale ≥
+    headroom × the expected |X + iY|. max_harmonic_fraction: a force waveform whose rms outside
+    the fundamental (DC and harmonics ≥ 2) exceeds this fraction of its rms is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accuracy: float | None = Field(None, gt=0, lt=1)
+    slope_db_per_oct: int = Field(24)
+    time_constant_s: float | None = Field(None, gt=0)
+    headroom: float = Field(2.0, ge=1.25)
+    max_harmonic_fraction: float = Field(1e-3, gt=0, lt=1)
+
+
+def choose_time_constant(
+    omega_rad_s: float, n_stages: int, accuracy: float, table: tuple[float, ...]
+) -> float:
+    """The smallest τ of `table` whose n-stage RC filter attenuates the fundamental to
+    ≤ `accuracy`: (1 + (ωτ)²)^(−n/2) ≤ accuracy ⇔ ωτ ≥ √(accuracy^(−2/n) − 1)."""
+    need = math.sqrt(accuracy ** (-2.0 / n_stages) - 1.0) / omega_rad_s
+    ok = [t for t in table if t >= need * (1 - 1e-9)]
+    if not ok:
+        raise ConfigError(
+            f"lock-in readout: τ ≥ {need:.3g} s is needed for accuracy {accuracy} at "
+            f"{omega_rad_s / (2 * math.pi):.4g} Hz, beyond the lock-in's table"
+        )
+    return min(ok)
+
+
+def harmonic_fraction(samples: Array) -> Array:
+    """Per (sample, node) of a periodic waveform (B, M, d) sampled over one period: the rms
+    fraction outside the fundamental, √(1 − P₁/P) (DC and harmonics ≥ 2 count); NaN where the
+    waveform is identically zero."""
+    s = np.asarray(samples, dtype=float)
+    c = np.fft.rfft(s, axis=1) / s.shape[1]
+    p = np.abs(c) ** 2
+    p[:, 1:] *= 2.0
+    if s.shape[1] % 2 == 0:
+        p[:, -1] /= 2.0  # Nyquist bin counted once
+    total = p.sum(axis=1)
+    p1 = p[:, 1] if p.shape[1] > 1 else np.zeros_like(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.sqrt(np.clip(1.0 - p1 / total, 0.0, 1.0))
+    scale = float(np.max(total)) if total.size else 0.0
+    return np.where(total > 1e-24 * max(scale, 1e-300), frac, np.nan)
+
+
+@dataclass
+class _Lockin:
+    """One lock-in of the readout: its sense wire, node, calibration of the path, settings."""
+
+    name: str
+    wire: int
+    node: int
+    gain: float
+    delay_s: float
+    phase_rad: float
+    offset_v: float
+    sensitivity_v: float = math.nan
+    time_constant_s: float = math.nan
+
+
+class LockinBenchSystem(BenchSystem):
+    """`BenchSystem` whose lock-in-wired nodes are read as phasors (module docstring)."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        calibration: CalibrationFile,
+        spec: NetworkSpec,
+        clock: Clock,
+        options: BenchOptions,
+        *,
+        lockin: LockinOptions | None = None,
+        resources: dict[str, str] | None = None,
+        driver_factory: Any = None,
+    ):
+        _refuse_nonlinear(spec, calibration)
+        super().__init__(
+            config,
+            calibration,
+            spec,
+            clock,
+            options,
+            resources=resources,
+            driver_factory=driver_factory,
+        )
+        self.lockin_options = lo = lockin or LockinOptions()
+        if lo.slope_db_per_oct not in (6, 12, 18, 24):
+            raise ConfigError(
+                f"lockin.slope_db_per_oct: {lo.slope_db_per_oct} not in (6, 12, 18, 24)"
+            )
+        self.lockin_accuracy = lo.accuracy if lo.accuracy is not None else options.settle.tol
+        self.lockins: dict[str, _Lockin] = {}
+        taken: set[int] = set()
+        for i, sw in enumerate(self.config.wiring.sense):
+            if self.config.instruments[sw.instrument].role != "lockin" or sw.node in taken:
+                continue
+            s = calibration.sense(sw.instrument, sw.channel)
+            if s.phase_rad is None:
+                raise CalibrationError(
+                    f"calibration {self.calibration_version}: the lock-in path {sw.instrument} → "
+                    f"node {sw.node} has no reference phase (phase_rad); run the sensing and "
+                    "couplings calibration steps"
+                )
+            self.lockins[sw.instrument] = _Lockin(
+                sw.instrument,
+                i,
+                sw.node,
+                float(s.gain_v_per_unit.value),
+                float(s.delay_s.value),
+                float(s.phase_rad.value),
+                float(s.offset_v.value),
+            )
+            taken.add(sw.node)
+        if not self.lockins:
+            raise ConfigError(
+                'readout = "lockin": no [[wiring.sense]] entry goes to a lock-in (sr830, sr860)'
+            )
+        from physlearn.drivers.srs_lockin import SR830_TIME_CONSTANTS_S, settle_multiple
+
+        n = lo.slope_db_per_oct // 6
+        omega = 2 * math.pi / self.period_s
+        tau = choose_time_constant(omega, n, self.lockin_accuracy, SR830_TIME_CONSTANTS_S)
+        if lo.time_constant_s is not None and lo.time_constant_s > tau:
+            longer = [t for t in SR830_TIME_CONSTANTS_S if t >= lo.time_constant_s * (1 - 1e-9)]
+            if not longer:
+                raise ConfigError(f"lockin.time_constant_s: {lo.time_constant_s} s > 30 ks")
+            tau = min(longer)
+        #: output filter time constant τ and the wait n_τ τ after the network settled
+        self.lockin_time_constant_s = tau
+        self.lockin_settle_s = settle_multiple(n, self.lockin_accuracy) * tau
+        self.lockin_reads = 0
+
+    # ------------------------------------------------------------------ instruments
+    @property
+    def used_instruments(self) -> list[str]:
+        return [*super().used_instruments, *sorted(self.lockins)]
+
+    def _make_driver(self, name: str) -> Any:
+        inst = self.config.instruments[name]
+        if inst.kind not in ("sr830", "sr860") or self._driver_factory is not None:
+            return super()._make_driver(name)
+        from physlearn.drivers.srs_lockin import Sr830, Sr830Config, Sr860, Sr860Config
+        from physlearn.drivers.transport import TransportSettings
+
+        resource = self.resources.get(name) or inst.resource
+        if not resource:
+            raise ConfigError(f"instruments.{name}.resource: no VISA resource for {name}")
+        common: dict[str, Any] = {
+            "resource": resource,
+            "backend": inst.backend if resource.upper().startswith("ASRL") else "pyvisa",
+            "timeout_s": inst.timeout_s,
+        }
+        if inst.kind == "sr830":
+            ts = TransportSettings(
+                **common, baud_rate=9600, read_termination="\r", write_termination="\r"
+            )
+            return Sr830(Sr830Config(name=name, transport=ts))
+        return Sr860(Sr860Config(name=name, transport=TransportSettings(**common)))
+
+    async def arm(self) -> None:
+        await super().arm()
+        await self._configure_lockins()
+
+    async def reconnect(self) -> None:
+        await super().reconnect()
+        if self.armed:
+            await self._configure_lockins()
+
+    async def _configure_lockins(self) -> None:
+        slope = self.lockin_options.slope_db_per_oct
+        f_hz = 1.0 / self.period_s
+
+        async def configure(li: _Lockin) -> None:
+            drv = self.drivers[li.name]
+            await drv.set_reference_external()
+            await drv.set_harmonic(1)
+            await drv.set_phase(0.0)  # as in the calibration sweep: φ is applied in software
+            li.time_constant_s = await drv.set_time_constant(
+                self.lockin_time_constant_s, slope_db_per_oct=slope
+            )
+            top = abs(li.gain) * self.options.safety.max_response
+            if hasattr(drv, "set_input_range"):  # SR860: the largest input the interlock allows
+                await drv.set_input_range(min(top + abs(li.offset_v), 1.0))
+            li.sensitivity_v = await drv.set_sensitivity(min(top / math.sqrt(2), 1.0))
+            f_ref = await drv.get_reference_frequency_hz()
+            if not math.isfinite(f_ref) or abs(f_ref - f_hz) > 1e-3 * f_hz:
+                raise InstrumentError(
+                    f"{li.name} (lock-in of node {li.node}): reference at {f_ref} Hz, the drive "
+                    f"is at {f_hz:.6g} Hz; is the generator sync cabled to REF IN?"
+                )
+            await drv.status()  # clear what was latched while configuring
+
+        await asyncio.gather(*(configure(li) for li in self.lockins.values()))
+
+    async def settings_snapshot(self) -> dict[str, Any]:
+        out = await super().settings_snapshot()
+        out["readout"] = "lockin"
+        out["lockins"] = {
+            li.name: {
+                "node": li.node,
+                "time_constant_s": li.time_constant_s,
+                "slope_db_per_oct": self.lockin_options.slope_db_per_oct,
+                "sensitivity_v": li.sensitivity_v,
+                "settle_s": self.lockin_settle_s,
+            }
+            for li in self.lockins.values()
+        }
+        return out
+
+    # ------------------------------------------------------------------ force checks
+    def _check_forces(self, samples: Array, what: str, error: type[PhyslearnError]) -> None:
+        frac = harmonic_fraction(samples)
+        tol = self.lockin_options.max_harmonic_fraction
+        bad = np.nan_to_num(frac, nan=0.0) > tol
+        if np.any(bad):
+            b, j = (
+                int(v) for v in np.unravel_index(np.argmax(np.where(bad, frac, 0.0)), bad.shape)
+            )
+            raise error(
+                f"lock-in readout: the {what} on node {j} (sample {b}) has {frac[b, j]:.3g} of "
+                f"its rms outside the drive frequency (DC or harmonics; > {tol}); the response "
+                "would have harmonics the lock-ins do not see. Use pure sinusoidal forces at ω, "
+                'or readout = "scope"'
+            )
+
+    async def set_input(self, u: Array) -> None:
+        await super().set_input(u)
+        self._check_forces(await self.drive_forces(), "input drive", ConfigError)
+
+    async def set_forces(self, forces: ForceWaveform | None) -> None:
+        if forces is not None:
+            self._check_forces(forces.samples, "nudge force", GradientError)
+        await super().set_forces(forces)
+
+    async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
+        if drive is not None:
+            self._check_forces(drive.samples, "echo drive", GradientError)
+        await super().set_echo_drive(drive)
+
+    # ------------------------------------------------------------------ measurement
+    async def _measure_sample(
+        self, force: Array
+    ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
+        # the total force played (drive + nudge): refused before any write, whatever set it
+        self._check_forces(force[None], "total force", GradientError)
+        xs, a, waited, raw = await super()._measure_sample(force)
+        # the network has settled from the first fitted sample on (base loop: t_window, or
+        # t_trigger before the fit window was decoupled from the trigger edge)
+        t_settled = float(raw.get("t_window", raw.get("t_trigger", await self.clock.now())))
+        xl, info = await self._read_lockins(xs, t_settled)
+        out = xs.copy()
+        for li in self.lockins.values():
+            out[:, li.node] = xl[li.name]
+        self.interlock.check(out, "lock-in response")
+        raw["lockin"] = info
+        raw["x_scope"] = xs  # the scope reading of the same steady state (no "/ch": no record)
+        return out, a, waited, raw
+
+    async def _sleep(self, dt_s: float) -> None:
+        if dt_s > 0:
+            self.wait_time_s += dt_s
+            await self.clock.sleep(dt_s)
+
+    async def _read_lockins(
+        self, x_scope: Array, t_settled: float
+    ) -> tuple[dict[str, Array], dict[str, Any]]:
+        """Sensitivity from the scope's fundamental, status cleared, the filter's wait after
+        `t_settled`, one SNAP? X,Y per lock-in (concurrently), status checked; the waveforms on
+        the period grid."""
+        t = self.grid_t
+        omega = 2 * math.pi / self.period_s
+        m = t.size
+        e = np.exp(-1j * omega * t)
+        restart = t_settled
+        t0 = time.perf_counter()
+
+        async def range_(li: _Lockin) -> bool:
+            drv = self.drivers[li.name]
+            c1 = 2.0 / m * complex(np.sum(x_scope[:, li.node] * e))  # x = Re(c1 e^{iωt})
+            expect = abs(li.gain) * abs(c1) / math.sqrt(2)
+            fs = li.sensitivity_v
+            floor = (
+                abs(li.gain)
+                * self.options.beta_resolution
+                * self.options.safety.max_response
+                / math.sqrt(2)
+            )
+            want = self.lockin_options.headroom * max(expect, floor)
+            changed = False
+            if not (_TIGHT * max(expect, floor) <= fs <= _COARSE * want):
+                new = await drv.set_sensitivity(min(want, 1.0))
+                changed = new != fs
+                li.sensitivity_v = new
+            await drv.status()  # clear the latched bits: the reading's window starts here
+            return changed
+
+        changed = await asyncio.gather(*(range_(li) for li in self.lockins.values()))
+        self.io_time_s += time.perf_counter() - t0
+        now = await self.clock.now()
+        if any(changed):  # a gain change steps the filter input: its wait starts again
+            restart = max(restart, now)
+        await self._sleep(restart + self.lockin_settle_s - now)
+
+        async def read(li: _Lockin) -> complex:
+            drv = self.drivers[li.name]
+            try:
+                z = await drv.read_xy(check_overload=True)
+            except InstrumentError as exc:
+                raise InstrumentError(f"lock-in readout of node {li.node}: {exc}") from exc
+            if not (math.isfinite(z.real) and math.isfinite(z.imag)):
+                raise InstrumentError(
+                    f"{li.name} (lock-in of node {li.node}): non-finite X, Y {z}; refused"
+                )
+            return complex(z)
+
+        t0 = time.perf_counter()
+        zs = await asyncio.gather(*(read(li) for li in self.lockins.values()))
+        self.io_time_s += time.perf_counter() - t0
+        self.lockin_reads += 1
+        out: dict[str, Array] = {}
+        info: dict[str, Any] = {"t_read": await self.clock.now(), "t_settled": t_settled}
+        for li, z in zip(self.lockins.values(), zs, strict=True):
+            # √2: rms → peak; e^{−iφ}: the path's reference phase; e^{+iωτ}: its delay
+            phasor = math.sqrt(2) * z * np.exp(1j * (omega * li.delay_s - li.phase_rad)) / li.gain
+            out[li.name] = np.imag(phasor * np.exp(1j * omega * t))
+            info[li.name] = {
+                "node": li.node,
+                "xy_v": [z.real, z.imag],
+                "phasor": [float(phasor.real), float(phasor.imag)],
+                "sensitivity_v": li.sensitivity_v,
+            }
+        return out, info
+
+
+def _refuse_nonlinear(spec: NetworkSpec, cal: CalibrationFile) -> None:
+    """A lock-in sees the fundamental only: refuse anything that makes the response non-sinusoidal."""
+    if spec.nonlinearity != "identity":
+        raise ConfigError(
+            f'readout = "lockin" needs a linear ρ (network.nonlinearity = "identity"); this '
+            f"network's ρ is {spec.nonlinearity!r}: its response has harmonics the lock-ins do "
+            'not see (use readout = "scope")'
+        )
+    if cal.nonlinearity != "identity":
+        raise ConfigError(
+            f'readout = "lockin": the calibration file says the bench\'s ρ is {cal.nonlinearity!r}'
+            ', not "identity"'
+        )
+    quartic = [q.node for q in spec.quartic if q.value != 0 or q.trainable]
+    if quartic:
+        raise ConfigError(f'readout = "lockin": quartic (Duffing) terms on nodes {quartic}')
+    if spec.couplings and type(spec.modulations.mu).__name__ != "Constant":
+        raise ConfigError(
+            'readout = "lockin": a time-modulated μ(t) mixes frequencies (parametric response)'
+        )
+    biased = [b.node for b in spec.biases if b.value != 0 or b.trainable]
+    if biased:
+        raise ConfigError(
+            f'readout = "lockin": bias forces on nodes {biased} (with linear ρ a static force: '
+            "a DC response the lock-ins do not see)"
+        )
