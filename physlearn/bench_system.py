@@ -63,6 +63,7 @@ from physlearn.errors import (
     ConfigError,
     GradientError,
     InstrumentError,
+    InstrumentProtocolError,
     LimitError,
     SafetyError,
     SteadyStateError,
@@ -323,6 +324,7 @@ class BenchSystem(PhysicalSystem):
         self._phase_origin = 0.0
         self._screen_s = 0.0
         self._tb_scale_s = 0.0
+        self._pending_scales: dict[str, dict[int, float]] = {}
 
     # ------------------------------------------------------------------ configuration checks
     def _validate(self) -> None:
@@ -612,8 +614,20 @@ class BenchSystem(PhysicalSystem):
                 log.debug("closing %s before reconnecting failed", name, exc_info=True)
         await asyncio.gather(*(self.drivers[n].connect() for n in self.used_instruments))
         self._arb_now = {}  # re-upload everything: the generators may have been reset
+        # the DACs may have lost setpoints (a swallowed write, a reset): the cache takes what
+        # they hold, so that re-applying the parameters writes what is missing
+        lost = await self._read_back_dacs(
+            {n: sorted(ch for (i, ch) in self._dac_v if i == n) for n in self._dacs}
+        )
+        if lost:
+            log.warning("after reconnecting: DAC setpoints lost: %s", lost)
         if self.armed:
-            await self._configure_scopes()
+            # the scopes may have been reset: program them as they were, V/div included (the
+            # auto-ranging is hysteretic: restarting at full range would quantise the repeated
+            # measurement on another scale than the uninterrupted run)
+            await self._configure_scopes(
+                {n: dict(sc.scale_v) for n, sc in getattr(self, "_scopes", {}).items()}
+            )
 
     async def arm(self) -> None:
         """Enable outputs: generators (zero drive, loads high-Z, phase-synchronised, sync on the
@@ -661,7 +675,11 @@ class BenchSystem(PhysicalSystem):
         self.armed = True
         log.info("bench armed: outputs enabled on %s", ", ".join(self._generators))
 
-    async def _configure_scopes(self) -> None:
+    async def _configure_scopes(self, scales_v: dict[str, dict[int, float]] | None = None) -> None:
+        """Program every scope: channels (V/div from ``scales_v`` where given — a reconnect
+        keeps the ranging — else full range), timebase, trigger, acquisition mode. The mode is
+        chosen from the full-range resolution whatever the scales, so that it never depends on
+        the ranging history."""
         k = self.options.settle.acquire_periods
         screen = k * self.period_s
         scale_t = scale_125_at_least(screen / H_DIVISIONS)
@@ -676,8 +694,9 @@ class BenchSystem(PhysicalSystem):
             for ch in range(1, 5):
                 if ch not in chans:
                     await scope.set_channel_display(ch, False)
+            kept = (scales_v or {}).get(name, {})
             for ch, i in chans.items():
-                scale = self._max_scale_v(i)
+                scale = kept.get(ch, self._max_scale_v(i))
                 await scope.configure_channel(
                     ch, scale, -float(self.chains.sense_offset[i]), "DC", 1.0
                 )
@@ -685,7 +704,7 @@ class BenchSystem(PhysicalSystem):
             await scope.set_timebase(scale_t, offset0)
             drv_info.offset_s = offset0
             await scope.set_trigger_edge("EXT", 1.0, "POS")
-            lsb = min(drv_info.scale_v.values()) / CODES_PER_DIVISION
+            lsb = min(self._max_scale_v(i) for i in chans.values()) / CODES_PER_DIVISION
             needed = (
                 self.options.beta_resolution
                 * self.options.safety.max_response
@@ -720,18 +739,54 @@ class BenchSystem(PhysicalSystem):
                 continue
             by_dac.setdefault(inst, {})[ch] = v
             ramp = max(ramp, abs(v - (old if old is not None else self.options.safety.safe_dac_v)))
-        await asyncio.gather(*(self.drivers[n].set_voltages(vs) for n, vs in by_dac.items()))
+        try:
+            await asyncio.gather(*(self.drivers[n].set_voltages(vs) for n, vs in by_dac.items()))
+        finally:
+            # whatever reached the DACs is ramping from now on
+            for (inst, ch), v in plan.items():
+                self._dac_v[(inst, ch)] = v
+            slew = self.options.safety.dac_slew_v_per_s
+            if ramp:
+                now = await self.clock.now()
+                self._mark_change(now + 1.01 * ramp / slew + 1e-3)
+                prev = self._alpha if self._alpha is not None else np.zeros(self.n_params)
+                unit = self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2  # m ω² (N/m)
+                self._changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / unit
+            self._alpha = np.array(alpha, dtype=float)
+        # a write has no reply: one that a dropped link swallowed is only seen by reading back
+        lost = await self._read_back_dacs({n: list(vs) for n, vs in by_dac.items()})
         self.io_time_s += time.perf_counter() - t0
-        for (inst, ch), v in plan.items():
-            self._dac_v[(inst, ch)] = v
-        slew = self.options.safety.dac_slew_v_per_s
-        if ramp:
-            now = await self.clock.now()
-            self._mark_change(now + 1.01 * ramp / slew + 1e-3)
-            prev = self._alpha if self._alpha is not None else np.zeros(self.n_params)
-            unit = self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2  # m ω² (N/m)
-            self._changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / unit
-        self._alpha = np.array(alpha, dtype=float)
+        if lost:
+            detail = "; ".join(
+                f"{n} channel {ch} reads {rb:.6g} V, written {v:.6g} V" for n, ch, v, rb in lost
+            )
+            err = InstrumentProtocolError(
+                f"{lost[0][0]}: DAC setpoints lost (a write was not delivered): {detail}"
+            )
+            err.instrument = lost[0][0]  # type: ignore[attr-defined]
+            raise err
+
+    async def _read_back_dacs(
+        self, channels: dict[str, list[int]]
+    ) -> list[tuple[str, int, float, float]]:
+        """Read the setpoints of ``channels`` (per DAC) back, concurrently; returns the lost
+        ones (instrument, channel, expected V, read-back V) and makes the cache hold what the
+        DAC really has, so that the next `set_parameters` writes them again."""
+        names = [n for n, chs in channels.items() if chs]
+
+        async def read(n: str) -> Array:
+            return np.asarray(await self.drivers[n].get_voltages(channels[n]), dtype=float)
+
+        got = await asyncio.gather(*(read(n) for n in names))
+        lost = []
+        for n, values in zip(names, got, strict=True):
+            for ch, rb in zip(channels[n], values, strict=True):
+                v = self._dac_v.get((n, ch))
+                # the read-back is the DAC-quantised setpoint, printed to ~6 digits
+                if v is not None and not abs(float(rb) - v) <= 2e-5 + 1e-5 * abs(v):
+                    lost.append((n, ch, v, float(rb)))
+                    self._dac_v[(n, ch)] = float(rb)
+        return lost
 
     def _mark_change(self, t: float) -> None:
         """The bench changed (a write takes effect, or a DAC ramp ends) at controller time t."""
@@ -864,11 +919,56 @@ class BenchSystem(PhysicalSystem):
         offset = max(w0 + k * T - self._screen_s / 2 - e, -self._screen_s / 2)
         return w0, e, offset, start - T / 8
 
+    def state_dict(self) -> dict[str, Any]:
+        """Controller state a resumed run needs to measure as the uninterrupted one would: the
+        scopes' V/div per channel (the auto-ranging is hysteretic). The network's physical state
+        cannot be stored: it settles again."""
+        return {
+            "scope_scales_v": {
+                n: {str(ch): float(v) for ch, v in sc.scale_v.items()}
+                for n, sc in getattr(self, "_scopes", {}).items()
+            }
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`: the scales are programmed before the next acquisition
+        (checked: known scope and channel, 0 < V/div ≤ the channel's full range)."""
+        pending: dict[str, dict[int, float]] = {}
+        for name, chans in dict(state.get("scope_scales_v") or {}).items():
+            if name not in self._scope_channels:
+                raise ConfigError(f"bench state: scope {name!r} is not in this bench's wiring")
+            for ch_s, v in dict(chans).items():
+                ch = int(ch_s)
+                i = self._scope_channels[name].get(ch)
+                if i is None:
+                    raise ConfigError(f"bench state: {name} channel {ch} senses no node")
+                if not (math.isfinite(float(v)) and 0 < float(v) <= self._max_scale_v(i)):
+                    raise ConfigError(
+                        f"bench state: {name} channel {ch} scale {v!r} V/div is outside "
+                        f"(0, {self._max_scale_v(i)}]"
+                    )
+                pending.setdefault(name, {})[ch] = float(v)
+        self._pending_scales = pending
+
+    async def _apply_pending_scales(self) -> None:
+        pending, self._pending_scales = self._pending_scales, {}
+        for name, chans in pending.items():
+            sc = self._scopes[name]
+            for ch, v in chans.items():
+                if sc.scale_v.get(ch) != v:
+                    i = sc.channels[ch]
+                    await sc.driver.configure_channel(
+                        ch, v, -float(self.chains.sense_offset[i]), "DC", 1.0
+                    )
+                    sc.scale_v[ch] = v
+
     async def _acquire(self, not_before: float) -> tuple[Array, dict[str, Any], float, float]:
         """One :SINGle per scope (concurrently) whose record ends K periods after the fit start
         ``not_before`` (later if the scope cannot be armed in time; `_window`). Returns node
         coordinates (K, M, d), raw data (with the fit start ``t_window`` and the trigger edge
         ``t_edge``), noise and the fit start."""
+        if self._pending_scales:
+            await self._apply_pending_scales()
         k = self.options.settle.acquire_periods
         m = self.grid_t.size
         T = self.period_s

