@@ -1,4 +1,4 @@
-"""Measurement primitives of the calibration: multisine transfer functions on the scope,
+"""Measurement primitives of the calibration: multisine transfer functions on the scopes,
 lock-in phasors of a sine drive, and scope records, all waiting through the bench `Clock`.
 
 Multisine. Each generator channel plays a periodic arb (period `period_s`, zero-order hold at
@@ -7,12 +7,22 @@ one record gives every column of the transfer matrix). The scope, triggered on t
 sync (rising at the arb's sample 0), records exactly one arb period; the DFT of the record at
 line k divided by the DFT of the *played* (quantised, zero-order-held) arb at line k is the
 transfer H_sj. Noise per line comes from the record's unexcited lines above the band (white).
+
+Several scopes. Every scope's EXT input is cabled to the same generator sync, so a record that
+reads node waveforms arms every scope for the same sync edge (concurrently) and merges their
+channels: each record's time axis is relative to its own trigger instant (the sync edge), so the
+records of one acquisition are simultaneous and are required to share one time grid. A node
+sensed by several scopes (the reference node that stitches the groups) is compared across them
+(`stitch_check`): a scope that recorded another edge, or a mis-cabled channel, is an error
+naming both scopes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,23 +145,190 @@ async def scope_record(
     return waves
 
 
+def wave_key(scopes: Sequence[str], scope: str, channel: int) -> str:
+    """Raw-data key prefix of one scope channel: `scope_ch<c>` when one scope is recorded (the
+    one-scope name), `<scope>_ch<c>` when several scopes are merged."""
+    return f"scope_ch{channel}" if len(scopes) == 1 else f"{scope}_ch{channel}"
+
+
+def scope_paths(bench: CalibrationBench, scopes: Sequence[str]) -> list[tuple[int, str, int]]:
+    """(sense path, scope, channel) of every sense path on `scopes`, in wiring order."""
+    return [
+        (i, sw.instrument, sw.channel or 1)
+        for i, sw in enumerate(bench.config.wiring.sense)
+        if sw.instrument in scopes
+    ]
+
+
+def channels_by_scope(bench: CalibrationBench, scopes: Sequence[str]) -> dict[str, list[int]]:
+    """scope → its sensed channels (wiring order), for every scope of `scopes` (in that order)."""
+    out: dict[str, list[int]] = {s: [] for s in scopes}
+    for _, s, ch in scope_paths(bench, scopes):
+        out[s].append(ch)
+    return out
+
+
+async def scopes_record(
+    bench: CalibrationBench,
+    channels: Mapping[str, list[int]],
+    *,
+    length_s: float,
+    arm_wait_s: float,
+    what: str,
+    averages: int = 1,
+) -> dict[str, dict[int, Waveform]]:
+    """`scope_record` on every scope of `channels` for the same sync edge: all scopes armed
+    together (asyncio.gather), one wait on the bench clock, then each read. The records of one
+    acquisition must share their time grid (relative to each scope's trigger): a scope whose
+    timebase or sample clock differs is an error naming both scopes. One scope: exactly
+    `scope_record`."""
+    names = list(channels)
+    if len(names) == 1:
+        return {
+            names[0]: await scope_record(
+                bench,
+                names[0],
+                channels[names[0]],
+                length_s=length_s,
+                arm_wait_s=arm_wait_s,
+                what=what,
+                averages=averages,
+            )
+        }
+
+    async def arm(name: str) -> None:
+        s = bench.scope(name)
+        await s.set_timebase(length_s / 12.0, length_s / 2.0)
+        await s.single()
+
+    await asyncio.gather(*(arm(n) for n in names))
+    await bench.clock.wait(arm_wait_s + length_s * (2 * averages - 1))
+    for n in names:  # all complete after the wait: polling does not advance the clock
+        await bench.scope(n).wait_triggered(
+            timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait
+        )
+    reads = await asyncio.gather(*(bench.scope(n).read_channels(channels[n]) for n in names))
+    out = dict(zip(names, reads, strict=True))
+    first = names[0]
+    t_ref = next(iter(out[first].values())).t_s
+    for n, waves in out.items():
+        for ch, w in waves.items():
+            if w.clipped:
+                raise CalibrationError(
+                    f"{what}: {n} channel {ch} clipped (signal beyond the ADC range); "
+                    "reduce the drive or widen the channel scale"
+                )
+            xinc = float(t_ref[1] - t_ref[0])
+            if w.t_s.shape != t_ref.shape or not np.allclose(w.t_s, t_ref, atol=1e-6 * xinc):
+                raise CalibrationError(
+                    f"{what}: {n} channel {ch} and {first} do not share one time grid "
+                    f"({w.t_s.size} points from {w.t_s[0]:.6g} s step "
+                    f"{float(w.t_s[1] - w.t_s[0]):.6g} s vs {t_ref.size} from {t_ref[0]:.6g} s "
+                    f"step {xinc:.6g} s): the scopes' timebases differ"
+                )
+    return out
+
+
+def shared_nodes(bench: CalibrationBench, scopes: Sequence[str]) -> list[tuple[int, int, int]]:
+    """(node, path a, path b): every node sensed on more than one of `scopes`, its first path
+    (wiring order) paired with each of its paths on another scope."""
+    paths = scope_paths(bench, scopes)
+    out = []
+    for i, (pa, sa, _) in enumerate(paths):
+        node = bench.config.wiring.sense[pa].node
+        if any(bench.config.wiring.sense[q].node == node for q, _, _ in paths[:i]):
+            continue
+        for pb, sb, _ in paths[i + 1 :]:
+            if bench.config.wiring.sense[pb].node == node and sb != sa:
+                out.append((node, pa, pb))
+    return out
+
+
+#: relative rms residual above which a node's records on two scopes disagree (`stitch_check`)
+STITCH_TOLERANCE = 0.1
+
+
+def stitch_check(
+    bench: CalibrationBench,
+    records: Mapping[str, Mapping[int, Waveform]],
+    what: str,
+    ratio: Mapping[tuple[int, int], float] | None = None,
+    tolerance: float = STITCH_TOLERANCE,
+) -> dict[str, float]:
+    """The shared nodes' records agree across scopes: record b ≈ r·a(t − δ) + c (r the gain
+    ratio of path b to path a — fitted, or given by `ratio[(a, b)]` — δ a small delay
+    difference, linearised as a·r + h·ȧ), relative rms residual ≤ `tolerance` (plus three
+    times the rms of both records' quantisation, relative to the signal). A disagreement
+    (a scope recorded another sync edge, or a channel is mis-cabled) is an error naming both
+    scopes. Returns "<path a>-<path b>" → relative residual."""
+    sense = bench.config.wiring.sense
+    out: dict[str, float] = {}
+    for node, pa, pb in shared_nodes(bench, list(records)):
+        sa, ca, sb, cb = (
+            sense[pa].instrument,
+            sense[pa].channel or 1,
+            sense[pb].instrument,
+            (sense[pb].channel or 1),
+        )
+        a = np.asarray(records[sa][ca].volts, dtype=np.float64)
+        b = np.asarray(records[sb][cb].volts, dtype=np.float64)
+        da = np.gradient(a)
+        if ratio is None:
+            basis = np.column_stack([a, da, np.ones_like(a)])
+            target = b
+        else:
+            basis = np.column_stack([da, np.ones_like(a)])
+            target = b - ratio[(pa, pb)] * a
+        coef, *_ = np.linalg.lstsq(basis, target, rcond=None)
+        resid = target - basis @ coef
+        scale = float(np.sqrt(np.mean((b - np.mean(b)) ** 2)))
+        rel = float(np.sqrt(np.mean(resid**2)) / max(scale, 1e-12))
+        out[f"{pa}-{pb}"] = rel
+        # the 8-bit quantisation of both records (uniform, step yincrement) is allowed for
+        g = float(coef[0]) if ratio is None else ratio[(pa, pb)]
+        qa = records[sa][ca].preamble.yincrement_v
+        qb = records[sb][cb].preamble.yincrement_v
+        floor = 3.0 * math.hypot(g * qa, qb) / math.sqrt(12.0) / max(scale, 1e-12)
+        if not rel <= tolerance + floor:
+            raise CalibrationError(
+                f"{what}: stitch check failed: node {node} reads differently on {sa} channel "
+                f"{ca} and {sb} channel {cb} (rms residual {rel:.1%} of the signal after "
+                f"{'the best gain, offset' if ratio is None else 'the fitted gain ratio, offset'}"
+                " and delay): the two scopes did not record the same sync edge (check both "
+                "EXT trigger cables to the generator sync) or a channel is mis-cabled"
+            )
+    return out
+
+
 async def multisine_transfer(
     bench: CalibrationBench,
     plan: MultisinePlan,
     *,
-    scope: str,
+    scope: str | Sequence[str],
     settle_s: float,
     what: str,
-    span_v: dict[int, float] | None = None,
+    span_v: Mapping[int, float] | Mapping[tuple[str, int], float] | None = None,
     averages: int = 1,
+    stitch_tolerance: float = STITCH_TOLERANCE,
 ) -> tuple[Measurement, dict[str, Array]]:
-    """Play the multisine on every drive, wait `settle_s`, record one arb period on every scope
-    channel; returns the transfer `Measurement` (scope paths only) and the raw data."""
+    """Play the multisine on every drive, wait `settle_s`, record one arb period on every
+    channel of every scope of `scope` (one name or several: armed for the same sync edge,
+    channels merged, the shared nodes' records checked by `stitch_check`); returns the transfer
+    `Measurement` (those scopes' paths) and the raw data (`wave_key` names the records, and
+    `stitch_<a>-<b>` the stitch residuals). `span_v`: expected peak volts per channel, keyed by
+    channel (one scope) or by (scope, channel)."""
     cfg = bench.config
     drives = cfg.wiring.drives
     n_drives = len(drives)
-    paths = [i for i, sw in enumerate(cfg.wiring.sense) if sw.instrument == scope]
-    channels = [cfg.wiring.sense[i].channel or 1 for i in paths]
+    scopes = [scope] if isinstance(scope, str) else list(scope)
+    sp = scope_paths(bench, scopes)
+    by_scope = channels_by_scope(bench, scopes)
+    spans: dict[str, dict[int, float]] = {s: {} for s in scopes}
+    for key, v in (span_v or {}).items():
+        if isinstance(key, tuple):
+            spans[key[0]][key[1]] = v
+        else:
+            spans[scopes[0]][key] = v
     played: list[Array] = []
     gens = sorted({d.instrument for d in drives})
     for j, dw in enumerate(drives):
@@ -169,38 +346,45 @@ async def multisine_transfer(
     await bench.generator(sync_gen).set_sync(True, first.channel)
     for dw in drives:
         await bench.generator(dw.instrument).output(dw.channel, True)
-    await configure_scope_for(bench, scope, channels, span_v or {})
+    for s in scopes:
+        await configure_scope_for(bench, s, by_scope[s], spans[s])
     # wait whole arb periods so the record starts at a sync edge just after arming
     n_wait = max(1, math.ceil(settle_s / plan.period_s))
     await bench.clock.wait(n_wait * plan.period_s - 0.01)
-    waves = await scope_record(
-        bench, scope, channels, length_s=plan.period_s, arm_wait_s=0.02, what=what
-    )
+    waves = await scopes_record(bench, by_scope, length_s=plan.period_s, arm_wait_s=0.02, what=what)
     for _ in range(averages - 1):  # software average of successive single records
         now = bench.clock.now()
         nxt = t_origin + math.ceil((now - t_origin + 0.005) / plan.period_s) * plan.period_s
         await bench.clock.wait(max(0.0, nxt - now - 0.01))
-        more = await scope_record(
-            bench, scope, channels, length_s=plan.period_s, arm_wait_s=0.02, what=what
+        more = await scopes_record(
+            bench, by_scope, length_s=plan.period_s, arm_wait_s=0.02, what=what
         )
         waves = {
-            c: Waveform(w.channel, w.t_s, w.volts + more[c].volts, w.clipped, w.preamble)
-            for c, w in waves.items()
+            s: {
+                c: Waveform(w.channel, w.t_s, w.volts + more[s][c].volts, w.clipped, w.preamble)
+                for c, w in ws.items()
+            }
+            for s, ws in waves.items()
         }
     waves = {
-        c: Waveform(w.channel, w.t_s, w.volts / averages, w.clipped, w.preamble)
-        for c, w in waves.items()
+        s: {
+            c: Waveform(w.channel, w.t_s, w.volts / averages, w.clipped, w.preamble)
+            for c, w in ws.items()
+        }
+        for s, ws in waves.items()
     }
+    stitch = stitch_check(bench, waves, what, tolerance=stitch_tolerance)
     n = plan.n_points
     omegas, pth, drv, hs, sig = [], [], [], [], []
     raw: dict[str, Array] = {}
-    for p, ch in zip(paths, channels, strict=True):
-        w = waves[ch]
+    for p, s, ch in sp:
+        w = waves[s][ch]
         if w.volts.size != round(plan.period_s / float(w.t_s[1] - w.t_s[0])):
-            raise CalibrationError(f"{what}: {scope} channel {ch}: record is not one period")
+            raise CalibrationError(f"{what}: {s} channel {ch}: record is not one period")
         spec, sigma = record_spectrum(w, n // 2)
-        raw[f"scope_ch{ch}_v"] = w.volts
-        raw[f"scope_ch{ch}_t_s"] = w.t_s
+        name = wave_key(scopes, s, ch)
+        raw[f"{name}_v"] = w.volts
+        raw[f"{name}_t_s"] = w.t_s
         for j in range(n_drives):
             k = plan.lines(j, n_drives)
             vin = plan.played_spectrum(played[j], k)
@@ -212,6 +396,8 @@ async def multisine_transfer(
     for j in range(n_drives):
         raw[f"drive{j}_v"] = played[j]
     raw["arb_origin_s"] = np.array([t_origin])
+    for k_, rel in stitch.items():
+        raw[f"stitch_{k_}"] = np.array([rel])
     m = Measurement(
         np.concatenate(omegas),
         np.concatenate(pth).astype(np.intp),

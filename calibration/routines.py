@@ -6,6 +6,7 @@ bench clock, saves its raw data (`<step>.npz`), a PNG of its fit (`<step>.png`) 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -20,11 +21,18 @@ from scipy.optimize import least_squares
 
 from physlearn.calibration import plots
 from physlearn.calibration.acquire import (
+    STITCH_TOLERANCE,
     MultisinePlan,
+    channels_by_scope,
+    configure_scope_for,
     drives_off,
     lockin_sweep,
     multisine_transfer,
-    scope_record,
+    scope_paths,
+    scopes_record,
+    shared_nodes,
+    stitch_check,
+    wave_key,
 )
 from physlearn.calibration.bench import CalibrationBench, config_hash
 from physlearn.calibration.model import (
@@ -56,6 +64,7 @@ from physlearn.calibration.schema import (
     val,
     write_atomic,
 )
+from physlearn.drivers.rigol_ds1000z import Waveform
 from physlearn.errors import CalibrationError
 
 logger = logging.getLogger(__name__)
@@ -77,12 +86,17 @@ class CalibrationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mass_kg: float = Field(3.2e-5, gt=0.0)
-    #: V per node unit of each node's reference sensor (the first scope path of the node):
-    #: it defines the node coordinate x (one value for all nodes, or one per node)
+    #: V per node unit of each node's reference sensor (the node's first scope path in wiring
+    #: order, whichever scope): it defines the node coordinate x (one value for all nodes, or
+    #: one per node)
     reference_gain_v_per_unit: float | list[float] = 0.5
     reference_delay_s: float = 0.0  # delay of sense path 0 (fixes the delay gauge)
     nonlinearity: str = "tanh"
-    scope: str | None = None  # default: the first scope of the bench
+    #: default: every scope of the bench, armed for the same sync edge and merged; a name
+    #: restricts the calibration to that scope (every node must then be sensed on it)
+    scope: str | None = None
+    #: relative rms residual above which a node sensed by two scopes disagrees across them
+    stitch_tolerance: float = Field(STITCH_TOLERANCE, gt=0.0)
     multisine_period_s: float = 1.2
     multisine_sample_rate_hz: float = 1600.0
     band_hz: tuple[float, float] = (12.0, 60.0)
@@ -124,25 +138,31 @@ def _topology(bench: CalibrationBench) -> Topology:
     return Topology(max(nodes) + 1, tuple(d.node for d in w.drives), tuple(s.node for s in w.sense))
 
 
-def _scope(bench: CalibrationBench, opts: CalibrationOptions) -> str:
+def _scopes(bench: CalibrationBench, opts: CalibrationOptions) -> list[str]:
+    """The scopes the calibration records (bench-file order): `opts.scope` alone, or all."""
     if opts.scope is not None:
-        return opts.scope
-    scopes = bench.config.by_role("scope")
+        if opts.scope not in bench.config.by_role("scope"):
+            raise CalibrationError(f"scope {opts.scope!r} is not an oscilloscope of the bench")
+        return [opts.scope]
+    scopes = list(bench.config.by_role("scope"))
     if not scopes:
         raise CalibrationError("calibration needs an oscilloscope on the bench")
-    return scopes[0]
+    return scopes
 
 
-def _reference_paths(bench: CalibrationBench, scope: str, d: int) -> list[int]:
+def _reference_paths(bench: CalibrationBench, scopes: list[str], d: int) -> list[int]:
+    """Per node its reference path: its first sense path (wiring order) on any of `scopes`."""
     ref = []
     for node in range(d):
         paths = [
             i
             for i, s in enumerate(bench.config.wiring.sense)
-            if s.node == node and s.instrument == scope
+            if s.node == node and s.instrument in scopes
         ]
         if not paths:
-            raise CalibrationError(f"node {node} has no scope channel: it cannot be referenced")
+            raise CalibrationError(
+                f"node {node} has no channel on {', '.join(scopes)}: it cannot be referenced"
+            )
         ref.append(paths[0])
     return ref
 
@@ -336,23 +356,24 @@ async def step_resonance(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     (per node f0 = √Ω²_ii/2π, Q = √Ω²_ii/Γ_i); then a ring-down on the scope, whose modal
     decay rates and frequencies are fitted and compared with the model's."""
     opts = ctx.opts
-    scope = _scope(bench, opts)
+    scopes = _scopes(bench, opts)
     topo = _topology(bench)
     d = topo.n_nodes
-    ref = _reference_paths(bench, scope, d)
+    ref = _reference_paths(bench, scopes, d)
     await _set_all_biases(bench, opts.base_bias_v)
     plan = opts.plan()
-    span = await _scope_spans(bench, scope, opts)
+    span = await _scope_spans(bench, scopes, opts)
     m, raw = await multisine_transfer(
         bench,
         plan,
-        scope=scope,
+        scope=scopes,
         settle_s=opts.settle_s,
         what="resonance",
         span_v=span,
         averages=opts.averages,
+        stitch_tolerance=opts.stitch_tolerance,
     )
-    fit = fit_scope_network(m, topo, bench, scope, opts, ref)
+    fit = fit_scope_network(m, topo, bench, scopes, opts, ref)
     p = fit.params
     # ring-down: outputs off 10 ms before an arb-cycle boundary (a sync edge), record the
     # free decay from that edge on
@@ -361,7 +382,7 @@ async def step_resonance(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     nxt = t0 + math.ceil((now - t0 + 0.05) / plan.period_s) * plan.period_s
     await bench.clock.wait(nxt - now - 0.01)
     await drives_off(bench)
-    rd = await _ringdown(bench, scope, opts, p, topo)
+    rd = await _ringdown(bench, scopes, opts, p, topo)
     raw.update({f"ringdown_{k}": v for k, v in rd.pop("raw").items()})
     raw.update({"omega_rad_s": m.omega_rad_s, "path": m.path, "drive": m.drive, "h": m.h})
     raw["sigma"] = m.sigma
@@ -399,21 +420,29 @@ def _node_entries(p: NetworkParams, w2s: Array, gs: Array) -> list[dict[str, Any
 
 
 async def _scope_spans(
-    bench: CalibrationBench, scope: str, opts: CalibrationOptions
-) -> dict[int, float]:
-    """Per scope channel, the expected peak signal (a first low-drive look at 1 V/div)."""
+    bench: CalibrationBench, scopes: list[str], opts: CalibrationOptions
+) -> dict[tuple[str, int], float]:
+    """Per (scope, channel), the expected peak signal (a first low-drive look at 1 V/div)."""
     # The response of a Q≈10 network to the multisine can reach ~3× the drive-level estimate;
     # a coarse look with wide scales gives the span, then each channel is set to fit it.
     plan = opts.plan()
-    m_peak: dict[int, float] = {}
-    chans = [s.channel or 1 for s in bench.config.wiring.sense if s.instrument == scope]
-    wide = {c: 2.0 for c in chans}
+    m_peak: dict[tuple[str, int], float] = {}
+    chans = [(s, c) for _, s, c in scope_paths(bench, scopes)]
+    wide = {sc: 2.0 for sc in chans}
     _, raw = await multisine_transfer(
-        bench, plan, scope=scope, settle_s=opts.settle_s, what="resonance (ranging)", span_v=wide
+        bench,
+        plan,
+        scope=scopes,
+        settle_s=opts.settle_s,
+        what="resonance (ranging)",
+        span_v=wide,
+        stitch_tolerance=opts.stitch_tolerance,
     )
-    for c in chans:
-        v = raw[f"scope_ch{c}_v"]
-        m_peak[c] = float(np.max(np.abs(v - np.mean(v)))) * 1.5 + float(abs(np.mean(v))) + 0.005
+    for s, c in chans:
+        v = raw[f"{wave_key(scopes, s, c)}_v"]
+        m_peak[(s, c)] = (
+            float(np.max(np.abs(v - np.mean(v)))) * 1.5 + float(abs(np.mean(v))) + 0.005
+        )
     return m_peak
 
 
@@ -449,7 +478,7 @@ def fit_scope_network(
     m: Measurement,
     topo: Topology,
     bench: CalibrationBench,
-    scope: str,
+    scope: str | list[str],
     opts: CalibrationOptions,
     ref: list[int],
 ) -> FitResult:
@@ -468,30 +497,38 @@ def fit_scope_network(
         topo,
         start,
         spec,
-        what=f"resonance: network fit of the {scope} transfer functions",
+        what="resonance: network fit of the "
+        f"{scope if isinstance(scope, str) else '+'.join(scope)} transfer functions",
         rng=np.random.default_rng(opts.seed),
         n_starts=6,
     )
 
 
 async def _ringdown(
-    bench: CalibrationBench, scope: str, opts: CalibrationOptions, p: NetworkParams, topo: Topology
+    bench: CalibrationBench,
+    scopes: list[str],
+    opts: CalibrationOptions,
+    p: NetworkParams,
+    topo: Topology,
 ) -> dict[str, Any]:
-    """Record the free decay after the drive stops; fit Σ_n Re(c_sn e^{λ_n t}) + O_s with the
-    model's modes scaled by a common frequency factor and a common decay factor."""
-    chans = [
-        (i, s.channel or 1)
-        for i, s in enumerate(bench.config.wiring.sense)
-        if s.instrument == scope
-    ]
-    waves = await scope_record(
+    """Record the free decay after the drive stops (every scope, the same sync edge); fit
+    Σ_n Re(c_sn e^{λ_n t}) + O_s with the model's modes scaled by a common frequency factor and
+    a common decay factor. Shared nodes are stitch-checked with the fitted gain ratio (a scope
+    that recorded a later edge sees a decayed or vanished signal)."""
+    paths = scope_paths(bench, scopes)
+    records = await scopes_record(
         bench,
-        scope,
-        [c for _, c in chans],
+        channels_by_scope(bench, scopes),
         length_s=opts.ringdown_s,
         arm_wait_s=0.0,
         what="ring-down",
     )
+    ratio = {
+        (a, b): float(p.sen_gain[b] / p.sen_gain[a]) for _, a, b in shared_nodes(bench, scopes)
+    }
+    stitch = stitch_check(bench, records, "ring-down", ratio, opts.stitch_tolerance)
+    chans = [(i, (s, c)) for i, s, c in paths]
+    waves = {(s, c): records[s][c] for _, s, c in paths}
     # the record starts at the first sync edge after arming: the generator sync keeps running
     d = topo.n_nodes
     a = np.block([[np.zeros((d, d)), np.eye(d)], [-p.omega2(), -np.diag(p.gamma)]])
@@ -520,7 +557,9 @@ async def _ringdown(
 
     sol = least_squares(resid, np.array([1.0, 1.0]), method="lm")
     if not sol.success:
-        raise CalibrationError(f"ring-down fit on {scope} did not converge ({sol.message})")
+        raise CalibrationError(
+            f"ring-down fit on {', '.join(scopes)} did not converge ({sol.message})"
+        )
     n, k = int(keep.sum()), 2
     s2 = float(np.sum(sol.fun**2)) / max(n - k - basis(sol.x).shape[1], 1)
     cov = np.linalg.inv(sol.jac.T @ sol.jac) * s2
@@ -531,6 +570,7 @@ async def _ringdown(
         "model_mode_f_hz": f_modes.tolist(),
         "model_mode_decay_per_s": g_modes.tolist(),
         "ringdown_mode_decay_per_s": (g_modes * sol.x[0]).tolist(),
+        **({"stitch_residual": stitch} if stitch else {}),
         "raw": {"t_s": t, "v": y, "segment": seg.astype(float)},
     }
 
@@ -540,6 +580,32 @@ async def s_norm(bench: CalibrationBench, scope: str) -> None:
     await bench.scope(scope).set_acquisition("NORMal")
 
 
+async def _offset_records(
+    bench: CalibrationBench, scopes: list[str], settle_s: float
+) -> tuple[dict[str, dict[int, Waveform]], float]:
+    """Drives off: a 0.2 s free-running record of every sensed channel of every scope (the
+    scopes run together); returns the records and the bench-clock time they end at."""
+    by_scope = channels_by_scope(bench, scopes)
+    for sc, ch in by_scope.items():
+        await configure_scope_for(bench, sc, ch, {c: 0.1 for c in ch})
+        await s_norm(bench, sc)
+    await bench.clock.wait(settle_s)
+
+    async def start(sc: str) -> None:
+        s = bench.scope(sc)
+        await s.set_timebase(0.2 / 12, 0.1)
+        await s.set_trigger_edge("EXT", level_v=1.0)
+        await s.run()
+
+    await asyncio.gather(*(start(sc) for sc in scopes))
+    await bench.clock.wait(0.3)
+    await asyncio.gather(*(bench.scope(sc).stop() for sc in scopes))
+    # the offsets drift slowly: they are the offsets at this bench-clock time
+    offset_clock_s = bench.clock.now()
+    reads = await asyncio.gather(*(bench.scope(sc).read_channels(by_scope[sc]) for sc in scopes))
+    return dict(zip(scopes, reads, strict=True)), offset_clock_s
+
+
 async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
     """Offsets (scope, drives off), scope gains/delays from the network fit, and each lock-in's
     gain, phase and delay (phase vs frequency slope) from a sine sweep against the model."""
@@ -547,30 +613,16 @@ async def step_sensing(bench: CalibrationBench, ctx: StepContext) -> dict[str, A
     res = ctx.load("resonance")
     p = params_from_json(res["fit"])
     topo = _topology(bench)
-    scope = _scope(bench, opts)
+    scopes = _scopes(bench, opts)
     cfg = bench.config
     await drives_off(bench)
-    chans = [(i, s.channel or 1) for i, s in enumerate(cfg.wiring.sense) if s.instrument == scope]
-    from physlearn.calibration.acquire import configure_scope_for
-
-    await configure_scope_for(bench, scope, [c for _, c in chans], {c: 0.1 for _, c in chans})
-    await s_norm(bench, scope)
-    await bench.clock.wait(opts.settle_s)
-    s = bench.scope(scope)
-    await s.set_timebase(0.2 / 12, 0.1)
-    await s.set_trigger_edge("EXT", level_v=1.0)
-    await s.run()
-    await bench.clock.wait(0.3)
-    await s.stop()
-    # the offsets drift slowly: they are the offsets at this bench-clock time
-    offset_clock_s = bench.clock.now()
-    waves = await s.read_channels([c for _, c in chans])
+    waves, offset_clock_s = await _offset_records(bench, scopes, opts.settle_s)
     offsets = {}
     raw: dict[str, Array] = {}
-    for i, c in chans:
-        v = waves[c].volts
+    for i, sc, c in scope_paths(bench, scopes):
+        v = waves[sc][c].volts
         offsets[i] = [float(np.mean(v)), float(np.std(v) / math.sqrt(v.size))]
-        raw[f"offset_ch{c}_v"] = v
+        raw[f"offset_{'' if len(scopes) == 1 else sc + '_'}ch{c}_v"] = v
     lock_paths = [
         i
         for i, sw in enumerate(cfg.wiring.sense)
@@ -691,7 +743,7 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     res = ctx.load("resonance")
     base = params_from_json(res["fit"])
     topo = _topology(bench)
-    scope = _scope(bench, opts)
+    scopes = _scopes(bench, opts)
     cfg = bench.config
     edges = cfg.wiring.edges
     lo = max(cfg.output_limits(e.instrument).limit_for(e.channel).min_v for e in edges)
@@ -701,9 +753,7 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     kap = np.zeros((biases.size, len(edges)))
     kap_s = np.zeros_like(kap)
     plan = opts.plan()
-    spans: dict[int, float] = {
-        s.channel or 1: 0.6 for s in cfg.wiring.sense if s.instrument == scope
-    }
+    spans = {(sc, c): 0.6 for _, sc, c in scope_paths(bench, scopes)}
     spec = FitSpec({"kappa": kappa_mask(d, topo.pairs())})
     raw: dict[str, Array] = {"bias_v": biases}
     p = base.copy()
@@ -715,14 +765,15 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
         m, mraw = await multisine_transfer(
             bench,
             plan,
-            scope=scope,
+            scope=scopes,
             settle_s=opts.settle_s,
             what=f"couplings at {v:+.3f} V",
             span_v=spans,
             averages=opts.coupling_averages,
+            stitch_tolerance=opts.stitch_tolerance,
         )
         measured.append(m)
-        lin.append(_linearisation(mraw, bench, scope, opts, res["reference_paths"], wired))
+        lin.append(_linearisation(mraw, bench, scopes, opts, res["reference_paths"], wired))
         fit = fit_network(m, topo, p, spec, what=f"couplings: fit at bias {v:+.3f} V")
         p = fit.params
         ks = fit.sigma_of("kappa")
@@ -758,7 +809,7 @@ async def step_couplings(bench: CalibrationBench, ctx: StepContext) -> dict[str,
         ),
         *list(zip(biases.tolist(), measured, strict=True)),
     ]
-    lin.insert(0, _linearisation(dict(rraw), bench, scope, opts, res["reference_paths"], wired))
+    lin.insert(0, _linearisation(dict(rraw), bench, scopes, opts, res["reference_paths"], wired))
     # the sensing step's lock-in sweep (at the base bias) joins the fit: the lock-in paths'
     # gains, delays and reference phases are then fitted against the same model, and their
     # covariance carries the model's uncertainty
@@ -899,7 +950,7 @@ def _joint_terms(joint: MapFit, lock_paths: list[int]) -> dict[str, Any]:
 def _linearisation(
     raw: dict[str, Array],
     bench: CalibrationBench,
-    scope: str,
+    scopes: list[str],
     opts: CalibrationOptions,
     ref: list[int],
     edges: list[tuple[int, int]],
@@ -914,7 +965,8 @@ def _linearisation(
     gains = _declared_gains(opts, d)
     xs = []
     for node, pth in enumerate(ref):
-        v = np.asarray(raw[f"scope_ch{bench.config.wiring.sense[pth].channel or 1}_v"])
+        sw = bench.config.wiring.sense[pth]
+        v = np.asarray(raw[f"{wave_key(scopes, sw.instrument, sw.channel or 1)}_v"])
         spec = np.fft.rfft(v)
         keep = np.zeros_like(spec)
         keep[lines] = spec[lines]
