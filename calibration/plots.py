@@ -64,7 +64,10 @@ def plot_sensing(path: Path, raw: dict[str, Array], lock: dict[int, Any]) -> Non
             ax.plot(f, fit, "-")
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("lock-in / model phase (rad)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=7)
+    else:  # a bench without lock-in paths (or a sweep not recorded)
+        ax.text(0.5, 0.5, "no lock-in paths", ha="center", transform=ax.transAxes)
     _save(fig, path)
 
 
