@@ -40,7 +40,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -232,7 +232,15 @@ class SafetyOptions(_Model):
 
 
 class BenchOptions(_Model):
-    """How the controller runs the bench (the ``[system.bench]`` table of a train config)."""
+    """How the controller runs the bench (the ``[system.bench]`` table of a train config).
+
+    ranging: how a scope channel's V/div follows the response — ``hysteretic`` (default: up
+    when clipped, down below 0.2 of full scale; never oscillates on a noisy signal, but the
+    scale a measurement ends at depends on the transient before it) or ``canonical`` (the
+    scale is a function of the measured peak alone, 1-2-5 ≥ 1.4 × peak: a history-free
+    quantisation, so a resumed or retried run measures exactly as the uninterrupted one on a
+    noise-free bench; on a noisy one a peak at a scale boundary can flip the scale and cost
+    re-acquisitions, up to the 4 re-ranges allowed per measurement)."""
 
     points_per_period: int = Field(33, ge=5)
     arb_points_per_period: int = Field(64, ge=8)
@@ -242,9 +250,13 @@ class BenchOptions(_Model):
     safety: SafetyOptions
     reference_node: int | None = None
     stitch_tol: float = Field(0.05, gt=0)
+    ranging: Literal["hysteretic", "canonical"] = "hysteretic"
     #: warn (StaleCalibrationWarning) when the calibration file is older; None: no age check
     calibration_max_age_days: float | None = Field(7.0, gt=0)
 
+
+#: points per division of a DS1000Z screen record (1200 over 12 divisions)
+SCREEN_POINTS_PER_DIVISION = 100
 
 # ---------------------------------------------------------------------------------------------
 # the system
@@ -910,13 +922,22 @@ class BenchSystem(PhysicalSystem):
         is spent waiting for an edge: the record ends, and the acquisition completes, exactly
         when the K fitted periods end. A :SINGle searches for the edge from its arming +
         the pre-trigger time, so arming at the record start − T/8 makes the search begin at
-        e − T/8, after the edge before e."""
+        e − T/8, after the edge before e.
+
+        The offset is rounded up to a whole screen-sample interval (timebase/100; ≤ T/800 at a
+        1.5 T screen, well inside the T/256 read margin): the samples then sit on one lattice
+        relative to the sync edges whatever ``not_before`` was, so the same steady response is
+        quantised the same way in every acquisition (a retried or resumed run measures what the
+        uninterrupted one did on a noise-free bench)."""
         T = self.period_s
         k = self.options.settle.acquire_periods
         w0 = not_before
         start = w0 + k * T - self._screen_s
         e = self._next_edge(w0)
         offset = max(w0 + k * T - self._screen_s / 2 - e, -self._screen_s / 2)
+        dt = self._tb_scale_s / SCREEN_POINTS_PER_DIVISION
+        if dt > 0:
+            offset = math.ceil(offset / dt - 1e-6) * dt
         return w0, e, offset, start - T / 8
 
     def state_dict(self) -> dict[str, Any]:
@@ -1037,9 +1058,12 @@ class BenchSystem(PhysicalSystem):
                     )
                 # down-range below 0.2 of full scale: after a change the peak sits at ≥ 0.25
                 # of the new scale (×1.4 headroom, 1-2-5 steps), so ranging never oscillates
-                if wf.clipped or peak_v < 0.2 * full_v:
+                canonical = self.options.ranging == "canonical"
+                if wf.clipped or peak_v < 0.2 * full_v or canonical:
                     lsb_v = s.scale_v[ch] / CODES_PER_DIVISION
-                    want = 2.01 * full_v if wf.clipped else min((peak_v + 2 * lsb_v) * 1.4, top_v)
+                    # canonical: from the peak alone (no term of the present scale)
+                    grow = peak_v * 1.4 if canonical else (peak_v + 2 * lsb_v) * 1.4
+                    want = 2.01 * full_v if wf.clipped else min(grow, top_v)
                     new = min(
                         max(scale_125_at_least(want / (V_DIVISIONS / 2)), 1e-3),
                         self._max_scale_v(i),

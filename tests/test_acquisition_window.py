@@ -105,8 +105,12 @@ def test_window_ends_the_record_when_the_fitted_periods_end(periods: int) -> Non
             assert e - Tp < w0 <= e + 1e-9 * Tp and e <= w0 + periods * Tp
             assert -screen / 2 <= offset <= screen / 2
             pre = screen / 2 - offset  # the scope's pre-trigger time
-            assert math.isclose(e + offset + screen / 2, w0 + periods * Tp)  # record end
-            assert math.isclose(t_arm + pre, e - Tp / 8)  # the edge search starts T/8 early
+            dt = screen / 1200  # screen-sample interval: the offset sits on its lattice
+            assert abs(offset / dt - round(offset / dt)) < 1e-6
+            end = e + offset + screen / 2  # record end: when the fitted periods end (< dt on)
+            assert w0 + periods * Tp - 1e-9 * Tp <= end < w0 + periods * Tp + dt
+            # the edge search starts T/8 (+ < dt) before the edge, after the previous one
+            assert e - Tp / 8 - dt < t_arm + pre <= e - Tp / 8 + 1e-9 * Tp
     finally:
         asyncio.run(sysb.close())
         bench.stop()
@@ -151,7 +155,8 @@ def test_bench_fits_start_at_or_after_the_settle_decision_and_the_record_matches
             (t_trig,) = acq.triggers_s
             assert t_trig == pytest.approx(journal[-1]["t_trigger"][-1], abs=1e-3)
             end = t_trig + acq.settings.post_trigger_s
-            assert end == pytest.approx(t_window + Tp, abs=1e-3)
+            dt = sysb._screen_s / 1200  # offset on the screen-sample lattice: ≤ dt later
+            assert t_window + Tp - 1e-3 <= end <= t_window + Tp + dt + 1e-3
             assert t_trig - acq.settings.pre_trigger_s <= t_window
     finally:
         asyncio.run(sysb.close())
