@@ -237,10 +237,11 @@ class BenchOptions(_Model):
     ranging: how a scope channel's V/div follows the response — ``hysteretic`` (default: up
     when clipped, down below 0.2 of full scale; never oscillates on a noisy signal, but the
     scale a measurement ends at depends on the transient before it) or ``canonical`` (the
-    scale is a function of the measured peak alone, 1-2-5 ≥ 1.4 × peak: a history-free
-    quantisation, so a resumed or retried run measures exactly as the uninterrupted one on a
-    noise-free bench; on a noisy one a peak at a scale boundary can flip the scale and cost
-    re-acquisitions, up to the 4 re-ranges allowed per measurement)."""
+    scale is a function of the measured peak alone, 1-2-5 ≥ 1.4 × peak, and the record's
+    samples sit on one lattice relative to the sync: a history-free quantisation, so a resumed
+    run measures as the uninterrupted one on a noise-free bench; on a noisy one a peak at a
+    scale boundary can flip the scale and cost re-acquisitions, up to the 4 re-ranges allowed
+    per measurement)."""
 
     points_per_period: int = Field(33, ge=5)
     arb_points_per_period: int = Field(64, ge=8)
@@ -924,11 +925,11 @@ class BenchSystem(PhysicalSystem):
         the pre-trigger time, so arming at the record start − T/8 makes the search begin at
         e − T/8, after the edge before e.
 
-        The offset is rounded up to a whole screen-sample interval (timebase/100; ≤ T/800 at a
-        1.5 T screen, well inside the T/256 read margin): the samples then sit on one lattice
-        relative to the sync edges whatever ``not_before`` was, so the same steady response is
-        quantised the same way in every acquisition (a retried or resumed run measures what the
-        uninterrupted one did on a noise-free bench)."""
+        With ``ranging = "canonical"`` the offset is rounded up to a whole screen-sample
+        interval (timebase/100; ≤ T/800 at a 1.5 T screen, inside the T/256 read margin): the
+        samples then sit on one lattice relative to the sync edges whatever ``not_before`` was,
+        so the same steady response is quantised the same way in every acquisition (a resumed
+        run measures what the uninterrupted one did on a noise-free bench)."""
         T = self.period_s
         k = self.options.settle.acquire_periods
         w0 = not_before
@@ -936,7 +937,7 @@ class BenchSystem(PhysicalSystem):
         e = self._next_edge(w0)
         offset = max(w0 + k * T - self._screen_s / 2 - e, -self._screen_s / 2)
         dt = self._tb_scale_s / SCREEN_POINTS_PER_DIVISION
-        if dt > 0:
+        if self.options.ranging == "canonical" and dt > 0:
             offset = math.ceil(offset / dt - 1e-6) * dt
         return w0, e, offset, start - T / 8
 

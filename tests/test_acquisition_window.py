@@ -77,19 +77,25 @@ def test_unexplained_rms_ignores_noise_and_quantisation_but_not_subharmonics() -
     assert unexplained(quasi) > 0.02
 
 
-def make(**settle: object) -> tuple[EmulatedBench, BenchSystem]:
+def make(ranging: str = "hysteretic", **settle: object) -> tuple[EmulatedBench, BenchSystem]:
     bench = EmulatedBench.from_file(BENCH, virtual=True)
     res = bench.serve(memory_prefix=f"window{id(settle)}-", control=False)
-    opts = BenchOptions(safety={"max_response": 3.0}, settle=settle, calibration_max_age_days=None)
+    opts = BenchOptions(
+        safety={"max_response": 3.0},
+        settle=settle,
+        calibration_max_age_days=None,
+        ranging=ranging,  # type: ignore[arg-type]
+    )
     cal = CalibrationFile.read(CALIBRATION)
     return bench, BenchSystem(
         bench.config, cal, xor_spec(), TwinClock(bench.control), opts, resources=res
     )
 
 
+@pytest.mark.parametrize("ranging", ["hysteretic", "canonical"])
 @pytest.mark.parametrize("periods", [1, 3])
-def test_window_ends_the_record_when_the_fitted_periods_end(periods: int) -> None:
-    bench, sysb = make(acquire_periods=periods)
+def test_window_ends_the_record_when_the_fitted_periods_end(periods: int, ranging: str) -> None:
+    bench, sysb = make(ranging, acquire_periods=periods)
     try:
 
         async def run() -> None:
@@ -105,12 +111,15 @@ def test_window_ends_the_record_when_the_fitted_periods_end(periods: int) -> Non
             assert e - Tp < w0 <= e + 1e-9 * Tp and e <= w0 + periods * Tp
             assert -screen / 2 <= offset <= screen / 2
             pre = screen / 2 - offset  # the scope's pre-trigger time
-            dt = screen / 1200  # screen-sample interval: the offset sits on its lattice
-            assert abs(offset / dt - round(offset / dt)) < 1e-6
-            end = e + offset + screen / 2  # record end: when the fitted periods end (< dt on)
-            assert w0 + periods * Tp - 1e-9 * Tp <= end < w0 + periods * Tp + dt
-            # the edge search starts T/8 (+ < dt) before the edge, after the previous one
-            assert e - Tp / 8 - dt < t_arm + pre <= e - Tp / 8 + 1e-9 * Tp
+            end = e + offset + screen / 2  # record end: when the fitted periods end
+            if ranging == "canonical":  # the offset on the screen-sample lattice (< dt later)
+                dt = screen / 1200
+                assert abs(offset / dt - round(offset / dt)) < 1e-6
+                assert w0 + periods * Tp - 1e-9 * Tp <= end < w0 + periods * Tp + dt
+                assert e - Tp / 8 - dt < t_arm + pre <= e - Tp / 8 + 1e-9 * Tp
+            else:
+                assert math.isclose(end, w0 + periods * Tp)
+                assert math.isclose(t_arm + pre, e - Tp / 8)  # edge search starts T/8 early
     finally:
         asyncio.run(sysb.close())
         bench.stop()
@@ -155,8 +164,7 @@ def test_bench_fits_start_at_or_after_the_settle_decision_and_the_record_matches
             (t_trig,) = acq.triggers_s
             assert t_trig == pytest.approx(journal[-1]["t_trigger"][-1], abs=1e-3)
             end = t_trig + acq.settings.post_trigger_s
-            dt = sysb._screen_s / 1200  # offset on the screen-sample lattice: ≤ dt later
-            assert t_window + Tp - 1e-3 <= end <= t_window + Tp + dt + 1e-3
+            assert end == pytest.approx(t_window + Tp, abs=1e-3)
             assert t_trig - acq.settings.pre_trigger_s <= t_window
     finally:
         asyncio.run(sysb.close())
