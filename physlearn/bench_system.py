@@ -752,20 +752,27 @@ class BenchSystem(PhysicalSystem):
                 continue
             by_dac.setdefault(inst, {})[ch] = v
             ramp = max(ramp, abs(v - (old if old is not None else self.options.safety.safe_dac_v)))
+        slew = self.options.safety.dac_slew_v_per_s
         try:
             await asyncio.gather(*(self.drivers[n].set_voltages(vs) for n, vs in by_dac.items()))
-        finally:
-            # whatever reached the DACs is ramping from now on
-            for (inst, ch), v in plan.items():
-                self._dac_v[(inst, ch)] = v
-            slew = self.options.safety.dac_slew_v_per_s
+        except BaseException:
+            # unknown which writes landed: those channels are written again next time, and
+            # whatever reached a DAC is ramping from now on
+            for inst, chans in by_dac.items():
+                for ch in chans:
+                    self._dac_v.pop((inst, ch), None)
             if ramp:
-                now = await self.clock.now()
-                self._mark_change(now + 1.01 * ramp / slew + 1e-3)
-                prev = self._alpha if self._alpha is not None else np.zeros(self.n_params)
-                unit = self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2  # m ω² (N/m)
-                self._changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / unit
-            self._alpha = np.array(alpha, dtype=float)
+                self._mark_change(await self.clock.now() + 1.01 * ramp / slew + 1e-3)
+            raise
+        for (inst, ch), v in plan.items():
+            self._dac_v[(inst, ch)] = v
+        if ramp:
+            now = await self.clock.now()
+            self._mark_change(now + 1.01 * ramp / slew + 1e-3)
+            prev = self._alpha if self._alpha is not None else np.zeros(self.n_params)
+            unit = self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2  # m ω² (N/m)
+            self._changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / unit
+        self._alpha = np.array(alpha, dtype=float)
         # a write has no reply: one that a dropped link swallowed is only seen by reading back
         lost = await self._read_back_dacs({n: list(vs) for n, vs in by_dac.items()})
         self.io_time_s += time.perf_counter() - t0
