@@ -167,17 +167,19 @@ def _env(hooks: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, ENV_HOOKS: json.dumps(hooks)}
 
 
-def run_train(cfg: Path, run: Path, hooks: dict[str, Any]) -> Path:
-    """``physlearn train --arm`` (with hooks) into ``run``; the run directory."""
+def _train_ok(args: list[str], hooks: dict[str, Any], cwd: Path) -> None:
+    """``physlearn train ARGS --arm`` (with hooks) to its end; it must succeed."""
     r = subprocess.run(
-        _command("--config", str(cfg), "--run-dir", str(run.parent), "--name", run.name),
-        env=_env(hooks),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cfg.parent,
+        _command(*args), env=_env(hooks), capture_output=True, text=True, timeout=600, cwd=cwd
     )
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def run_train(cfg: Path, run: Path, hooks: dict[str, Any]) -> Path:
+    """``physlearn train --arm`` (with hooks) into ``run``; the run directory."""
+    _train_ok(
+        ["--config", str(cfg), "--run-dir", str(run.parent), "--name", run.name], hooks, cfg.parent
+    )
     return run
 
 
@@ -221,15 +223,7 @@ def kill_and_resume(
     killed["records"] = (
         read_records(run / "records.h5")["step"].tolist() if (run / "records.h5").exists() else []
     )
-    r = subprocess.run(
-        _command("--resume", str(run)),
-        env=_env(resumed_hooks),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=run.parent,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    _train_ok(["--resume", str(run)], resumed_hooks, run.parent)
     return killed
 
 

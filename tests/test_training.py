@@ -14,6 +14,7 @@ import pytest
 
 from physlearn.cli import main
 from physlearn.config import TrainConfig, load_train_config
+from physlearn.delegating import DelegatingSystem
 from physlearn.errors import ConfigError, SteadyStateError
 from physlearn.estimators import Estimator, GradientEstimate
 from physlearn.runstore import RunStore
@@ -259,30 +260,15 @@ def test_solver_failure_reverts_the_update_and_shortens_the_next_steps(tmp_path:
     assert np.all(np.isfinite(res.params))
 
 
-class _FailsWithSample(PhysicalSystem):
+class _FailsWithSample(DelegatingSystem):
     """A system delegating to the twin but without a steady state whenever the input batch
     contains the feature row ``bad``."""
 
     def __init__(self, inner: PhysicalSystem, bad: np.ndarray, unless: np.ndarray | None = None):
-        self.inner, self.bad, self._u = inner, bad, np.zeros((0, bad.size))
+        super().__init__(inner)
+        self.bad, self._u = bad, np.zeros((0, bad.size))
         self.unless, self._alpha = unless, np.zeros(0)  # parameters at which it never fails
         self.name_sample, self.failed_solves = True, 0
-
-    @property
-    def n_nodes(self) -> int:
-        return self.inner.n_nodes
-
-    @property
-    def n_params(self) -> int:
-        return self.inner.n_params
-
-    @property
-    def period_s(self) -> float:
-        return self.inner.period_s
-
-    @property
-    def actuated_nodes(self) -> list[int]:
-        return self.inner.actuated_nodes
 
     async def set_parameters(self, alpha: np.ndarray) -> None:
         self._alpha = np.array(alpha, copy=True)
@@ -291,12 +277,6 @@ class _FailsWithSample(PhysicalSystem):
     async def set_input(self, u: np.ndarray) -> None:
         self._u = np.asarray(u)
         await self.inner.set_input(u)
-
-    async def set_forces(self, forces: Any) -> None:
-        await self.inner.set_forces(forces)
-
-    async def drive_peak(self) -> np.ndarray:
-        return await self.inner.drive_peak()
 
     async def measure(self) -> Any:
         spared = self.unless is not None and np.array_equal(self._alpha, self.unless)
