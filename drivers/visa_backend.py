@@ -2,6 +2,11 @@
 
 pyvisa-py reports a peer that closed a socket as a read timeout (it cannot tell EOF from
 silence); `is_alive` peeks at the socket so that the transport can tell the two apart.
+
+TCP sockets are opened with TCP_NODELAY, as NI-VISA does by default (VI_ATTR_TCPIP_NODELAY):
+without it a command followed by a query (every write with its `SYST:ERR?` check) waits for
+the instrument's delayed ACK, about 40 ms per exchange on Linux. pyvisa-py's setter for that
+attribute on SOCKET sessions raises UnknownAttribute, so the option is set on its socket.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class VisaLink:
         except (pyvisa.errors.VisaIOError, OSError, ValueError) as exc:
             raise InstrumentConnectionError(f"cannot open {resource}: {exc}") from exc
         self._timeout_s = settings.timeout_s
+        sock = self._socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _set_timeout(self, timeout_s: float) -> None:
         if timeout_s != self._timeout_s:

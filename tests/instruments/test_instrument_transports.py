@@ -331,3 +331,23 @@ def test_servers_stop_promptly_with_clients_connected_and_replies_pending() -> N
     port.close()
     assert stopped_in < 3.0
     tcp.stop()  # idempotent
+
+
+def test_tcp_links_disable_nagle(serve: Any) -> None:
+    # a command followed by a query (every write and its SYST:ERR? check) must not wait for
+    # the instrument's delayed ACK: the link's socket has TCP_NODELAY, as NI-VISA sets it
+    emulator = Qdac2Emulator(VirtualClock())
+    served = serve(emulator, "tcp")
+
+    async def go() -> int:
+        link = transport(served)
+        try:
+            await link.write("sour1:filt high")
+            assert await link.query("sour1:filt?") == "high"
+            sock = link._link._socket()  # type: ignore[union-attr]
+            assert sock is not None
+            return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        finally:
+            await link.close()
+
+    assert asyncio.run(go()) != 0
