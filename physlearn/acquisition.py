@@ -118,12 +118,18 @@ def fit_periods(
     harmonics: int,
     shift_s: float = 0.0,
     start_s: float = 0.0,
+    lattice_s: float | None = None,
 ) -> PeriodFit:
     """Least-squares Fourier fits of ``v`` (times ``t_s`` from the trigger, which is the drive's
     phase origin) over each of the ``n_periods`` periods [start_s + k T, start_s + (k+1) T),
     evaluated at ``grid_t_s + shift_s`` (shape (K, M)). ``start_s`` (s, ≤ 0 for a record that
     begins before the trigger) positions the periods anywhere in the record: the fit's basis
-    is in the drive's phase, so any whole period determines the coefficients."""
+    is in the drive's phase, so any whole period determines the coefficients.
+
+    ``lattice_s``: the sample interval of a record whose samples lie on the lattice n·dt from
+    the trigger, with a whole number of samples per period: each period's samples are then fitted
+    by their phase on the lattice, (n mod N)·dt, in phase order — the same samples of the same
+    periodic response give the same fit to the last bit wherever the period starts."""
     t = np.asarray(t_s, dtype=float)
     y = np.asarray(v, dtype=float)
     w = 2.0 * math.pi / period_s
@@ -136,6 +142,10 @@ def fit_periods(
     res2, count, per = 0.0, 0, []
     d2, nd = 0.0, 0
     coef0: Array | None = None
+    per_period = period_s / lattice_s if lattice_s else 0.0
+    lattice = (
+        lattice_s is not None and per_period >= 1 and abs(per_period - round(per_period)) < 1e-6
+    )
     # a whole period must be sampled: no gap wider than two sample intervals at either end
     gap = 2.0 * float(np.median(np.diff(t))) + 1e-9 * period_s if t.size > 1 else period_s
     for k in range(n_periods):
@@ -151,6 +161,11 @@ def fit_periods(
                 f"period {k} [{t_lo:.6g}, {t_lo + period_s:.6g}) s is not inside the record "
                 f"[{t[0]:.6g}, {t[-1]:.6g}] s"
             )
+        if lattice:
+            assert lattice_s is not None
+            phase = np.mod(np.rint(tk / lattice_s).astype(np.int64), round(per_period))
+            order = np.argsort(phase, kind="stable")
+            tk, yk = phase[order] * lattice_s, yk[order]
         basis = np.concatenate(
             [np.ones((tk.size, 1)), np.cos(np.outer(tk, h) * w), np.sin(np.outer(tk, h) * w)],
             axis=1,

@@ -69,6 +69,7 @@ from physlearn.errors import (
     SteadyStateError,
 )
 from physlearn.network import NetworkSpec
+from physlearn.response_memory import Recalled, ResponseMemory, ranged_scale
 from physlearn.safety import Interlock, check_finite
 from physlearn.settling import (
     PeriodAssessment,
@@ -237,11 +238,13 @@ class BenchOptions(_Model):
     ranging: how a scope channel's V/div follows the response — ``hysteretic`` (default: up
     when clipped, down below 0.2 of full scale; never oscillates on a noisy signal, but the
     scale a measurement ends at depends on the transient before it) or ``canonical`` (the
-    scale is a function of the measured peak alone, 1-2-5 ≥ 1.4 × peak, and the record's
-    samples sit on one lattice relative to the sync: a history-free quantisation, so a resumed
-    run measures as the uninterrupted one on a noise-free bench; on a noisy one a peak at a
-    scale boundary can flip the scale and cost re-acquisitions, up to the 4 re-ranges allowed
-    per measurement)."""
+    scale is a function of the fitted waveform's peak alone, 1-2-5 ≥ 1.4 × peak, and the
+    record's samples sit on one lattice relative to the sync and are fitted by lattice phase: a
+    history-free quantisation, so a resumed run measures as the uninterrupted one, bit for bit,
+    on a noise-free bench; it plans without the response memory, whose plans depend on what the
+    session has seen; on a noisy bench a peak at a scale boundary can flip the scale and cost
+    re-acquisitions, up to the 4 re-ranges allowed per measurement). In both modes a channel
+    never goes back down to a V/div the same measurement left (a peak on a scale boundary)."""
 
     points_per_period: int = Field(33, ge=5)
     arb_points_per_period: int = Field(64, ge=8)
@@ -256,6 +259,10 @@ class BenchOptions(_Model):
     calibration_max_age_days: float | None = Field(7.0, gt=0)
 
 
+#: factor on a transient predicted from a remembered response (`_predicted_transient`)
+_PREDICTION_CUSHION = 1.05
+#: a remembered response this close (relative settings change) plans the ranging without previews
+_CLOSE_RECALL = 0.01
 #: points per division of a DS1000Z screen record (1200 over 12 divisions)
 SCREEN_POINTS_PER_DIVISION = 100
 
@@ -338,6 +345,10 @@ class BenchSystem(PhysicalSystem):
         self._screen_s = 0.0
         self._tb_scale_s = 0.0
         self._pending_scales: dict[str, dict[int, float]] = {}
+        # the last settled response per input: plans the settle wait and the scope ranging
+        self._memory = ResponseMemory()
+        # V/div each scope channel had in the present measurement's records (no oscillation)
+        self._tried_scales: dict[tuple[str, int], set[float]] = {}
 
     # ------------------------------------------------------------------ configuration checks
     def _validate(self) -> None:
@@ -770,8 +781,9 @@ class BenchSystem(PhysicalSystem):
             now = await self.clock.now()
             self._mark_change(now + 1.01 * ramp / slew + 1e-3)
             prev = self._alpha if self._alpha is not None else np.zeros(self.n_params)
-            unit = self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2  # m ω² (N/m)
-            self._changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / unit
+            self._changed_alpha += (
+                float(np.max(np.abs(np.asarray(alpha) - prev))) / self._alpha_unit
+            )
         self._alpha = np.array(alpha, dtype=float)
         # a write has no reply: one that a dropped link swallowed is only seen by reading back
         lost = await self._read_back_dacs({n: list(vs) for n, vs in by_dac.items()})
@@ -950,13 +962,15 @@ class BenchSystem(PhysicalSystem):
 
     def state_dict(self) -> dict[str, Any]:
         """Controller state a resumed run needs to measure as the uninterrupted one would: the
-        scopes' V/div per channel (the auto-ranging is hysteretic). The network's physical state
-        cannot be stored: it settles again."""
+        scopes' V/div per channel (the auto-ranging is hysteretic) and the response memory (it
+        plans the settle waits and the ranging). The network's physical state cannot be
+        stored: it settles again."""
         return {
             "scope_scales_v": {
                 n: {str(ch): float(v) for ch, v in sc.scale_v.items()}
                 for n, sc in getattr(self, "_scopes", {}).items()
-            }
+            },
+            "responses": self._memory.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -978,6 +992,13 @@ class BenchSystem(PhysicalSystem):
                     )
                 pending.setdefault(name, {})[ch] = float(v)
         self._pending_scales = pending
+        if "responses" in state:
+            try:
+                self._memory.load_state_dict(
+                    dict(state["responses"]), (self.grid_t.size, self.n_nodes)
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"bench state: {exc}") from None
 
     async def _apply_pending_scales(self) -> None:
         pending, self._pending_scales = self._pending_scales, {}
@@ -1057,36 +1078,11 @@ class BenchSystem(PhysicalSystem):
                 i = s.channels[ch]
                 node = self.config.wiring.sense[i].node
                 peak_v = float(np.max(np.abs(wf.volts - self.chains.sense_offset[i])))
-                full_v = V_DIVISIONS / 2 * s.scale_v[ch]
-                top_v = self._max_scale_v(i) * V_DIVISIONS / 2
                 if wf.clipped and s.scale_v[ch] >= self._max_scale_v(i):
                     raise SafetyError(
                         f"interlock: {s.name} channel {ch} (node {node}) clipped: the response "
                         f"exceeds the interlock amplitude {self.options.safety.max_response}"
                     )
-                # down-range below 0.2 of full scale: after a change the peak sits at ≥ 0.25
-                # of the new scale (×1.4 headroom, 1-2-5 steps), so ranging never oscillates
-                canonical = self.options.ranging == "canonical"
-                if wf.clipped or peak_v < 0.2 * full_v or canonical:
-                    lsb_v = s.scale_v[ch] / CODES_PER_DIVISION
-                    # canonical: from the peak alone (no term of the present scale)
-                    grow = peak_v * 1.4 if canonical else (peak_v + 2 * lsb_v) * 1.4
-                    want = 2.01 * full_v if wf.clipped else min(grow, top_v)
-                    new = min(
-                        max(scale_125_at_least(want / (V_DIVISIONS / 2)), 1e-3),
-                        self._max_scale_v(i),
-                    )
-                    if new != s.scale_v[ch]:
-                        log.debug(
-                            "%s ch%d: scale %g -> %g V/div (peak %g V, clipped %s)",
-                            s.name,
-                            ch,
-                            s.scale_v[ch],
-                            new,
-                            peak_v,
-                            wf.clipped,
-                        )
-                        rerange.append((s, ch, i, new))
                 raw[f"{s.name}/ch{ch}"] = np.asarray(wf.volts, dtype=np.float32)
                 fit = fit_periods(
                     wf.t_s,
@@ -1097,8 +1093,40 @@ class BenchSystem(PhysicalSystem):
                     harmonics,
                     self.chains.sense_delay[i],
                     start_s,
+                    # canonical: records on the screen-sample lattice (`_window`)
+                    lattice_s=self._tb_scale_s / SCREEN_POINTS_PER_DIVISION
+                    if self.options.ranging == "canonical"
+                    else None,
                 )
                 xn = (fit.values - self.chains.sense_offset[i]) / self.chains.sense_gain[i]
+                canonical = self.options.ranging == "canonical"
+                # canonical: from the fitted waveform's peak, which (unlike the raw samples')
+                # barely depends on the 8-bit scale it was quantised on
+                fit_peak_v = float(np.max(np.abs(fit.values - self.chains.sense_offset[i])))
+                new = ranged_scale(
+                    fit_peak_v if canonical and not wf.clipped else peak_v,
+                    s.scale_v[ch],
+                    self._max_scale_v(i),
+                    clipped=wf.clipped,
+                    canonical=canonical,
+                )
+                tried = self._tried_scales.setdefault((s.name, ch), set())
+                tried.add(s.scale_v[ch])
+                if new < s.scale_v[ch] and new in tried:
+                    # back down to a scale this measurement left: a peak on a boundary that
+                    # reads differently on the two scales; stay on the coarser one
+                    new = s.scale_v[ch]
+                if new != s.scale_v[ch]:
+                    log.debug(
+                        "%s ch%d: scale %g -> %g V/div (peak %g V, clipped %s)",
+                        s.name,
+                        ch,
+                        s.scale_v[ch],
+                        new,
+                        peak_v,
+                        wf.clipped,
+                    )
+                    rerange.append((s, ch, i, new))
                 # a response that is not T-periodic (subharmonic, quasi-periodic) leaves what
                 # the harmonic fit cannot follow, and the record before the fitted periods
                 # differs from their periodic extension: the part of either that the channel's
@@ -1143,21 +1171,68 @@ class BenchSystem(PhysicalSystem):
         self.wait_time_s += max(0.0, dt_s)
         await self.clock.sleep(dt_s)
 
-    def _predicted_transient(self, force: Array) -> float:
-        """A priori relative size of the transient the new settings start (before margin):
-        the relative change of the drive force plus the coupling change in units of m ω²;
-        1 when nothing is known (first measurement, after a reconnect)."""
-        if self._x_before is None or self._last_force is None:
+    @property
+    def _alpha_unit(self) -> float:
+        """m ω² (N/m): the scale in which a coupling change counts as a relative change."""
+        return float(self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2)
+
+    def _predicted_transient(
+        self, force: Array, x_ref: Array | None, recalled: Recalled | None
+    ) -> float:
+        """A priori relative size of the transient the new settings start (before margin).
+        With a remembered response to the same input: its relative change from the response
+        settled before the change, ``x_ref``, plus how far the settings moved since it was
+        measured; otherwise the relative change of the drive force plus the coupling change
+        in units of m ω²; 1 when nothing is known (first measurement, after a reconnect)."""
+        if recalled is not None and x_ref is not None:
+            amp = float(np.max(np.abs(recalled.x))) or 1.0
+            rho = float(np.max(np.abs(recalled.x - x_ref))) / amp + recalled.distance
+            # 5 % over the prediction: waits ln(1.05)/σ longer, where a prediction a fraction
+            # of a percent short would cost a whole repeated acquisition
+            rho *= _PREDICTION_CUSHION
+        elif self._x_before is None or self._last_force is None:
             return 1.0
-        nf = float(np.linalg.norm(force)) or 1.0
-        rho = float(np.linalg.norm(force - self._last_force)) / nf + self._changed_alpha
+        else:
+            nf = float(np.linalg.norm(force)) or 1.0
+            rho = float(np.linalg.norm(force - self._last_force)) / nf + self._changed_alpha
         return min(max(rho, self.options.settle.tol), 1.0e3)
 
+    async def _range_for(self, x: Array) -> None:
+        """Set every scope channel's V/div for a predicted response x (M, d) before it is
+        acquired: 1-2-5 ≥ 1.4 × the predicted peak where the present scale would clip it
+        (peak above 0.9 of full scale) or waste resolution (below 0.2), or always with
+        ``ranging = "canonical"``. The acquisition checks the real peak as usual."""
+        canonical = self.options.ranging == "canonical"
+
+        async def one(sc: _Scope) -> None:
+            for ch, i in sc.channels.items():
+                node = self.config.wiring.sense[i].node
+                peak_v = abs(float(self.chains.sense_gain[i])) * float(np.max(np.abs(x[:, node])))
+                full_v = V_DIVISIONS / 2 * sc.scale_v[ch]
+                if not (canonical or peak_v > 0.9 * full_v or peak_v < 0.2 * full_v):
+                    continue
+                new = ranged_scale(
+                    peak_v, sc.scale_v[ch], self._max_scale_v(i), clipped=False, canonical=True
+                )
+                if new != sc.scale_v[ch]:
+                    await sc.driver.configure_channel(
+                        ch, new, -float(self.chains.sense_offset[i]), "DC", 1.0
+                    )
+                    sc.scale_v[ch] = new
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(sc) for sc in self._scopes.values()))
+        self.io_time_s += time.perf_counter() - t0
+
     async def _measure_sample(
-        self, force: Array
+        self, force: Array, key: bytes | None = None
     ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
         """Upload, wait the predicted settle time, acquire, verify with the measured change of
-        the response (`physlearn.settling`), wait and acquire again if it was too early."""
+        the response (`physlearn.settling`), wait and acquire again if it was too early.
+
+        ``key``: the input's key in the response memory (`physlearn.response_memory`); with a
+        remembered response to it, the settle time and the scope ranging are planned from that
+        response (no preview records)."""
         t0 = time.perf_counter()
         if await self._upload(force):
             self._mark_change(await self.clock.now())
@@ -1171,7 +1246,13 @@ class BenchSystem(PhysicalSystem):
         t_change = self._t_change if self._t_change is not None else now
         fresh = self._settled_since_change  # nothing changed since the last settled response
         x_ref = self._x_settled if fresh else self._x_before
-        rho_pred = self._predicted_transient(force)
+        recalled = None
+        # canonical ranging promises a history-free measurement path (a resumed run measures
+        # as the uninterrupted one did): plans from remembered responses would depend on
+        # which responses this session has seen, so that mode does without them
+        if key is not None and not fresh and self.options.ranging != "canonical":
+            recalled = self._memory.recall(key, force, self._alpha, self._alpha_unit)
+        rho_pred = self._predicted_transient(force, x_ref, recalled)
         if st.first_wait_periods is not None:
             settle_end = t_change + st.first_wait_periods * T
         elif sigma:
@@ -1181,10 +1262,14 @@ class BenchSystem(PhysicalSystem):
         if self._settled_since_change:
             settle_end = min(settle_end, now)
         reranges = acquisitions = previews = records = 0  # records: every scope acquisition
+        preview_reranges = 0
+        if recalled is not None:
+            await self._range_for(recalled.x)
+        # unless the remembered response is close (settings moved by < 1 %, e.g. a nudge),
         # scope ranging while the transient decays: preview acquisitions (not measurements)
         # once the transient is below 10 %, as long as one (its record ending K T after its
         # fit start, then T/4 to read it) ends before the measurement must be armed
-        if sigma and not fresh:
+        if sigma and not fresh and (recalled is None or recalled.distance > _CLOSE_RECALL):
             t_prev = t_change + settle_time_s(c * rho_pred, 0.1, sigma)
             lead = self._lead_s()
             while previews < 4 and (
@@ -1198,7 +1283,9 @@ class BenchSystem(PhysicalSystem):
                     break
                 except _Reranged:
                     reranges += 1
+                    preview_reranges += 1
                 t_prev = await self.clock.now()
+        self._tried_scales = {}  # previews saw the transient: only measurement records count
         while True:
             records += 1
             t_settle = settle_end  # the settle decision: no fitted sample before it
@@ -1206,7 +1293,9 @@ class BenchSystem(PhysicalSystem):
                 x, raw, noise, t_fit = await self._acquire(t_settle)
             except _Reranged:
                 reranges += 1
-                if reranges > 4:
+                # previews re-range while the transient decays: only the measurement's own
+                # re-ranges count towards the limit
+                if reranges - preview_reranges > 4:
                     raise SteadyStateError("scope ranging did not converge in 4 tries") from None
                 settle_end = await self.clock.now()
                 continue
@@ -1243,6 +1332,7 @@ class BenchSystem(PhysicalSystem):
                 t_window=t_fit,
                 t_settle=t_settle,
                 rho_predicted=c * rho_pred,
+                predicted_from_memory=recalled is not None,
                 rho_measured=rho,
                 decay_rate_per_s=sigma if sigma else math.nan,
                 contraction=a.contraction if a.fitted else (r_known or math.nan),
@@ -1268,6 +1358,8 @@ class BenchSystem(PhysicalSystem):
                 self._settled_since_change = True
                 self._last_force = force.copy()
                 self._changed_alpha = 0.0
+                if key is not None:
+                    self._memory.remember(key, xs, force, self._alpha)
                 return xs, replace(a, remaining=remaining), waited, raw
             if waited > st.max_wait_s:
                 raise SteadyStateError(
@@ -1291,7 +1383,7 @@ class BenchSystem(PhysicalSystem):
         raws = []
         for b in range(B):
             f = base[b] + (self._extra[b] if self._extra is not None else 0.0)
-            x, a, w, raw = await self._measure_sample(f)
+            x, a, w, raw = await self._measure_sample(f, ResponseMemory.key(base[b]))
             xs[b], waited[b], remaining[b], periodic[b] = x, w, a.remaining, a.periodic
             raws.append(raw)
             self.experiments += 1

@@ -345,11 +345,11 @@ class LockinBenchSystem(BenchSystem):
 
     # ------------------------------------------------------------------ measurement
     async def _measure_sample(
-        self, force: Array
+        self, force: Array, key: bytes | None = None
     ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
         # the total force played (drive + nudge): refused before any write, whatever set it
         self._check_forces(force[None], "total force", GradientError)
-        xs, a, waited, raw = await super()._measure_sample(force)
+        xs, a, waited, raw = await super()._measure_sample(force, key)
         # the network has settled from the first fitted sample on (base loop: t_window, or
         # t_trigger before the fit window was decoupled from the trigger edge)
         t_settled = float(raw.get("t_window", raw.get("t_trigger", await self.clock.now())))

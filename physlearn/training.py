@@ -419,6 +419,7 @@ async def _free_outputs(
     except SolverError as exc:
         n = x.shape[0]
         if n == 1:
+            log.warning("evaluation: input %s has no steady state: %s", x[0].tolist(), exc)
             return np.full(1, math.nan), np.full(1, -1, dtype=np.int64)
         bad = getattr(exc, "sample", None)
         if isinstance(bad, int) and 0 <= bad < n:

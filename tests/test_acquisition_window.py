@@ -51,6 +51,24 @@ def test_fit_periods_before_the_trigger_recovers_the_waveform_in_the_drive_phase
         fit_periods(t, periodic(t), T, 1, grid, H, 0.0, -6.5)
 
 
+def test_lattice_fit_is_bit_identical_wherever_the_period_starts() -> None:
+    # a record on the lattice n dt from the trigger, 800 samples per period, quantised: the
+    # same samples of the same response, fitted from two different period starts
+    dt = T / 800
+    t = np.arange(-1800, 0) * dt
+    v = np.round(periodic(t) * 50) / 50
+    grid = np.arange(33) * T / 33
+    fits = [
+        fit_periods(t, v, T, 1, grid, H, 0.0, start, lattice_s=dt)
+        for start in (-T - 137 * dt, -T - 811 * dt, -2 * T)
+    ]
+    for f in fits[1:]:
+        assert np.array_equal(f.values, fits[0].values)
+        assert f.residual_rms_v == fits[0].residual_rms_v
+    plain = fit_periods(t, v, T, 1, grid, H, 0.0, -T - 137 * dt)
+    assert np.max(np.abs(plain.values - fits[0].values)) < 1e-12  # the same fit otherwise
+
+
 def test_unexplained_rms_ignores_noise_and_quantisation_but_not_subharmonics() -> None:
     rng = np.random.default_rng(1)
     t = record(-6.0, 0.0)
