@@ -65,6 +65,9 @@ from physlearn.simulators.krylov import GmresResult
 from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.problem import PeriodicProblem
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
+import doc_sections
+
 Array = NDArray[np.float64]
 
 BEGIN = "<!-- steady_state:begin -->"
@@ -710,22 +713,7 @@ def _cpu_name() -> str:
 
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) this benchmark's section of ``path``, leaving the rest untouched."""
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = (
-            "# Benchmarks\n\nEach section below is written by the benchmark script it names; "
-            "rerun the script to refresh it (it rewrites only its own section).\n"
-        )
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    doc_sections.write_section(path, "steady_state", HEADING, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,3 +59,20 @@ def test_steady_state_quick_mode(tmp_path: Path) -> None:
         eps_brute = float(r[12].split("/")[0])
         assert eps_brute <= eps_newton  # the brute force ran to the Newton solver's accuracy
         assert r[13].strip().startswith("**")  # measured, not extrapolated
+
+
+def test_settle_margin_quick_mode_measures_every_transient_settled() -> None:
+    # one EP step on the in-memory emulated XOR bench (virtual time); docs not rewritten
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "settle_margin.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r.split("|") for r in proc.stdout.splitlines() if r.startswith("| 1 |")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0]]
+    assert cells[2] == "12"  # 12 measurements: free, +β, −β for a batch of 4
+    assert float(cells[6]) <= 1.0 and cells[9] == "yes"  # the true transient within tol
