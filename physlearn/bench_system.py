@@ -263,6 +263,8 @@ class BenchOptions(_Model):
 _PREDICTION_CUSHION = 1.05
 #: a remembered response this close (relative settings change) plans the ranging without previews
 _CLOSE_RECALL = 0.01
+#: peak band (fractions of full scale) a preview or a prediction re-centres a channel into
+_CENTRED = (0.3, 0.8)
 #: points per division of a DS1000Z screen record (1200 over 12 divisions)
 SCREEN_POINTS_PER_DIVISION = 100
 
@@ -347,6 +349,7 @@ class BenchSystem(PhysicalSystem):
         self._pending_scales: dict[str, dict[int, float]] = {}
         # the last settled response per input: plans the settle wait and the scope ranging
         self._memory = ResponseMemory()
+        self._last_key: bytes | None = None  # the input of the last settled measurement
         # V/div each scope channel had in the present measurement's records (no oscillation)
         self._tried_scales: dict[tuple[str, int], set[float]] = {}
 
@@ -1012,7 +1015,9 @@ class BenchSystem(PhysicalSystem):
                     )
                     sc.scale_v[ch] = v
 
-    async def _acquire(self, not_before: float) -> tuple[Array, dict[str, Any], float, float]:
+    async def _acquire(
+        self, not_before: float, *, preview: bool = False
+    ) -> tuple[Array, dict[str, Any], float, float]:
         """One :SINGle per scope (concurrently) whose record ends K periods after the fit start
         ``not_before`` (later if the scope cannot be armed in time; `_window`). Returns node
         coordinates (K, M, d), raw data (with the fit start ``t_window`` and the trigger edge
@@ -1055,7 +1060,9 @@ class BenchSystem(PhysicalSystem):
         # small least-squares fits: a multithreaded BLAS only adds overhead (and contention
         # with the twin's thread on the emulated bench)
         with threadpool_limits(1, "blas"):
-            x, raw, noise = await self._process(results, k, m, harmonics, w0 - edge)
+            x, raw, noise = await self._process(
+                results, k, m, harmonics, w0 - edge, preview=preview
+            )
         raw.update(t_window=w0, t_edge=edge)
         return x, raw, noise, w0
 
@@ -1066,7 +1073,13 @@ class BenchSystem(PhysicalSystem):
         m: int,
         harmonics: int,
         start_s: float = 0.0,
+        *,
+        preview: bool = False,
     ) -> tuple[Array, dict[str, Any], float]:
+        """Node coordinates (K, M, d), raw data and noise of one acquisition's records; raises
+        `_Reranged` after re-programming the channels whose V/div must change (a ``preview``
+        during the transient also re-centres channels whose peak is outside 0.3–0.8 of full
+        scale, so that the measurement after it does not have to)."""
         x = np.zeros((k, m, self.n_nodes))
         seen = np.zeros(self.n_nodes, bool)
         raw: dict[str, Any] = {}
@@ -1109,6 +1122,7 @@ class BenchSystem(PhysicalSystem):
                     self._max_scale_v(i),
                     clipped=wf.clipped,
                     canonical=canonical,
+                    band=_CENTRED if preview else (0.2, 1.0),
                 )
                 tried = self._tried_scales.setdefault((s.name, ch), set())
                 tried.add(s.scale_v[ch])
@@ -1177,13 +1191,15 @@ class BenchSystem(PhysicalSystem):
         return float(self.cal.mass_kg * (2 * math.pi / self.period_s) ** 2)
 
     def _predicted_transient(
-        self, force: Array, x_ref: Array | None, recalled: Recalled | None
+        self, force: Array, x_ref: Array | None, recalled: Recalled | None, new_input: bool
     ) -> float:
         """A priori relative size of the transient the new settings start (before margin).
         With a remembered response to the same input: its relative change from the response
         settled before the change, ``x_ref``, plus how far the settings moved since it was
         measured; otherwise the relative change of the drive force plus the coupling change
-        in units of m ω²; 1 when nothing is known (first measurement, after a reconnect)."""
+        in units of m ω², at least 1 for an input not measured last (another sample's response
+        differs by its own size: a force-based guess fell short by up to 1.8× on the XOR
+        bench); 1 when nothing is known (first measurement, after a reconnect)."""
         if recalled is not None and x_ref is not None:
             amp = float(np.max(np.abs(recalled.x))) or 1.0
             rho = float(np.max(np.abs(recalled.x - x_ref))) / amp + recalled.distance
@@ -1195,13 +1211,16 @@ class BenchSystem(PhysicalSystem):
         else:
             nf = float(np.linalg.norm(force)) or 1.0
             rho = float(np.linalg.norm(force - self._last_force)) / nf + self._changed_alpha
+            if new_input:
+                rho = max(rho, 1.0)
         return min(max(rho, self.options.settle.tol), 1.0e3)
 
     async def _range_for(self, x: Array) -> None:
         """Set every scope channel's V/div for a predicted response x (M, d) before it is
-        acquired: 1-2-5 ≥ 1.4 × the predicted peak where the present scale would clip it
-        (peak above 0.9 of full scale) or waste resolution (below 0.2), or always with
-        ``ranging = "canonical"``. The acquisition checks the real peak as usual."""
+        acquired: 1-2-5 ≥ 1.4 × the predicted peak where the predicted peak is outside 0.3–0.8
+        of the present full scale (near clipping, or near the 0.2 at which the measurement
+        would re-range down), or always with ``ranging = "canonical"``. The acquisition
+        checks the real peak as usual."""
         canonical = self.options.ranging == "canonical"
 
         async def one(sc: _Scope) -> None:
@@ -1209,7 +1228,8 @@ class BenchSystem(PhysicalSystem):
                 node = self.config.wiring.sense[i].node
                 peak_v = abs(float(self.chains.sense_gain[i])) * float(np.max(np.abs(x[:, node])))
                 full_v = V_DIVISIONS / 2 * sc.scale_v[ch]
-                if not (canonical or peak_v > 0.9 * full_v or peak_v < 0.2 * full_v):
+                lo, hi = _CENTRED
+                if not (canonical or peak_v > hi * full_v or peak_v < lo * full_v):
                     continue
                 new = ranged_scale(
                     peak_v, sc.scale_v[ch], self._max_scale_v(i), clipped=False, canonical=True
@@ -1252,7 +1272,8 @@ class BenchSystem(PhysicalSystem):
         # which responses this session has seen, so that mode does without them
         if key is not None and not fresh and self.options.ranging != "canonical":
             recalled = self._memory.recall(key, force, self._alpha, self._alpha_unit)
-        rho_pred = self._predicted_transient(force, x_ref, recalled)
+        new_input = key is not None and key != self._last_key
+        rho_pred = self._predicted_transient(force, x_ref, recalled, new_input)
         if st.first_wait_periods is not None:
             settle_end = t_change + st.first_wait_periods * T
         elif sigma:
@@ -1279,7 +1300,7 @@ class BenchSystem(PhysicalSystem):
                 previews += 1
                 records += 1
                 try:
-                    await self._acquire(t_prev)
+                    await self._acquire(t_prev, preview=True)
                     break
                 except _Reranged:
                     reranges += 1
@@ -1358,6 +1379,7 @@ class BenchSystem(PhysicalSystem):
                 self._settled_since_change = True
                 self._last_force = force.copy()
                 self._changed_alpha = 0.0
+                self._last_key = key
                 if key is not None:
                     self._memory.remember(key, xs, force, self._alpha)
                 return xs, replace(a, remaining=remaining), waited, raw
