@@ -241,8 +241,9 @@ class BenchOptions(_Model):
     scale is a function of the fitted waveform's peak alone, 1-2-5 ≥ 1.4 × peak, and the
     record's samples sit on one lattice relative to the sync and are fitted by lattice phase: a
     history-free quantisation, so a resumed run measures as the uninterrupted one, bit for bit,
-    on a noise-free bench; it plans without the response memory, whose plans depend on what the
-    session has seen; on a noisy bench a peak at a scale boundary can flip the scale and cost
+    on a noise-free bench; it plans the settle wait from the present change alone — not from the
+    response memory nor from which input was measured last, which depend on what the session
+    (and its retries) has seen; on a noisy bench a peak at a scale boundary can flip the scale and cost
     re-acquisitions, up to the 4 re-ranges allowed per measurement). In both modes a channel
     never goes back down to a V/div the same measurement left (a peak on a scale boundary)."""
 
@@ -351,7 +352,7 @@ class BenchSystem(PhysicalSystem):
         self._memory = ResponseMemory()
         self._last_key: bytes | None = None  # the input of the last settled measurement
         # V/div each scope channel had in the present measurement's records (no oscillation)
-        self._tried_scales: dict[tuple[str, int], set[float]] = {}
+        self._tried_scales: dict[tuple[str, int], dict[float, float]] = {}
 
     # ------------------------------------------------------------------ configuration checks
     def _validate(self) -> None:
@@ -1124,12 +1125,17 @@ class BenchSystem(PhysicalSystem):
                     canonical=canonical,
                     band=_CENTRED if preview else (0.2, 1.0),
                 )
-                tried = self._tried_scales.setdefault((s.name, ch), set())
-                tried.add(s.scale_v[ch])
-                if new < s.scale_v[ch] and new in tried:
-                    # back down to a scale this measurement left: a peak on a boundary that
-                    # reads differently on the two scales; stay on the coarser one
-                    new = s.scale_v[ch]
+                tried = self._tried_scales.setdefault((s.name, ch), {})
+                if canonical and not wf.clipped:
+                    new = self._canonical_choice(
+                        tried, s.scale_v[ch], new, fit_peak_v, self._max_scale_v(i)
+                    )
+                else:
+                    tried[s.scale_v[ch]] = new
+                    if new < s.scale_v[ch] and new in tried:
+                        # back down to a scale this measurement left: a peak on a boundary
+                        # that reads differently on the two scales; stay on the coarser one
+                        new = s.scale_v[ch]
                 if new != s.scale_v[ch]:
                     log.debug(
                         "%s ch%d: scale %g -> %g V/div (peak %g V, clipped %s)",
@@ -1177,6 +1183,34 @@ class BenchSystem(PhysicalSystem):
             raise _Reranged()
         return x, raw, math.sqrt(noise2)
 
+    @staticmethod
+    def _canonical_choice(
+        tried: dict[float, float], scale: float, want: float, peak_v: float, top: float
+    ) -> float:
+        """Canonical ranging's next V/div for a channel measured at ``scale`` whose fitted peak
+        ``peak_v`` asks for ``want`` (`ranged_scale`), given what the records of this
+        measurement asked for at each V/div they were taken at (``tried``: V/div → wanted).
+
+        The fitted peak depends a little on the scale it was quantised on, so near a 1-2-5
+        boundary two neighbouring scales can both be fixed points (each asks for itself) or
+        send the channel to each other. The choice is made the same whichever side the
+        channel comes from: the coarser of two fixed points (a fixed point within 1 % of the
+        boundary to the next scale up probes that scale once), and the coarser of two scales
+        that send the channel to each other."""
+        tried[scale] = want
+        if want > scale:
+            return want
+        if want < scale:
+            back = tried.get(want)
+            # the finer scale already measured and sent the channel elsewhere: neither is a
+            # fixed point (or only this coarser one would be): stay coarser
+            return scale if back is not None and back != want else want
+        up = scale_125_at_least(scale * 1.01)
+        near = 1.4 * peak_v / (V_DIVISIONS / 2) > scale / 1.01
+        if near and up <= top and tried.get(up, up) == up:
+            return up  # unmeasured, or measured as a fixed point: the coarser one
+        return scale
+
     def _max_scale_v(self, i: int) -> float:
         peak = abs(self.chains.sense_gain[i]) * self.options.safety.max_response
         return scale_125_at_least(peak * 1.05 / (V_DIVISIONS / 2))
@@ -1197,9 +1231,11 @@ class BenchSystem(PhysicalSystem):
         With a remembered response to the same input: its relative change from the response
         settled before the change, ``x_ref``, plus how far the settings moved since it was
         measured; otherwise the relative change of the drive force plus the coupling change
-        in units of m ω², at least 1 for an input not measured last (another sample's response
-        differs by its own size: a force-based guess fell short by up to 1.8× on the XOR
-        bench); 1 when nothing is known (first measurement, after a reconnect)."""
+        in units of m ω², at least 1 for an input not measured last (``new_input``: another
+        sample's response differs by its own size; a force-based guess fell short by up to
+        1.8× on the XOR bench; never set with canonical ranging, whose plans depend on the
+        present change alone); 1 when nothing is known (first measurement, after a
+        reconnect)."""
         if recalled is not None and x_ref is not None:
             amp = float(np.max(np.abs(recalled.x))) or 1.0
             rho = float(np.max(np.abs(recalled.x - x_ref))) / amp + recalled.distance
@@ -1270,9 +1306,11 @@ class BenchSystem(PhysicalSystem):
         # canonical ranging promises a history-free measurement path (a resumed run measures
         # as the uninterrupted one did): plans from remembered responses would depend on
         # which responses this session has seen, so that mode does without them
-        if key is not None and not fresh and self.options.ranging != "canonical":
+        canonical_path = self.options.ranging == "canonical"
+        if key is not None and not fresh and not canonical_path:
             recalled = self._memory.recall(key, force, self._alpha, self._alpha_unit)
-        new_input = key is not None and key != self._last_key
+        # (canonical: not from which input this session measured last — a retry changes it)
+        new_input = not canonical_path and key is not None and key != self._last_key
         rho_pred = self._predicted_transient(force, x_ref, recalled, new_input)
         if st.first_wait_periods is not None:
             settle_end = t_change + st.first_wait_periods * T

@@ -138,3 +138,49 @@ def test_memory_state_round_trips_through_a_checkpoint(tmp_path: Any) -> None:
     empty = ResponseMemory()
     empty.load_state_dict(ResponseMemory().state_dict(), (5, 3))
     assert len(empty) == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "both_fixed",  # the peak reads lower on the finer scale, the boundary between
+        "only_finer",
+        "only_coarser",
+        "neither",  # the two scales send the channel to each other
+        "far",
+    ],
+)
+def test_canonical_ranging_ends_on_one_scale_from_either_side(case: str) -> None:
+    from physlearn.bench_system import BenchSystem
+
+    top = 5.0
+    theta = 0.2 * (V_DIVISIONS / 2) / 1.4  # peak at which 0.2 → 0.5 V/div
+    # (peak read on the finer 0.2 V/div, on the coarser 0.5 V/div)
+    peaks = {
+        "both_fixed": (theta * 0.999, theta * 1.001),
+        "only_finer": (theta * 0.999, theta * 0.998),
+        "only_coarser": (theta * 1.001, theta * 1.002),
+        "neither": (theta * 1.001, theta * 0.999),
+        "far": (theta * 0.7, theta * 0.7),
+    }[case]
+
+    def peak(scale: float) -> float:
+        return peaks[0] if scale <= 0.2 else peaks[1]
+
+    def settle(start: float) -> tuple[float, int]:
+        tried: dict[float, float] = {}
+        scale, records = start, 0
+        while True:
+            records += 1
+            want = ranged_scale(peak(scale), scale, top, clipped=False, canonical=True)
+            new = BenchSystem._canonical_choice(tried, scale, want, peak(scale), top)
+            if new == scale:
+                return scale, records
+            scale = new
+
+    ends = {start: settle(start) for start in (0.01, 0.2, 0.5, top)}
+    finals = {end for end, _ in ends.values()}
+    assert len(finals) == 1, ends
+    want_final = {"only_finer": 0.2, "far": 0.2}.get(case, 0.5)
+    assert finals == {want_final}
+    assert max(n for _, n in ends.values()) <= 5  # within the re-ranges a measurement allows
