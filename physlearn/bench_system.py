@@ -1288,7 +1288,7 @@ class BenchSystem(PhysicalSystem):
 
         ``key``: the input's key in the response memory (`physlearn.response_memory`); with a
         remembered response to it, the settle time and the scope ranging are planned from that
-        response (no preview records)."""
+        response (preview records only when the settings moved by more than 1 % since)."""
         t0 = time.perf_counter()
         if await self._upload(force):
             self._mark_change(await self.clock.now())
