@@ -39,18 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem
-from physlearn.calibration.schema import CalibrationFile
-from physlearn.config import load_train_config
+from physlearn.bench_system import BenchSystem
 from physlearn.simulators.bench_twin import EmulatedBench
-from physlearn.training import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
 import doc_sections
+from bench_example import load_bench_example
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "bench-xor.toml"
 DOCS = ROOT / "docs" / "benchmarks.md"
 #: reply latency (bench seconds) per instrument kind: LAN SCPI round trips, a 4-channel scope
 #: waveform read, the QDAC's serial link
@@ -71,15 +67,9 @@ class ScaledClock:
 
 
 async def run(steps: int, speed: float) -> dict[str, Any]:
-    cfg = load_train_config(EXAMPLE)
-    setup = prepare(cfg)
-    b = cfg.system.bench
-    assert b is not None
-    bench_path = EXAMPLE.parent / b.config
-    config = BenchConfig.load(bench_path)
-    cal = CalibrationFile.read(EXAMPLE.parent / b.calibration)
-    options = BenchOptions.model_validate(b.options)
-    emulated = EmulatedBench.from_file(bench_path, virtual=False, speed=speed)
+    ex = load_bench_example()
+    cfg, setup, config, cal, options = ex.cfg, ex.setup, ex.config, ex.cal, ex.options
+    emulated = EmulatedBench.from_file(ex.bench_path, virtual=False, speed=speed)
     try:
         resources = emulated.serve(control=False)
         for name, emu in emulated.emulators.items():

@@ -32,18 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
-from physlearn.calibration.schema import CalibrationFile
-from physlearn.config import load_train_config
+from physlearn.bench_system import BenchSystem, TwinClock
 from physlearn.simulators.bench_twin import EmulatedBench
-from physlearn.training import prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
 import doc_sections
+from bench_example import load_bench_example
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "bench-xor.toml"
 DOCS = ROOT / "docs" / "benchmarks.md"
 #: periods the network runs on after a measurement; the reference is taken LATER_PERIODS after
 RUN_ON_PERIODS, LATER_PERIODS = 26, 25
@@ -77,21 +73,14 @@ class _TruthProbe(BenchSystem):
 
 
 async def run(margin: float, steps: int) -> dict[str, Any]:
-    cfg = load_train_config(EXAMPLE)
-    setup = prepare(cfg)
-    b = cfg.system.bench
-    assert b is not None
-    bench_path = EXAMPLE.parent / b.config
-    cal = CalibrationFile.read(EXAMPLE.parent / b.calibration)
-    opts = dict(b.options)
-    opts["settle"] = {**dict(opts.get("settle") or {}), "transient_margin": margin}
-    options = BenchOptions.model_validate(opts)
-    emulated = EmulatedBench.from_file(bench_path, virtual=True)
+    ex = load_bench_example({"transient_margin": margin})
+    cfg, setup, options = ex.cfg, ex.setup, ex.options
+    emulated = EmulatedBench.from_file(ex.bench_path, virtual=True)
     try:
         res = emulated.serve(memory_prefix=f"settle-margin-{margin:g}-", control=False)
         system = _TruthProbe(
-            BenchConfig.load(bench_path),
-            cal,
+            ex.config,
+            ex.cal,
             setup.spec,
             TwinClock(emulated.control),
             options,

@@ -1255,9 +1255,8 @@ class BenchSystem(PhysicalSystem):
         """Set every scope channel's V/div for a predicted response x (M, d) before it is
         acquired: 1-2-5 ≥ 1.4 × the predicted peak where the predicted peak is outside 0.3–0.8
         of the present full scale (near clipping, or near the 0.2 at which the measurement
-        would re-range down), or always with ``ranging = "canonical"``. The acquisition
-        checks the real peak as usual."""
-        canonical = self.options.ranging == "canonical"
+        would re-range down). The acquisition checks the real peak as usual. (Canonical
+        ranging plans without remembered responses: never called there.)"""
 
         async def one(sc: _Scope) -> None:
             for ch, i in sc.channels.items():
@@ -1265,7 +1264,7 @@ class BenchSystem(PhysicalSystem):
                 peak_v = abs(float(self.chains.sense_gain[i])) * float(np.max(np.abs(x[:, node])))
                 full_v = V_DIVISIONS / 2 * sc.scale_v[ch]
                 lo, hi = _CENTRED
-                if not (canonical or peak_v > hi * full_v or peak_v < lo * full_v):
+                if lo * full_v <= peak_v <= hi * full_v:
                     continue
                 new = ranged_scale(
                     peak_v, sc.scale_v[ch], self._max_scale_v(i), clipped=False, canonical=True
