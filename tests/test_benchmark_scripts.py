@@ -13,6 +13,7 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 STEADY_STATE = ROOT / "benchmarks" / "steady_state.py"
+REFERENCE_MODELS = ROOT / "benchmarks" / "reference_models.py"
 
 
 def _load(path: Path) -> ModuleType:
@@ -76,3 +77,21 @@ def test_settle_margin_quick_mode_measures_every_transient_settled() -> None:
     cells = [c.strip() for c in rows[0]]
     assert cells[2] == "12"  # 12 measurements: free, +β, −β for a batch of 4
     assert float(cells[6]) <= 1.0 and cells[9] == "yes"  # the true transient within tol
+
+
+def test_reference_models_quick_writes_iris_rows(tmp_path: Path) -> None:
+    doc = tmp_path / "reference_models.md"
+    proc = subprocess.run(
+        [sys.executable, str(REFERENCE_MODELS), "--quick", "--docs", str(doc)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|") for line in doc.read_text().splitlines() if line.startswith("| iris")]
+    models = [r[2].strip().split(" ")[0] for r in rows]
+    assert models == ["logreg", "mlp-xent", "mlp-mse"]
+    for r in rows:
+        train, test = (float(r[k].split("±")[0]) for k in (3, 4))
+        assert 85.0 <= test <= 100.0 and 85.0 <= train <= 100.0  # Iris is near-separable
