@@ -212,7 +212,12 @@ class TrainingConfig(_Model):
     epoch that solved every sample (with the same step shortening).
     ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
     this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
-    ``eval_batch_size``: samples per batched steady-state solve during evaluation."""
+    ``eval_batch_size``: samples per batched steady-state solve during evaluation.
+    ``checkpoint_interval_s``: wall seconds (≥ 0) between the checkpoints that commit ordinary
+    mini-batch steps; 0 (default) checkpoints after every step. Epoch ends, failed steps and the
+    first checkpoint are always written. A kill then loses at most this much training, which the
+    resumed run redoes (bit-identical on the twin); it saves the checkpoint writes of cheap twin
+    steps (the warm-start orbits make a digits checkpoint ≈ 70 MB)."""
 
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -231,6 +236,7 @@ class TrainingConfig(_Model):
     recovery_steps: int = Field(10, ge=1)
     revert_unsolved: bool = True
     min_mode_margin: float | None = Field(None, gt=0.0, lt=0.5)
+    checkpoint_interval_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _selection(self) -> TrainingConfig:

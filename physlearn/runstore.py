@@ -5,8 +5,9 @@ Layout of ``<root>/<name>/``::
     config.toml          the resolved config (tomli_w), written once at creation
     metrics.jsonl        one JSON object per epoch (see EpochMetrics), in epoch order
     params/epoch_0000.npy  parameters (P,) float64 after every epoch
-    checkpoint.npz       resume point, rewritten after every update: params, optimizer state,
-                         rng state, epoch and step counters (one file, so one atomic replace)
+    checkpoint.npz       resume point, rewritten after every update (training.checkpoint_interval_s
+                         may space them out): params, optimizer state, rng state, epoch and step
+                         counters (one file, so one atomic replace)
     summary.json         written at the end of the run
     steps.h5             reserved for per-step bench records (written by a later layer)
 

@@ -4,7 +4,7 @@ Per epoch: the training set is shuffled by a seeded Generator (``training.seed``
 mini-batches; for each batch the estimator measures the gradient of the task cost on the
 `PhysicalSystem` (per-sample gradients averaged over the batch), the optimizer steps and projects
 onto the parameter bounds (clipped parameters are logged and counted), and the checkpoint is
-rewritten. After every epoch the train and test splits are evaluated on the *free* phase only
+rewritten (at most every ``training.checkpoint_interval_s`` for ordinary steps). After every epoch the train and test splits are evaluated on the *free* phase only
 (loss = mean task cost, accuracy from the decoding of `physlearn.encoding`), and the metrics and
 parameters are written. Optionally (ideal twin) the cosine between the estimator's batch gradient
 and the exact adjoint gradient is logged per step.
@@ -666,9 +666,17 @@ class Trainer:
         def experiments() -> int:
             return st.experiments + int(self.system.experiments) - exp_base
 
-        def checkpoint(epoch: int, next_batch: int) -> None:
+        last_checkpoint = [-math.inf]  # perf_counter of the last checkpoint written
+
+        def checkpoint(epoch: int, next_batch: int, *, step_only: bool = False) -> None:
+            """Commit the trainer state; ``step_only`` (an ordinary step) may be skipped while
+            the last checkpoint is younger than ``training.checkpoint_interval_s``."""
             if store is None:
                 return
+            now = time.perf_counter()
+            if step_only and now - last_checkpoint[0] < tc.checkpoint_interval_s:
+                return
+            last_checkpoint[0] = now
             st.epoch, st.next_batch = epoch, next_batch
             st.elapsed_s = time.perf_counter() - t0
             st.systems = self._system_states()
@@ -818,7 +826,7 @@ class Trainer:
                         ProgressEvent("step", epoch, step, total_steps, batch_losses[-1], batch=bi)
                     )
                 sync()
-                checkpoint(epoch, bi + 1)
+                checkpoint(epoch, bi + 1, step_only=True)
             t_train = time.perf_counter() - t_ep
             ev = await self._evaluate(params)
             t_eval = time.perf_counter() - t_ep - t_train

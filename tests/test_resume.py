@@ -424,3 +424,40 @@ def test_every_committed_step_was_reported_before_its_checkpoint(
     assert [merged[s] for s in sorted(merged)] == [
         (e, b) for e in range(EPOCHS) for b in range(BATCHES)
     ]
+
+
+def test_throttled_checkpoints_resume_bit_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``training.checkpoint_interval_s``: ordinary steps are committed at most that often (here
+    never), so a kill mid-epoch loses the epoch's steps so far; the resumed run redoes them from
+    the last epoch-end checkpoint and ends bit-identical to the uninterrupted throttled run,
+    which wrote only the first, the epoch-end and no per-step checkpoints."""
+    path = small_config(tmp_path)
+    path.write_text(
+        path.read_text().replace("[training]\n", "[training]\ncheckpoint_interval_s = 1e6\n", 1)
+    )
+    cfg = load_train_config(path)
+    assert cfg.training.checkpoint_interval_s == 1e6
+    writes = [0]
+    original = RunStore.write_checkpoint
+
+    def counting(self: RunStore, *args: Any, **kwargs: Any) -> Any:
+        writes[0] += 1
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(RunStore, "write_checkpoint", counting)
+        train(cfg, root=tmp_path, name="ref")
+    assert writes[0] == 1 + EPOCHS  # the start and every epoch end; none of the 16 steps
+
+    def dies_at_step_7(ev: Any) -> None:
+        if ev.kind == "step" and ev.step == 7:  # epoch 1, batch 2
+            raise Killed("after step 7")
+
+    with pytest.raises(Killed):
+        train(cfg, root=tmp_path, name="run", progress=dies_at_step_7)
+    ck = load_checkpoint(tmp_path / "run")
+    assert (ck.epoch, ck.step, ck.extra["next_batch"]) == (1, BATCHES, 0)  # steps 5-7 lost
+    train(cfg, root=tmp_path, name="run", resume=True)
+    assert_same_run(tmp_path / "ref", tmp_path / "run")
