@@ -4,10 +4,11 @@ Per epoch: the training set is shuffled by a seeded Generator (``training.seed``
 mini-batches; for each batch the estimator measures the gradient of the task cost on the
 `PhysicalSystem` (per-sample gradients averaged over the batch), the optimizer steps and projects
 onto the parameter bounds (clipped parameters are logged and counted), and the checkpoint is
-rewritten (at most every ``training.checkpoint_interval_s`` for ordinary steps). After every epoch the train and test splits are evaluated on the *free* phase only
-(loss = mean task cost, accuracy from the decoding of `physlearn.encoding`), and the metrics and
-parameters are written. Optionally (ideal twin) the cosine between the estimator's batch gradient
-and the exact adjoint gradient is logged per step.
+rewritten (for ordinary steps at most every ``training.checkpoint_interval_s``). After every
+epoch the train and test splits are evaluated on the *free* phase only (loss = mean task cost,
+accuracy from the decoding of `physlearn.encoding`), and the metrics and parameters are written.
+Optionally (ideal twin) the cosine between the estimator's batch gradient and the exact adjoint
+gradient is logged per step.
 
 Failures never write anything half-way:
 
