@@ -31,6 +31,16 @@ class GridExcitation:
     cost_weight: Array
     target: Array
 
+    def take(self, idx: NDArray[np.intp]) -> GridExcitation:
+        """The samples ``idx`` of the batch (every array indexed along its first axis)."""
+        return GridExcitation(
+            self.force[idx],
+            self.clamp_weight[idx],
+            self.clamp_target[idx],
+            self.cost_weight[idx],
+            self.target[idx],
+        )
+
     def cost_density(self, x: Array) -> Array:
         """c(t) = ½ Σ_j γ_j(t) (x_j − y_j)², shape (B,N)."""
         return 0.5 * np.sum(self.cost_weight * (x - self.target) ** 2, axis=-1)

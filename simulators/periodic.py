@@ -296,20 +296,25 @@ def solve_periodic(
     failed = ~(res <= tol)
     if failed.any():
         log.info("Newton stalled on %d samples; retrying by amplitude continuation", failed.sum())
-        x_c = np.zeros_like(x)
+        # only the stalled samples: the converged ones would still cost a matvec per iteration
+        idx = np.flatnonzero(failed)
+        sub = exc.take(idx)
+        beta_c = np.asarray(beta, dtype=float)[idx] if np.ndim(beta) else beta
+        x_c = np.zeros((idx.size, N, d))
+        active = np.ones(idx.size, dtype=bool)
         for lam in (0.1, 0.25, 0.5, 0.75, 1.0):
             scaled = GridExcitation(
-                lam * exc.force,
-                exc.clamp_weight,
-                lam * exc.clamp_target,
-                exc.cost_weight,
-                exc.target,
+                lam * sub.force,
+                sub.clamp_weight,
+                lam * sub.clamp_target,
+                sub.cost_weight,
+                sub.target,
             )
-            op_c = PeriodicOperator(model, theta, scaled, grid, beta)
-            x_c, res_c, it_c = _newton(op_c, x_c, failed, tol, max_iter)
-            iters = iters + np.where(failed, it_c, 0)
-        x = np.where(failed[:, None, None], x_c, x)
-        res = np.where(failed, res_c, res)
+            op_c = PeriodicOperator(model, theta[idx], scaled, grid, beta_c)
+            x_c, res_c, it_c = _newton(op_c, x_c, active, tol, max_iter)
+            iters[idx] += it_c
+        x[idx] = x_c
+        res[idx] = res_c
     bad = ~(res <= tol)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

@@ -4,14 +4,21 @@ unstable and unconverged orbits raise their errors."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 import pytest
 
 from physlearn.errors import SteadyStateError, UnstableOrbitError
 from physlearn.network import NetworkSpec
+from physlearn.simulators import periodic
 from physlearn.simulators.ensemble import random_network
+from physlearn.simulators.excitation import GridExcitation
 from physlearn.simulators.integrator import Integrator, State
 from physlearn.simulators.problem import PeriodicProblem
+
+from twin_helpers import with_trainable_everything  # isort: skip
 
 
 @pytest.mark.slow
@@ -115,3 +122,52 @@ def test_unconverged_orbit_raises_with_sample_and_residual() -> None:
         prob.solve(max_iter=1, tol=1e-15)
     assert info.value.sample in (0, 1)
     assert info.value.residual > 1e-15
+
+
+def _stiff_batch() -> tuple[PeriodicProblem, np.ndarray, GridExcitation]:
+    """A Duffing-like network (quartic terms) driven at 8 amplitudes: plain Newton stalls on the
+    strongest drive only (32×), which amplitude continuation then solves."""
+    spec = with_trainable_everything(
+        random_network(6, np.random.default_rng(1), damping=0.01, kinds=("product", "difference")),
+        quartic=1.0,
+    )
+    prob = PeriodicProblem.from_spec(spec)
+    amps = np.array([1.0, 2, 4, 8, 12, 16, 24, 32])
+    one = prob.exc
+    exc = one.take(np.zeros(amps.size, dtype=np.intp))
+    exc = GridExcitation(
+        exc.force * amps[:, None, None],
+        exc.clamp_weight,
+        exc.clamp_target,
+        exc.cost_weight,
+        exc.target,
+    )
+    theta = np.repeat(prob.theta(), amps.size, axis=0)
+    return prob, theta, exc
+
+
+def test_continuation_runs_on_the_stalled_samples_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Samples on which Newton stalls are continued in a sub-batch of their own (the converged
+    ones would cost a matvec per iteration for nothing), with the same result as solving each
+    sample by itself."""
+    prob, theta, exc = _stiff_batch()
+    sizes: list[int] = []
+    original = periodic.PeriodicOperator.__init__
+
+    def recording(self: periodic.PeriodicOperator, model: Any, th: np.ndarray, *a: Any) -> None:
+        sizes.append(th.shape[0])
+        original(self, model, th, *a)
+
+    monkeypatch.setattr(periodic.PeriodicOperator, "__init__", recording)
+    with caplog.at_level(logging.INFO, logger=periodic.log.name):
+        sol = periodic.solve_periodic(prob.model, theta, exc, prob.grid, floquet="none")
+    assert "Newton stalled on 1 samples" in caplog.text
+    assert sizes == [8, 1, 1, 1, 1, 1]  # the batch, then 5 continuation stages of sample 7
+    for i in range(8):
+        idx = np.array([i])
+        alone = periodic.solve_periodic(
+            prob.model, theta[idx], exc.take(idx), prob.grid, floquet="none"
+        )
+        assert np.max(np.abs(alone.x[0] - sol.x[i])) <= 1e-9 * np.max(np.abs(sol.x[i]))
