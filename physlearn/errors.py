@@ -21,26 +21,44 @@ class SteadyStateError(SolverError):
     Attributes:
         sample: index in the batch of the first failing sample (or None).
         residual: its residual (max norm of the equations of motion).
+        samples: indices of every failing sample when the solver knows them (else ``(sample,)``
+            or empty), so that a caller can set them all aside at once.
     """
 
-    def __init__(self, message: str, *, sample: int | None = None, residual: float = float("nan")):
+    def __init__(
+        self,
+        message: str,
+        *,
+        sample: int | None = None,
+        residual: float = float("nan"),
+        samples: tuple[int, ...] | None = None,
+    ):
         super().__init__(message)
         self.sample = sample
         self.residual = residual
+        self.samples = samples if samples is not None else (() if sample is None else (sample,))
 
 
 class UnstableOrbitError(SolverError):
     """A converged periodic orbit is not attracting (a Floquet multiplier has modulus > 1).
 
     No bench can settle on such an orbit, so it must never be used as a steady state.
+    ``sample``, ``multiplier``: the first such sample and its multiplier's modulus; ``samples``:
+    every such sample when known.
     """
 
     def __init__(
-        self, message: str, *, sample: int | None = None, multiplier: float = float("nan")
+        self,
+        message: str,
+        *,
+        sample: int | None = None,
+        multiplier: float = float("nan"),
+        samples: tuple[int, ...] | None = None,
     ):
         super().__init__(message)
         self.sample = sample
         self.multiplier = multiplier
+        self.samples = samples if samples is not None else (() if sample is None else (sample,))
 
 
 class GradientError(PhyslearnError):

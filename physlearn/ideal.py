@@ -39,7 +39,13 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.errors import ConfigError, LimitError, SolverError, SteadyStateError
+from physlearn.errors import (
+    ConfigError,
+    LimitError,
+    SolverError,
+    SteadyStateError,
+    UnstableOrbitError,
+)
 from physlearn.network import NetworkSpec
 from physlearn.simulators.excitation import (
     Excitation,
@@ -373,9 +379,51 @@ class IdealSystem(PhysicalSystem):
                 return solve_periodic(
                     self.model, theta, exc, self.grid, x0=x0, tol=self.tol, floquet=fl
                 )
+            except SteadyStateError as err:
+                log.info("warm-started steady state failed (%s); retrying from rest", err)
+                if err.samples:
+                    sol = self._retry_from_rest(theta, exc, x0, err.samples, fl)
+                    if sol is not None:
+                        return sol
             except SolverError as err:
                 log.info("warm-started steady state failed (%s); retrying from rest", err)
         return solve_periodic(self.model, theta, exc, self.grid, tol=self.tol, floquet=fl)
+
+    def _retry_from_rest(
+        self,
+        theta: Array,
+        exc: GridExcitation,
+        x0: Array,
+        samples: tuple[int, ...],
+        fl: Literal["full", "none"],
+    ) -> PeriodicSolution | None:
+        """Solve the ``samples`` that stalled from a warm start again from rest, by themselves,
+        then the batch from the warm start with their new orbits. Raises `SteadyStateError`
+        (batch indices) if they stall from rest too; None if the batch's orbit is then unstable
+        (the caller solves the whole batch from rest)."""
+        idx = np.asarray(samples, dtype=np.intp)
+        try:
+            sub = solve_periodic(
+                self.model, theta[idx], exc.take(idx), self.grid, tol=self.tol, floquet="none"
+            )
+        except SteadyStateError as err:
+            bad = tuple(int(idx[i]) for i in err.samples) or tuple(int(i) for i in idx)
+            raise SteadyStateError(
+                f"periodic steady state did not converge for sample {bad[0]}, neither warm-"
+                f"started nor from rest (relative residual {err.residual:.3e} > tol "
+                f"{self.tol:.1e}); {len(bad)} sample(s) of {theta.shape[0]} without one",
+                sample=bad[0],
+                residual=err.residual,
+                samples=bad,
+            ) from None
+        x0 = x0.copy()
+        x0[idx] = sub.x
+        try:
+            return solve_periodic(
+                self.model, theta, exc, self.grid, x0=x0, tol=self.tol, floquet=fl
+            )
+        except UnstableOrbitError:
+            return None
 
     def _free_solution(self, alpha: Array, u: Array, exc: GridExcitation) -> PeriodicSolution:
         sol = self._solve(alpha, u, exc, None)

@@ -411,8 +411,8 @@ async def _free_outputs(
     system: PhysicalSystem, spec: NetworkSpec, targets: ClassTargets, x: Array, y: NDArray[np.int64]
 ) -> tuple[Array, NDArray[np.int64]]:
     """Costs (n,) and predictions (n,) of one batch. A sample without a steady state gets cost NaN
-    and prediction −1: when the error names the failing sample it is set aside and the rest is
-    solved again (one more solve per failing sample); otherwise the batch is split in halves."""
+    and prediction −1: when the error names the failing samples they are set aside and the rest is
+    solved again (one more solve); otherwise the batch is split in halves."""
     try:
         await system.set_input(check_inputs(spec, x))
         await system.set_forces(None)
@@ -422,12 +422,16 @@ async def _free_outputs(
         if n == 1:
             log.warning("evaluation: input %s has no steady state: %s", x[0].tolist(), exc)
             return np.full(1, math.nan), np.full(1, -1, dtype=np.int64)
-        bad = getattr(exc, "sample", None)
-        if isinstance(bad, int) and 0 <= bad < n:
-            keep = np.arange(n) != bad
+        bad = [i for i in getattr(exc, "samples", ()) if isinstance(i, int) and 0 <= i < n]
+        if bad:
+            keep = np.ones(n, dtype=bool)
+            keep[bad] = False
             cost = np.full(n, math.nan)
             pred = np.full(n, -1, dtype=np.int64)
-            cost[keep], pred[keep] = await _free_outputs(system, spec, targets, x[keep], y[keep])
+            if keep.any():
+                cost[keep], pred[keep] = await _free_outputs(
+                    system, spec, targets, x[keep], y[keep]
+                )
             return cost, pred
         h = n // 2
         c1, p1 = await _free_outputs(system, spec, targets, x[:h], y[:h])

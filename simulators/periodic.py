@@ -51,6 +51,11 @@ class PeriodicOperator:
         self._minv: CArray | None = None
         self._eig: tuple[Array, Array, Array] | None = None
 
+    def take(self, idx: NDArray[np.intp]) -> PeriodicOperator:
+        """The operator of the samples ``idx`` alone (a sub-batch; orbit not set)."""
+        beta = np.asarray(self.beta, dtype=float)[idx] if np.ndim(self.beta) else self.beta
+        return PeriodicOperator(self.model, self.theta[idx], self.exc.take(idx), self.grid, beta)
+
     # -- state ---------------------------------------------------------------------------------
     def set_orbit(self, x: Array) -> None:
         self.x = x
@@ -223,16 +228,29 @@ class PeriodicSolution:
 def _newton(
     op: PeriodicOperator, x: Array, active: NDArray[np.bool_], tol: float, max_iter: int
 ) -> tuple[Array, Array, Array]:
-    """Damped Newton for the samples in ``active``; returns (x, relative residual, iterations)."""
+    """Damped Newton for the samples in ``active``; returns (x, relative residual, iterations).
+
+    Once at most a quarter of a batch of ≥ 8 is left to converge, those samples go on in a
+    sub-batch of their own (the others would still cost a matvec per Krylov iteration)."""
     B = x.shape[0]
     iters = np.zeros(B, dtype=int)
     op.set_orbit(x)
     R = op.residual(x)
     scale = op.force_scale(x)
     res = np.max(np.abs(R), axis=(1, 2)) / scale
-    for _ in range(max_iter):
+    for k in range(max_iter):
         todo = active & (res > tol)
         if not todo.any():
+            break
+        if B >= 8 and 4 * int(todo.sum()) <= B:
+            idx = np.flatnonzero(todo)
+            x_s, res_s, it_s = _newton(
+                op.take(idx), x[idx], np.ones(idx.size, dtype=bool), tol, max_iter - k
+            )
+            x = x.copy()
+            x[idx], res[idx] = x_s, res_s
+            iters[idx] += it_s
+            op.set_orbit(x)
             break
         eta = np.clip(0.1 * res, 1e-13, 1e-4)
         rhs = np.where(todo[:, None, None], -R, 0.0)
@@ -317,12 +335,15 @@ def solve_periodic(
         res[idx] = res_c
     bad = ~(res <= tol)
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        all_bad = tuple(int(j) for j in np.flatnonzero(bad))
+        i = all_bad[0]
+        more = f"; {len(all_bad) - 1} more samples did not converge" if len(all_bad) > 1 else ""
         raise SteadyStateError(
             f"periodic steady state did not converge for sample {i}: relative residual "
-            f"{res[i]:.3e} > tol {tol:.1e} after {iters[i]} Newton iterations",
+            f"{res[i]:.3e} > tol {tol:.1e} after {iters[i]} Newton iterations{more}",
             sample=i,
             residual=float(res[i]),
+            samples=all_bad,
         )
     mult = None
     if floquet == "full":
@@ -332,11 +353,13 @@ def solve_periodic(
         mod = np.abs(mult[:, 0])
         unstable = mod > 1.0 + stability_tol
         if unstable.any():
-            i = int(np.flatnonzero(unstable)[0])
+            all_bad = tuple(int(j) for j in np.flatnonzero(unstable))
+            i = all_bad[0]
             raise UnstableOrbitError(
                 f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
                 f"modulus {mod[i]:.6f} > 1 (no bench can settle on it)",
                 sample=i,
                 multiplier=float(mod[i]),
+                samples=all_bad,
             )
     return PeriodicSolution(grid, x, beta, res, iters, mult)

@@ -95,3 +95,21 @@ def test_reference_models_quick_writes_iris_rows(tmp_path: Path) -> None:
     for r in rows:
         train, test = (float(r[k].split("±")[0]) for k in (3, 4))
         assert 85.0 <= test <= 100.0 and 85.0 <= train <= 100.0  # Iris is near-separable
+
+
+def test_unsolved_batch_quick_sets_every_failing_sample_aside_at_once() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "unsolved_batch.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {
+        int(r[1]): (int(r[3]), int(r[4]))
+        for r in (line.split("|") for line in proc.stdout.splitlines())
+        if len(r) == 7 and r[1].strip().isdigit()
+    }
+    # k = 0: one solve of all 128; k = 2: the error names both failing samples, one more solve
+    assert rows == {0: (1, 128), 2: (2, 126)}

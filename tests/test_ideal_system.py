@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
-from twin_helpers import rel_err
+from twin_helpers import rel_err, with_trainable_everything
 
-from physlearn.errors import ConfigError, LimitError
+from physlearn import ideal
+from physlearn.errors import ConfigError, LimitError, SteadyStateError
 from physlearn.ideal import IdealSystem
 from physlearn.network import NetworkSpec
 from physlearn.simulators.ensemble import random_network
@@ -177,3 +179,59 @@ def test_parameters_outside_their_bounds_are_refused() -> None:
 
     asyncio.run(run())
     np.testing.assert_array_equal(system.parameters, spec.initial_parameters())
+
+
+def _duffing(seed: int) -> NetworkSpec:
+    return with_trainable_everything(
+        random_network(
+            6, np.random.default_rng(seed), damping=0.01, kinds=("product", "difference")
+        ),
+        quartic=1.0,
+    )
+
+
+async def _measure_at(system: IdealSystem, alpha: np.ndarray, scales: list[float]) -> np.ndarray:
+    await system.set_parameters(alpha)
+    await system.set_input(np.ones((len(scales), 2)) * np.array(scales)[:, None])
+    return (await system.measure()).x
+
+
+def test_samples_stalled_from_a_warm_start_are_retried_from_rest_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the warm-started batch stalls on some samples, only those are solved again from rest
+    (by themselves), then the batch from the warm start with their new orbits: the result is the
+    cold system's."""
+    spec = _duffing(3)
+    a0 = spec.initial_parameters()
+    a1 = a0 + 1e-3
+    system = IdealSystem(spec, floquet="none")
+    asyncio.run(_measure_at(system, a0, [1.0, 4.0, 8.0]))  # the cache: warm starts for all three
+    calls: list[tuple[int, bool]] = []
+    real = ideal.solve_periodic
+
+    def flaky(model: Any, theta: np.ndarray, exc: Any, grid: Any, **kw: Any) -> Any:
+        calls.append((theta.shape[0], kw.get("x0") is not None))
+        if len(calls) == 1:  # the warm-started batch: sample 1 "stalls"
+            raise SteadyStateError("synthetic stall", sample=1, samples=(1,))
+        return real(model, theta, exc, grid, **kw)
+
+    monkeypatch.setattr(ideal, "solve_periodic", flaky)
+    x = asyncio.run(_measure_at(system, a1, [1.0, 4.0, 8.0]))
+    monkeypatch.undo()
+    assert calls == [(3, True), (1, False), (3, True)]
+    x_cold = asyncio.run(_measure_at(IdealSystem(spec, floquet="none"), a1, [1.0, 4.0, 8.0]))
+    np.testing.assert_allclose(x, x_cold, atol=1e-10)
+
+
+def test_samples_without_a_steady_state_are_all_named_in_batch_indices() -> None:
+    """A batch whose samples 1 and 3 have no steady state (drive 2×: Newton and amplitude
+    continuation stall, warm-started and from rest) raises one `SteadyStateError` naming both,
+    in the batch's indices."""
+    spec = _duffing(3)
+    a0 = spec.initial_parameters()
+    system = IdealSystem(spec, floquet="none")
+    asyncio.run(_measure_at(system, a0, [1.0, 4.0]))
+    with pytest.raises(SteadyStateError, match="neither warm-started nor from rest") as info:
+        asyncio.run(_measure_at(system, a0 + 1e-3, [1.0, 2.0, 4.0, 2.0]))
+    assert info.value.samples == (1, 3) and info.value.sample == 1
