@@ -53,7 +53,7 @@ NOTES_MARK = "<!-- notes -->"
 BETA = 1e-3
 
 # Per-task budgets: (epochs, epochs in --quick).
-BUDGET = {"xor": (300, 150), "iris": (30, 6), "digits": (8, 1), "sine": (40, 5)}
+BUDGET = {"xor": (300, 150), "iris": (30, 6), "digits": (12, 1), "sine": (40, 5)}
 
 
 def default_estimators() -> list[str]:
