@@ -99,8 +99,31 @@ class RunResult:
 DIGITS_POOL, DIGITS_POOLED_LAYERS = 2, (16, 12, 10)
 
 
+#: ``--set KEY=VALUE`` overrides: (dotted config key, TOML value), applied last.
+Overrides = tuple[tuple[str, Any], ...]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optimizer.lr=0.02"`` → ``("optimizer.lr", 0.02)``; the value is read as TOML."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set: expected KEY=VALUE (e.g. optimizer.lr=0.02), got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--set {key.strip()}: {value!r} is not a TOML value ({exc})") from None
+
+
 def _config(
-    task: str, regime: str, estimator: str, seed: int, epochs: int, pooled: bool = False
+    task: str,
+    regime: str,
+    estimator: str,
+    seed: int,
+    epochs: int,
+    pooled: bool = False,
+    overrides: Overrides = (),
 ) -> dict[str, Any]:
     from physlearn.tomlconfig import read_toml
 
@@ -122,6 +145,12 @@ def _config(
     if estimator == "ep_echo":
         # Newton from the reversed orbit instead of integrating ~1/Γ of transient per phase
         data["system"]["echo_settle"] = "newton"
+    for key, value in overrides:
+        *path, leaf = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     return data
 
 
@@ -148,7 +177,13 @@ def valid_seeds(
 
 
 def run_one(
-    task: str, regime: str, estimator: str, seed: int, epochs: int, pooled: bool = False
+    task: str,
+    regime: str,
+    estimator: str,
+    seed: int,
+    epochs: int,
+    pooled: bool = False,
+    overrides: Overrides = (),
 ) -> RunResult:
     """Train one configuration (no run directory); never raises (errors are reported)."""
     from physlearn.config import TrainConfig
@@ -159,7 +194,8 @@ def run_one(
 
     t0 = time.perf_counter()
     try:
-        cfg = validate(TrainConfig, _config(task, regime, estimator, seed, epochs, pooled), task)
+        data = _config(task, regime, estimator, seed, epochs, pooled, overrides)
+        cfg = validate(TrainConfig, data, task)
         setup = prepare(cfg)
         if task == "iris":
             folds = list(
@@ -426,8 +462,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="digits on 2x2-pooled features, layers [16, 12, 10] (cheaper; capped below 95 %%)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every run, VALUE in TOML (e.g. optimizer.lr=0.02); "
+        "repeatable. Use with --output: the rows are then not the examples' table",
+    )
     ap.add_argument("--output", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args(argv)
+    try:
+        overrides: Overrides = tuple(parse_override(t) for t in args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
     from physlearn.estimators import known_estimators
 
     tasks = (args.tasks or ("xor" if args.quick else "xor,iris,digits")).split(",")
@@ -461,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds[(task, regime)]:
                 for est in estimators:
                     if (task, regime, est, seed) not in done:
-                        jobs.append((task, regime, est, seed, epochs, args.digits_pooled))
+                        jobs.append(
+                            (task, regime, est, seed, epochs, args.digits_pooled, overrides)
+                        )
     if args.report_only:
         if not args.resume:
             ap.error("--report-only needs --resume (it reports the rows of <output>.jsonl)")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from physlearn.system import PhysicalSystem
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -35,6 +37,13 @@ import doc_sections  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 BATCH = 128
+
+
+async def _measure(system: PhysicalSystem, scales: np.ndarray, alpha: np.ndarray) -> None:
+    """One batched free measurement: drive amplitudes ``scales`` (B,) × nominal on both inputs."""
+    await system.set_parameters(alpha)
+    await system.set_input(np.ones((scales.size, 2)) * scales[:, None])
+    await system.measure()
 
 
 def run_case(k: int, repeats: int) -> tuple[float, int, int]:
@@ -58,22 +67,17 @@ def run_case(k: int, repeats: int) -> tuple[float, int, int]:
     times, solves, solved = [], 0, 0
     for _ in range(repeats):
         system = IdealSystem(spec, floquet="none")
-
-        async def measure(idx: list[int], alpha: np.ndarray, sys_: IdealSystem = system) -> None:
-            await sys_.set_parameters(alpha)
-            await sys_.set_input(np.ones((len(idx), 2)) * scales[idx][:, None])
-            await sys_.measure()
-
-        asyncio.run(measure(good, a0))  # warm starts, as after the previous epoch
+        asyncio.run(_measure(system, scales[good], a0))  # warm starts, as after an epoch
         t0 = time.perf_counter()
         todo, solves = list(range(BATCH)), 0
         while todo:
             solves += 1
             try:
-                asyncio.run(measure(todo, a0 + 1e-3))
+                asyncio.run(_measure(system, scales[todo], a0 + 1e-3))
                 break
             except SolverError as err:  # what the evaluation does: set the named samples aside
-                named = set(getattr(err, "samples", ()) or (err.sample,))  # type: ignore[attr-defined]
+                # (errors from before ``samples`` existed name the first failing sample only)
+                named = set(getattr(err, "samples", None) or (getattr(err, "sample", None),))
                 todo = [c for j, c in enumerate(todo) if j not in named]
         times.append(time.perf_counter() - t0)
         solved = len(todo)

@@ -15,6 +15,13 @@ class SolverError(PhyslearnError):
     """A numerical solver failed."""
 
 
+def _every_failing(sample: int | None, samples: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Every failing sample: ``samples`` when the solver knows them, else ``(sample,)`` or ()."""
+    if samples is not None:
+        return samples
+    return () if sample is None else (sample,)
+
+
 class SteadyStateError(SolverError):
     """The periodic steady-state (or boundary-value) solver did not converge.
 
@@ -36,7 +43,7 @@ class SteadyStateError(SolverError):
         super().__init__(message)
         self.sample = sample
         self.residual = residual
-        self.samples = samples if samples is not None else (() if sample is None else (sample,))
+        self.samples = _every_failing(sample, samples)
 
 
 class UnstableOrbitError(SolverError):
@@ -58,7 +65,7 @@ class UnstableOrbitError(SolverError):
         super().__init__(message)
         self.sample = sample
         self.multiplier = multiplier
-        self.samples = samples if samples is not None else (() if sample is None else (sample,))
+        self.samples = _every_failing(sample, samples)
 
 
 class GradientError(PhyslearnError):

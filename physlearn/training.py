@@ -671,17 +671,18 @@ class Trainer:
         def experiments() -> int:
             return st.experiments + int(self.system.experiments) - exp_base
 
-        last_checkpoint = [-math.inf]  # perf_counter of the last checkpoint written
+        last_checkpoint = -math.inf  # perf_counter of the last checkpoint written
 
         def checkpoint(epoch: int, next_batch: int, *, step_only: bool = False) -> None:
             """Commit the trainer state; ``step_only`` (an ordinary step) may be skipped while
             the last checkpoint is younger than ``training.checkpoint_interval_s``."""
+            nonlocal last_checkpoint
             if store is None:
                 return
             now = time.perf_counter()
-            if step_only and now - last_checkpoint[0] < tc.checkpoint_interval_s:
+            if step_only and now - last_checkpoint < tc.checkpoint_interval_s:
                 return
-            last_checkpoint[0] = now
+            last_checkpoint = now
             st.epoch, st.next_batch = epoch, next_batch
             st.elapsed_s = time.perf_counter() - t0
             st.systems = self._system_states()

@@ -30,6 +30,11 @@ Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 
 
+def _take_beta(beta: float | Array, idx: NDArray[np.intp]) -> float | Array:
+    """The nudge strengths of the samples ``idx``: a scalar β is shared, a (B,) one indexed."""
+    return np.asarray(beta, dtype=float)[idx] if np.ndim(beta) else beta
+
+
 class PeriodicOperator:
     """R, J, Jᵀ and their preconditioners around an orbit x, for one set of term values θ."""
 
@@ -53,8 +58,9 @@ class PeriodicOperator:
 
     def take(self, idx: NDArray[np.intp]) -> PeriodicOperator:
         """The operator of the samples ``idx`` alone (a sub-batch; orbit not set)."""
-        beta = np.asarray(self.beta, dtype=float)[idx] if np.ndim(self.beta) else self.beta
-        return PeriodicOperator(self.model, self.theta[idx], self.exc.take(idx), self.grid, beta)
+        return PeriodicOperator(
+            self.model, self.theta[idx], self.exc.take(idx), self.grid, _take_beta(self.beta, idx)
+        )
 
     # -- state ---------------------------------------------------------------------------------
     def set_orbit(self, x: Array) -> None:
@@ -316,17 +322,12 @@ def solve_periodic(
         log.info("Newton stalled on %d samples; retrying by amplitude continuation", failed.sum())
         # only the stalled samples: the converged ones would still cost a matvec per iteration
         idx = np.flatnonzero(failed)
-        sub = exc.take(idx)
-        beta_c = np.asarray(beta, dtype=float)[idx] if np.ndim(beta) else beta
+        e, beta_c = exc.take(idx), _take_beta(beta, idx)
         x_c = np.zeros((idx.size, N, d))
         active = np.ones(idx.size, dtype=bool)
         for lam in (0.1, 0.25, 0.5, 0.75, 1.0):
             scaled = GridExcitation(
-                lam * sub.force,
-                sub.clamp_weight,
-                lam * sub.clamp_target,
-                sub.cost_weight,
-                sub.target,
+                lam * e.force, e.clamp_weight, lam * e.clamp_target, e.cost_weight, e.target
             )
             op_c = PeriodicOperator(model, theta[idx], scaled, grid, beta_c)
             x_c, res_c, it_c = _newton(op_c, x_c, active, tol, max_iter)

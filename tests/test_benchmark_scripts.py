@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 STEADY_STATE = ROOT / "benchmarks" / "steady_state.py"
 REFERENCE_MODELS = ROOT / "benchmarks" / "reference_models.py"
@@ -23,6 +25,19 @@ def _load(path: Path) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up while being created
     spec.loader.exec_module(module)
     return module
+
+
+def run_quick(script: Path, *args: str, timeout: float = 240) -> str:
+    """Run a benchmark script with ``--quick`` (and ``args``) from the project root; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 def test_steady_state_section_is_rewritten_in_place(tmp_path: Path) -> None:
@@ -42,14 +57,7 @@ def test_steady_state_section_is_rewritten_in_place(tmp_path: Path) -> None:
 
 def test_steady_state_quick_mode(tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
-    proc = subprocess.run(
-        [sys.executable, str(STEADY_STATE), "--quick", "--docs", str(doc)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_quick(STEADY_STATE, "--docs", str(doc))
     text = doc.read_text()
     assert "<!-- steady_state:begin -->" in text and "<!-- steady_state:end -->" in text
     rows = [line.split("|") for line in text.splitlines() if line.startswith(("| 4 |", "| 8 |"))]
@@ -64,15 +72,8 @@ def test_steady_state_quick_mode(tmp_path: Path) -> None:
 
 def test_settle_margin_quick_mode_measures_every_transient_settled() -> None:
     # one EP step on the in-memory emulated XOR bench (virtual time); docs not rewritten
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "settle_margin.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [r.split("|") for r in proc.stdout.splitlines() if r.startswith("| 1 |")]
+    out = run_quick(ROOT / "benchmarks" / "settle_margin.py", timeout=300)
+    rows = [r.split("|") for r in out.splitlines() if r.startswith("| 1 |")]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0]]
     assert cells[2] == "12"  # 12 measurements: free, +β, −β for a batch of 4
@@ -81,14 +82,7 @@ def test_settle_margin_quick_mode_measures_every_transient_settled() -> None:
 
 def test_reference_models_quick_writes_iris_rows(tmp_path: Path) -> None:
     doc = tmp_path / "reference_models.md"
-    proc = subprocess.run(
-        [sys.executable, str(REFERENCE_MODELS), "--quick", "--docs", str(doc)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_quick(REFERENCE_MODELS, "--docs", str(doc))
     rows = [line.split("|") for line in doc.read_text().splitlines() if line.startswith("| iris")]
     models = [r[2].strip().split(" ")[0] for r in rows]
     assert models == ["logreg", "mlp-xent", "mlp-mse"]
@@ -98,18 +92,29 @@ def test_reference_models_quick_writes_iris_rows(tmp_path: Path) -> None:
 
 
 def test_unsolved_batch_quick_sets_every_failing_sample_aside_at_once() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "unsolved_batch.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_quick(ROOT / "benchmarks" / "unsolved_batch.py")
     rows = {
         int(r[1]): (int(r[3]), int(r[4]))
-        for r in (line.split("|") for line in proc.stdout.splitlines())
+        for r in (line.split("|") for line in out.splitlines())
         if len(r) == 7 and r[1].strip().isdigit()
     }
     # k = 0: one solve of all 128; k = 2: the error names both failing samples, one more solve
     assert rows == {0: (1, 128), 2: (2, 126)}
+
+
+def test_train_table_set_overrides_the_example_config() -> None:
+    table = _load(ROOT / "benchmarks" / "train_table.py")
+    assert table.parse_override("optimizer.lr=0.02") == ("optimizer.lr", 0.02)
+    assert table.parse_override("network.topology.layers = [4, 12, 3]") == (
+        "network.topology.layers",
+        [4, 12, 3],
+    )
+    overrides = (("optimizer.lr", 0.02), ("network.topology.layers", [4, 12, 3]))
+    data = table._config("iris", "conservative", "adjoint", 1, 60, overrides=overrides)
+    plain = table._config("iris", "conservative", "adjoint", 1, 60)
+    assert data["optimizer"]["lr"] == 0.02 != plain["optimizer"]["lr"]
+    assert data["network"]["topology"]["layers"] == [4, 12, 3]
+    assert data["training"]["epochs"] == 60 and data["network"]["topology"]["seed"] == 1
+    for bad in ("optimizer.lr", "=0.1", "optimizer.lr=fast"):
+        with pytest.raises(ValueError, match="--set"):
+            table.parse_override(bad)
