@@ -25,6 +25,7 @@ from queue import Empty, Queue
 
 import numpy as np
 import pytest
+from golden_files import assert_params_as_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -145,6 +146,10 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
     assert epochs == mem_store.param_epochs() and epochs
     for e in epochs:  # every epoch the served run made, bit for bit
         assert np.array_equal(mem_store.load_params(e), tcp_store.load_params(e)), e
+    # and what the code before the redesign gave (tests/golden_files.py), epoch for epoch
+    assert (
+        assert_params_as_recorded(mem_dir / "runs" / "run" / "params", "bench_xor_params.npz") == 33
+    )
     timing = ("wall_time_s", "train_time_s", "eval_time_s")
     rows = [
         [{k: v for k, v in m.items() if k not in timing} for m in st.read_metrics()]

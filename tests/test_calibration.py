@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from golden_files import GOLDEN, calibration_content
 
 from physlearn.bench_config import BenchConfig
 from physlearn.calibration.bench import TwinClock, config_hash, open_bench
@@ -442,6 +443,10 @@ def test_acceptance4_calibrate_all_against_twin_serve(tmp_path: Path) -> None:
         )
         assert run.returncode == 0, run.stderr[-3000:]
         assert "calibration: steps dac, resonance, sensing, actuators, couplings" in run.stdout
+        # the calibration the code before the redesign gave, bit for bit (but its times)
+        assert calibration_content(out / "calibration.json") == calibration_content(
+            GOLDEN / "bench_calibration.json"
+        )
         show = subprocess.run(
             [py, "-m", "physlearn.cli", "calibrate", "show", str(out / "calibration.json")],
             capture_output=True,
