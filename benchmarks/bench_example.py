@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions
 from physlearn.calibration.schema import CalibrationFile
-from physlearn.config import TrainConfig, load_train_config
-from physlearn.training import TrainSetup, prepare
+from physlearn.spec.bench import BenchConfig
+from physlearn.systems.bench.system import BenchOptions
+from physlearn.training.config import TrainConfig, load_train_config
+from physlearn.training.loop import TrainSetup, prepare
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bench-xor.toml"
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from physlearn.bench_system import BenchSystem
 from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.systems.bench.system import BenchSystem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
 import doc_sections
@@ -202,7 +202,7 @@ def section(res: dict[str, Any], steps: int, wall_s: float) -> str:
         f"margin c = {res['margin']:g} on the transient adds ln c/σ = "
         f"{math.log(res['margin']) / res['sigma_true']:.1f} s (benchmarks/settle_margin.py "
         "measures what c this bench needs); a transient predicted from the last response to "
-        "the same input (`physlearn.response_memory`) is planned ×1.05, one predicted after a "
+        "the same input (`physlearn.systems.bench.response_memory`) is planned ×1.05, one predicted after a "
         "parameter update also adds the update's size; a first acquisition that finds a "
         "larger transient than planned is repeated, and so is a measurement record whose "
         "scope ranging changed (each record costs the screen, 1.5 T at the 1-2-5 timebase, + "

@@ -34,12 +34,13 @@ import numpy as np
 
 from physlearn.errors import SolverError
 from physlearn.estimators import make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.network import NetworkSpec
-from physlearn.simulators.ensemble import linear_mode_frequencies, random_network
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.problem import PeriodicProblem
-from physlearn.task import Task
+from physlearn.spec.model import linear_mode_frequencies
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem
 
 ESTIMATORS = (
     "ep_symmetric",

@@ -52,14 +52,14 @@ class Row:
 
 
 def _example(task: str) -> dict[str, Any]:
-    from physlearn.tomlconfig import read_toml
+    from physlearn.spec.tomlconfig import read_toml
 
     return read_toml(ROOT / "examples" / f"{task}.toml")
 
 
 def data_sets(quick: bool) -> list[tuple[str, list[Any], int, tuple[float, float]]]:
     """(label, splits, hidden width, (target on, target off)) for every data set compared."""
-    from physlearn.datasets import get_dataset, iris_cv_folds
+    from physlearn.training.datasets import get_dataset, iris_cv_folds
 
     out = []
     ex = _example("iris")

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from physlearn.bench_system import BenchSystem, TwinClock
 from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.spec.clock import TwinClock
+from physlearn.systems.bench.system import BenchSystem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
 import doc_sections

@@ -56,14 +56,14 @@ from numpy.typing import NDArray
 from scipy.integrate import DOP853
 from threadpoolctl import threadpool_limits
 
-from physlearn.network import NetworkSpec
 from physlearn.simulators import periodic as periodic_module
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.excitation import Excitation, GridExcitation
 from physlearn.simulators.floquet import floquet_multipliers
 from physlearn.simulators.krylov import GmresResult
-from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.problem import PeriodicProblem
+from physlearn.spec.model import NetworkModel
+from physlearn.spec.network import NetworkSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
 import doc_sections

@@ -3,7 +3,7 @@
 For each task, the same network (the task's example config, examples/<task>.toml) is trained
 with ``ep_symmetric``, ``ep_time_reversed`` and ``adjoint`` from the same ≥ 5 seeds (a seed sets
 both the initial couplings and the mini-batch order, so runs are *paired* across estimators), in
-two regimes (physlearn.topology.REGIMES):
+two regimes (physlearn.spec.topology.REGIMES):
 
 * ``conservative`` — conservative-like: Γ = 1e-3 1/s (Γ·T = 6.3e-3 ≤ 0.01), drive off resonance
   (linear modes at rest ≥ 0.1 ω from ω and 2ω);
@@ -125,7 +125,7 @@ def _config(
     pooled: bool = False,
     overrides: Overrides = (),
 ) -> dict[str, Any]:
-    from physlearn.tomlconfig import read_toml
+    from physlearn.spec.tomlconfig import read_toml
 
     data = copy.deepcopy(read_toml(ROOT / "examples" / f"{task}.toml"))
     if task == "digits" and pooled:
@@ -158,10 +158,10 @@ def valid_seeds(
     task: str, regime: str, n: int, pooled: bool = False, max_tries: int = 50
 ) -> list[int]:
     """The first ``n`` seeds whose initial network the topology accepts (a conservative draw with
-    a linear mode within 0.1 ω of ω or 2ω is refused by physlearn.topology, never used)."""
-    from physlearn.config import TrainConfig
+    a linear mode within 0.1 ω of ω or 2ω is refused by physlearn.spec.topology, never used)."""
     from physlearn.errors import ConfigError
-    from physlearn.tomlconfig import validate
+    from physlearn.spec.tomlconfig import validate
+    from physlearn.training.config import TrainConfig
 
     out: list[int] = []
     for seed in range(max_tries):
@@ -186,11 +186,11 @@ def run_one(
     overrides: Overrides = (),
 ) -> RunResult:
     """Train one configuration (no run directory); never raises (errors are reported)."""
-    from physlearn.config import TrainConfig
-    from physlearn.datasets import iris_cv_folds
     from physlearn.errors import PhyslearnError
-    from physlearn.tomlconfig import validate
-    from physlearn.training import Trainer, prepare
+    from physlearn.spec.tomlconfig import validate
+    from physlearn.training.config import TrainConfig
+    from physlearn.training.datasets import iris_cv_folds
+    from physlearn.training.loop import Trainer, prepare
 
     t0 = time.perf_counter()
     try:
@@ -571,7 +571,7 @@ def _header(
         f"rows: `{args.output.with_suffix('.jsonl').name}`.\n\n"
         "Networks: the task's example config (examples/<task>.toml: layers, recipe, budget), "
         "layered topology, product tanh couplings, a bias oscillator. Regimes "
-        "(physlearn.topology.REGIMES): **conservative** Γ = 1e-3 1/s (Γ·T = 6.3e-3), "
+        "(physlearn.spec.topology.REGIMES): **conservative** Γ = 1e-3 1/s (Γ·T = 6.3e-3), "
         "k = 2.4 N/m, modes at rest ≥ 0.1 ω from ω and 2ω at initialisation (and kept ≥ "
         "`training.min_mode_margin`·ω away during training where the example sets it); "
         "**lossy_resonant** Γ = 0.05 1/s (Q = 20), stiffness shifted so a mode at rest sits half "

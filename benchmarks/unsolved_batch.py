@@ -4,7 +4,7 @@ An epoch's evaluation solves 128 samples per batched Newton–Krylov problem on 
 When some have no steady state (the network crossed a bifurcation), the twin tries Newton from
 the warm start, amplitude continuation from rest and plain Newton from rest on those samples,
 and the evaluation sets the samples the error names aside and solves the rest again
-(physlearn.training._free_outputs). This script measures that cost against the same batch
+(physlearn.training.loop._free_outputs). This script measures that cost against the same batch
 without the failing samples, side by side in one run:
 
 * network: 6 oscillators with quartic terms (Q = 100), random couplings (seed 3); drive
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from physlearn.system import PhysicalSystem
+from physlearn.spec.system import PhysicalSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -51,9 +51,9 @@ def run_case(k: int, repeats: int) -> tuple[float, int, int]:
     from twin_helpers import with_trainable_everything
 
     from physlearn.errors import SolverError
-    from physlearn.ideal import IdealSystem
-    from physlearn.network import NetworkSpec
     from physlearn.simulators.ensemble import random_network
+    from physlearn.spec.network import NetworkSpec
+    from physlearn.systems.ideal import IdealSystem
 
     spec: NetworkSpec = with_trainable_everything(
         random_network(6, np.random.default_rng(3), damping=0.01, kinds=("product", "difference")),

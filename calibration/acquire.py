@@ -131,9 +131,9 @@ async def scope_record(
     s = bench.scope(scope)
     await s.set_timebase(length_s / 12.0, length_s / 2.0)
     await s.single()
-    await bench.clock.wait(arm_wait_s + length_s * (2 * averages - 1))
+    await bench.clock.sleep(arm_wait_s + length_s * (2 * averages - 1))
     await s.wait_triggered(
-        timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait
+        timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.sleep
     )
     waves = await s.read_channels(channels)
     for ch, w in waves.items():
@@ -202,10 +202,10 @@ async def scopes_record(
         await s.single()
 
     await asyncio.gather(*(arm(n) for n in names))
-    await bench.clock.wait(arm_wait_s + length_s * (2 * averages - 1))
+    await bench.clock.sleep(arm_wait_s + length_s * (2 * averages - 1))
     for n in names:  # all complete after the wait: polling does not advance the clock
         await bench.scope(n).wait_triggered(
-            timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.wait
+            timeout_s=2.0 * averages * length_s + 1.0, poll_s=0.1, sleep=bench.clock.sleep
         )
     reads = await asyncio.gather(*(bench.scope(n).read_channels(channels[n]) for n in names))
     out = dict(zip(names, reads, strict=True))
@@ -341,7 +341,7 @@ async def multisine_transfer(
     sync_gen = cfg.wiring.sync.instrument if cfg.wiring.sync else gens[0]
     for g in gens:
         await bench.generator(g).sync_phases()
-    t_origin = bench.clock.now()
+    t_origin = await bench.clock.now()
     first = next(d for d in drives if d.instrument == sync_gen)
     await bench.generator(sync_gen).set_sync(True, first.channel)
     for dw in drives:
@@ -350,12 +350,12 @@ async def multisine_transfer(
         await configure_scope_for(bench, s, by_scope[s], spans[s])
     # wait whole arb periods so the record starts at a sync edge just after arming
     n_wait = max(1, math.ceil(settle_s / plan.period_s))
-    await bench.clock.wait(n_wait * plan.period_s - 0.01)
+    await bench.clock.sleep(n_wait * plan.period_s - 0.01)
     waves = await scopes_record(bench, by_scope, length_s=plan.period_s, arm_wait_s=0.02, what=what)
     for _ in range(averages - 1):  # software average of successive single records
-        now = bench.clock.now()
+        now = await bench.clock.now()
         nxt = t_origin + math.ceil((now - t_origin + 0.005) / plan.period_s) * plan.period_s
-        await bench.clock.wait(max(0.0, nxt - now - 0.01))
+        await bench.clock.sleep(max(0.0, nxt - now - 0.01))
         more = await scopes_record(
             bench, by_scope, length_s=plan.period_s, arm_wait_s=0.02, what=what
         )
@@ -452,7 +452,7 @@ async def lockin_sweep(
     f_played = np.zeros(len(frequencies_hz))
     for i, f in enumerate(frequencies_hz):
         f_played[i] = await gen.set_sine(dw.channel, float(f), amplitude_v)
-        await bench.clock.wait(settle_s)
+        await bench.clock.sleep(settle_s)
         for q, p in enumerate(paths):
             name = cfg.wiring.sense[p].instrument
             z = await bench.lockin(name).read_xy(check_overload=True)

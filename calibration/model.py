@@ -342,7 +342,7 @@ def statistical_linearisation(
     symmetrically to b's). Returns (gain (E,), diag (E, 2)); for tanh at ⟨x²⟩ ≲ 1e-3 the gain is
     ≈ 1 − ⟨x_a²⟩ − ⟨x_b²⟩ (a 0.07–0.19 % reduction with the reference bench's calibration
     multisine). Exact for Gaussian signals; a Schroeder multisine is close to it."""
-    from physlearn.nonlinearity import get_nonlinearity
+    from physlearn.spec.nonlinearity import get_nonlinearity
 
     nl = get_nonlinearity(nonlinearity)
     d1, d2, rho = nl.d1(x), nl.d2(x), nl.rho(x)

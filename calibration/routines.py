@@ -243,7 +243,7 @@ async def _scope_dc_volts(
     await s.set_timebase(0.002, 0.012)
     await s.set_trigger_edge("EXT", level_v=1.0)
     await s.run()
-    await bench.clock.wait(0.1)
+    await bench.clock.sleep(0.1)
     await s.stop()
     w = (await s.read_channels([channel]))[channel]
     if w.clipped:
@@ -271,7 +271,7 @@ async def step_dac(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
         via = loop.get((e.instrument, e.channel))
         for i, v in enumerate(sp):
             await dac.set_voltage(e.channel, float(v))
-            await bench.clock.wait(0.05)
+            await bench.clock.sleep(0.05)
             if via is None:
                 got[i] = await dac.get_output_voltage(e.channel)
             else:
@@ -378,9 +378,9 @@ async def step_resonance(bench: CalibrationBench, ctx: StepContext) -> dict[str,
     # ring-down: outputs off 10 ms before an arb-cycle boundary (a sync edge), record the
     # free decay from that edge on
     t0 = float(raw["arb_origin_s"][0])
-    now = bench.clock.now()
+    now = await bench.clock.now()
     nxt = t0 + math.ceil((now - t0 + 0.05) / plan.period_s) * plan.period_s
-    await bench.clock.wait(nxt - now - 0.01)
+    await bench.clock.sleep(nxt - now - 0.01)
     await drives_off(bench)
     rd = await _ringdown(bench, scopes, opts, p, topo)
     raw.update({f"ringdown_{k}": v for k, v in rd.pop("raw").items()})
@@ -589,7 +589,7 @@ async def _offset_records(
     for sc, ch in by_scope.items():
         await configure_scope_for(bench, sc, ch, {c: 0.1 for c in ch})
         await s_norm(bench, sc)
-    await bench.clock.wait(settle_s)
+    await bench.clock.sleep(settle_s)
 
     async def start(sc: str) -> None:
         s = bench.scope(sc)
@@ -598,10 +598,10 @@ async def _offset_records(
         await s.run()
 
     await asyncio.gather(*(start(sc) for sc in scopes))
-    await bench.clock.wait(0.3)
+    await bench.clock.sleep(0.3)
     await asyncio.gather(*(bench.scope(sc).stop() for sc in scopes))
     # the offsets drift slowly: they are the offsets at this bench-clock time
-    offset_clock_s = bench.clock.now()
+    offset_clock_s = await bench.clock.now()
     reads = await asyncio.gather(*(bench.scope(sc).read_channels(by_scope[sc]) for sc in scopes))
     return dict(zip(scopes, reads, strict=True)), offset_clock_s
 

@@ -29,10 +29,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import Field
 
-from physlearn.drivers.limits import OutputLimits
 from physlearn.drivers.scpi_instrument import ScpiInstrument, ScpiInstrumentConfig
 from physlearn.drivers.transport import Transport
 from physlearn.errors import ConfigError, InstrumentProtocolError, LimitError
+from physlearn.spec.limits import OutputLimits
 
 logger = logging.getLogger(__name__)
 

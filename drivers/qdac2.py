@@ -15,10 +15,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from physlearn.drivers.limits import OutputLimits
 from physlearn.drivers.scpi_instrument import ScpiInstrument, ScpiInstrumentConfig
 from physlearn.drivers.transport import Transport
 from physlearn.errors import InstrumentProtocolError, LimitError
+from physlearn.spec.limits import OutputLimits
 
 N_CHANNELS = 24
 RangeName = Literal["low", "high"]

@@ -11,10 +11,12 @@ import logging
 import math
 import re
 from types import TracebackType
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from physlearn.drivers.transport import Transport, TransportSettings
+from physlearn.drivers.link import TransportSettings
+from physlearn.drivers.transport import Transport
 from physlearn.errors import (
     InstrumentCommandError,
     InstrumentConnectionError,
@@ -51,6 +53,10 @@ def parse_error_entry(text: str) -> tuple[int, str]:
 
 class ScpiInstrument:
     """An SCPI instrument over a `Transport`; subclasses add typed methods in SI units."""
+
+    #: Transport settings this instrument needs unless a bench file says otherwise
+    #: (`physlearn.drivers.registry.transport_settings`).
+    TRANSPORT_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: ScpiInstrumentConfig, transport: Transport | None = None) -> None:
         self.config = config

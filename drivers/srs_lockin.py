@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from scipy.special import gammainccinv
 
@@ -431,6 +431,12 @@ class Sr830(SrsLockin):
     """Stanford Research Systems SR830 on RS-232."""
 
     config: Sr830Config
+    #: RS-232 at 9600 baud; replies end with CR
+    TRANSPORT_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "baud_rate": 9600,
+        "read_termination": "\r",
+        "write_termination": "\r",
+    }
     output_codes: ClassVar[dict[str, int]] = {"x": 1, "y": 2, "r": 3, "theta": 4, "frequency": 9}
     reserves: ClassVar[tuple[str, ...]] = ("high", "normal", "low_noise")
     input_configs: ClassVar[tuple[str, ...]] = ("a", "a-b", "i_1mohm", "i_100mohm")

@@ -20,7 +20,7 @@ from typing import Any
 import pyvisa
 from pyvisa import constants
 
-from physlearn.drivers.transport import TransportSettings
+from physlearn.drivers.link import TransportSettings
 from physlearn.errors import InstrumentConnectionError
 
 _SOCKET_POLL_S = 0.05

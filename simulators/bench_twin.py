@@ -56,15 +56,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from physlearn.bench_config import BenchConfig, InstrumentConfig, SenseWire, WiringConfig
 from physlearn.errors import ConfigError
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_truth import BenchTruth, TruthNominals
 from physlearn.simulators.clock import Clock, VirtualClock, WallClock
 from physlearn.simulators.instruments.transports import InMemoryServer, PtyServer, TcpServer
-from physlearn.simulators.model import Coefficients, NetworkModel
 from physlearn.simulators.twin_control import TwinControl, TwinControlServer
-from physlearn.tomlconfig import validate
+from physlearn.spec.bench import BenchConfig, InstrumentConfig, SenseWire, WiringConfig
+from physlearn.spec.model import Coefficients, NetworkModel
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.tomlconfig import validate
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from numpy.typing import NDArray
 from scipy.sparse.linalg import splu
 
 from physlearn.errors import SteadyStateError
-from physlearn.network import NetworkSpec
 from physlearn.simulators.excitation import Excitation, GridExcitation
-from physlearn.simulators.model import NetworkModel
+from physlearn.spec.model import NetworkModel
+from physlearn.spec.network import NetworkSpec
 
 Array = NDArray[np.float64]
 

@@ -26,23 +26,13 @@ from typing import Any
 import numpy as np
 
 from physlearn.errors import SolverError
-from physlearn.network import NetworkSpec
 from physlearn.simulators.excitation import build_excitation
-from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.periodic import solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
+from physlearn.spec.model import NetworkModel, linear_mode_frequencies
+from physlearn.spec.network import NetworkSpec
 
 log = logging.getLogger(__name__)
-
-
-def linear_mode_frequencies(spec: NetworkSpec) -> np.ndarray:
-    """Angular frequencies (rad/s) of the linearised network at rest, ascending."""
-    model = NetworkModel.from_spec(spec)
-    theta = model.full_theta(spec.initial_parameters())
-    K = model.mean_hessian(np.zeros((1, 1, model.d)), np.zeros(1), model.coefficients(theta))[0]
-    minv = 1.0 / np.sqrt(model.mass)
-    ev = np.linalg.eigvalsh(minv[:, None] * K * minv[None, :])
-    return np.sqrt(np.clip(ev, 0.0, None))
 
 
 def random_network(

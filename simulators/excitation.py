@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.network import NetworkSpec
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.task import target_shape
 
 Array = NDArray[np.float64]
 TimeFn = Callable[[Array], Array]
@@ -64,36 +64,6 @@ class GridExcitation:
         return self.clamp_weight - b * self.cost_weight
 
 
-@dataclass(frozen=True)
-class SampledWaveform:
-    """A periodic waveform given by samples (B,M,d) over one period, evaluated at any time.
-
-    ``interp``: ``spectral`` (trigonometric interpolation; exact for band-limited signals),
-    ``zoh`` (zero-order hold, as an arbitrary-waveform generator's DAC), or ``linear``.
-    """
-
-    samples: Array
-    period_s: float
-    interp: Literal["spectral", "zoh", "linear"] = "spectral"
-
-    def __call__(self, t: Array) -> Array:
-        t = np.asarray(t, dtype=float)
-        m = self.samples.shape[1]
-        if self.interp == "spectral":
-            X = np.fft.fft(self.samples, axis=1) / m
-            k = np.fft.fftfreq(m, 1.0 / m)
-            if m % 2 == 0:
-                k[m // 2] = 0.0  # Nyquist: take the real (cosine) part only
-            E = np.exp(2j * np.pi * np.outer(t / self.period_s, k))
-            return np.real(np.einsum("nk,bkd->bnd", E, X))
-        pos = np.mod(t, self.period_s) / self.period_s * m
-        i0 = np.floor(pos).astype(int) % m
-        if self.interp == "zoh":
-            return self.samples[:, i0, :]
-        frac = (pos - np.floor(pos))[None, :, None]
-        return (1 - frac) * self.samples[:, i0, :] + frac * self.samples[:, (i0 + 1) % m, :]
-
-
 def _zeros(batch: int, d: int) -> TimeFn:
     def f(t: Array) -> Array:
         return np.zeros((1, np.size(t), d))
@@ -139,21 +109,6 @@ class Excitation:
     def with_force(self, force: TimeFn) -> Excitation:
         """The same clamps and cost with the force replaced."""
         return replace(self, force=force)
-
-
-def target_shape(spec: NetworkSpec) -> TimeFn:
-    """The time shape s(t) of the spec's target kind, y_j(t) = value_j s(t); returns (N,)."""
-    tg, omega = spec.outputs.target, spec.drive.omega_rad_s
-
-    def s(t: Array) -> Array:
-        t = np.asarray(t, dtype=float)
-        if tg.kind == "constant":
-            return np.ones_like(t)
-        if tg.kind == "inphase":
-            return np.cos(omega * t)
-        return np.sin(tg.harmonic * omega * t + tg.phase_rad)
-
-    return s
 
 
 def _as_batch(values: Array | list[float], n: int) -> Array:

@@ -12,8 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.simulators.excitation import GridExcitation
-from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.spectral import PeriodicGrid
+from physlearn.spec.model import NetworkModel
 
 Array = NDArray[np.float64]
 

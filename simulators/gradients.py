@@ -18,22 +18,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.simulators.excitation import GridExcitation
-from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.periodic import PeriodicOperator, PeriodicSolution
 from physlearn.simulators.spectral import PeriodicGrid
+from physlearn.spec.model import NetworkModel
 
 Array = NDArray[np.float64]
-
-
-def conjugates(model: NetworkModel, x: Array, t: Array, weights: Array | float) -> Array:
-    """A = ∫ ∂L/∂α dt = −Σ_n w_n ∂V/∂α(x_n, t_n) for every trainable parameter, shape (B,P).
-
-    Works on any sampled trajectory x (B,N,d) — solver output or measured waveforms — given the
-    sample times t (N,) and quadrature weights (scalar Δt or (N,)).
-    """
-    dens = model.dV_dtheta(x, t)[..., model.trainable]  # (B,N,P)
-    w = np.broadcast_to(np.asarray(weights, dtype=float), (x.shape[1],))
-    return -np.einsum("n,bnp->bp", w, dens)
 
 
 def periodic_cost(sol: PeriodicSolution, exc: GridExcitation) -> Array:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.simulators.excitation import Excitation
-from physlearn.simulators.model import NetworkModel
+from physlearn.spec.model import NetworkModel
 
 Array = NDArray[np.float64]
 

@@ -22,8 +22,8 @@ from numpy.typing import NDArray
 from physlearn.errors import SteadyStateError, UnstableOrbitError
 from physlearn.simulators.excitation import GridExcitation
 from physlearn.simulators.krylov import gmres
-from physlearn.simulators.model import Coefficients, NetworkModel
 from physlearn.simulators.spectral import PeriodicGrid
+from physlearn.spec.model import Coefficients, NetworkModel
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.network import NetworkSpec
 from physlearn.simulators.excitation import Excitation, GridExcitation, build_excitation
-from physlearn.simulators.gradients import PeriodicSensitivity, conjugates, periodic_cost
-from physlearn.simulators.model import NetworkModel
+from physlearn.simulators.gradients import PeriodicSensitivity, periodic_cost
 from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
+from physlearn.spec.model import NetworkModel, conjugates
+from physlearn.spec.network import NetworkSpec
 
 Array = NDArray[np.float64]
 

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from physlearn.bench_config import BenchConfig
 from physlearn.drivers.keysight33500b import Keysight33500B, Keysight33500BConfig
+from physlearn.drivers.link import TransportSettings
 from physlearn.drivers.qdac2 import Qdac2, Qdac2Config
 from physlearn.drivers.rigol_ds1000z import RigolDs1000z, RigolDs1000zConfig
 from physlearn.drivers.scpi_instrument import ScpiInstrument
 from physlearn.drivers.srs_lockin import Sr830, Sr830Config, Sr860, Sr860Config
-from physlearn.drivers.transport import TransportSettings
+from physlearn.spec.bench import BenchConfig
 
 
 def make_driver(

@@ -23,8 +23,8 @@ from physlearn.calibration.schema import (
     SensingCal,
     val,
 )
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.spec.network import NetworkSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 XOR_BENCH = ROOT / "examples" / "bench-xor-bench.toml"

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from test_safety_bench import BENCH, CALIBRATION, xor_spec
 
-from physlearn.acquisition import fit_periods
-from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.spec.clock import TwinClock
+from physlearn.systems.bench.acquisition import fit_periods
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
 
 pytestmark = pytest.mark.timeout(300)
 

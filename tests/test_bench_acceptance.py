@@ -27,15 +27,15 @@ from bench_drivers import Drivers, bench_drivers, record
 from numpy.typing import NDArray
 from scipy import stats
 
-from physlearn.bench_config import BenchConfig
 from physlearn.drivers.rigol_ds1000z import Waveform
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
-from physlearn.simulators.excitation import SampledWaveform
 from physlearn.simulators.instruments.qdac2 import quantise
 from physlearn.simulators.instruments.srs_lockin import enbw_hz
 from physlearn.simulators.problem import PeriodicProblem
 from physlearn.simulators.twin_control import TwinControlClient
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.waveform import SampledWaveform
 
 from test_bench_twin_helpers import EXAMPLE  # isort: skip
 

@@ -57,7 +57,7 @@ def test_bench_session_knowledge_comes_from_the_calibration() -> None:
 
     from physlearn.calibration.schema import CalibrationFile
     from physlearn.commands.bench_session import open_session
-    from physlearn.config import load_train_config
+    from physlearn.training.config import load_train_config
 
     cfg = load_train_config(EXAMPLE)
     cal = CalibrationFile.read(EXAMPLE.parent / "bench-xor-calibration.json")

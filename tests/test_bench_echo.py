@@ -30,20 +30,20 @@ import numpy as np
 import pytest
 from bench_system_helpers import controller_spec, truth_calibration
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
-from physlearn.calibration.bench import TwinClock as CalClock
 from physlearn.calibration.bench import open_bench
 from physlearn.calibration.routines import CalibrationOptions, StepContext, run_all
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import GradientError
 from physlearn.estimators import GradientEstimate, make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.network import NetworkSpec
+from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import TwinClock
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.ideal import IdealSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO_BENCH = ROOT / "examples" / "bench-echo.toml"
@@ -111,7 +111,7 @@ def test_ep_echo_through_calibrated_bench_matches_adjoint(seed: int, tmp_path: P
     try:
 
         async def calibrate() -> CalibrationFile:
-            async with open_bench(bench.config, res, CalClock(bench.control)) as b:
+            async with open_bench(bench.config, res, TwinClock(bench.control)) as b:
                 return await run_all(b, StepContext(tmp_path, opts))
 
         cal = asyncio.run(calibrate())

@@ -22,7 +22,6 @@ import pytest
 import pyvisa
 from bench_drivers import make_driver
 
-from physlearn.bench_config import BenchConfig
 from physlearn.drivers.keysight33500b import Keysight33500B
 from physlearn.drivers.qdac2 import Qdac2
 from physlearn.drivers.rigol_ds1000z import RigolDs1000z
@@ -37,6 +36,7 @@ from physlearn.errors import (
 )
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
 from physlearn.simulators.instruments.qdac2 import quantise
+from physlearn.spec.bench import BenchConfig
 
 from test_bench_twin_helpers import EXAMPLE  # isort: skip
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physlearn.records import read_records
+from physlearn.training.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bench-xor.toml"

@@ -11,9 +11,9 @@ import pytest
 from test_safety_bench import make
 
 from physlearn.estimators import make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from test_bench_twin_helpers import EXAMPLE, example_bench, example_configs
 
-from physlearn.bench_config import BenchConfig
-from physlearn.drivers.transport import Transport, TransportSettings
+from physlearn.drivers.link import TransportSettings
+from physlearn.drivers.transport import Transport
 from physlearn.errors import ConfigError, InstrumentProtocolError
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_twin import BenchTwin, EmulatedBench, load_twin_config
 from physlearn.simulators.clock import VirtualClock
-from physlearn.simulators.excitation import SampledWaveform
 from physlearn.simulators.instruments.qdac2 import quantise
 from physlearn.simulators.problem import PeriodicProblem
 from physlearn.simulators.twin_control import TwinControlClient
-from physlearn.tomlconfig import read_toml, validate
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.tomlconfig import read_toml, validate
+from physlearn.spec.waveform import SampledWaveform
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.bench_config import BenchConfig, InstrumentConfig
 from physlearn.simulators.bench_twin import (
     BenchTwin,
     EmulatedBench,
@@ -23,7 +22,8 @@ from physlearn.simulators.bench_twin import (
 )
 from physlearn.simulators.clock import Clock
 from physlearn.simulators.instruments.scpi import CommandContext, ScpiInstrument, scpi
-from physlearn.tomlconfig import read_toml
+from physlearn.spec.bench import BenchConfig, InstrumentConfig
+from physlearn.spec.tomlconfig import read_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bench.toml"
 Array = NDArray[np.float64]

@@ -134,7 +134,7 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
         in_memory.shutdown()
     assert served.proc.returncode == 0
 
-    from physlearn.runstore import RunStore
+    from physlearn.training.runstore import RunStore
 
     for summary in (memory, over_tcp):
         final = summary["final"]

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from golden_files import GOLDEN, calibration_content
 
-from physlearn.bench_config import BenchConfig
-from physlearn.calibration.bench import TwinClock, config_hash, open_bench
+from physlearn.calibration.bench import config_hash, open_bench
 from physlearn.calibration.model import (
     FitSpec,
     Measurement,
@@ -37,6 +36,8 @@ from physlearn.calibration.routines import (
 from physlearn.calibration.schema import CalibrationFile, StaleCalibrationWarning
 from physlearn.errors import CalibrationError
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import TwinClock
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bench.toml"

@@ -17,7 +17,7 @@ Measured (seed 20240611, batch gradient of 2 samples, β = 0.05, 8 periods per a
 fitted — cosine 0.992–0.997 to the ideal ep_symmetric, 0.984–0.986 to the exact gradient (the
 ideal twin's own ep_symmetric is at 0.986: EP's damping bias at Q ≈ 7); nominal — 0.935–0.967
 to the exact gradient. The spread is the noise realisation (three realisations, made by setting
-`physlearn.bench_system._PREDICTION_CUSHION` to 1.02, 1.05 and 1.20: the controller's timing
+`physlearn.systems.bench.system._PREDICTION_CUSHION` to 1.02, 1.05 and 1.20: the controller's timing
 alone changes which noise samples are read). With 4 periods per acquisition the cosine to
 the exact gradient moved between 0.973 and 0.991 with the realisation — 0.98 leaves no room for
 noise on top of EP's own 0.986 — so the acquisitions average 8 periods.
@@ -34,9 +34,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
-from physlearn.calibration.bench import TwinClock as CalClock
 from physlearn.calibration.bench import open_bench
 from physlearn.calibration.routines import CalibrationOptions, StepContext, run_all
 from physlearn.calibration.schema import (
@@ -48,12 +45,15 @@ from physlearn.calibration.schema import (
     val,
 )
 from physlearn.estimators import make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.network import NetworkSpec
+from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import TwinClock
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.ideal import IdealSystem
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -170,7 +170,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
 
         async def calibrate() -> CalibrationFile:
-            async with open_bench(bench.config, res, CalClock(bench.control)) as b:
+            async with open_bench(bench.config, res, TwinClock(bench.control)) as b:
                 return await run_all(b, ctx)
 
         fitted = asyncio.run(calibrate())

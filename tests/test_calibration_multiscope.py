@@ -28,17 +28,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem
-from physlearn.bench_system import TwinClock as SystemClock
 from physlearn.calibration.acquire import stitch_check
-from physlearn.calibration.bench import TwinClock, open_bench
+from physlearn.calibration.bench import open_bench
 from physlearn.calibration.routines import CalibrationOptions, StepContext, run_all
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.drivers.rigol_ds1000z import Preamble, Waveform
 from physlearn.errors import CalibrationError
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import TwinClock
+from physlearn.spec.network import NetworkSpec
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -153,7 +153,7 @@ def free_orbit(cal: CalibrationFile, u: np.ndarray) -> np.ndarray:
     opts = BenchOptions.model_validate(train["system"]["bench"]["options"])
     bench, res = make_bench()
     try:
-        sysb = BenchSystem(bench.config, cal, spec, SystemClock(bench.control), opts, resources=res)
+        sysb = BenchSystem(bench.config, cal, spec, TwinClock(bench.control), opts, resources=res)
 
         async def run() -> np.ndarray:
             await sysb.connect()

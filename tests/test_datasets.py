@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from physlearn.datasets import (
+from physlearn.errors import ConfigError
+from physlearn.training.datasets import (
     Dataset,
     check_feature_count,
     class_harmonic,
@@ -20,7 +21,6 @@ from physlearn.datasets import (
     sine_task,
     xor,
 )
-from physlearn.errors import ConfigError
 
 
 def _rows(x: np.ndarray) -> set[bytes]:

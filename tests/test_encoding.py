@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from physlearn.datasets import sine_target
-from physlearn.encoding import (
+from physlearn.errors import ConfigError
+from physlearn.spec.system import Observation
+from physlearn.spec.topology import layered
+from physlearn.training.datasets import sine_target
+from physlearn.training.encoding import (
     InphaseTargets,
     SineTargets,
     check_inputs,
     drive_amplitudes,
     inphase_amplitudes,
 )
-from physlearn.errors import ConfigError
-from physlearn.system import Observation
-from physlearn.topology import layered
 
 
 def _obs(x: np.ndarray, period: float = 2 * np.pi) -> Observation:

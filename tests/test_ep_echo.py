@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from twin_helpers import cosine, rel_err
 
-from physlearn.delegating import DelegatingSystem
-from physlearn.echo_calibration import SensingDelayCorrection, fit_echo_damping
 from physlearn.errors import ConfigError, GradientError, SteadyStateError
 from physlearn.estimators import GradientEstimate, make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.network import NetworkSpec
+from physlearn.estimators.echo_fit import SensingDelayCorrection, fit_echo_damping
+from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.simulators.ensemble import random_network
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem
-from physlearn.task import Task
+from physlearn.spec.delegating import DelegatingSystem
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem
 
 
 def _problem(

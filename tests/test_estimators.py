@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from twin_helpers import cosine, rel_err
 
-from physlearn.delegating import DelegatingSystem
 from physlearn.errors import ConfigError, GradientError
 from physlearn.estimators import GradientEstimate, known_estimators, make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.network import NetworkSpec
-from physlearn.simulators.ensemble import linear_mode_frequencies, random_network
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.simulators.ensemble import random_network
+from physlearn.spec.delegating import DelegatingSystem
+from physlearn.spec.model import linear_mode_frequencies
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem
 
 KINDS = ("product", "difference")
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from twin_helpers import rel_err, with_trainable_everything
 
-from physlearn import ideal
+from physlearn.systems import ideal
 from physlearn.errors import ConfigError, LimitError, SteadyStateError
-from physlearn.ideal import IdealSystem
-from physlearn.network import NetworkSpec
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.problem import PeriodicProblem
-from physlearn.system import ForceWaveform
-from physlearn.task import Task
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import ForceWaveform
+from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Lock-in phasor readout (`physlearn.lockin_readout.LockinBenchSystem`) on the emulated bench.
+"""Lock-in phasor readout (`physlearn.systems.bench.lockin.LockinBenchSystem`) on the emulated bench.
 
 The bench is examples/bench.toml with its twin network made linear (``nonlinearity =
 "identity"``: the twin config allows it) and the SR830 (lockin1, RS-232) re-wired to the output
@@ -31,19 +31,20 @@ import numpy as np
 import pytest
 from bench_system_helpers import truth_calibration
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
 from physlearn.calibration.schema import CalibrationFile, val
 from physlearn.errors import CalibrationError, ConfigError, GradientError, InstrumentError
 from physlearn.estimators import make_estimator
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.lockin_readout import LockinBenchSystem, harmonic_fraction
-from physlearn.network import NetworkSpec
+from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
 from physlearn.simulators.instruments.srs_lockin import enbw_hz
-from physlearn.system import ForceWaveform, PhysicalSystem
-from physlearn.task import Task
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import TwinClock
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import ForceWaveform, PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.systems.bench.lockin import LockinBenchSystem, harmonic_fraction
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.ideal import IdealSystem
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -257,7 +258,7 @@ def test_ep_gradient_through_lockins_vs_exact_and_scope() -> None:
 
 def test_session_config_selects_the_readout() -> None:
     from physlearn.commands.bench_session import open_session
-    from physlearn.config import load_train_config
+    from physlearn.training.config import load_train_config
 
     xor = ROOT / "examples" / "bench-xor.toml"
     assert load_train_config(xor).system.bench.readout == "scope"  # type: ignore[union-attr]

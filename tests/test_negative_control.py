@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 from twin_helpers import rel_err
 
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bvp import BoundaryValueProblem
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.excitation import build_excitation
-from physlearn.simulators.model import NetworkModel
+from physlearn.spec.model import NetworkModel
+from physlearn.spec.network import NetworkSpec
 
 
 def _ivp(modulations: dict | None = None, t_final: float = 6.0, damping: float = 0.1):

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from physlearn.errors import ConfigError
-from physlearn.network import NetworkSpec
-from physlearn.tomlconfig import validate
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.tomlconfig import validate
 
 
 def base() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from physlearn.errors import ConfigError, GradientError, PhyslearnError
-from physlearn.optimizers import (
+from physlearn.training.optimizers import (
     SGD,
     Adam,
     ConstantLR,

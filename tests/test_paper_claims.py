@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from twin_helpers import rel_err
 
-from physlearn.network import NetworkSpec
 from physlearn.simulators.bvp import BoundaryValueProblem
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.excitation import build_excitation
 from physlearn.simulators.gradients import damped_identity
-from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.problem import PeriodicProblem
+from physlearn.spec.model import NetworkModel
+from physlearn.spec.network import NetworkSpec
 
 KINDS = ("product", "difference")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physlearn.records import StepRecorder, next_records_path, read_records
+from physlearn.training.records import StepRecorder, next_records_path, read_records
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,7 +60,7 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from physlearn.records import StepRecorder
+    from physlearn.training.records import StepRecorder
     rec = StepRecorder(sys.argv[1], parameter_names=[f"p{i}" for i in range(50)], max_phases=3,
                        max_batch=4, waveform_channels=["a", "b"], waveform_samples=2000)
     rng = np.random.default_rng(0)

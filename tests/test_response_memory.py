@@ -1,4 +1,4 @@
-"""The response memory (`physlearn.response_memory`): scope ranging rule, recall distances, and
+"""The response memory (`physlearn.systems.bench.response_memory`): scope ranging rule, recall distances, and
 through the in-memory emulated XOR bench, measurements planned from the last settled response
 to the same input — and a wrong prediction caught by the measured change, never trusted."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from test_acquisition_window import make
 
-from physlearn.acquisition import V_DIVISIONS
-from physlearn.response_memory import ResponseMemory, ranged_scale
+from physlearn.systems.bench.acquisition import V_DIVISIONS
+from physlearn.systems.bench.response_memory import ResponseMemory, ranged_scale
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -108,7 +108,7 @@ def test_bench_plans_from_the_remembered_response_and_verifies_it() -> None:
 
 
 def test_memory_state_round_trips_through_a_checkpoint(tmp_path: Any) -> None:
-    from physlearn.runstore import load_checkpoint, write_checkpoint
+    from physlearn.training.runstore import load_checkpoint, write_checkpoint
 
     mem = ResponseMemory()
     rng = np.random.default_rng(3)
@@ -151,7 +151,7 @@ def test_memory_state_round_trips_through_a_checkpoint(tmp_path: Any) -> None:
     ],
 )
 def test_canonical_ranging_ends_on_one_scale_from_either_side(case: str) -> None:
-    from physlearn.bench_system import BenchSystem
+    from physlearn.systems.bench.system import BenchSystem
 
     top = 5.0
     theta = 0.2 * (V_DIVISIONS / 2) / 1.4  # peak at which 0.2 → 0.5 V/div

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from physlearn.config import TrainConfig, load_train_config
-from physlearn.delegating import DelegatingSystem
 from physlearn.errors import ConnectionLostError, InstrumentProtocolError, InstrumentTimeoutError
-from physlearn.ideal import IdealSystem
-from physlearn.runstore import RunStore, load_checkpoint
-from physlearn.safety import RetryingSystem, RetryPolicy
-from physlearn.system import Observation
-from physlearn.training import Trainer, make_system, prepare, train
+from physlearn.spec.delegating import DelegatingSystem
+from physlearn.spec.system import Observation
+from physlearn.systems.ideal import IdealSystem
+from physlearn.systems.safety import RetryingSystem, RetryPolicy
+from physlearn.training.config import TrainConfig, load_train_config
+from physlearn.training.loop import Trainer, make_system, prepare, train
+from physlearn.training.runstore import RunStore, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 XOR = ROOT / "examples" / "xor.toml"
@@ -401,7 +401,7 @@ def test_every_committed_step_was_reported_before_its_checkpoint(
     the step. Killed right after a checkpoint, every committed step has been reported (it used
     to come after: that step's record was lost for good, the resumed run never redoes it);
     killed between the report and the checkpoint, the resumed run does and reports the step
-    again (`physlearn.records.read_run_records` keeps the later, applied one)."""
+    again (`physlearn.training.records.read_run_records` keeps the later, applied one)."""
     cfg_path, _ = reference
     cfg = load_train_config(cfg_path)
     seen: list[tuple[int, int, int]] = []

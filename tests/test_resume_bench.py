@@ -98,8 +98,8 @@ def install_hooks(spec: dict[str, Any], patch: Callable[[Any, str, Any], None]) 
     ``spec["faults"]``: ``[[k, instrument, kind], ...]`` arms a transport fault on the
     instrument's emulator just before the k-th (1-based) `BenchSystem.measure` call.
     Returns a dict that collects the bench(es) and the measure-call count."""
-    from physlearn.bench_system import BenchSystem
     from physlearn.simulators.bench_twin import EmulatedBench
+    from physlearn.systems.bench.system import BenchSystem
 
     state: dict[str, Any] = {"benches": [], "measures": 0, "armed": [], "scales": []}
     faults = {int(k): (str(inst), str(kind)) for k, inst, kind in spec.get("faults", [])}
@@ -190,8 +190,8 @@ def kill_and_resume(
     """Start the run, SIGKILL it once a checkpoint after step 1 lies mid-epoch, read what the
     killed session left, resume it (``--resume RUN_DIR`` alone: the bench paths resolve from
     the run directory's record of the original config)."""
-    from physlearn.records import read_records
-    from physlearn.runstore import load_checkpoint
+    from physlearn.training.records import read_records
+    from physlearn.training.runstore import load_checkpoint
 
     proc = subprocess.Popen(
         _command("--config", str(cfg), "--run-dir", str(run.parent), "--name", run.name),
@@ -242,8 +242,8 @@ def assert_same_steps(a: Path, b: Path) -> None:
     """No step lost or duplicated: same epochs and step counts in metrics and summary, and the
     merged per-step records of every session hold each step exactly once, with the epoch and
     mini-batch of the uninterrupted run."""
-    from physlearn.records import read_run_records
-    from physlearn.runstore import RunStore
+    from physlearn.training.records import read_run_records
+    from physlearn.training.runstore import RunStore
 
     ma, mb = RunStore.open(a).read_metrics(), RunStore.open(b).read_metrics()
     assert [(m["epoch"], m["steps"]) for m in ma] == [(m["epoch"], m["steps"]) for m in mb]
@@ -260,7 +260,7 @@ def assert_same_steps(a: Path, b: Path) -> None:
 
 def gradient_rel_diff(a: Path, b: Path) -> np.ndarray:
     """Per step: |g_a − g_b| / |g_a| of the recorded batch gradients."""
-    from physlearn.records import read_run_records
+    from physlearn.training.records import read_run_records
 
     ga, gb = read_run_records(a)["gradient"], read_run_records(b)["gradient"]
     return np.asarray(np.linalg.norm(ga - gb, axis=1) / np.linalg.norm(ga, axis=1))
@@ -309,8 +309,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def test_noise_off_retried_faults_are_bit_identical(runs: dict[str, Any]) -> None:
-    from physlearn.records import read_run_records
-    from physlearn.runstore import RunStore
+    from physlearn.training.records import read_run_records
+    from physlearn.training.runstore import RunStore
 
     base, kept = runs["dirs"]["off/base"], runs["dirs"]["off/faulted"]
     assert_same_steps(base, kept)
@@ -330,7 +330,7 @@ def test_noise_off_retried_faults_are_bit_identical(runs: dict[str, Any]) -> Non
 
 
 def test_noise_off_sigkill_resume_and_faults_lose_no_step(runs: dict[str, Any]) -> None:
-    from physlearn.records import read_run_records
+    from physlearn.training.records import read_run_records
 
     base, killed = runs["dirs"]["off/base"], runs["dirs"]["off/killed"]
     info = runs["off/killed"]

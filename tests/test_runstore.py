@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from physlearn.errors import ConfigError, PhyslearnError
-from physlearn.optimizers import make_optimizer
-from physlearn.runstore import (
+from physlearn.training.optimizers import make_optimizer
+from physlearn.training.runstore import (
     EpochMetrics,
     RunStore,
     atomic_write_bytes,

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from physlearn.bench_system import BenchOptions, BenchSystem, TwinClock
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import (
     InstrumentProtocolError,
@@ -22,12 +21,19 @@ from physlearn.errors import (
     LimitError,
     SafetyError,
 )
-from physlearn.network import NetworkSpec
-from physlearn.optimizers import make_optimizer
-from physlearn.safety import PersistentFault, RetryingSystem, RetryPolicy, run_with_safe_exit
 from physlearn.simulators.bench_twin import EmulatedBench
-from physlearn.system import Observation
-from physlearn.topology import layered
+from physlearn.spec.clock import TwinClock
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import Observation
+from physlearn.spec.topology import layered
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.safety import (
+    PersistentFault,
+    RetryingSystem,
+    RetryPolicy,
+    run_with_safe_exit,
+)
+from physlearn.training.optimizers import make_optimizer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -208,8 +214,8 @@ _PLAN_SYSTEM = _plan_system()
 
 
 def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> None:
-    from physlearn.ideal import IdealSystem
-    from physlearn.system import PhysicalSystem
+    from physlearn.spec.system import PhysicalSystem
+    from physlearn.systems.ideal import IdealSystem
 
     spec = xor_spec()
 
@@ -224,8 +230,8 @@ def test_transient_faults_retried_bit_identical_and_persistent_fault_named() -> 
 
     async def grads(system: PhysicalSystem) -> np.ndarray:
         from physlearn.estimators import make_estimator
-        from physlearn.knowledge import ModelKnowledge
-        from physlearn.task import Task
+        from physlearn.estimators.knowledge import ModelKnowledge
+        from physlearn.spec.task import Task
 
         est = make_estimator("ep_symmetric", ModelKnowledge.from_spec(spec), beta=0.01)
         u = np.array([[0.0, 1.0], [1.0, 1.0]])

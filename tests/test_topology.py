@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from physlearn.errors import ConfigError
-from physlearn.topology import ModeGuard, layer_nodes, layered, mode_report, spec_with_parameters
+from physlearn.spec.topology import (
+    ModeGuard,
+    layer_nodes,
+    layered,
+    mode_report,
+    spec_with_parameters,
+)
 
 
 def test_layered_structure_and_bounds() -> None:

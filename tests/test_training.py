@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 
 from physlearn.cli import main
-from physlearn.config import TrainConfig, load_train_config
-from physlearn.delegating import DelegatingSystem
 from physlearn.errors import ConfigError, SteadyStateError
 from physlearn.estimators import Estimator, GradientEstimate
-from physlearn.runstore import RunStore
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
-from physlearn.training import (
+from physlearn.spec.delegating import DelegatingSystem
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.training.config import TrainConfig, load_train_config
+from physlearn.training.loop import (
     Trainer,
     TrainingError,
     evaluate_split,
@@ -28,6 +27,7 @@ from physlearn.training import (
     prepare,
     train,
 )
+from physlearn.training.runstore import RunStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = {"system.floquet": "none", "training.log_cosine_to_adjoint": False}
@@ -333,7 +333,7 @@ def test_evaluation_checks_orbit_stability_when_training_does(
 ) -> None:
     """With Floquet checks on, the per-epoch evaluation checks its free orbits too, so a sample
     whose orbit does not attract (`UnstableOrbitError` naming it) counts as unsolved."""
-    from physlearn.ideal import IdealSystem
+    from physlearn.systems.ideal import IdealSystem
 
     trainer = Trainer(prepare(_cfg("xor", **{"system.floquet": floquet})))
     assert isinstance(trainer.eval_system, IdealSystem)
@@ -406,7 +406,7 @@ def test_failing_again_at_the_smallest_step_stops_the_run() -> None:
 
 
 def test_mode_guard_keeps_linear_modes_away_from_the_drive(tmp_path: Path) -> None:
-    from physlearn.topology import ModeGuard
+    from physlearn.spec.topology import ModeGuard
 
     cfg = _cfg(
         "xor",

@@ -21,7 +21,7 @@ import tomli_w
 from test_bench_twin_helpers import EXAMPLE, restrict_to_emulated
 
 from physlearn.simulators.bench_twin import available_emulators
-from physlearn.tomlconfig import read_toml
+from physlearn.spec.tomlconfig import read_toml
 
 pytestmark = pytest.mark.timeout(60)
 

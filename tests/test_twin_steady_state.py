@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from physlearn.errors import SteadyStateError, UnstableOrbitError
-from physlearn.network import NetworkSpec
 from physlearn.simulators import periodic
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.excitation import GridExcitation
 from physlearn.simulators.integrator import Integrator, State
 from physlearn.simulators.problem import PeriodicProblem
+from physlearn.spec.network import NetworkSpec
 
 from twin_helpers import with_trainable_everything  # isort: skip
 

@@ -10,8 +10,8 @@ import pytest
 
 from physlearn.errors import ConfigError
 from physlearn.simulators.problem import PeriodicProblem
-from physlearn.tomlconfig import validate
-from physlearn.units import LCNetwork, MechanicalNetwork
+from physlearn.spec.tomlconfig import validate
+from physlearn.spec.units import LCNetwork, MechanicalNetwork
 
 
 def _si_residual(m, k, c, cubic, springs, f_amp, omega, t_s, x_m, inputs):

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from physlearn.network import NetworkSpec
+from physlearn.spec.network import NetworkSpec
 
 
 def richardson_directional(

@@ -11,7 +11,7 @@ training run through `BenchSystem` with retries and the safe state on every exit
   (the measurement is repeated, never skipped); a persistent fault, an interlock trip, an
   exception or SIGINT/SIGTERM put the bench in its safe state before the process exits.
 
-Per-step records (`physlearn.records`): ``records.h5`` in the run directory, one row per
+Per-step records (`physlearn.training.records`): ``records.h5`` in the run directory, one row per
 training step — parameters the gradient was measured at, gradient, loss, the raw scope volts of
 every measurement of the step, the conjugate quantities, settle times and decay estimates,
 faults, the instrument settings, the calibration version, units as attributes.
@@ -33,19 +33,27 @@ from typing import Any
 
 import numpy as np
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem, Clock, SystemClock, TwinClock
 from physlearn.calibration.schema import CalibrationFile
-from physlearn.config import BenchSessionConfig, TrainConfig
 from physlearn.errors import ConfigError
 from physlearn.estimators import make_estimator
 from physlearn.estimators.base import Estimator, GradientEstimate
-from physlearn.knowledge import ModelKnowledge
-from physlearn.records import StepRecorder, next_records_path
-from physlearn.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
-from physlearn.training import ProgressEvent, ProgressFn, Trainer, TrainResult, TrainSetup, prepare
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import Clock, TwinClock, WallClock
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
+from physlearn.training.config import BenchSessionConfig, TrainConfig
+from physlearn.training.loop import (
+    ProgressEvent,
+    ProgressFn,
+    Trainer,
+    TrainResult,
+    TrainSetup,
+    prepare,
+)
+from physlearn.training.records import StepRecorder, next_records_path
 
 log = logging.getLogger(__name__)
 _memory_names = count()
@@ -105,10 +113,10 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
             await client.connect()
             clock = TwinClock(client)
         else:
-            clock = SystemClock()
+            clock = WallClock()
         system: BenchSystem
         if b.readout == "lockin":
-            from physlearn.lockin_readout import LockinBenchSystem, LockinOptions
+            from physlearn.systems.bench.lockin import LockinBenchSystem, LockinOptions
 
             system = LockinBenchSystem(
                 config,

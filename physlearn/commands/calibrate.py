@@ -58,7 +58,7 @@ def _resources(config: Any, items: list[str]) -> dict[str, str]:
 
 def load_options(path: Path | None) -> Any:
     from physlearn.calibration.routines import CalibrationOptions
-    from physlearn.tomlconfig import read_toml, validate
+    from physlearn.spec.tomlconfig import read_toml, validate
 
     if path is None:
         return CalibrationOptions()
@@ -67,11 +67,12 @@ def load_options(path: Path | None) -> Any:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from physlearn.bench_config import BenchConfig
-    from physlearn.calibration.bench import Clock, TwinClock, WallClock, open_bench
+    from physlearn.calibration.bench import open_bench
     from physlearn.calibration.routines import StepContext, run_all, run_step
     from physlearn.errors import ConfigError
     from physlearn.simulators.twin_control import TwinControlClient
+    from physlearn.spec.bench import BenchConfig
+    from physlearn.spec.clock import Clock, TwinClock, WallClock
 
     if args.config is None:
         raise ConfigError("--config: the bench file is required")
@@ -84,7 +85,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.twin_control:
         client = TwinControlClient(args.twin_control)
         await client.connect()
-        clock = TwinClock(client, await client.now())
+        clock = TwinClock(client)
     else:
         clock = WallClock()
     try:

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from physlearn.network import NetworkSpec
-from physlearn.tomlconfig import read_toml, validate
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.tomlconfig import read_toml, validate
 
 
 class SolverSettings(BaseModel):
@@ -88,7 +88,7 @@ def _periodic(
 def _bvp(spec: NetworkSpec) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     from physlearn.simulators.bvp import BoundaryValueProblem
     from physlearn.simulators.excitation import build_excitation
-    from physlearn.simulators.model import NetworkModel
+    from physlearn.spec.model import NetworkModel
 
     model = NetworkModel.from_spec(spec)
     prob = BoundaryValueProblem(spec, model, build_excitation(spec))

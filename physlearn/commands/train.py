@@ -4,7 +4,7 @@ checks every planned setting without switching anything on; ``--arm`` is require
 outputs; see physlearn.commands.bench_session and README "Bench session").
 
 Writes a run directory (resolved config, per-epoch metrics and parameters, checkpoint, summary;
-see physlearn.runstore) and prints its path at the end. The checkpoint is rewritten atomically
+see physlearn.training.runstore) and prints its path at the end. The checkpoint is rewritten atomically
 after every mini-batch; ``--resume RUN_DIR`` continues an interrupted or paused run from it (the
 run's own config.toml, or ``--config`` if given, which must resolve to the same config), with the
 same parameters, optimizer state, shuffle order and step-length state as if it had not stopped.
@@ -20,10 +20,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from physlearn.config import load_train_config
 from physlearn.errors import ConfigError
-from physlearn.runstore import CONFIG_FILE, atomic_write_bytes
-from physlearn.training import ProgressEvent, default_run_name, train
+from physlearn.training.config import load_train_config
+from physlearn.training.loop import ProgressEvent, default_run_name, train
+from physlearn.training.runstore import CONFIG_FILE, atomic_write_bytes
 
 #: in a bench run's directory: the config file the run was started with (``{"config": path}``)
 SOURCE_FILE = "source.json"
@@ -129,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if cfg.system.kind == "bench":
             from physlearn.commands.bench_session import run_bench_sync
-            from physlearn.runstore import RunStore
-            from physlearn.safety import PersistentFault
-            from physlearn.training import TrainSetup, _write_network
+            from physlearn.systems.safety import PersistentFault
+            from physlearn.training.loop import TrainSetup, _write_network
+            from physlearn.training.runstore import RunStore
 
             def store_factory(setup: TrainSetup) -> RunStore:
                 base = Path(root) if root is not None else cfg.output.root

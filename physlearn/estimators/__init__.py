@@ -19,8 +19,8 @@ from physlearn.estimators.ep_one_sided import EPOneSided
 from physlearn.estimators.ep_symmetric import EPSymmetric
 from physlearn.estimators.ep_time_reversed import EPTimeReversed
 from physlearn.estimators.finite_difference import FiniteDifference
+from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.estimators.spsa import SPSA
-from physlearn.knowledge import ModelKnowledge
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls

@@ -8,9 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError, GradientError
-from physlearn.ideal import check_task
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem
-from physlearn.task import Task
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
+from physlearn.spec.task import Task, check_task
 
 Array = NDArray[np.float64]
 

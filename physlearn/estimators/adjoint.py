@@ -10,10 +10,10 @@ from __future__ import annotations
 from physlearn.errors import GradientError
 from physlearn.estimators._common import Array, as_batch_inputs, finite_gradient
 from physlearn.estimators.base import Estimator, GradientEstimate
-from physlearn.ideal import IdealSystem
-from physlearn.knowledge import ModelKnowledge
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem
 
 
 class Adjoint(Estimator):

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.knowledge import ModelKnowledge
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
 
 Array = NDArray[np.float64]
 

@@ -27,7 +27,7 @@ attractor. The relative mismatch max|x̃ − P x| / max|x| is reported per sampl
 The mismatch also grows linearly with errors in m_jΓ_j and in sensing delays: ``self_calibrate=True``
 first fits m_jΓ_j from echo-orbit mismatches, and with ``calibrate_delays=True`` also a sensing-delay
 correction per node, applied to every observation of the estimate
-(`physlearn.echo_calibration.fit_echo_model`).
+(`physlearn.estimators.echo_fit.fit_echo_model`).
 
 Knowledge: m_j, Γ_j (`ModelKnowledge.mass`, ``damping``), ρ′ and the modulations
 (`ModelKnowledge.dR_dalpha_T`). Needs a force actuator on every damped node and every node where
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,66 +55,23 @@ from physlearn.estimators._common import (
     reverse_time,
 )
 from physlearn.estimators.base import Estimator, GradientEstimate
-from physlearn.knowledge import ModelKnowledge
-from physlearn.simulators.excitation import SampledWaveform
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem
-from physlearn.task import Task
-
-if TYPE_CHECKING:
-    from physlearn.echo_calibration import EchoFit
+from physlearn.estimators.echo_common import (
+    damped_nodes,
+    echo_drive,
+    echo_mismatch,
+    require_actuation,
+)
+from physlearn.estimators.echo_fit import (
+    EchoFit,
+    SensingDelayCorrection,
+    fit_echo_model,
+    shift_nodes,
+)
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.system import ForceWaveform, PhysicalSystem
+from physlearn.spec.task import Task
 
 log = logging.getLogger(__name__)
-
-
-def spectral_derivative(x: Array, period_s: float) -> Array:
-    """dx/dt along axis 1 of samples (B, N, d) over one period (trigonometric interpolation; the
-    Nyquist mode of an even N is dropped)."""
-    n = x.shape[1]
-    k = np.arange(n // 2 + 1, dtype=float)
-    if n % 2 == 0:
-        k[-1] = 0.0
-    fac = (2j * np.pi / period_s * k)[None, :, None]
-    return np.fft.irfft(np.fft.rfft(x, axis=1) * fac, n=n, axis=1)
-
-
-def on_samples(wave: Array, n: int, period_s: float) -> Array:
-    """A periodic waveform (B, M, d) resampled onto n uniform samples (trigonometric)."""
-    if wave.shape[1] == n:
-        return np.asarray(wave, dtype=float)
-    t = period_s * np.arange(n) / n
-    return SampledWaveform(np.asarray(wave, dtype=float), period_s, "spectral")(t)
-
-
-def echo_drive(drive: Array, free: Observation, m_gamma: Array) -> Array:
-    """F̃(t) = F(−t) − 2 m_j Γ_j ẋ_j(−t) (B, N, d) on the free orbit's grid.
-
-    ``drive``: the drive force (B, M, d) from `drive_forces`; ``m_gamma``: m_jΓ_j (d,) in kg/s.
-    ẋ is differentiated before the reversal (d/dt[x(−t)] = −ẋ(−t)).
-    """
-    f = on_samples(drive, free.x.shape[1], free.period_s)
-    xdot = spectral_derivative(free.x, free.period_s)
-    mg = np.asarray(m_gamma, dtype=float)
-    return np.asarray(reverse_time(f) - 2.0 * mg * reverse_time(xdot), dtype=float)
-
-
-def echo_mismatch(echo: Array, free: Array) -> Array:
-    """Relative mismatch max|x̃ − P x| / max|x| per sample (B,) of an echo orbit (same grid)."""
-    peak = np.maximum(np.max(np.abs(free), axis=(1, 2)), 1e-300)
-    return np.asarray(np.max(np.abs(echo - reverse_time(free)), axis=(1, 2)) / peak, dtype=float)
-
-
-def require_actuation(system: PhysicalSystem, nodes: list[int], why: str) -> None:
-    """Refuse (GradientError naming them) when some of ``nodes`` cannot receive a force."""
-    missing = sorted(set(nodes) - set(system.actuated_nodes))
-    if missing:
-        raise GradientError(
-            f"ep_echo needs a force actuator on nodes {missing} ({why}); the system actuates "
-            f"only {sorted(system.actuated_nodes)}"
-        )
-
-
-def damped_nodes(m_gamma: Array) -> list[int]:
-    return [int(j) for j in np.flatnonzero(np.asarray(m_gamma) > 0)]
 
 
 class EPEcho(Estimator):
@@ -183,12 +139,6 @@ class EPEcho(Estimator):
         free, cost = await measure_free(system, alpha, u, task)
         info: dict[str, object] = {"beta_ratio": self.beta}
         if self.self_calibrate:
-            from physlearn.echo_calibration import (
-                SensingDelayCorrection,
-                fit_echo_model,
-                shift_nodes,
-            )
-
             fit = await fit_echo_model(
                 system,
                 kn,

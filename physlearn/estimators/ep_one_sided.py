@@ -18,9 +18,9 @@ from physlearn.estimators._common import (
     physical_beta,
 )
 from physlearn.estimators.base import Estimator, GradientEstimate
-from physlearn.knowledge import ModelKnowledge
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
 
 
 class EPOneSided(Estimator):

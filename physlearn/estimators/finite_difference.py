@@ -15,9 +15,9 @@ import numpy as np
 from physlearn.errors import ConfigError
 from physlearn.estimators._common import Array, check_beta, finite_gradient, measure_free
 from physlearn.estimators.base import Estimator, GradientEstimate
-from physlearn.knowledge import ModelKnowledge
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task
 
 
 async def measured_cost(system: PhysicalSystem, alpha: Array, task: Task) -> Array:

@@ -24,10 +24,9 @@ from physlearn.estimators._common import (
 )
 from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.finite_difference import measured_cost
-from physlearn.ideal import check_task
-from physlearn.knowledge import ModelKnowledge
-from physlearn.system import PhysicalSystem
-from physlearn.task import Task
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.task import Task, check_task
 
 
 class SPSA(Estimator):

@@ -21,7 +21,7 @@ import tty
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from physlearn.drivers.transport import register_memory_resource, unregister_memory_resource
+from physlearn.drivers.link import register_memory_resource, unregister_memory_resource
 from physlearn.simulators.instruments.faults import FaultPlan, ReplyAction
 from physlearn.simulators.instruments.scpi import MessageSplitter
 

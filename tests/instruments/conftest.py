@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from physlearn.drivers.limits import OutputLimits, VoltageLimit
+from physlearn.drivers.link import TransportSettings
 from physlearn.drivers.qdac2 import Qdac2, Qdac2Config
-from physlearn.drivers.transport import TransportSettings
 from physlearn.simulators.clock import VirtualClock
 from physlearn.simulators.instruments.qdac2 import Qdac2Emulator
 from physlearn.simulators.instruments.transports import InMemoryServer, PtyServer, TcpServer
+from physlearn.spec.limits import OutputLimits, VoltageLimit
 
 #: transport kind → (server class, driver backend)
 TRANSPORTS = ("memory", "tcp", "pty-visa", "pty-serial")

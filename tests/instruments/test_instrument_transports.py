@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import serial
 
-from physlearn.drivers.transport import Transport, TransportSettings
+from physlearn.drivers.link import TransportSettings
+from physlearn.drivers.transport import Transport
 from physlearn.errors import (
     ConnectionLostError,
     InstrumentConnectionError,

@@ -17,12 +17,12 @@ from physlearn.drivers.keysight33500b import (
     plan_arb,
     quantise_frequency,
 )
-from physlearn.drivers.limits import OutputLimits, VoltageLimit
-from physlearn.drivers.transport import TransportSettings
+from physlearn.drivers.link import TransportSettings
 from physlearn.errors import ConfigError, InstrumentCommandError, LimitError
 from physlearn.simulators.clock import VirtualClock
 from physlearn.simulators.instruments.keysight33500b import Keysight33500BEmulator
 from physlearn.simulators.instruments.transports import InMemoryServer
+from physlearn.spec.limits import OutputLimits, VoltageLimit
 
 pytestmark = pytest.mark.timeout(60)
 

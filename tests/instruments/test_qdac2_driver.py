@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from physlearn.drivers.limits import OutputLimits, VoltageLimit
 from physlearn.errors import InstrumentCommandError, InstrumentConnectionError, LimitError
 from physlearn.simulators.clock import VirtualClock
 from physlearn.simulators.instruments.qdac2 import Qdac2Emulator
 from physlearn.simulators.instruments.transports import InMemoryServer
+from physlearn.spec.limits import OutputLimits, VoltageLimit
 
 from .conftest import TRANSPORTS, qdac_driver
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from physlearn.drivers.link import TransportSettings
 from physlearn.drivers.rigol_ds1000z import Preamble, RigolDs1000z, RigolDs1000zConfig
-from physlearn.drivers.transport import TransportSettings
 from physlearn.errors import InstrumentCommandError, InstrumentTimeoutError, LimitError
 from physlearn.simulators.clock import VirtualClock
 from physlearn.simulators.instruments.rigol_ds1000z import RigolDs1000zEmulator

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from physlearn.drivers.link import TransportSettings
 from physlearn.drivers.srs_lockin import (
     SR830_SENSITIVITIES_V,
     Sr830,
@@ -24,7 +25,6 @@ from physlearn.drivers.srs_lockin import (
     settle_multiple,
     smallest_at_least,
 )
-from physlearn.drivers.transport import TransportSettings
 from physlearn.errors import InstrumentCommandError, LimitError
 from physlearn.simulators.clock import VirtualClock
 from physlearn.simulators.instruments.srs_lockin import (

@@ -6,7 +6,7 @@ mini-batches; for each batch the estimator measures the gradient of the task cos
 onto the parameter bounds (clipped parameters are logged and counted), and the checkpoint is
 rewritten (for ordinary steps at most every ``training.checkpoint_interval_s``). After every
 epoch the train and test splits are evaluated on the *free* phase only (loss = mean task cost,
-accuracy from the decoding of `physlearn.encoding`), and the metrics and parameters are written.
+accuracy from the decoding of `physlearn.training.encoding`), and the metrics and parameters are written.
 Optionally (ideal twin) the cosine between the estimator's batch gradient and the exact adjoint
 gradient is logged per step.
 
@@ -55,16 +55,21 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.config import TrainConfig
-from physlearn.datasets import Dataset, check_feature_count, get_dataset, iterate_minibatches
-from physlearn.encoding import ClassTargets, check_inputs, make_targets
 from physlearn.errors import ConfigError, GradientError, PhyslearnError, SolverError
 from physlearn.estimators import Estimator, make_estimator
-from physlearn.knowledge import ModelKnowledge
-from physlearn.network import NetworkSpec
-from physlearn.optimizers import Optimizer, make_optimizer
-from physlearn.runstore import Checkpoint, EpochMetrics, RunStore, atomic_write_bytes
-from physlearn.system import PhysicalSystem
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import PhysicalSystem
+from physlearn.training.config import TrainConfig
+from physlearn.training.datasets import (
+    Dataset,
+    check_feature_count,
+    get_dataset,
+    iterate_minibatches,
+)
+from physlearn.training.encoding import ClassTargets, check_inputs, make_targets
+from physlearn.training.optimizers import Optimizer, make_optimizer
+from physlearn.training.runstore import Checkpoint, EpochMetrics, RunStore, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
@@ -357,7 +362,7 @@ def prepare(cfg: TrainConfig) -> TrainSetup:
 
 def make_system(cfg: TrainConfig, spec: NetworkSpec, floquet: str | None = None) -> PhysicalSystem:
     """The physical system of ``[system]`` (the ideal twin)."""
-    from physlearn.ideal import IdealSystem
+    from physlearn.systems.ideal import IdealSystem
 
     fl = cfg.system.floquet if floquet is None else floquet
     assert fl in ("all", "free", "none")
@@ -556,7 +561,7 @@ class Trainer:
         )
         self.guard = None
         if tc.min_mode_margin is not None:
-            from physlearn.topology import ModeGuard
+            from physlearn.spec.topology import ModeGuard
 
             self.guard = ModeGuard(spec)
 
@@ -1028,9 +1033,9 @@ class Trainer:
         """Floquet multipliers of the final free orbits of up to ``max_samples`` training samples
         — the orbits the evaluation measured (warm-started on the evaluation twin, as a bench
         would have them), not a fresh solve from rest, which can fail or land elsewhere."""
-        from physlearn.ideal import IdealSystem
         from physlearn.simulators.floquet import floquet_multipliers
-        from physlearn.topology import mode_report
+        from physlearn.spec.topology import mode_report
+        from physlearn.systems.ideal import IdealSystem
 
         s = self.setup
         twin = self.eval_system

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.delegating import DelegatingSystem
 from physlearn.errors import InstrumentError, LimitError, SafetyError
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem
+from physlearn.spec.delegating import DelegatingSystem
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.modulation import Modulation
-from physlearn.network import Bias, Coupling, NetworkSpec
-from physlearn.nonlinearity import Nonlinearity, get_nonlinearity
+from physlearn.spec.modulation import Modulation
+from physlearn.spec.network import Bias, Coupling, NetworkSpec
+from physlearn.spec.nonlinearity import Nonlinearity, get_nonlinearity
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.intp]
@@ -247,3 +247,24 @@ class NetworkModel:
     def jvp_theta(self, x: Array, t: Array, dtheta: Array) -> Array:
         """(∂²V/∂θ∂x) dθ at every time point, shape (B,N,d), for dθ of shape (B, n_terms)."""
         return self.grad_terms(x, t, self.coefficients(dtheta))
+
+
+def conjugates(model: NetworkModel, x: Array, t: Array, weights: Array | float) -> Array:
+    """A = ∫ ∂L/∂α dt = −Σ_n w_n ∂V/∂α(x_n, t_n) for every trainable parameter, shape (B,P).
+
+    Works on any sampled trajectory x (B,N,d) — solver output or measured waveforms — given the
+    sample times t (N,) and quadrature weights (scalar Δt or (N,)).
+    """
+    dens = model.dV_dtheta(x, t)[..., model.trainable]  # (B,N,P)
+    w = np.broadcast_to(np.asarray(weights, dtype=float), (x.shape[1],))
+    return -np.einsum("n,bnp->bp", w, dens)
+
+
+def linear_mode_frequencies(spec: NetworkSpec) -> np.ndarray:
+    """Angular frequencies (rad/s) of the linearised network at rest, ascending."""
+    model = NetworkModel.from_spec(spec)
+    theta = model.full_theta(spec.initial_parameters())
+    K = model.mean_hessian(np.zeros((1, 1, model.d)), np.zeros(1), model.coefficients(theta))[0]
+    minv = 1.0 / np.sqrt(model.mass)
+    ev = np.linalg.eigvalsh(minv[:, None] * K * minv[None, :])
+    return np.sqrt(np.clip(ev, 0.0, None))

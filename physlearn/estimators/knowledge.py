@@ -17,11 +17,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
-from physlearn.network import NetworkSpec
+from physlearn.spec.model import NetworkModel, conjugates
+from physlearn.spec.network import NetworkSpec
 
 if TYPE_CHECKING:
     from physlearn.calibration.schema import CalibrationFile
-    from physlearn.simulators.model import NetworkModel
 
 Array = NDArray[np.float64]
 
@@ -62,14 +62,10 @@ class ModelKnowledge:
 
     @cached_property
     def _model(self) -> NetworkModel:
-        from physlearn.simulators.model import NetworkModel
-
         return NetworkModel.from_spec(self.spec)
 
     def conjugates(self, x: Array, t_s: Array, weights: Array | float) -> Array:
         """A = ∫ ∂L/∂α dt = −Σ w ∂V/∂α on sampled waveforms x (B,N,d); shape (B,P)."""
-        from physlearn.simulators.gradients import conjugates
-
         return conjugates(self._model, x, t_s, weights)
 
     def dR_dalpha_T(self, x: Array, t_s: Array, lam: Array) -> Array:

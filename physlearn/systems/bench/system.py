@@ -1,7 +1,7 @@
 """`BenchSystem`: the `PhysicalSystem` of a bench — real instruments or the emulated bench.
 
 Configured by the bench config (instruments, VISA resources, wiring, output limits;
-`physlearn.bench_config`), a calibration, and the controller's network spec (topology, ρ,
+`physlearn.spec.bench`), a calibration, and the controller's network spec (topology, ρ,
 modulations, input encoding — never the coupling values: those are what is trained).
 
 Per measured sample (the batch samples are measured one after the other on the one network):
@@ -14,11 +14,11 @@ Per measured sample (the batch samples are measured one after the other on the o
    limits before the first write;
 2. the generators (different instruments: concurrently) upload and play; every command is
    completed (error-queue query) before the clock waits;
-3. settling (`physlearn.settling`): the first wait comes from the calibrated decay rate; then
+3. settling (`physlearn.systems.bench.settling`): the first wait comes from the calibrated decay rate; then
    every scope takes ONE triggered :SINGle acquisition of all its channels over K periods
    (scopes concurrently); the per-period fits' approach is fitted to estimate the remaining
    transient, and the controller waits more if needed; non-T-periodic responses are reported;
-4. the scopes' volts become node coordinates on the period grid (`physlearn.acquisition`),
+4. the scopes' volts become node coordinates on the period grid (`physlearn.systems.bench.acquisition`),
    groups are stitched on a reference node measured by every scope (the stitch is checked), and
    the interlock checks the measured response amplitude.
 
@@ -34,28 +34,18 @@ outputs off, DACs ramped to their safe values at the slew limit (waited for), li
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from threadpoolctl import threadpool_limits
 
-from physlearn.acquisition import (
-    CODES_PER_DIVISION,
-    H_DIVISIONS,
-    V_DIVISIONS,
-    choose_mode,
-    fit_periods,
-    scale_125_at_least,
-)
-from physlearn.bench_config import BenchConfig
 from physlearn.calibration.bench import config_hash
 from physlearn.calibration.schema import ActuatorCal, CalibrationFile, CouplingMap
 from physlearn.errors import (
@@ -68,71 +58,32 @@ from physlearn.errors import (
     SafetyError,
     SteadyStateError,
 )
-from physlearn.network import NetworkSpec
-from physlearn.response_memory import Recalled, ResponseMemory, ranged_scale
-from physlearn.safety import Interlock, check_finite
-from physlearn.settling import (
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import Clock
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
+from physlearn.systems.bench.acquisition import (
+    CODES_PER_DIVISION,
+    H_DIVISIONS,
+    V_DIVISIONS,
+    choose_mode,
+    fit_periods,
+    scale_125_at_least,
+)
+from physlearn.systems.bench.response_memory import Recalled, ResponseMemory, ranged_scale
+from physlearn.systems.bench.settling import (
     PeriodAssessment,
     assess_periods,
     contraction_from_decay,
     settle_time_s,
     settle_wait_s,
 )
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
+from physlearn.systems.safety import Interlock, check_finite
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
-__all__ = [
-    "BenchOptions",
-    "BenchSystem",
-    "Clock",
-    "SystemClock",
-    "TwinClock",
-]
-
-# ---------------------------------------------------------------------------------------------
-# clocks
-# ---------------------------------------------------------------------------------------------
-
-
-class Clock(Protocol):
-    """How the controller waits: wall-clock sleeps on a bench, the twin's virtual clock on the
-    emulated bench."""
-
-    async def sleep(self, dt_s: float) -> None: ...
-
-    async def now(self) -> float: ...
-
-
-class SystemClock:
-    """Wall-clock time (a real bench, or a free-running emulated bench)."""
-
-    async def sleep(self, dt_s: float) -> None:
-        await asyncio.sleep(max(0.0, float(dt_s)))
-
-    async def now(self) -> float:
-        return time.monotonic()
-
-
-class TwinClock:
-    """The emulated bench's clock through its twin-control endpoint (in memory or TCP client):
-    ``sleep`` advances the twin. Commands must be completed before (the drivers' error-queue
-    query completes every write)."""
-
-    def __init__(self, control: Any):
-        self.control = control
-
-    async def sleep(self, dt_s: float) -> None:
-        if dt_s > 0:
-            await self.control.advance(float(dt_s))
-
-    async def now(self) -> float:
-        v = self.control.now()
-        if inspect.isawaitable(v):
-            v = await v
-        return float(v)
-
+__all__ = ["BenchOptions", "BenchSystem"]
 
 # ---------------------------------------------------------------------------------------------
 # calibration: what the controller takes from the calibration file, per wiring entry
@@ -212,7 +163,7 @@ class SettleOptions(_Model):
     mixing); periodic_residual: a response is refused as not T-periodic when the rms that the
     channel's noise cannot explain — of the harmonic fit's residual, or of the record before
     the fitted periods against their periodic extension — exceeds this fraction of the
-    channel's swing (`physlearn.acquisition.PeriodFit.unexplained_rms_v`); max_wait_s: give
+    channel's swing (`physlearn.systems.bench.acquisition.PeriodFit.unexplained_rms_v`); max_wait_s: give
     up (SteadyStateError) after waiting this long."""
 
     tol: float = Field(1e-4, gt=0, lt=1)
@@ -555,40 +506,22 @@ class BenchSystem(PhysicalSystem):
 
     # ------------------------------------------------------------------ connection, arming
     def _make_driver(self, name: str) -> Any:
-        from physlearn.drivers.transport import TransportSettings
+        from physlearn.drivers.registry import make_driver, transport_settings
 
         inst = self.config.instruments[name]
-        resource = self.resources.get(name) or inst.resource
-        if not resource:
-            raise ConfigError(f"instruments.{name}.resource: no VISA resource for {name}")
-        backend = inst.backend if resource.upper().startswith("ASRL") else "pyvisa"
-        ts = TransportSettings(resource=resource, backend=backend, timeout_s=inst.timeout_s)
         if self._driver_factory is not None:
-            return self._driver_factory(name, ts)
-        if inst.kind == "keysight33500b":
-            from physlearn.drivers.keysight33500b import Keysight33500B, Keysight33500BConfig
-
-            return Keysight33500B(
-                Keysight33500BConfig(
-                    name=name, transport=ts, limits=self.config.output_limits(name)
-                )
+            return self._driver_factory(
+                name, transport_settings(name, inst, self.resources.get(name))
             )
-        if inst.kind == "qdac2":
-            from physlearn.drivers.qdac2 import Qdac2, Qdac2Config
-
-            return Qdac2(
-                Qdac2Config(
-                    name=name,
-                    transport=ts,
-                    limits=self.config.output_limits(name),
-                    safe_voltage_v=self.options.safety.safe_dac_v,
-                )
-            )
-        if inst.kind == "rigol_ds1000z":
-            from physlearn.drivers.rigol_ds1000z import RigolDs1000z, RigolDs1000zConfig
-
-            return RigolDs1000z(RigolDs1000zConfig(name=name, transport=ts))
-        raise ConfigError(f"instruments.{name}.kind: {inst.kind} is not used by the bench loop")
+        if inst.role not in ("generator", "dac", "scope", "lockin"):
+            raise ConfigError(f"instruments.{name}.kind: {inst.kind} is not used by the bench loop")
+        return make_driver(
+            name,
+            inst,
+            self.resources.get(name),
+            limits=self.config.output_limits(name) if inst.role in ("generator", "dac") else None,
+            safe_voltage_v=self.options.safety.safe_dac_v,
+        )
 
     @property
     def used_instruments(self) -> list[str]:
@@ -840,7 +773,7 @@ class BenchSystem(PhysicalSystem):
         self._u, self._extra, self._echo = a, None, None
 
     def _on_grid(self, forces: ForceWaveform) -> Array:
-        from physlearn.simulators.excitation import SampledWaveform
+        from physlearn.spec.waveform import SampledWaveform
 
         s = forces.samples
         B = self._require_input().shape[0]
@@ -1283,9 +1216,9 @@ class BenchSystem(PhysicalSystem):
         self, force: Array, key: bytes | None = None
     ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
         """Upload, wait the predicted settle time, acquire, verify with the measured change of
-        the response (`physlearn.settling`), wait and acquire again if it was too early.
+        the response (`physlearn.systems.bench.settling`), wait and acquire again if it was too early.
 
-        ``key``: the input's key in the response memory (`physlearn.response_memory`); with a
+        ``key``: the input's key in the response memory (`physlearn.systems.bench.response_memory`); with a
         remembered response to it, the settle time and the scope ranging are planned from that
         response (preview records only when the settings moved by more than 1 % since)."""
         t0 = time.perf_counter()

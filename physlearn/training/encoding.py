@@ -17,7 +17,7 @@ amplitude per sample and node; `check_inputs` refuses a wrong feature count or n
   output waveform on cos ωt, a_j = (2/T) ∫ x_j cos ωt dt (the *in-phase amplitude*, what a lock-in
   reads); the class is the argmax of a (argmin if on < off), or for one output the level nearest
   to a.
-* `SineTargets` — the time task (Massar §II B, `physlearn.datasets.sine_target`): one output
+* `SineTargets` — the time task (Massar §II B, `physlearn.training.datasets.sine_target`): one output
   node must follow amplitude·sin(ωt + 2πc/K) (``phase`` encoding) or amplitude·sin((c+1)ωt)
   (``frequency``). Decoding: the *nearest target waveform* in L² over one period.
 
@@ -33,11 +33,11 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.datasets import SineEncoding, sine_target
 from physlearn.errors import ConfigError
-from physlearn.network import NetworkSpec
-from physlearn.system import Observation
-from physlearn.task import Task
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import Observation
+from physlearn.spec.task import Task
+from physlearn.training.datasets import SineEncoding, sine_target
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]

@@ -7,7 +7,7 @@ and every operation they do not override reach the inner system unchanged.
 
 from __future__ import annotations
 
-from physlearn.system import Array, ForceWaveform, Observation, PhysicalSystem
+from physlearn.spec.system import Array, ForceWaveform, Observation, PhysicalSystem
 
 __all__ = ["DelegatingSystem"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.acquisition import CODES_PER_DIVISION, V_DIVISIONS, scale_125_at_least
+from physlearn.systems.bench.acquisition import CODES_PER_DIVISION, V_DIVISIONS, scale_125_at_least
 
 Array = NDArray[np.float64]
 

@@ -25,9 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from physlearn.modulation import Constant, Modulation
-from physlearn.nonlinearity import get_nonlinearity, known_nonlinearities
-from physlearn.tomlconfig import load_model
+from physlearn.spec.modulation import Constant, Modulation
+from physlearn.spec.nonlinearity import get_nonlinearity, known_nonlinearities
+from physlearn.spec.tomlconfig import load_model
 
 Array = NDArray[np.float64]
 

@@ -68,8 +68,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from physlearn.bench_config import BenchConfig
-from physlearn.bench_system import BenchOptions, BenchSystem, Clock
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import (
     CalibrationError,
@@ -78,9 +76,12 @@ from physlearn.errors import (
     InstrumentError,
     PhyslearnError,
 )
-from physlearn.network import NetworkSpec
-from physlearn.settling import PeriodAssessment
-from physlearn.system import ForceWaveform
+from physlearn.spec.bench import BenchConfig
+from physlearn.spec.clock import Clock
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import ForceWaveform
+from physlearn.systems.bench.settling import PeriodAssessment
+from physlearn.systems.bench.system import BenchOptions, BenchSystem
 
 Array = NDArray[np.float64]
 
@@ -240,28 +241,6 @@ class LockinBenchSystem(BenchSystem):
     @property
     def used_instruments(self) -> list[str]:
         return [*super().used_instruments, *sorted(self.lockins)]
-
-    def _make_driver(self, name: str) -> Any:
-        inst = self.config.instruments[name]
-        if inst.kind not in ("sr830", "sr860") or self._driver_factory is not None:
-            return super()._make_driver(name)
-        from physlearn.drivers.srs_lockin import Sr830, Sr830Config, Sr860, Sr860Config
-        from physlearn.drivers.transport import TransportSettings
-
-        resource = self.resources.get(name) or inst.resource
-        if not resource:
-            raise ConfigError(f"instruments.{name}.resource: no VISA resource for {name}")
-        common: dict[str, Any] = {
-            "resource": resource,
-            "backend": inst.backend if resource.upper().startswith("ASRL") else "pyvisa",
-            "timeout_s": inst.timeout_s,
-        }
-        if inst.kind == "sr830":
-            ts = TransportSettings(
-                **common, baud_rate=9600, read_termination="\r", write_termination="\r"
-            )
-            return Sr830(Sr830Config(name=name, transport=ts))
-        return Sr860(Sr860Config(name=name, transport=TransportSettings(**common)))
 
     async def arm(self) -> None:
         await super().arm()

@@ -46,20 +46,20 @@ from physlearn.errors import (
     SteadyStateError,
     UnstableOrbitError,
 )
-from physlearn.network import NetworkSpec
 from physlearn.simulators.excitation import (
     Excitation,
     GridExcitation,
-    SampledWaveform,
     build_excitation,
 )
 from physlearn.simulators.gradients import PeriodicSensitivity
 from physlearn.simulators.integrator import Integrator, State
-from physlearn.simulators.model import NetworkModel
 from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
-from physlearn.task import Task
+from physlearn.spec.model import NetworkModel
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
+from physlearn.spec.task import Task, check_task
+from physlearn.spec.waveform import SampledWaveform
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
@@ -612,19 +612,3 @@ def _take_batch(exc: GridExcitation, batch: int) -> GridExcitation:
     return GridExcitation(
         b(exc.force), b(exc.clamp_weight), b(exc.clamp_target), b(exc.cost_weight), b(exc.target)
     )
-
-
-def check_task(system: PhysicalSystem, task: Task, batch: int) -> None:
-    """A task must describe the system's nodes and drive period, for 1 or ``batch`` samples."""
-    if task.n_nodes != system.n_nodes:
-        raise ConfigError(f"task: {task.n_nodes} nodes, the system has {system.n_nodes}")
-    if not np.isclose(task.period_s, system.period_s, rtol=1e-9, atol=0.0):
-        raise ConfigError(
-            f"task: period {task.period_s} s differs from the system's {system.period_s} s"
-        )
-    y = np.asarray(task.targets(np.zeros(1)))
-    if y.ndim != 3 or y.shape[0] not in (1, batch):
-        raise ConfigError(
-            f"task: targets of shape {y.shape} for an input batch of {batch} samples "
-            "(expected (1 or batch, time, n_out))"
-        )

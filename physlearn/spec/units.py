@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from physlearn.network import NetworkSpec
-from physlearn.tomlconfig import validate
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.tomlconfig import validate
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from physlearn.drivers.limits import OutputLimits, VoltageLimit
-from physlearn.tomlconfig import read_toml, validate
+from physlearn.spec.limits import OutputLimits, VoltageLimit
+from physlearn.spec.tomlconfig import read_toml, validate
 
 InstrumentKind = Literal["keysight33500b", "rigol_ds1000z", "sr830", "sr860", "qdac2"]
 Role = Literal["generator", "scope", "lockin", "dac"]

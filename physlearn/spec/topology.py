@@ -47,7 +47,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
-from physlearn.network import NetworkSpec
+from physlearn.spec.model import NetworkModel, linear_mode_frequencies
+from physlearn.spec.network import NetworkSpec
 
 Array = NDArray[np.float64]
 CouplingKind = Literal["product", "difference"]
@@ -108,8 +109,6 @@ class ModeReport:
 
 def mode_report(spec: NetworkSpec, params: Array | None = None) -> ModeReport:
     """Modes of the network linearised at rest, with trainable terms set to ``params``."""
-    from physlearn.simulators.ensemble import linear_mode_frequencies
-
     s = spec if params is None else spec_with_parameters(spec, params)
     modes = np.asarray(linear_mode_frequencies(s), dtype=float)
     w = spec.drive.omega_rad_s
@@ -127,8 +126,6 @@ class ModeGuard:
     """
 
     def __init__(self, spec: NetworkSpec):
-        from physlearn.simulators.model import NetworkModel
-
         self.model = NetworkModel.from_spec(spec)
         self.omega = spec.drive.omega_rad_s
         self._minv = 1.0 / np.sqrt(np.asarray(self.model.mass, dtype=float))

@@ -1,8 +1,8 @@
 """`TrainConfig`: the TOML file of ``physlearn train``, validated by pydantic (extra keys refused).
 
-Tables (every error names the field path and the bad value, through `physlearn.tomlconfig`)::
+Tables (every error names the field path and the bad value, through `physlearn.spec.tomlconfig`)::
 
-    [network]            either [network.topology] (a documented topology, physlearn.topology)
+    [network]            either [network.topology] (a documented topology, physlearn.spec.topology)
                          or [network.spec] (an inline NetworkSpec), not both
     [data]               name = "xor" | "iris" | "digits" | "sine", [data.options] for get_dataset
     [targets]            kind = "inphase" (one-hot in-phase amplitudes on/off) or "sine"
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from physlearn.network import NetworkSpec
-from physlearn.tomlconfig import read_toml, validate
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.tomlconfig import read_toml, validate
 
 __all__ = [
     "DataConfig",
@@ -48,7 +48,7 @@ class _Model(BaseModel):
 
 
 class LayeredTopology(_Model):
-    """`physlearn.topology.layered` arguments (SI units; None = the regime's default)."""
+    """`physlearn.spec.topology.layered` arguments (SI units; None = the regime's default)."""
 
     kind: Literal["layered"] = "layered"
     layers: list[int] = Field(min_length=2)
@@ -80,7 +80,7 @@ class LayeredTopology(_Model):
         return v
 
     def build(self) -> NetworkSpec:
-        from physlearn.topology import layered
+        from physlearn.spec.topology import layered
 
         return layered(
             self.layers,
@@ -107,7 +107,7 @@ class LayeredTopology(_Model):
 
 
 class NetworkConfig(_Model):
-    """Either ``topology`` (built by physlearn.topology) or an inline ``spec``."""
+    """Either ``topology`` (built by physlearn.spec.topology) or an inline ``spec``."""
 
     topology: LayeredTopology | None = None
     spec: NetworkSpec | None = None
@@ -126,7 +126,7 @@ class NetworkConfig(_Model):
 
 
 class DataConfig(_Model):
-    """A data set of `physlearn.datasets` by name, with its keyword options."""
+    """A data set of `physlearn.training.datasets` by name, with its keyword options."""
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
@@ -134,7 +134,7 @@ class DataConfig(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from physlearn.datasets import DATASETS
+        from physlearn.training.datasets import DATASETS
 
         if v not in DATASETS:
             raise ValueError(f"unknown data set {v!r}; known: {', '.join(sorted(DATASETS))}")
@@ -142,7 +142,7 @@ class DataConfig(_Model):
 
 
 class TargetsConfig(_Model):
-    """Targets and decoding (physlearn.encoding). Levels and amplitudes in node units (m)."""
+    """Targets and decoding (physlearn.training.encoding). Levels and amplitudes in node units (m)."""
 
     kind: Literal["inphase", "sine"] | None = None  # None: "sine" for the sine data set
     on: float = 0.2
@@ -176,7 +176,7 @@ class EstimatorConfig(_Model):
 
 
 class OptimizerConfig(_Model):
-    """Optimizer (physlearn.optimizers): name, learning rate, optional schedule and options.
+    """Optimizer (physlearn.training.optimizers): name, learning rate, optional schedule and options.
     A ``cosine`` schedule without ``total_steps`` anneals over the whole run (epochs × batches)."""
 
     name: str = "adam"
@@ -187,7 +187,7 @@ class OptimizerConfig(_Model):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from physlearn.optimizers import OPTIMIZERS
+        from physlearn.training.optimizers import OPTIMIZERS
 
         if v not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(sorted(OPTIMIZERS))}")
@@ -195,7 +195,7 @@ class OptimizerConfig(_Model):
 
 
 class TrainingConfig(_Model):
-    """The loop (physlearn.training).
+    """The loop (physlearn.training.loop).
 
     ``target_accuracy`` / ``target_loss``: stop early once ``target_split`` reaches them.
     ``max_consecutive_failures``: steps whose steady state could not be found (or whose gradient
@@ -257,12 +257,12 @@ class BenchSessionConfig(_Model):
     ``"memory"`` runs the emulated bench of the bench file's ``[twin]`` in this process (examples,
     CI); ``"tcp://HOST:PORT"`` drives a served emulated bench's virtual clock (``physlearn twin
     serve``); absent: a real bench on the wall clock. ``resources``: VISA resource per instrument
-    (overrides the bench file's). ``options``: `physlearn.bench_system.BenchOptions` (sampling,
+    (overrides the bench file's). ``options``: `physlearn.systems.bench.system.BenchOptions` (sampling,
     settling, interlock, DAC slew, calibration age). ``retries``: attempts per measurement on a
     transient instrument fault. ``readout``: ``"scope"`` reads every node's waveform with the
     scopes; ``"lockin"`` (linear ρ only) reads the nodes wired to a lock-in as phasors
-    (`physlearn.lockin_readout.LockinBenchSystem`), tuned by ``lockin``
-    (`physlearn.lockin_readout.LockinOptions`)."""
+    (`physlearn.systems.bench.lockin.LockinBenchSystem`), tuned by ``lockin``
+    (`physlearn.systems.bench.lockin.LockinOptions`)."""
 
     config: Path
     calibration: Path
@@ -281,8 +281,8 @@ class BenchSessionConfig(_Model):
 
 
 class SystemConfig(_Model):
-    """The physical system. ``kind = "ideal"``: the ideal twin (physlearn.ideal.IdealSystem);
-    ``kind = "bench"``: instruments through `physlearn.bench_system.BenchSystem`, configured by
+    """The physical system. ``kind = "ideal"``: the ideal twin (physlearn.systems.ideal.IdealSystem);
+    ``kind = "bench"``: instruments through `physlearn.systems.bench.system.BenchSystem`, configured by
     ``[system.bench]``. ``floquet``: which steady states of the training steps get their Floquet
     multipliers checked on the ideal twin (``none`` is fastest; the final parameters are always
     checked on the free phase of the model; with ``all`` or ``free`` the per-epoch evaluation checks its

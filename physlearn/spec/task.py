@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.modulation import Modulation
-from physlearn.network import NetworkSpec
-from physlearn.simulators.excitation import target_shape
+from physlearn.spec.modulation import Modulation
+from physlearn.spec.network import NetworkSpec
+
+if TYPE_CHECKING:
+    from physlearn.spec.system import PhysicalSystem
+from physlearn.errors import ConfigError
 
 Array = NDArray[np.float64]
+TimeFn = Callable[[Array], Array]
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,34 @@ class Task:
         dens = 0.5 * np.sum(self.cost_weight(t)[None] * (x - self.target(t)) ** 2, axis=-1)
         w = np.broadcast_to(np.asarray(weight_s, dtype=float), (np.size(t),))
         return dens @ w
+
+
+def target_shape(spec: NetworkSpec) -> TimeFn:
+    """The time shape s(t) of the spec's target kind, y_j(t) = value_j s(t); returns (N,)."""
+    tg, omega = spec.outputs.target, spec.drive.omega_rad_s
+
+    def s(t: Array) -> Array:
+        t = np.asarray(t, dtype=float)
+        if tg.kind == "constant":
+            return np.ones_like(t)
+        if tg.kind == "inphase":
+            return np.cos(omega * t)
+        return np.sin(tg.harmonic * omega * t + tg.phase_rad)
+
+    return s
+
+
+def check_task(system: PhysicalSystem, task: Task, batch: int) -> None:
+    """A task must describe the system's nodes and drive period, for 1 or ``batch`` samples."""
+    if task.n_nodes != system.n_nodes:
+        raise ConfigError(f"task: {task.n_nodes} nodes, the system has {system.n_nodes}")
+    if not np.isclose(task.period_s, system.period_s, rtol=1e-9, atol=0.0):
+        raise ConfigError(
+            f"task: period {task.period_s} s differs from the system's {system.period_s} s"
+        )
+    y = np.asarray(task.targets(np.zeros(1)))
+    if y.ndim != 3 or y.shape[0] not in (1, batch):
+        raise ConfigError(
+            f"task: targets of shape {y.shape} for an input batch of {batch} samples "
+            "(expected (1 or batch, time, n_out))"
+        )

@@ -44,18 +44,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.delegating import DelegatingSystem
 from physlearn.errors import CalibrationError, GradientError
 from physlearn.estimators._common import reverse_time
-from physlearn.estimators.ep_echo import (
+from physlearn.estimators.echo_common import (
     echo_drive,
     echo_mismatch,
     on_samples,
     require_actuation,
     spectral_derivative,
 )
-from physlearn.knowledge import ModelKnowledge
-from physlearn.system import ForceWaveform, Observation, PhysicalSystem
+from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.delegating import DelegatingSystem
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
