@@ -9,7 +9,7 @@ from typing import Any
 
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.spec.bench import BenchConfig
-from physlearn.systems.bench.system import BenchOptions
+from physlearn.systems.bench.options import BenchOptions
 from physlearn.training.config import TrainConfig, load_train_config
 from physlearn.training.loop import TrainSetup, prepare
 
@@ -33,9 +33,9 @@ def load_bench_example(settle: dict[str, Any] | None = None) -> BenchExample:
     cfg = load_train_config(EXAMPLE)
     b = cfg.system.bench
     assert b is not None
-    opts = dict(b.options)
+    opts = b.options
     if settle:
-        opts["settle"] = {**dict(opts.get("settle") or {}), **settle}
+        opts = opts.model_copy(update={"settle": opts.settle.model_copy(update=settle)})
     bench_path = EXAMPLE.parent / b.config
     return BenchExample(
         cfg,
@@ -43,5 +43,5 @@ def load_bench_example(settle: dict[str, Any] | None = None) -> BenchExample:
         bench_path,
         BenchConfig.load(bench_path),
         CalibrationFile.read(EXAMPLE.parent / b.calibration),
-        BenchOptions.model_validate(opts),
+        opts,
     )

@@ -38,6 +38,13 @@ from physlearn.errors import (
 logger = logging.getLogger(__name__)
 
 N_CHANNELS = 4
+#: Screen geometry: a screen record is 1200 points over 12 horizontal divisions; the 8-bit ADC
+#: spans 8 vertical divisions at 25 codes per division.
+SCREEN_POINTS = 1200
+H_DIVISIONS = 12
+V_DIVISIONS = 8
+CODES_PER_DIVISION = 25.0
+SCREEN_POINTS_PER_DIVISION = SCREEN_POINTS // H_DIVISIONS
 #: What the DS1000Z sends for an invalid or unavailable value.
 INVALID_MARKER = 9.9e37
 CODE_MIN, CODE_MAX = 0, 255

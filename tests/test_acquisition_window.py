@@ -16,7 +16,8 @@ from physlearn.calibration.schema import CalibrationFile
 from physlearn.simulators.bench_twin import EmulatedBench
 from physlearn.spec.clock import TwinClock
 from physlearn.systems.bench.acquisition import fit_periods
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.options import BenchOptions
+from physlearn.systems.bench.system import BenchSystem
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -52,7 +52,8 @@ from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import PhysicalSystem
 from physlearn.spec.task import Task
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.options import BenchOptions
+from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.ideal import IdealSystem
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -38,7 +38,8 @@ from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
 from physlearn.spec.bench import BenchConfig
 from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.options import BenchOptions
+from physlearn.systems.bench.system import BenchSystem
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from twin_helpers import rel_err, with_trainable_everything
 
-from physlearn.systems import ideal
 from physlearn.errors import ConfigError, LimitError, SteadyStateError
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.problem import PeriodicProblem
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import ForceWaveform
 from physlearn.spec.task import Task
+from physlearn.systems import ideal
 from physlearn.systems.ideal import IdealSystem
 
 

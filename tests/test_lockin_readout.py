@@ -43,7 +43,8 @@ from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import ForceWaveform, PhysicalSystem
 from physlearn.spec.task import Task
 from physlearn.systems.bench.lockin import LockinBenchSystem, harmonic_fraction
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.options import BenchOptions
+from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.ideal import IdealSystem
 
 pytestmark = pytest.mark.timeout(300)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_acquisition_window import make
 
-from physlearn.systems.bench.acquisition import V_DIVISIONS
+from physlearn.drivers.rigol_ds1000z import V_DIVISIONS
 from physlearn.systems.bench.response_memory import ResponseMemory, ranged_scale
 
 pytestmark = pytest.mark.timeout(300)

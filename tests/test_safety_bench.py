@@ -26,7 +26,8 @@ from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Observation
 from physlearn.spec.topology import layered
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.options import BenchOptions
+from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.safety import (
     PersistentFault,
     RetryingSystem,

@@ -40,9 +40,9 @@ from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.spec.bench import BenchConfig
 from physlearn.spec.clock import Clock, TwinClock, WallClock
-from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.system import Level, PhysicalSystem
 from physlearn.spec.task import Task
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
 from physlearn.training.config import BenchSessionConfig, TrainConfig
 from physlearn.training.loop import (
@@ -91,11 +91,12 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
     except ConfigError as exc:
         raise ConfigError(f"estimator: {exc}") from None
     setup = dataclasses.replace(setup, knowledge=knowledge, estimator=estimator)
-    options = BenchOptions.model_validate(b.options)
+    options = b.options
     resources = dict(b.resources)
     emulated: Any = None
     client: Any = None
     clock: Clock
+    level = Level.BENCH
     try:
         if b.twin_control == "memory":
             from physlearn.simulators.bench_twin import EmulatedBench
@@ -106,17 +107,19 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
                 **resources,
             }
             clock = TwinClock(emulated.control)
+            level = Level.EMULATED_MEMORY
         elif b.twin_control is not None:
             from physlearn.simulators.twin_control import TwinControlClient
 
             client = TwinControlClient(b.twin_control)
             await client.connect()
             clock = TwinClock(client)
+            level = Level.EMULATED_SERVED
         else:
             clock = WallClock()
         system: BenchSystem
         if b.readout == "lockin":
-            from physlearn.systems.bench.lockin import LockinBenchSystem, LockinOptions
+            from physlearn.systems.bench.lockin import LockinBenchSystem
 
             system = LockinBenchSystem(
                 config,
@@ -124,11 +127,14 @@ async def open_session(cfg: TrainConfig, config_dir: Path) -> AsyncIterator[Benc
                 setup.spec,
                 clock,
                 options,
-                lockin=LockinOptions.model_validate(b.lockin),
+                lockin=b.lockin,
                 resources=resources,
+                level=level,
             )
         else:
-            system = BenchSystem(config, cal, setup.spec, clock, options, resources=resources)
+            system = BenchSystem(
+                config, cal, setup.spec, clock, options, resources=resources, level=level
+            )
         yield BenchSession(system, setup)
     finally:
         if client is not None:

@@ -1,7 +1,8 @@
 """`adjoint`: the exact gradient dC/dα = −(∂R/∂α)ᵀ J⁻ᵀ ∂C/∂x of the steady-state cost.
 
-The reference for every other estimator. It reads the twin's solver state (the Jacobian of the
-collocated steady state), so it runs on the ideal twin only and refuses any other system.
+The reference for every other estimator. It needs the twin's solver state (the Jacobian of the
+collocated steady state), so it runs only on a system that computes exact gradients itself
+(`ExactGradients`: the ideal twin) and refuses any other.
 One steady state (the free orbit) per sample.
 """
 
@@ -11,13 +12,12 @@ from physlearn.errors import GradientError
 from physlearn.estimators._common import Array, as_batch_inputs, finite_gradient
 from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.knowledge import ModelKnowledge
-from physlearn.spec.system import PhysicalSystem
+from physlearn.spec.system import ExactGradients, PhysicalSystem
 from physlearn.spec.task import Task
-from physlearn.systems.ideal import IdealSystem
 
 
 class Adjoint(Estimator):
-    """Exact adjoint gradient on an `IdealSystem`."""
+    """Exact adjoint gradient on a system that computes it (the ideal twin)."""
 
     name = "adjoint"
 
@@ -27,10 +27,10 @@ class Adjoint(Estimator):
     async def estimate(
         self, system: PhysicalSystem, alpha: Array, u: Array, task: Task
     ) -> GradientEstimate:
-        if not isinstance(system, IdealSystem):
+        if not isinstance(system, ExactGradients):
             raise GradientError(
                 f"adjoint: exact gradients need the ideal twin's solver; {type(system).__name__} "
-                "is not an IdealSystem (use an EP or black-box estimator on a bench)"
+                "does not compute them (use an EP or black-box estimator on a bench)"
             )
         uu = as_batch_inputs(u)
         n0 = system.experiments

@@ -7,7 +7,7 @@ and every operation they do not override reach the inner system unchanged.
 
 from __future__ import annotations
 
-from physlearn.spec.system import Array, ForceWaveform, Observation, PhysicalSystem
+from physlearn.spec.system import Array, ForceWaveform, Level, Observation, PhysicalSystem
 
 __all__ = ["DelegatingSystem"]
 
@@ -33,6 +33,10 @@ class DelegatingSystem(PhysicalSystem):
     @property
     def actuated_nodes(self) -> list[int]:
         return self.inner.actuated_nodes
+
+    @property
+    def level(self) -> Level:  # type: ignore[override]
+        return self.inner.level
 
     @property
     def experiments(self) -> int:  # type: ignore[override]

@@ -15,13 +15,29 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import GradientError
+from physlearn.spec.task import Task
 
 Array = NDArray[np.float64]
+
+
+class Level(StrEnum):
+    """The fidelity level a system runs at (what produced an observation)."""
+
+    #: the ideal twin: direct physics in float64, exact adjoint gradients
+    IDEAL = "ideal"
+    #: the real drivers against the instrument emulators, through an in-memory transport
+    EMULATED_MEMORY = "emulated-memory"
+    #: the same emulators served on TCP sockets and serial ptys (`physlearn twin serve`)
+    EMULATED_SERVED = "emulated-served"
+    #: real instruments
+    BENCH = "bench"
 
 
 @dataclass(frozen=True)
@@ -105,10 +121,12 @@ class Observation:
 class PhysicalSystem(abc.ABC):
     """An oscillator network the controller can drive and measure (ideal twin or bench).
 
-    ``experiments`` counts the steady states measured so far (one per batch sample).
+    ``experiments`` counts the steady states measured so far (one per batch sample); ``level``
+    is the fidelity level it runs at (every `Observation` names it in ``meta["level"]``).
     """
 
     experiments: int = 0
+    level: Level = Level.BENCH
 
     @property
     @abc.abstractmethod
@@ -193,3 +211,13 @@ class PhysicalSystem(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+@runtime_checkable
+class ExactGradients(Protocol):
+    """A system that can compute the exact (adjoint) gradient of a task's steady-state cost
+    itself: the ideal twin. The `adjoint` estimator needs it; no bench has it."""
+
+    def exact_gradient(self, alpha: Array, u: Array, task: Task) -> tuple[Array, Array]:
+        """(dC/dα (B, P), cost (B,)) at parameters α (P,) for inputs u (B, n_in)."""
+        ...

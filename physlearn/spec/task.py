@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.errors import ConfigError
 from physlearn.spec.modulation import Modulation
 from physlearn.spec.network import NetworkSpec
-
-if TYPE_CHECKING:
-    from physlearn.spec.system import PhysicalSystem
-from physlearn.errors import ConfigError
 
 Array = NDArray[np.float64]
 TimeFn = Callable[[Array], Array]
@@ -97,7 +94,17 @@ def target_shape(spec: NetworkSpec) -> TimeFn:
     return s
 
 
-def check_task(system: PhysicalSystem, task: Task, batch: int) -> None:
+class _Shaped(Protocol):
+    """What `check_task` reads of a system."""
+
+    @property
+    def n_nodes(self) -> int: ...
+
+    @property
+    def period_s(self) -> float: ...
+
+
+def check_task(system: _Shaped, task: Task, batch: int) -> None:
     """A task must describe the system's nodes and drive period, for 1 or ``batch`` samples."""
     if task.n_nodes != system.n_nodes:
         raise ConfigError(f"task: {task.n_nodes} nodes, the system has {system.n_nodes}")

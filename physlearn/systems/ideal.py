@@ -57,7 +57,7 @@ from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import NetworkModel
 from physlearn.spec.network import NetworkSpec
-from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
+from physlearn.spec.system import ForceWaveform, Level, Observation, PhysicalSystem, SettleInfo
 from physlearn.spec.task import Task, check_task
 from physlearn.spec.waveform import SampledWaveform
 
@@ -121,6 +121,8 @@ class IdealSystem(PhysicalSystem):
             the orbit's peak) at which the integrated echo counts as settled.
         echo_max_periods: periods integrated before `SteadyStateError` is raised.
     """
+
+    level = Level.IDEAL
 
     def __init__(
         self,
@@ -451,7 +453,7 @@ class IdealSystem(PhysicalSystem):
                 np.zeros(B), np.asarray(sol.residual, dtype=float), np.ones(B, bool)
             )
         meta: dict[str, object] = {
-            "level": "ideal",
+            "level": str(self.level),
             "echo": self._echo is not None,
             "newton_iterations": np.asarray(sol.iterations).copy(),
             "max_floquet_multiplier": sol.max_multiplier,

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import read_toml, validate
+from physlearn.systems.bench.options import BenchOptions, LockinOptions
 
 __all__ = [
     "DataConfig",
@@ -257,25 +258,25 @@ class BenchSessionConfig(_Model):
     ``"memory"`` runs the emulated bench of the bench file's ``[twin]`` in this process (examples,
     CI); ``"tcp://HOST:PORT"`` drives a served emulated bench's virtual clock (``physlearn twin
     serve``); absent: a real bench on the wall clock. ``resources``: VISA resource per instrument
-    (overrides the bench file's). ``options``: `physlearn.systems.bench.system.BenchOptions` (sampling,
+    (overrides the bench file's). ``options``: `physlearn.systems.bench.options.BenchOptions` (sampling,
     settling, interlock, DAC slew, calibration age). ``retries``: attempts per measurement on a
     transient instrument fault. ``readout``: ``"scope"`` reads every node's waveform with the
     scopes; ``"lockin"`` (linear ρ only) reads the nodes wired to a lock-in as phasors
     (`physlearn.systems.bench.lockin.LockinBenchSystem`), tuned by ``lockin``
-    (`physlearn.systems.bench.lockin.LockinOptions`)."""
+    (`physlearn.systems.bench.options.LockinOptions`)."""
 
     config: Path
     calibration: Path
     twin_control: str | None = None
     resources: dict[str, str] = Field(default_factory=dict)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: BenchOptions
     retries: int = Field(4, ge=1)
     readout: Literal["scope", "lockin"] = "scope"
-    lockin: dict[str, Any] = Field(default_factory=dict)
+    lockin: LockinOptions = Field(default_factory=LockinOptions)
 
     @model_validator(mode="after")
     def _lockin_options(self) -> BenchSessionConfig:
-        if self.lockin and self.readout != "lockin":
+        if "lockin" in self.model_fields_set and self.readout != "lockin":
             raise ValueError('lockin: options of the lock-in readout need readout = "lockin"')
         return self
 

@@ -48,6 +48,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.drivers.rigol_ds1000z import (
+    CODES_PER_DIVISION,
+    H_DIVISIONS,
+    SCREEN_POINTS,
+    V_DIVISIONS,
+)
 from physlearn.simulators.clock import Clock
 from physlearn.simulators.instruments.scpi import (
     CommandContext,
@@ -64,10 +70,6 @@ logger = logging.getLogger(__name__)
 SignalSource = Callable[[int, NDArray[np.float64]], NDArray[np.float64]]
 
 N_CHANNELS = 4
-SCREEN_POINTS = 1200
-H_DIVISIONS = 12
-V_DIVISIONS = 8
-CODES_PER_DIVISION = 25
 Y_REFERENCE = 127
 CODE_MIN, CODE_MAX = 0, 255
 PROBE_RATIOS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)

@@ -10,12 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from physlearn.drivers.rigol_ds1000z import SCREEN_POINTS
 from physlearn.simulators.clock import VirtualClock
-from physlearn.simulators.instruments.rigol_ds1000z import (
-    SCREEN_POINTS,
-    RigolDs1000zEmulator,
-    nearest_125,
-)
+from physlearn.simulators.instruments.rigol_ds1000z import RigolDs1000zEmulator, nearest_125
 
 pytestmark = pytest.mark.timeout(60)
 

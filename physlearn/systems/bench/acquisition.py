@@ -28,9 +28,6 @@ from numpy.typing import NDArray
 Array = NDArray[np.float64]
 
 AcquisitionMode = Literal["NORMal", "HRESolution", "AVERages"]
-H_DIVISIONS = 12
-V_DIVISIONS = 8
-CODES_PER_DIVISION = 25.0
 _STEPS_125 = (1.0, 2.0, 5.0)
 
 __all__ = [

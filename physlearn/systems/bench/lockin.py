@@ -66,7 +66,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import (
@@ -79,15 +78,15 @@ from physlearn.errors import (
 from physlearn.spec.bench import BenchConfig
 from physlearn.spec.clock import Clock
 from physlearn.spec.network import NetworkSpec
-from physlearn.spec.system import ForceWaveform
+from physlearn.spec.system import ForceWaveform, Level
+from physlearn.systems.bench.options import BenchOptions, LockinOptions
 from physlearn.systems.bench.settling import PeriodAssessment
-from physlearn.systems.bench.system import BenchOptions, BenchSystem
+from physlearn.systems.bench.system import BenchSystem
 
 Array = NDArray[np.float64]
 
 __all__ = [
     "LockinBenchSystem",
-    "LockinOptions",
     "choose_time_constant",
     "harmonic_fraction",
 ]
@@ -96,25 +95,6 @@ __all__ = [
 _TIGHT = 1.25
 #: … and ≤ this × headroom × the expected |X + iY|
 _COARSE = 10.0
-
-
-class LockinOptions(BaseModel):
-    """How the lock-in readout runs (``[system.bench] lockin = {...}``).
-
-    accuracy: relative accuracy the lock-in reading is settled and filtered to (ripple at the
-    fundamental, filter memory); None: the bench's ``settle.tol``. slope_db_per_oct: output
-    filter slope (6, 12, 18, 24 → 1..4 RC stages). time_constant_s: a minimum τ (the smallest
-    table entry ≥ max(this, the computed τ)), e.g. for more averaging. headroom: full scale ≥
-    headroom × the expected |X + iY|. max_harmonic_fraction: a force waveform whose rms outside
-    the fundamental (DC and harmonics ≥ 2) exceeds this fraction of its rms is refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    accuracy: float | None = Field(None, gt=0, lt=1)
-    slope_db_per_oct: int = Field(24)
-    time_constant_s: float | None = Field(None, gt=0)
-    headroom: float = Field(2.0, ge=1.25)
-    max_harmonic_fraction: float = Field(1e-3, gt=0, lt=1)
 
 
 def choose_time_constant(
@@ -179,6 +159,7 @@ class LockinBenchSystem(BenchSystem):
         lockin: LockinOptions | None = None,
         resources: dict[str, str] | None = None,
         driver_factory: Any = None,
+        level: Level = Level.BENCH,
     ):
         _refuse_nonlinear(spec, calibration)
         super().__init__(
@@ -189,12 +170,9 @@ class LockinBenchSystem(BenchSystem):
             options,
             resources=resources,
             driver_factory=driver_factory,
+            level=level,
         )
         self.lockin_options = lo = lockin or LockinOptions()
-        if lo.slope_db_per_oct not in (6, 12, 18, 24):
-            raise ConfigError(
-                f"lockin.slope_db_per_oct: {lo.slope_db_per_oct} not in (6, 12, 18, 24)"
-            )
         self.lockin_accuracy = lo.accuracy if lo.accuracy is not None else options.settle.tol
         self.lockins: dict[str, _Lockin] = {}
         taken: set[int] = set()

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.systems.bench.acquisition import CODES_PER_DIVISION, V_DIVISIONS, scale_125_at_least
+from physlearn.drivers.rigol_ds1000z import CODES_PER_DIVISION, V_DIVISIONS
+from physlearn.systems.bench.acquisition import scale_125_at_least
 
 Array = NDArray[np.float64]
 

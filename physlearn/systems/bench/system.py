@@ -39,15 +39,20 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 from threadpoolctl import threadpool_limits
 
 from physlearn.calibration.bench import config_hash
 from physlearn.calibration.schema import ActuatorCal, CalibrationFile, CouplingMap
+from physlearn.drivers.rigol_ds1000z import (
+    CODES_PER_DIVISION,
+    H_DIVISIONS,
+    SCREEN_POINTS_PER_DIVISION,
+    V_DIVISIONS,
+)
 from physlearn.errors import (
     CalibrationError,
     ConfigError,
@@ -61,15 +66,9 @@ from physlearn.errors import (
 from physlearn.spec.bench import BenchConfig
 from physlearn.spec.clock import Clock
 from physlearn.spec.network import NetworkSpec
-from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem, SettleInfo
-from physlearn.systems.bench.acquisition import (
-    CODES_PER_DIVISION,
-    H_DIVISIONS,
-    V_DIVISIONS,
-    choose_mode,
-    fit_periods,
-    scale_125_at_least,
-)
+from physlearn.spec.system import ForceWaveform, Level, Observation, PhysicalSystem, SettleInfo
+from physlearn.systems.bench.acquisition import choose_mode, fit_periods, scale_125_at_least
+from physlearn.systems.bench.options import BenchOptions
 from physlearn.systems.bench.response_memory import Recalled, ResponseMemory, ranged_scale
 from physlearn.systems.bench.settling import (
     PeriodAssessment,
@@ -83,7 +82,7 @@ from physlearn.systems.safety import Interlock, check_finite
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
-__all__ = ["BenchOptions", "BenchSystem"]
+__all__ = ["BenchSystem"]
 
 # ---------------------------------------------------------------------------------------------
 # calibration: what the controller takes from the calibration file, per wiring entry
@@ -146,79 +145,12 @@ def calibration_version(cal: CalibrationFile) -> str:
     return f"{cal.bench_name}@{cal.created_utc}"
 
 
-# ---------------------------------------------------------------------------------------------
-# options
-# ---------------------------------------------------------------------------------------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SettleOptions(_Model):
-    """tol: relative transient accepted; acquire_periods: K periods per acquisition (1: the
-    calibrated decay rate judges settling; ≥ 3: the decay is also fitted from the periods);
-    first_wait_periods: a fixed first wait instead of the predicted one; transient_margin: the
-    factor c on a measured or predicted initial transient (position and velocity, modal
-    mixing); periodic_residual: a response is refused as not T-periodic when the rms that the
-    channel's noise cannot explain — of the harmonic fit's residual, or of the record before
-    the fitted periods against their periodic extension — exceeds this fraction of the
-    channel's swing (`physlearn.systems.bench.acquisition.PeriodFit.unexplained_rms_v`); max_wait_s: give
-    up (SteadyStateError) after waiting this long."""
-
-    tol: float = Field(1e-4, gt=0, lt=1)
-    acquire_periods: int = Field(1, ge=1, le=16)
-    first_wait_periods: float | None = Field(None, ge=0)
-    transient_margin: float = Field(2.0, ge=1.0)
-    periodic_residual: float = Field(0.1, gt=0)
-    max_wait_s: float = Field(600.0, gt=0)
-
-
-class SafetyOptions(_Model):
-    """max_response: interlock on the measured |x| (node units); dac_slew_v_per_s: DAC ramp
-    rate; safe_dac_v: DAC value of the safe state."""
-
-    max_response: float = Field(gt=0)
-    dac_slew_v_per_s: float = Field(1.0, gt=0)
-    safe_dac_v: float = 0.0
-
-
-class BenchOptions(_Model):
-    """How the controller runs the bench (the ``[system.bench]`` table of a train config).
-
-    ranging: how a scope channel's V/div follows the response — ``hysteretic`` (default: up
-    when clipped, down below 0.2 of full scale; never oscillates on a noisy signal, but the
-    scale a measurement ends at depends on the transient before it) or ``canonical`` (the
-    scale is a function of the fitted waveform's peak alone, 1-2-5 ≥ 1.4 × peak, and the
-    record's samples sit on one lattice relative to the sync and are fitted by lattice phase: a
-    history-free quantisation, so a resumed run measures as the uninterrupted one, bit for bit,
-    on a noise-free bench; it plans the settle wait from the present change alone — not from the
-    response memory nor from which input was measured last, which depend on what the session
-    (and its retries) has seen; on a noisy bench a peak at a scale boundary can flip the scale and cost
-    re-acquisitions, up to the 4 re-ranges allowed per measurement). In both modes a channel
-    never goes back down to a V/div the same measurement left (a peak on a scale boundary)."""
-
-    points_per_period: int = Field(33, ge=5)
-    arb_points_per_period: int = Field(64, ge=8)
-    harmonics: int | None = Field(None, ge=1)
-    beta_resolution: float = Field(1e-2, gt=0, le=1)
-    settle: SettleOptions = Field(default_factory=SettleOptions)
-    safety: SafetyOptions
-    reference_node: int | None = None
-    stitch_tol: float = Field(0.05, gt=0)
-    ranging: Literal["hysteretic", "canonical"] = "hysteretic"
-    #: warn (StaleCalibrationWarning) when the calibration file is older; None: no age check
-    calibration_max_age_days: float | None = Field(7.0, gt=0)
-
-
 #: factor on a transient predicted from a remembered response (`_predicted_transient`)
 _PREDICTION_CUSHION = 1.05
 #: a remembered response this close (relative settings change) plans the ranging without previews
 _CLOSE_RECALL = 0.01
 #: peak band (fractions of full scale) a preview or a prediction re-centres a channel into
 _CENTRED = (0.3, 0.8)
-#: points per division of a DS1000Z screen record (1200 over 12 divisions)
-SCREEN_POINTS_PER_DIVISION = 100
 
 # ---------------------------------------------------------------------------------------------
 # the system
@@ -259,7 +191,9 @@ class BenchSystem(PhysicalSystem):
         *,
         resources: dict[str, str] | None = None,
         driver_factory: Callable[[str, Any], Any] | None = None,
+        level: Level = Level.BENCH,
     ):
+        self.level = level
         self.config = config.controller_view()
         self.cal = calibration
         self.chains = _resolve(calibration, self.config)
@@ -1403,7 +1337,7 @@ class BenchSystem(PhysicalSystem):
             "m",
             await self.clock.now(),
             SettleInfo(waited, remaining, periodic),
-            {"level": "bench", "calibration": self.calibration_version},
+            {"level": str(self.level), "calibration": self.calibration_version},
         )
 
     def drain_journal(self) -> list[dict[str, Any]]:
