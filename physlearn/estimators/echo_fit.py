@@ -154,6 +154,132 @@ def _check_nodes(nodes: list[int], d: int, what: str) -> list[int]:
     return out
 
 
+def _check_steps(iterations: object, rel_step: float, delay_step: float) -> None:
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        raise CalibrationError(f"iterations: must be a positive integer, got {iterations!r}")
+    if not (np.isfinite(rel_step) and 0 < rel_step < 1):
+        raise CalibrationError(f"rel_step: must be in (0, 1), got {rel_step!r}")
+    if not (np.isfinite(delay_step) and 0 < delay_step < 0.1):
+        raise CalibrationError(f"delay_step: must be in (0, 0.1) periods, got {delay_step!r}")
+
+
+def _fitted_nodes(
+    c0: Array, nodes: list[int] | None, delay_nodes: list[int] | None
+) -> tuple[list[int], list[int]]:
+    """(damping nodes, delay nodes) to fit, checked against the starting m_jΓ_j ``c0`` (d,)."""
+    d = c0.size
+    fit_nodes = (
+        [int(j) for j in np.flatnonzero(c0 > 0)]
+        if nodes is None
+        else _check_nodes(nodes, d, "nodes")
+    )
+    tau_nodes = _check_nodes(delay_nodes or [], d, "delay_nodes")
+    if not fit_nodes and not tau_nodes:
+        raise CalibrationError("nothing to fit: no damped node and no delay node")
+    bad = [j for j in fit_nodes if not c0[j] > 0]
+    if bad:
+        raise CalibrationError(f"nodes {bad}: need a positive starting m_jΓ_j to fit")
+    return fit_nodes, tau_nodes
+
+
+class _EchoProbe:
+    """Echo experiments around one free orbit: the residual r (B, N, d) of the echo driven with
+    m·Γ = c and sensing-delay corrections τ, and the mismatch history of the fit."""
+
+    def __init__(self, system: PhysicalSystem, free: Observation, drive: Array) -> None:
+        self.system, self.free, self.drive = system, free, drive
+        self.period = free.period_s
+        self.mismatch: list[float] = []
+        self.rms: list[float] = []
+
+    async def residual(self, c: Array, tau: Array) -> Array:
+        """Residual r (B, N, d) of the echo driven with (c, tau); sets the echo drive."""
+        ref = _shift(self.free, tau)
+        await self.system.set_forces(None)
+        await self.system.set_echo_drive(ForceWaveform(echo_drive(self.drive, ref, c), self.period))
+        echo = await _echo(self.system, None, self.period)
+        return _shift(echo, tau).x - reverse_time(ref.x)
+
+    def record(self, r: Array, tau: Array) -> None:
+        ref = _shift(self.free, tau).x  # the corrected free orbit; r = corrected echo − P ref
+        self.mismatch.append(float(np.max(echo_mismatch(r + reverse_time(ref), ref))))
+        self.rms.append(float(np.sqrt(np.mean(r**2))))
+
+    async def jacobian(
+        self,
+        r: Array,
+        c: Array,
+        tau: Array,
+        fit_nodes: list[int],
+        tau_nodes: list[int],
+        steps: tuple[Array, float],
+    ) -> tuple[Array, Array]:
+        """Finite-difference Jacobian of r.ravel() with respect to (c[fit_nodes], τ[tau_nodes])
+        and its column norms; ``steps``: (h_j per damping node, h_τ in s)."""
+        h_c, h_tau = steps
+        cols = []
+        # Damping columns: node j's damping term as an extra force on the same echo drive.
+        xdot_rev = reverse_time(spectral_derivative(self.free.x, self.period))
+        x_echo = r + reverse_time(self.free.x)
+        for j in fit_nodes:
+            h = h_c[j]
+            extra = np.zeros_like(self.drive)
+            extra[:, :, j] = -2.0 * h * xdot_rev[:, :, j]
+            xj = (await _echo(self.system, extra, self.period)).x
+            cols.append(((xj - x_echo) / h).ravel())
+        # Delay columns: a new echo drive from the shifted free orbit, shifted residual.
+        for k in tau_nodes:
+            tk = tau.copy()
+            tk[k] += h_tau
+            cols.append(((await self.residual(c, tk)) - r).ravel() / h_tau)
+        J = np.stack(cols, axis=1)
+        scale = np.linalg.norm(J, axis=0)
+        names = [f"m·Γ of node {j}" for j in fit_nodes] + [f"delay of node {k}" for k in tau_nodes]
+        if np.any(scale == 0) or np.linalg.matrix_rank(J / scale) < J.shape[1]:
+            raise CalibrationError(
+                f"the echo mismatch does not determine {', '.join(names)} (singular Jacobian)"
+            )
+        return J, scale
+
+
+async def _gauss_newton(
+    probe: _EchoProbe,
+    fit: tuple[Array, Array, list[int], list[int]],
+    r: Array,
+    jac: tuple[Array, Array],
+    iterations: int,
+) -> None:
+    """``iterations`` Gauss–Newton updates of c[fit_nodes] and τ[tau_nodes] in place (fixed
+    Jacobian ``jac`` = (J, column norms)), each followed by a new echo."""
+    c, tau, fit_nodes, tau_nodes = fit
+    J, scale = jac
+    nc, period = len(fit_nodes), probe.period
+    for it in range(iterations):
+        step, *_ = np.linalg.lstsq(J / scale, -r.ravel(), rcond=None)
+        step = step / scale
+        c[fit_nodes] += step[:nc]
+        tau[tau_nodes] += step[nc:]
+        if np.any(c[fit_nodes] <= 0):
+            raise CalibrationError(
+                f"Gauss–Newton step {it + 1} gave a non-positive m_jΓ_j {c[fit_nodes]}"
+            )
+        if np.any(np.abs(tau) > 0.25 * period):
+            raise CalibrationError(
+                f"Gauss–Newton step {it + 1} gave sensing-delay corrections {tau} s beyond "
+                f"a quarter period ({0.25 * period:.3g} s): the echo mismatch is not from "
+                "small calibration errors"
+            )
+        r = await probe.residual(c, tau)
+        probe.record(r, tau)
+        log.info(
+            "echo model fit %d: m·Γ = %s, τ = %s s, mismatch %.2e",
+            it + 1,
+            c[fit_nodes],
+            tau[tau_nodes],
+            probe.mismatch[-1],
+        )
+
+
 async def fit_echo_model(
     system: PhysicalSystem,
     knowledge: ModelKnowledge,
@@ -178,25 +304,9 @@ async def fit_echo_model(
     Leaves the system with no extra force and no echo drive. Raises `CalibrationError` when a
     damping node is not actuated or the fit is singular.
     """
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-        raise CalibrationError(f"iterations: must be a positive integer, got {iterations!r}")
-    if not (np.isfinite(rel_step) and 0 < rel_step < 1):
-        raise CalibrationError(f"rel_step: must be in (0, 1), got {rel_step!r}")
-    if not (np.isfinite(delay_step) and 0 < delay_step < 0.1):
-        raise CalibrationError(f"delay_step: must be in (0, 0.1) periods, got {delay_step!r}")
+    _check_steps(iterations, rel_step, delay_step)
     c0 = np.asarray(knowledge.mass * knowledge.damping, dtype=float)
-    d = c0.size
-    fit_nodes = (
-        [int(j) for j in np.flatnonzero(c0 > 0)]
-        if nodes is None
-        else _check_nodes(nodes, d, "nodes")
-    )
-    tau_nodes = _check_nodes(delay_nodes or [], d, "delay_nodes")
-    if not fit_nodes and not tau_nodes:
-        raise CalibrationError("nothing to fit: no damped node and no delay node")
-    bad = [j for j in fit_nodes if not c0[j] > 0]
-    if bad:
-        raise CalibrationError(f"nodes {bad}: need a positive starting m_jΓ_j to fit")
+    fit_nodes, tau_nodes = _fitted_nodes(c0, nodes, delay_nodes)
     try:
         require_actuation(system, fit_nodes, "fitted damping")
     except GradientError as err:
@@ -208,79 +318,16 @@ async def fit_echo_model(
         await system.set_forces(None)
         await system.set_echo_drive(None)
         free = (await system.measure()).one_period()
-    period = free.period_s
-    drive = on_samples(await system.drive_forces(), free.x.shape[1], period)
-    c, tau = c0.copy(), np.zeros(d)
-
-    def reference(tau_: Array) -> Observation:
-        return _shift(free, tau_)
-
-    async def echo_at(c_: Array, tau_: Array) -> Array:
-        """Residual r (B, N, d) of the echo driven with (c_, tau_); sets the echo drive."""
-        ref = reference(tau_)
-        await system.set_forces(None)
-        await system.set_echo_drive(ForceWaveform(echo_drive(drive, ref, c_), period))
-        return _shift(await _echo(system, None, period), tau_).x - reverse_time(ref.x)
-
-    mism: list[float] = []
-    rms: list[float] = []
-
-    def record(r: Array) -> None:
-        ref = reference(tau).x  # the corrected free orbit; r = corrected echo − P ref
-        mism.append(float(np.max(echo_mismatch(r + reverse_time(ref), ref))))
-        rms.append(float(np.sqrt(np.mean(r**2))))
-
+    drive = on_samples(await system.drive_forces(), free.x.shape[1], free.period_s)
+    probe = _EchoProbe(system, free, drive)
+    c, tau = c0.copy(), np.zeros(c0.size)
     try:
-        r = await echo_at(c, tau)
-        record(r)
-        cols = []
-        # Damping columns: node j's damping term as an extra force on the same echo drive.
-        xdot_rev = reverse_time(spectral_derivative(free.x, period))
-        x_echo = r + reverse_time(free.x)
-        for j in fit_nodes:
-            h = rel_step * c0[j]
-            extra = np.zeros_like(drive)
-            extra[:, :, j] = -2.0 * h * xdot_rev[:, :, j]
-            xj = (await _echo(system, extra, period)).x
-            cols.append(((xj - x_echo) / h).ravel())
-        # Delay columns: a new echo drive from the shifted free orbit, shifted residual.
-        h_tau = delay_step * period
-        for k in tau_nodes:
-            tk = tau.copy()
-            tk[k] += h_tau
-            cols.append(((await echo_at(c, tk)) - r).ravel() / h_tau)
-        J = np.stack(cols, axis=1)
-        scale = np.linalg.norm(J, axis=0)
-        names = [f"m·Γ of node {j}" for j in fit_nodes] + [f"delay of node {k}" for k in tau_nodes]
-        if np.any(scale == 0) or np.linalg.matrix_rank(J / scale) < J.shape[1]:
-            raise CalibrationError(
-                f"the echo mismatch does not determine {', '.join(names)} (singular Jacobian)"
-            )
-        nc = len(fit_nodes)
-        for it in range(iterations):
-            step, *_ = np.linalg.lstsq(J / scale, -r.ravel(), rcond=None)
-            step = step / scale
-            c[fit_nodes] += step[:nc]
-            tau[tau_nodes] += step[nc:]
-            if np.any(c[fit_nodes] <= 0):
-                raise CalibrationError(
-                    f"Gauss–Newton step {it + 1} gave a non-positive m_jΓ_j {c[fit_nodes]}"
-                )
-            if np.any(np.abs(tau) > 0.25 * period):
-                raise CalibrationError(
-                    f"Gauss–Newton step {it + 1} gave sensing-delay corrections {tau} s beyond "
-                    f"a quarter period ({0.25 * period:.3g} s): the echo mismatch is not from "
-                    "small calibration errors"
-                )
-            r = await echo_at(c, tau)
-            record(r)
-            log.info(
-                "echo model fit %d: m·Γ = %s, τ = %s s, mismatch %.2e",
-                it + 1,
-                c[fit_nodes],
-                tau[tau_nodes],
-                mism[-1],
-            )
+        r = await probe.residual(c, tau)
+        probe.record(r, tau)
+        jac = await probe.jacobian(
+            r, c, tau, fit_nodes, tau_nodes, (rel_step * c0, delay_step * free.period_s)
+        )
+        await _gauss_newton(probe, (c, tau, fit_nodes, tau_nodes), r, jac, iterations)
     finally:
         await system.set_forces(None)
         await system.set_echo_drive(None)
@@ -288,8 +335,8 @@ async def fit_echo_model(
         c,
         c0,
         fit_nodes,
-        np.array(mism),
-        np.array(rms),
+        np.array(probe.mismatch),
+        np.array(probe.rms),
         iterations,
         system.experiments - n0,
         tau,
