@@ -17,6 +17,7 @@ from physlearn.simulators.excitation import GridExcitation
 from physlearn.simulators.integrator import Integrator, State
 from physlearn.simulators.problem import PeriodicProblem
 from physlearn.spec.network import NetworkSpec
+from physlearn.spec.nonlinearity import NonSmoothWarning
 
 from twin_helpers import with_trainable_everything  # isort: skip
 
@@ -173,3 +174,56 @@ def test_continuation_runs_on_the_stalled_samples_alone(
             prob.model, theta[idx], exc.take(idx), prob.grid, floquet="none"
         )
         assert np.max(np.abs(alone.x[0] - sol.x[i])) <= 1e-9 * np.max(np.abs(sol.x[i]))
+
+
+def _two_node(rho: str) -> NetworkSpec:
+    """A smooth-as-it-gets 2-node network: node 0 driven, tanh-like coupling to node 1."""
+    return NetworkSpec.model_validate(
+        {
+            "nonlinearity": rho,
+            "nodes": {"count": 2, "mass": 1.0, "stiffness": 2.4, "damping": 0.05},
+            "drive": {"omega_rad_s": 1.0},
+            "inputs": {"nodes": [0], "mode": "force", "gain": 1.5, "values": [1.0]},
+            "outputs": {"nodes": [1], "target": {"kind": "inphase", "values": [0.3]}},
+            "couplings": [{"nodes": [0, 1], "value": 0.8}],
+        }
+    )
+
+
+def _orbit(spec: NetworkSpec, n: int, t: np.ndarray) -> np.ndarray:
+    """The free orbit at n points per period (default tolerance), interpolated at times t."""
+    prob = PeriodicProblem.from_spec(spec, points_per_period=n)
+    return prob.grid.interpolate(prob.solve(floquet="none").x, t)
+
+
+def test_default_tolerance_is_reached_at_every_grid_size() -> None:
+    """The relative residual floor grows ~ε N²/4 (spectral second derivative of a float64
+    orbit): at 257 points it was 2.9e-12 > the default 1e-12 and the solve failed. The tolerance
+    is raised to that round-off floor only where the floor exceeds it, so every N converges, and
+    the orbits agree to round-off."""
+    spec = _two_node("tanh")
+    t = np.linspace(0.0, spec.period_s, 61, endpoint=False)
+    ref = _orbit(spec, 1025, t)
+    for n in (65, 129, 257, 513):
+        assert np.max(np.abs(_orbit(spec, n, t) - ref)) < 1e-12, n
+    prob = PeriodicProblem.from_spec(spec, points_per_period=33)
+    sol = prob.solve(floquet="none")
+    assert sol.residual[0] <= 1e-12  # small grids keep the plain tolerance
+
+
+def test_softsign_warns_and_converges_only_algebraically() -> None:
+    """softsign's ρ″ jumps at 0: its orbits converge like N⁻²…N⁻³ where tanh and isru (its smooth
+    relative) converge spectrally; the solver says so (NonSmoothWarning) for softsign only."""
+    t = np.linspace(0.0, 2 * np.pi, 61, endpoint=False)
+    periodic._warned_nonsmooth.clear()
+    with pytest.warns(NonSmoothWarning, match="softsign"):
+        soft = [_orbit(_two_node("softsign"), n, t) for n in (65, 129, 1025)]
+    err_65, err_129 = (float(np.max(np.abs(x - soft[-1]))) for x in soft[:2])
+    assert 1e-7 < err_129 < err_65 < 1e-3 and err_65 / err_129 < 64  # algebraic, not spectral
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonSmoothWarning)
+        for rho in ("tanh", "isru"):
+            smooth = [_orbit(_two_node(rho), n, t) for n in (65, 1025)]
+            assert np.max(np.abs(smooth[0] - smooth[1])) < 1e-12, rho
