@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train",
     "twin": "twin",
     "calibrate": "calibrate",
+    "report": "report",
 }
 
 

@@ -320,6 +320,13 @@ class NetworkSpec(_Model):
     def parameter_names(self) -> list[str]:
         return [name for name, t in self.terms() if t.trainable]
 
+    def parameter_units(self) -> list[str]:
+        """SI unit of each trainable parameter, in parameter order: couplings α (product
+        α ρ(x_j)ρ(x_k) and spring ½α(x_j − x_k)²) in N/m, biases α'ρ(x_j) in N, quartic
+        ¼α''x_j⁴ in N/m³ (ρ reads the node coordinate in m)."""
+        unit = {Coupling: "N/m", Bias: "N", Quartic: "N/m^3"}
+        return [unit[type(t)] for _, t in self.terms() if t.trainable]
+
     def initial_parameters(self) -> Array:
         """Values of the trainable terms, shape (P,)."""
         return np.array([t.value for _, t in self.terms() if t.trainable], dtype=float)
