@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["write_section"]
+__all__ = ["docs_target", "write_section"]
 
 _PREAMBLE = (
     "# Benchmarks\n\nEach section below is written by the benchmark script it names; "
@@ -27,3 +27,12 @@ def write_section(path: Path, name: str, heading: str, body: str) -> None:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def docs_target(given: Path | None, default: Path, quick: bool) -> Path | None:
+    """Where a benchmark writes its documentation: the path given on the command line; else
+    the tracked doc ``default`` for a full run and nothing for ``--quick`` (a quick run never
+    rewrites the project's docs)."""
+    if given is not None:
+        return given
+    return None if quick else default

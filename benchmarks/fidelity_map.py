@@ -25,6 +25,8 @@ import argparse
 import asyncio
 import logging
 import math
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,10 @@ from physlearn.spec.model import linear_mode_frequencies
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.task import Task
 from physlearn.systems.ideal import IdealSystem
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the sibling helper below
+import doc_sections  # noqa: E402
 
 ESTIMATORS = (
     "ep_symmetric",
@@ -398,7 +404,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="a small run (coarse sweeps)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for fidelity.md/.png (default docs/, not with --quick)",
+    )
     ap.add_argument("--seed", type=int, default=20240)
     ap.add_argument(
         "--amplitude",
@@ -423,8 +434,12 @@ def main() -> None:
     det = detuning_sweep(nets, dets, 0.3, args.seed)
     beta = beta_sweep(nets, betas, args.seed)
     exp_rows = experiments_table(damp)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(damp, det, beta, exp_rows, args.out / "fidelity.png")
+    out = doc_sections.docs_target(args.out, ROOT / "docs", args.quick)
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="fidelity-quick-"))
+        print(f"quick run: fidelity.md and fidelity.png in {out} (docs/ untouched)")
+    out.mkdir(parents=True, exist_ok=True)
+    plot(damp, det, beta, exp_rows, out / "fidelity.png")
     wall = time.perf_counter() - t0
     cols = (*ESTIMATORS, "EP limit (formula)")
     P = nets["off resonance"].initial_parameters().size
@@ -478,7 +493,7 @@ Measured in the sweeps above at P = {P}: {", ".join(f"{k} {v}" for k, v in measu
 
 {exp_md}
 """
-    (args.out / "fidelity.md").write_text(md)
+    (out / "fidelity.md").write_text(md)
     print(md)
 
 

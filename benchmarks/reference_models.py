@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import doc_sections  # noqa: E402
 from train_table import DIGITS_POOL, DIGITS_POOLED_LAYERS, TARGETS  # noqa: E402
 
 N_FOLDS = 5
@@ -167,15 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="Iris only, one initialisation")
     ap.add_argument("--draws", type=int, default=None, help="MLP initialisations (default 3)")
-    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "reference_models.md")
+    ap.add_argument(
+        "--docs", type=Path, default=None, help="output file (default: docs/, not with --quick)"
+    )
     args = ap.parse_args(argv)
     draws = args.draws or (1 if args.quick else 3)
     rows = evaluate(args.quick, draws)
     cmd = "python benchmarks/reference_models.py" + (" --quick" if args.quick else "")
     text = report(rows, draws, cmd + (f" --draws {args.draws}" if args.draws else ""))
     print("\n" + text)
-    args.docs.parent.mkdir(parents=True, exist_ok=True)
-    args.docs.write_text(text)
+    target = doc_sections.docs_target(args.docs, ROOT / "docs" / "reference_models.md", args.quick)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     return 0
 
 

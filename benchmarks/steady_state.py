@@ -719,7 +719,12 @@ def write_section(path: Path, body: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small d, batch and Q (seconds)")
-    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="markdown file to update")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="markdown file to update (default: docs/, not with --quick)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="print only")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (both solvers)")
     parser.add_argument(
@@ -736,9 +741,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases, floquet, wall = run(cfg)
     body = render(cfg, cases, floquet, wall, args.threads)
     print(body)
-    if not args.no_docs:
-        write_section(args.docs, body)
-        log(f"wrote the steady-state section of {args.docs}")
+    target = None if args.no_docs else doc_sections.docs_target(args.docs, DEFAULT_DOCS, args.quick)
+    if target is not None:
+        write_section(target, body)
+        log(f"wrote the steady-state section of {target}")
     return 0
 
 

@@ -38,6 +38,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -438,6 +439,19 @@ def _write(
     return text
 
 
+def _output(args: argparse.Namespace) -> Path:
+    """The table file: --output; docs/results.md for a full run; a temporary folder for --quick
+    (a quick run never rewrites the project's docs)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import doc_sections
+
+    out = doc_sections.docs_target(args.output, ROOT / "docs" / "results.md", args.quick)
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="train-table-quick-")) / "results.md"
+        print(f"quick run: table and rows in {out.parent} (docs/ untouched)")
+    return Path(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 seeds, short budgets (XOR by default)")
@@ -470,7 +484,12 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config key of every run, VALUE in TOML (e.g. optimizer.lr=0.02); "
         "repeatable. Use with --output: the rows are then not the examples' table",
     )
-    ap.add_argument("--output", type=Path, default=ROOT / "docs" / "results.md")
+    ap.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="the table (rows beside it, .jsonl; default docs/results.md, not with --quick)",
+    )
     args = ap.parse_args(argv)
     try:
         overrides: Overrides = tuple(parse_override(t) for t in args.set)
@@ -491,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         if e not in known_estimators():
             ap.error(f"--estimators: unknown {e!r}; known: {', '.join(known_estimators())}")
     n_seeds = args.seeds or (2 if args.quick else 5)
+    args.output = _output(args)
     raw = args.output.with_suffix(".jsonl")
     seeds = {(t, r): valid_seeds(t, r, n_seeds, args.digits_pooled) for t in tasks for r in regimes}
     args.seed_lists = seeds

@@ -118,3 +118,24 @@ def test_train_table_set_overrides_the_example_config() -> None:
     for bad in ("optimizer.lr", "=0.1", "optimizer.lr=fast"):
         with pytest.raises(ValueError, match="--set"):
             table.parse_override(bad)
+
+
+def test_quick_modes_never_rewrite_the_tracked_docs() -> None:
+    """Without an explicit output, a --quick run prints (or writes to a temporary folder) and
+    leaves docs/ as it was; a full run writes the tracked doc; an explicit path always wins."""
+    docs = ROOT / "docs"
+    before = {p.name: p.read_bytes() for p in docs.iterdir() if p.is_file()}
+    run_quick(STEADY_STATE)
+    run_quick(REFERENCE_MODELS)
+    after = {p.name: p.read_bytes() for p in docs.iterdir() if p.is_file()}
+    assert after == before
+    helper = _load(ROOT / "benchmarks" / "doc_sections.py")
+    default = docs / "x.md"
+    assert helper.docs_target(None, default, quick=True) is None
+    assert helper.docs_target(None, default, quick=False) == default
+    assert helper.docs_target(Path("mine.md"), default, quick=True) == Path("mine.md")
+    table = _load(ROOT / "benchmarks" / "train_table.py")
+    import argparse
+
+    out = table._output(argparse.Namespace(output=None, quick=True))
+    assert docs not in out.parents and out.name == "results.md"
