@@ -44,6 +44,7 @@ class Served:
             [
                 *(sys.executable, "-m", "physlearn.cli", "twin", "serve"),
                 *("--config", str(bench), "--virtual"),
+                *("--connection-file", str(bench.parent / "twin.json")),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

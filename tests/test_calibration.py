@@ -398,8 +398,12 @@ def test_fit_that_does_not_converge_is_an_error() -> None:
 def test_acceptance4_calibrate_all_against_twin_serve(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     py = sys.executable
+    conn = tmp_path / "twin.json"
     serve = subprocess.Popen(
-        [py, "-m", "physlearn.cli", "twin", "serve", "--config", str(EXAMPLE), "--virtual"],
+        [
+            *(py, "-m", "physlearn.cli", "twin", "serve", "--config", str(EXAMPLE)),
+            *("--virtual", "--connection-file", str(conn)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -432,10 +436,8 @@ def test_acceptance4_calibrate_all_against_twin_serve(tmp_path: Path) -> None:
                 str(out),
                 "--options",
                 str(ROOT / "examples" / "bench-calibration.toml"),
-                "--twin-control",
-                control,
-                "--resources",
-                *resources,
+                "--connection",  # every resource and the twin-control address
+                str(conn),
             ],
             capture_output=True,
             text=True,

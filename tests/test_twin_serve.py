@@ -3,6 +3,7 @@ plain pyvisa resource strings reach each one; SIGTERM / SIGINT stop it cleanly."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,7 +24,8 @@ from test_bench_twin_helpers import EXAMPLE, restrict_to_emulated
 from physlearn.simulators.bench_twin import available_emulators
 from physlearn.spec.tomlconfig import read_toml
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[1]
 
 _LINE = re.compile(r"^instrument (\S+) (\S+) (\S+)$")
 #: Reply terminations as the manuals give them (the SR830 ends replies with CR).
@@ -42,13 +44,17 @@ def _bench_file(tmp_path: Path) -> tuple[Path, set[str]]:
 class Served:
     """A `physlearn twin serve` subprocess whose stdout is read line by line in a thread."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "physlearn.cli", "twin", "serve", "--config", str(config)],
+            [
+                *(sys.executable, "-m", "physlearn.cli", "twin", "serve"),
+                *("--config", str(config), *args),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd if cwd is not None else config.parent,
         )
         self.lines: Queue[str] = Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -134,3 +140,73 @@ def test_twin_serve_every_instrument_answers_plain_pyvisa(
     assert "stopped" in server.until("stopped", 5.0)
     assert server.proc.stderr is not None
     assert "Traceback" not in server.proc.stderr.read()
+
+
+def _readme_block(marker: str) -> str:
+    """The code block of the README between ``<!-- marker:begin -->`` and its end marker."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(f"<!-- {marker}:begin -->", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
+    return block.split("```python\n", 1)[1].rsplit("```", 1)[0]
+
+
+def test_connection_file_and_the_readme_pyvisa_example_as_pasted(tmp_path: Path) -> None:
+    """`twin serve` writes its connection file (the printed resources and control address) in
+    the current folder and removes it on exit; the README's pyvisa example, pasted as it is
+    into that folder, gets both identities (the SR830 over its RS-232 pty with CR and OUTX 0);
+    a second serve refuses to take over a live server's connection file."""
+    server = Served(ROOT / "examples" / "bench.toml", cwd=tmp_path)
+    try:
+        lines = server.until("ready", 30.0)
+        conn_path = tmp_path / "twin-reference-bench.json"
+        assert f"connection-file {conn_path.name}" in lines
+        conn = json.loads(conn_path.read_text())
+        printed = {m[1]: m[3] for m in map(_LINE.match, lines) if m}
+        assert conn["resources"] == printed and conn["virtual"] is False
+        assert conn["twin_control"] == next(
+            ln.split()[1] for ln in lines if ln.startswith("twin-control ")
+        )
+        snippet = subprocess.run(
+            [sys.executable, "-c", _readme_block("pyvisa-example")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert snippet.returncode == 0, snippet.stderr[-2000:]
+        idns = snippet.stdout.splitlines()
+        assert idns[0].startswith("Agilent Technologies,33522B") or "33522B" in idns[0], idns
+        assert idns[1].startswith("Stanford_Research_Systems,SR830"), idns
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "physlearn.cli",
+                "twin",
+                "serve",
+                "--config",
+                str(ROOT / "examples" / "bench.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert second.returncode == 2 and "another running" in second.stderr, second.stderr
+    finally:
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(15) == 0
+        server.stop()
+    assert not conn_path.exists()
+
+
+def test_version_and_twin_help_keep_their_layout() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "physlearn.cli", "--version"], capture_output=True, text=True
+    )
+    assert run.returncode == 0 and re.fullmatch(r"physlearn \d+\.\d+\.\d+\S*\n", run.stdout)
+    helptext = subprocess.run(
+        [sys.executable, "-m", "physlearn.cli", "twin", "--help"], capture_output=True, text=True
+    ).stdout
+    # the example output keeps its own lines (not squashed into one paragraph)
+    assert "\n    instrument fgen keysight33500b TCPIP0::127.0.0.1::40211::SOCKET\n" in helptext
+    assert "\n    ready\n" in helptext

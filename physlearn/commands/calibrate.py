@@ -1,14 +1,17 @@
 """`physlearn calibrate`: bench calibration steps (docs/calibration.md).
 
     physlearn calibrate STEP --config examples/bench.toml [--output DIR] [--options FILE]
-                        [--resources name=RESOURCE ...] [--twin-control tcp://HOST:PORT] [--force]
+                        [--connection FILE] [--resources name=RESOURCE ...]
+                        [--twin-control tcp://HOST:PORT] [--force]
     physlearn calibrate show FILE
 
 STEP is dac, resonance, sensing, actuators, couplings or all (every step in dependency order;
 completed steps are skipped unless --force, so an interrupted run resumes). Instruments are
 reached at --resources (default: the `resource` of each instrument in the bench file). With
---twin-control the bench is the emulated one (`physlearn twin serve --virtual`) and waits
-advance its virtual clock; otherwise waits are wall-clock sleeps. The result is DIR/calibration.json
+--connection (the file `physlearn twin serve` writes) every resource and, for a --virtual twin,
+the twin-control address come from that file. With --twin-control the bench is the emulated one
+(`physlearn twin serve --virtual`) and waits advance its virtual clock; otherwise waits are
+wall-clock sleeps. The result is DIR/calibration.json
 plus per step DIR/<step>.json, .npz (raw data) and .png (fit).
 """
 
@@ -39,13 +42,22 @@ def add_parser(sub: Any, name: str) -> None:
         "--resources", nargs="*", default=[], metavar="NAME=RESOURCE", help="VISA addresses"
     )
     p.add_argument("--twin-control", help="twin-control address of an emulated bench")
+    p.add_argument(
+        "--connection",
+        type=Path,
+        help="connection file of `physlearn twin serve` (resources, clock)",
+    )
     p.add_argument("--force", action="store_true", help="redo completed steps")
 
 
-def _resources(config: Any, items: list[str]) -> dict[str, str]:
+def _resources(config: Any, items: list[str], file_defaults: bool = True) -> dict[str, str]:
     from physlearn.errors import ConfigError
 
-    out = {n: i.resource for n, i in config.instruments.items() if i.resource}
+    out = (
+        {n: i.resource for n, i in config.instruments.items() if i.resource}
+        if file_defaults
+        else {}
+    )
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--resources: expected NAME=RESOURCE, got {item!r}")
@@ -79,6 +91,20 @@ async def _run(args: argparse.Namespace) -> int:
     config = BenchConfig.load(args.config).controller_view()
     opts = load_options(args.options)
     resources = _resources(config, args.resources)
+    if args.connection is not None:
+        from physlearn.spec.connection import TwinConnection
+
+        conn = TwinConnection.read(args.connection, wait_s=30.0)
+        unknown = sorted(set(conn.resources) - set(config.instruments))
+        if unknown:
+            raise ConfigError(
+                f"--connection {args.connection}: instruments {unknown} are not in {args.config} "
+                f"(the twin serves bench {conn.bench!r} from {conn.config})"
+            )
+        # the bench file's addresses < the connection file < explicit --resources
+        resources = {**resources, **conn.resources, **_resources(config, args.resources, False)}
+        if conn.virtual and args.twin_control is None:
+            args.twin_control = conn.twin_control
     ctx = StepContext(args.output, opts)
     client = None
     clock: Clock
