@@ -21,6 +21,7 @@ from physlearn.errors import (
     InstrumentCommandError,
     InstrumentConnectionError,
     InstrumentProtocolError,
+    InstrumentTimeoutError,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,18 @@ class ScpiInstrument:
         return self.transport.resource
 
     async def connect(self) -> str:
-        """Open the transport and check the identity; return the *IDN? reply."""
-        await self.transport.open()
-        idn = await self.transport.query("*IDN?")
+        """Open the transport and check the identity; return the *IDN? reply. A failure to
+        connect names the instrument (InstrumentConnectionError)."""
+        try:
+            await self.transport.open()
+            idn = await self.transport.query("*IDN?")
+        except InstrumentConnectionError as exc:
+            raise InstrumentConnectionError(f"{self.name}: {exc}") from exc
+        except InstrumentTimeoutError as exc:
+            raise InstrumentTimeoutError(
+                f"{self.name}: no answer to *IDN? ({exc}); check the address, the terminations "
+                "and that the instrument is on"
+            ) from exc
         if re.search(self.config.idn_pattern, idn) is None:
             await self.transport.close()
             raise InstrumentConnectionError(

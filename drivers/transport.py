@@ -20,6 +20,7 @@ emulator registered with `register_memory_resource`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import time
@@ -169,6 +170,15 @@ def _short(data: bytes) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _never_connected(cause: BaseException) -> bool:
+    """A link error that means no connection was ever made (refused, unreachable), as opposed
+    to one that was made and broke."""
+    return isinstance(cause, ConnectionRefusedError) or (
+        isinstance(cause, OSError)
+        and cause.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+    )
+
+
 class Transport:
     """Async, locked access to one instrument resource; see the module docstring."""
 
@@ -185,6 +195,9 @@ class Transport:
         self._read_term = settings.read_termination.encode(settings.encoding)
         self._write_term = settings.write_termination.encode(settings.encoding)
         self.reconnects = 0
+        #: an exchange has succeeded on this resource (before that, a broken link is a failure
+        #: to connect, not a lost connection)
+        self.connected_once = False
 
     @property
     def resource(self) -> str:
@@ -281,7 +294,9 @@ class Transport:
         while True:
             link = self._ensure_link()
             try:
-                return op(link)
+                result = op(link)
+                self.connected_once = True
+                return result
             except TimeoutError as exc:
                 self._stale = True
                 if link.is_alive():
@@ -292,6 +307,12 @@ class Transport:
             except (ConnectionError, OSError) as exc:
                 cause = exc
             self._stale = True
+            if not self.connected_once and _never_connected(cause):
+                self._drop_link()
+                raise InstrumentConnectionError(
+                    f"{self.resource}: cannot connect ({type(cause).__name__}: {cause}); is the "
+                    "instrument on, and is this its address?"
+                ) from cause
             logger.warning("%s: connection lost (%r)", self.resource, cause)
             if retried or not self.settings.retry_after_reconnect:
                 self._ensure_link()  # leave a working link behind if the instrument is back

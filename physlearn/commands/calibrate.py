@@ -105,6 +105,7 @@ async def _run(args: argparse.Namespace) -> int:
         resources = {**resources, **conn.resources, **_resources(config, args.resources, False)}
         if conn.virtual and args.twin_control is None:
             args.twin_control = conn.twin_control
+    created = not args.output.exists()  # a failed first run leaves no empty folder behind
     ctx = StepContext(args.output, opts)
     client = None
     clock: Clock
@@ -120,6 +121,10 @@ async def _run(args: argparse.Namespace) -> int:
                 cal = await run_all(bench, ctx, force=args.force)
             else:
                 cal = await run_step(bench, ctx, args.step, force=args.force)
+    except BaseException:
+        if created and args.output.is_dir() and not any(args.output.iterdir()):
+            args.output.rmdir()
+        raise
     finally:
         if client is not None:
             await client.close()
