@@ -76,3 +76,19 @@ def test_bench_session_knowledge_comes_from_the_calibration() -> None:
             np.testing.assert_array_equal(kn.mass, np.full(6, cal.mass_kg))
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("readout", ["scope", "lockin"])
+def test_the_resolved_bench_config_loads_again(tmp_path: Path, readout: str) -> None:
+    """A run directory's config.toml (what ``--resume`` reads) validates like the original: the
+    lock-in options are written with the lock-in readout only."""
+    import tomli_w
+
+    from physlearn.training.config import load_train_config
+
+    cfg = load_train_config(EXAMPLE, {"system.bench.readout": readout})
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(cfg.resolved()))
+    again = load_train_config(path)
+    assert again == cfg and again.resolved() == cfg.resolved()
+    assert ("lockin" in cfg.resolved()["system"]["bench"]) == (readout == "lockin")
