@@ -54,10 +54,11 @@ async def _bench_session(
     listeners: Sequence[Listener],
 ) -> TrainResult:
     b = setup.config.system.bench
-    retries = b.retries if b is not None else RetryPolicy().attempts
+    if b is None:
+        raise ConfigError('[system.bench] is required with kind = "bench"')
     if store is None:
         raise ConfigError("a bench run needs a run directory (its per-step records go there)")
-    wrapped = RetryingSystem(bench, RetryPolicy(attempts=retries), on_fault=bench.reconnect)
+    wrapped = RetryingSystem(bench, RetryPolicy(attempts=b.retries), on_fault=bench.reconnect)
     records = BenchStepRecords(bench, wrapped, setup.knowledge, Path(store.run_dir))
     events = EventStream([records, *listeners])
     trainer = Trainer(setup, system=wrapped, eval_system=wrapped, events=events)
