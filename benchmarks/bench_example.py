@@ -11,7 +11,7 @@ from physlearn.calibration.schema import CalibrationFile
 from physlearn.spec.bench import BenchConfig
 from physlearn.systems.bench.options import BenchOptions
 from physlearn.training.config import TrainConfig, load_train_config
-from physlearn.training.loop import TrainSetup, prepare
+from physlearn.training.setup import TrainSetup, prepare
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bench-xor.toml"
 
@@ -39,7 +39,7 @@ def load_bench_example(settle: dict[str, Any] | None = None) -> BenchExample:
     bench_path = EXAMPLE.parent / b.config
     return BenchExample(
         cfg,
-        prepare(cfg),
+        prepare(cfg, EXAMPLE.parent),
         bench_path,
         BenchConfig.load(bench_path),
         CalibrationFile.read(EXAMPLE.parent / b.calibration),

@@ -191,7 +191,8 @@ def run_one(
     from physlearn.spec.tomlconfig import validate
     from physlearn.training.config import TrainConfig
     from physlearn.training.datasets import iris_cv_folds
-    from physlearn.training.loop import Trainer, prepare
+    from physlearn.training.loop import Trainer
+    from physlearn.training.setup import prepare
 
     t0 = time.perf_counter()
     try:

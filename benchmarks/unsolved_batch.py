@@ -4,7 +4,7 @@ An epoch's evaluation solves 128 samples per batched Newton–Krylov problem on 
 When some have no steady state (the network crossed a bifurcation), the twin tries Newton from
 the warm start, amplitude continuation from rest and plain Newton from rest on those samples,
 and the evaluation sets the samples the error names aside and solves the rest again
-(physlearn.training.loop._free_outputs). This script measures that cost against the same batch
+(physlearn.training.evaluation._free_outputs). This script measures that cost against the same batch
 without the failing samples, side by side in one run:
 
 * network: 6 oscillators with quartic terms (Q = 100), random couplings (seed 3); drive

@@ -56,20 +56,39 @@ def test_bench_session_knowledge_comes_from_the_calibration() -> None:
     import numpy as np
 
     from physlearn.calibration.schema import CalibrationFile
-    from physlearn.commands.bench_session import open_session
+    from physlearn.systems.factory import make_system
     from physlearn.training.config import load_train_config
+    from physlearn.training.setup import prepare
 
     cfg = load_train_config(EXAMPLE)
     cal = CalibrationFile.read(EXAMPLE.parent / "bench-xor-calibration.json")
 
     async def run() -> None:
-        async with open_session(cfg, EXAMPLE.parent) as session:
-            kn = session.setup.knowledge
+        setup = prepare(cfg, EXAMPLE.parent)
+        async with make_system(cfg, EXAMPLE.parent, spec=setup.spec) as system:
+            assert system.level == "emulated-memory"
+            kn = setup.knowledge
             assert kn.source.startswith("calibration")
-            assert session.setup.estimator.knowledge is kn
+            assert setup.estimator.knowledge is kn
             np.testing.assert_array_equal(
                 kn.damping, [n.damping_per_s.value for n in sorted(cal.nodes, key=lambda n: n.node)]
             )
             np.testing.assert_array_equal(kn.mass, np.full(6, cal.mass_kg))
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("readout", ["scope", "lockin"])
+def test_the_resolved_bench_config_loads_again(tmp_path: Path, readout: str) -> None:
+    """A run directory's config.toml (what ``--resume`` reads) validates like the original: the
+    lock-in options are written with the lock-in readout only."""
+    import tomli_w
+
+    from physlearn.training.config import load_train_config
+
+    cfg = load_train_config(EXAMPLE, {"system.bench.readout": readout})
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(cfg.resolved()))
+    again = load_train_config(path)
+    assert again == cfg and again.resolved() == cfg.resolved()
+    assert ("lockin" in cfg.resolved()["system"]["bench"]) == (readout == "lockin")

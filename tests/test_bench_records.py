@@ -43,6 +43,10 @@ def test_bench_run_records_every_step(tmp_path: Path) -> None:
     rec = read_records(run / "records.h5")
     steps = int(summary["steps"])
     assert steps == 2
+    # the level that produced the observations, in the summary and every metrics row
+    assert summary["level"] == "emulated-memory"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["level"] for r in rows] == ["emulated-memory"] * 2
     assert rec["step"].tolist() == list(range(1, steps + 1))
     assert rec["epoch"].tolist() == [0, 1]
     attrs = rec["attrs"]

@@ -151,9 +151,13 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
     assert (
         assert_params_as_recorded(mem_dir / "runs" / "run" / "params", "bench_xor_params.npz") == 33
     )
-    timing = ("wall_time_s", "train_time_s", "eval_time_s")
+    # every row names the level that produced it; the rest agrees, wall-clock times aside
+    assert {m["level"] for m in mem_store.read_metrics()} == {"emulated-memory"}
+    assert {m["level"] for m in tcp_store.read_metrics()} == {"emulated-served"}
+    assert (memory["level"], over_tcp["level"]) == ("emulated-memory", "emulated-served")
+    not_compared = ("wall_time_s", "train_time_s", "eval_time_s", "level")
     rows = [
-        [{k: v for k, v in m.items() if k not in timing} for m in st.read_metrics()]
+        [{k: v for k, v in m.items() if k not in not_compared} for m in st.read_metrics()]
         for st in (mem_store, tcp_store)
     ]
     assert rows[0] == rows[1]

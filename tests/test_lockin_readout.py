@@ -258,7 +258,7 @@ def test_ep_gradient_through_lockins_vs_exact_and_scope() -> None:
 
 
 def test_session_config_selects_the_readout() -> None:
-    from physlearn.commands.bench_session import open_session
+    from physlearn.systems.factory import make_system
     from physlearn.training.config import load_train_config
 
     xor = ROOT / "examples" / "bench-xor.toml"
@@ -269,7 +269,7 @@ def test_session_config_selects_the_readout() -> None:
 
     async def run() -> None:
         # the XOR example's network is tanh: the lock-in readout is refused when it is built
-        async with open_session(cfg, xor.parent):
+        async with make_system(cfg, xor.parent):
             pass
 
     with pytest.raises(ConfigError, match=r"linear ρ"):

@@ -29,11 +29,14 @@ import pytest
 from physlearn.errors import ConnectionLostError, InstrumentProtocolError, InstrumentTimeoutError
 from physlearn.spec.delegating import DelegatingSystem
 from physlearn.spec.system import Observation
+from physlearn.systems.factory import make_twin
 from physlearn.systems.ideal import IdealSystem
 from physlearn.systems.safety import RetryingSystem, RetryPolicy
 from physlearn.training.config import TrainConfig, load_train_config
-from physlearn.training.loop import Trainer, make_system, prepare, train
+from physlearn.training.loop import Trainer
 from physlearn.training.runstore import RunStore, load_checkpoint
+from physlearn.training.session import train
+from physlearn.training.setup import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 XOR = ROOT / "examples" / "xor.toml"
@@ -327,7 +330,7 @@ class FlakyTwin(DelegatingSystem):
 
 def _flaky_trainer(cfg: TrainConfig, **faults: set[int]) -> tuple[Trainer, FlakyTwin]:
     setup = prepare(cfg)
-    twin = make_system(cfg, setup.spec)
+    twin = make_twin(cfg, setup.spec)
     assert isinstance(twin, IdealSystem)
     flaky = FlakyTwin(twin, **faults)
     system = RetryingSystem(flaky, RetryPolicy(attempts=4, backoff_s=0.0))
@@ -396,9 +399,9 @@ def test_lost_replies_after_the_measurement(reference: tuple[Path, Path], tmp_pa
 def test_every_committed_step_was_reported_before_its_checkpoint(
     reference: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: bool
 ) -> None:
-    """The "step" progress event — from which a bench session writes the step's per-step record
-    (physlearn.commands.bench_session.StepRecords) — comes *before* the checkpoint that commits
-    the step. Killed right after a checkpoint, every committed step has been reported (it used
+    """The "step" event — from which a bench session writes the step's per-step record
+    (physlearn.training.bench_records.BenchStepRecords) — comes *before* the checkpoint that
+    commits the step. Killed right after a checkpoint, every committed step has been reported (it used
     to come after: that step's record was lost for good, the resumed run never redoes it);
     killed between the report and the checkpoint, the resumed run does and reports the step
     again (`physlearn.training.records.read_run_records` keeps the later, applied one)."""
@@ -413,10 +416,10 @@ def test_every_committed_step_was_reported_before_its_checkpoint(
     with monkeypatch.context() as m:
         crash_at(m, "write_checkpoint", 3, after)  # #1: the start; #3 commits step 2
         with pytest.raises(Killed):
-            train(cfg, root=tmp_path, name="run", progress=progress)
+            train(cfg, root=tmp_path, name="run", listeners=[progress])
     assert load_checkpoint(tmp_path / "run").step == (2 if after else 1)
     assert [s for s, _, _ in seen] == [1, 2]
-    train(cfg, root=tmp_path, name="run", progress=progress, resume=True)
+    train(cfg, root=tmp_path, name="run", listeners=[progress], resume=True)
     steps = [s for s, _, _ in seen]
     assert steps == [1, 2, *range(3 if after else 2, EPOCHS * BATCHES + 1)]
     merged = {s: (e, b) for s, e, b in seen}
@@ -456,7 +459,7 @@ def test_throttled_checkpoints_resume_bit_identical(
             raise Killed("after step 7")
 
     with pytest.raises(Killed):
-        train(cfg, root=tmp_path, name="run", progress=dies_at_step_7)
+        train(cfg, root=tmp_path, name="run", listeners=[dies_at_step_7])
     ck = load_checkpoint(tmp_path / "run")
     assert (ck.epoch, ck.step, ck.extra["next_batch"]) == (1, BATCHES, 0)  # steps 5-7 lost
     train(cfg, root=tmp_path, name="run", resume=True)

@@ -18,16 +18,13 @@ from physlearn.estimators import Estimator, GradientEstimate
 from physlearn.spec.delegating import DelegatingSystem
 from physlearn.spec.system import PhysicalSystem
 from physlearn.spec.task import Task
+from physlearn.systems.factory import make_twin
 from physlearn.training.config import TrainConfig, load_train_config
-from physlearn.training.loop import (
-    Trainer,
-    TrainingError,
-    evaluate_split,
-    make_system,
-    prepare,
-    train,
-)
+from physlearn.training.evaluation import evaluate_split
+from physlearn.training.loop import Trainer, TrainingError
 from physlearn.training.runstore import RunStore
+from physlearn.training.session import train
+from physlearn.training.setup import prepare
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAST = {"system.floquet": "none", "training.log_cosine_to_adjoint": False}
@@ -295,7 +292,7 @@ class _FailsWithSample(DelegatingSystem):
 def test_evaluation_isolates_samples_without_steady_state() -> None:
     setup = prepare(_cfg("iris"))
     ds, spec = setup.dataset, setup.spec
-    twin = make_system(setup.config, spec, "none")
+    twin = make_twin(setup.config, spec, "none")
     params = spec.initial_parameters()
     ref = asyncio.run(
         evaluate_split(twin, spec, setup.targets, params, ds.x_test, ds.y_test, batch_size=8)
@@ -310,7 +307,7 @@ def test_evaluation_isolates_samples_without_steady_state() -> None:
         ([5, 6], "all", 1),
         ([5, 6], "first", 2),
     ):
-        flaky = _FailsWithSample(make_system(setup.config, spec, "none"), ds.x_test[rows])
+        flaky = _FailsWithSample(make_twin(setup.config, spec, "none"), ds.x_test[rows])
         flaky.name_sample = name_sample
         r = asyncio.run(
             evaluate_split(flaky, spec, setup.targets, params, ds.x_test, ds.y_test, batch_size=8)
@@ -372,7 +369,7 @@ def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch() ->
     est = _SolverFailsOn(setup.estimator, set())  # records the parameters of every step
     setup.estimator = est
     # the evaluation twin has no steady state for sample 0 anywhere but at the initial parameters
-    flaky = _FailsWithSample(make_system(cfg, setup.spec, "none"), setup.dataset.x_train[0], p0)
+    flaky = _FailsWithSample(make_twin(cfg, setup.spec, "none"), setup.dataset.x_train[0], p0)
     res = asyncio.run(Trainer(setup, eval_system=flaky).run(None))
     m = res.metrics
     assert res.summary["initial"]["unsolved"] == 0

@@ -1,7 +1,9 @@
 """`physlearn train`: train a network from a TOML config, with a progress bar — on the ideal twin
 (``[system] kind = "ideal"``) or on a bench, real or emulated (``kind = "bench"``: ``--dry-run``
 checks every planned setting without switching anything on; ``--arm`` is required to enable the
-outputs; see physlearn.commands.bench_session and README "Bench session").
+outputs; see physlearn.commands.bench_session and README "Bench session"). The system comes from
+`physlearn.systems.factory.make_system`; the run from `physlearn.training.session.run_session`,
+whose event stream the progress bar listens to.
 
 Writes a run directory (resolved config, per-epoch metrics and parameters, checkpoint, summary;
 see physlearn.training.runstore) and prints its path at the end. The checkpoint is rewritten atomically
@@ -15,15 +17,20 @@ directory the relative paths of ``[system.bench]`` resolve on ``--resume RUN_DIR
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from physlearn.errors import ConfigError
-from physlearn.training.config import load_train_config
-from physlearn.training.loop import ProgressEvent, default_run_name, train
-from physlearn.training.runstore import CONFIG_FILE, atomic_write_bytes
+from physlearn.systems.safety import PersistentFault
+from physlearn.training.config import TrainConfig, load_train_config
+from physlearn.training.events import EpochDone, RunEvent, StepDone
+from physlearn.training.loop import TrainResult
+from physlearn.training.runstore import CONFIG_FILE, RunStore, atomic_write_bytes
+from physlearn.training.setup import TrainSetup, default_run_name, prepare, write_network
 
 #: in a bench run's directory: the config file the run was started with (``{"config": path}``)
 SOURCE_FILE = "source.json"
@@ -70,7 +77,74 @@ def _fmt(v: object) -> str:
     return "nan" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.3g}"
 
 
-def run(args: argparse.Namespace) -> int:
+class ProgressBar:
+    """A listener of the run's events: a tqdm bar over the steps, with the epoch, the last batch
+    loss and the last evaluation's accuracies (nothing with ``quiet``)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar: Any = None
+        self.last: dict[str, Any] = {}
+
+    def _bar(self, total_steps: int) -> Any:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, unit="step", desc="train", dynamic_ncols=True)
+        return self.bar
+
+    def __call__(self, ev: RunEvent) -> None:
+        if self.quiet:
+            return
+        if isinstance(ev, StepDone):
+            bar = self._bar(ev.total_steps)
+            bar.update(ev.step - bar.n)
+            acc = _fmt(self.last.get("train_accuracy"))
+            bar.set_postfix(epoch=ev.epoch, loss=_fmt(ev.loss), acc=acc)
+        elif isinstance(ev, EpochDone):
+            self.last.update(ev.metrics)
+            self._bar(ev.total_steps).set_postfix(
+                epoch=ev.epoch,
+                loss=_fmt(ev.metrics.get("train_loss")),
+                acc=_fmt(ev.metrics.get("train_accuracy")),
+                test=_fmt(ev.metrics.get("test_accuracy")),
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """What to train and where: the config, the config whose directory the relative paths of
+    ``[system.bench]`` resolve against, the run directory (``root/name``), resumed or new."""
+
+    cfg: TrainConfig
+    config_path: Path
+    paths_from: Path
+    root: Path | None
+    name: str
+    resume: bool
+
+    @property
+    def run_dir(self) -> Path:
+        return (Path(self.root) if self.root is not None else self.cfg.output.root) / self.name
+
+    def create_store(self, setup: TrainSetup) -> RunStore:
+        """The run directory (a bench run also records the config it started from)."""
+        base = Path(self.root) if self.root is not None else self.cfg.output.root
+        store = RunStore.create(base, self.name, self.cfg.resolved(), resume=self.resume)
+        if not self.resume:
+            write_network(store, setup.spec)
+            if self.cfg.system.kind == "bench":
+                text = json.dumps({"config": str(Path(self.config_path).resolve())})
+                atomic_write_bytes(store.run_dir / SOURCE_FILE, text.encode())
+        return store
+
+
+def run_target(args: argparse.Namespace) -> RunTarget | str:
+    """The run the arguments ask for, or a usage error."""
     overrides: dict[str, Any] = {}
     if args.epochs is not None:
         overrides["training.epochs"] = args.epochs
@@ -80,15 +154,13 @@ def run(args: argparse.Namespace) -> int:
     config_path: Path | None = args.config
     if resume is not None:
         if args.name is not None or args.run_dir is not None:
-            print("--resume RUN_DIR names the run directory: leave out --name and --run-dir")
-            return 2
+            return "--resume RUN_DIR names the run directory: leave out --name and --run-dir"
         if config_path is None:
             config_path = resume / CONFIG_FILE
             if not config_path.is_file():
                 raise ConfigError(f"--resume: {config_path} does not exist (not a run directory?)")
     elif config_path is None:
-        print("--config is required (or --resume RUN_DIR)")
-        return 2
+        return "--config is required (or --resume RUN_DIR)"
     cfg = load_train_config(config_path, overrides)
     # relative paths of [system.bench] resolve against the directory of the config the run was
     # started with (recorded in the run directory), not against RUN_DIR/config.toml's
@@ -97,73 +169,52 @@ def run(args: argparse.Namespace) -> int:
     if source is not None and args.config is None and source.is_file():
         paths_from = Path(json.loads(source.read_text())["config"])
     if resume is not None:
-        root, name = resume.parent, resume.name
-    else:
-        root = args.run_dir
-        name = args.name or cfg.output.name or default_run_name(cfg, config_path)
-    bar: Any = None
-    last: dict[str, Any] = {}
+        return RunTarget(cfg, config_path, paths_from, resume.parent, resume.name, True)
+    name = args.name or cfg.output.name or default_run_name(cfg, config_path)
+    return RunTarget(cfg, config_path, paths_from, args.run_dir, name, False)
 
-    def progress(ev: ProgressEvent) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            from tqdm import tqdm
 
-            bar = tqdm(total=ev.total_steps, unit="step", desc="train", dynamic_ncols=True)
-        if ev.kind == "step":
-            bar.update(ev.step - bar.n)
-            bar.set_postfix(
-                epoch=ev.epoch, loss=_fmt(ev.batch_loss), acc=_fmt(last.get("train_accuracy"))
-            )
-        elif ev.metrics is not None:
-            last.update(ev.metrics)
-            bar.set_postfix(
-                epoch=ev.epoch,
-                loss=_fmt(ev.metrics.get("train_loss")),
-                acc=_fmt(ev.metrics.get("train_accuracy")),
-                test=_fmt(ev.metrics.get("test_accuracy")),
-            )
+async def train_target(
+    t: RunTarget, args: argparse.Namespace, bar: ProgressBar
+) -> TrainResult | None:
+    """Prepare, build the system of the config's level, (bench: dry run, connect, --arm), create
+    the run directory and train; None after a bench dry run."""
+    from physlearn.commands import bench_session
+    from physlearn.systems.bench.system import BenchSystem
+    from physlearn.systems.factory import make_system
+    from physlearn.training.session import run_session
 
+    config_dir = t.paths_from.parent
+    setup = prepare(t.cfg, config_dir)
+    async with make_system(t.cfg, config_dir, spec=setup.spec) as system:
+        if isinstance(system, BenchSystem) and not await bench_session.ready(setup, system, args):
+            return None
+        return await run_session(setup, system, t.create_store(setup), [bar])
+
+
+def run(args: argparse.Namespace) -> int:
+    t = run_target(args)
+    if isinstance(t, str):
+        print(t)
+        return 2
+    if t.cfg.system.kind != "bench" and (args.dry_run or args.arm):
+        print('--dry-run and --arm apply to [system] kind = "bench" only')
+        return 2
+    bar = ProgressBar(quiet=args.quiet)
     try:
-        if cfg.system.kind == "bench":
-            from physlearn.commands.bench_session import run_bench_sync
-            from physlearn.systems.safety import PersistentFault
-            from physlearn.training.loop import TrainSetup, _write_network
-            from physlearn.training.runstore import RunStore
-
-            def store_factory(setup: TrainSetup) -> RunStore:
-                base = Path(root) if root is not None else cfg.output.root
-                store = RunStore.create(base, name, cfg.resolved(), resume=resume is not None)
-                if resume is None:
-                    _write_network(store, setup.spec)
-                    text = json.dumps({"config": str(Path(config_path).resolve())})
-                    atomic_write_bytes(store.run_dir / SOURCE_FILE, text.encode())
-                return store
-
-            try:
-                bench_result = run_bench_sync(cfg, paths_from, args, store_factory, progress)
-            except PersistentFault as exc:
-                base = Path(root) if root is not None else cfg.output.root
-                raise PersistentFault(
-                    f"{exc}. The bench is in its safe state and the run is paused at its last "
-                    f"checkpoint; after fixing {exc.instrument}, continue with: physlearn train "
-                    f"--resume {base / name} --arm",
-                    instrument=exc.instrument,
-                    fault=exc.fault,
-                ) from exc
-            if bench_result is None:
-                return 0
-            result = bench_result
-        else:
-            if args.dry_run or args.arm:
-                print('--dry-run and --arm apply to [system] kind = "bench" only')
-                return 2
-            result = train(cfg, root=root, name=name, progress=progress, resume=resume is not None)
+        result = asyncio.run(train_target(t, args, bar))
+    except PersistentFault as exc:
+        raise PersistentFault(
+            f"{exc}. The bench is in its safe state and the run is paused at its last "
+            f"checkpoint; after fixing {exc.instrument}, continue with: physlearn train "
+            f"--resume {t.run_dir} --arm",
+            instrument=exc.instrument,
+            fault=exc.fault,
+        ) from exc
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+    if result is None:
+        return 0
     final = result.summary.get("final") or {}
     print(
         f"epochs {result.summary['epochs_run']}: train loss {_fmt(final.get('train_loss'))} "

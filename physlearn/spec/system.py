@@ -221,3 +221,16 @@ class ExactGradients(Protocol):
     def exact_gradient(self, alpha: Array, u: Array, task: Task) -> tuple[Array, Array]:
         """(dC/dα (B, P), cost (B,)) at parameters α (P,) for inputs u (B, n_in)."""
         ...
+
+
+@runtime_checkable
+class StabilityCheck(Protocol):
+    """A system that can tell whether the free orbits it settles on attract: the ideal twin
+    (Floquet multipliers of its own steady states). No bench has it; the trainer then checks on
+    an extra twin."""
+
+    async def floquet_check(self, alpha: Array, u: Array, task: Task) -> Array:
+        """Largest |Floquet multiplier| per sample (B,) of the free steady states at parameters
+        α (P,) for inputs u (B, n_in), measured as `measure` would (warm-started; counted as
+        experiments). An orbit attracts when it is ≤ 1; `SolverError` if a sample has none."""
+        ...

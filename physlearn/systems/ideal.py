@@ -26,7 +26,9 @@ orbit last measured, a small perturbation of the attractor the system is on. Wit
 orbit, or from the time-reversed last orbit: it cannot see attractor changes.
 
 Twin-only extras, for the `adjoint` estimator, tests and benchmarks: `sensitivity()` and
-`exact_gradient()` give the exact adjoint gradient of a `Task`'s cost at the free orbit.
+`exact_gradient()` give the exact adjoint gradient of a `Task`'s cost at the free orbit
+(`ExactGradients`); `floquet_check()` the Floquet multipliers of the free orbits it settles on
+(`StabilityCheck`, the trainer's final stability report).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from physlearn.simulators.excitation import (
     GridExcitation,
     build_excitation,
 )
+from physlearn.simulators.floquet import floquet_multipliers
 from physlearn.simulators.gradients import PeriodicSensitivity
 from physlearn.simulators.integrator import Integrator, State
 from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
@@ -599,6 +602,22 @@ class IdealSystem(PhysicalSystem):
         sens = self.sensitivity(alpha, u, task)
         cost = task.cost(sens.sol.x, self.grid.t, self.grid.dt)
         return sens.adjoint_gradient(), cost
+
+    # ------------------------------------------------------------------ twin-only: stability
+    async def floquet_check(self, alpha: Array, u: Array, task: Task) -> Array:
+        """Largest |Floquet multiplier| per sample (B,) of the free orbits at (α, u): measured
+        as `measure()` measures them (warm-started, counted as experiments), so these are the
+        orbits an evaluation saw, not a fresh solve from rest (`StabilityCheck`)."""
+        await self.set_parameters(alpha)
+        await self.set_input(u)
+        await self.set_forces(None)
+        await self.measure()
+        sol = self.last_solution
+        assert sol is not None
+        exc = self.task_excitation(u, task)
+        theta = self.model.full_theta(np.asarray(alpha, dtype=float), batch=u.shape[0])
+        mult = floquet_multipliers(self.model, theta, exc, self.grid, sol.x, 0.0)
+        return np.asarray(np.abs(mult[:, 0]), dtype=float)
 
 
 def _keys(u: Array) -> list[bytes]:

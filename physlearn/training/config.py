@@ -23,7 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import read_toml, validate
@@ -279,6 +287,15 @@ class BenchSessionConfig(_Model):
         if "lockin" in self.model_fields_set and self.readout != "lockin":
             raise ValueError('lockin: options of the lock-in readout need readout = "lockin"')
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_lockin(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The lock-in options are written only with the lock-in readout (the resolved config
+        of a scope run must load again: its options would be refused)."""
+        data: dict[str, Any] = handler(self)
+        if self.readout != "lockin":
+            data.pop("lockin", None)
+        return data
 
 
 class SystemConfig(_Model):

@@ -315,6 +315,8 @@ class EpochMetrics:
         wall_time_s: wall-clock seconds since the start of the run.
         experiments: steady-state experiments used so far (cumulative).
         cosine_to_adjoint: mean cosine between estimator and adjoint over the epoch, if logged.
+        level: the fidelity level that produced the observations (``physlearn.spec.system.Level``:
+            "ideal", "emulated-memory", "emulated-served" or "bench").
         extra: further scalar facts (e.g. lr, clipped parameter count).
     """
 
@@ -326,6 +328,7 @@ class EpochMetrics:
     wall_time_s: float
     experiments: int
     cosine_to_adjoint: float | None = None
+    level: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

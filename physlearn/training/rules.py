@@ -1,0 +1,104 @@
+"""The loop's rules, as plain functions: step-length back-off after failures, the mode guard on
+updates, best-epoch selection and the stop decisions (target reached, patience, a bifurcation
+that the smallest step cannot avoid)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.training.config import TrainingConfig
+
+if TYPE_CHECKING:
+    from physlearn.spec.topology import ModeGuard
+
+Array = NDArray[np.float64]
+
+__all__ = [
+    "MIN_STEP_SCALE",
+    "backed_off",
+    "cosine",
+    "guarded_update",
+    "selection_key",
+    "stop_reason",
+    "target_reached",
+]
+
+#: Smallest step-length factor after repeated failures; one more failure there stops the run.
+MIN_STEP_SCALE = 1.0 / 1024.0
+
+
+def backed_off(step_scale: float, factor: float) -> float:
+    """The step-length factor after a failure: × ``factor``, down to `MIN_STEP_SCALE`."""
+    return max(step_scale * factor, MIN_STEP_SCALE)
+
+
+def cosine(a: Array, b: Array) -> float:
+    """cos ∠(a, b); NaN if either is zero."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return math.nan
+    return float(np.dot(a, b) / (na * nb))
+
+
+def guarded_update(
+    guard: ModeGuard | None, min_margin: float | None, params: Array, proposal: Array
+) -> tuple[Array, bool]:
+    """The update params → proposal, shortened (½, ¼, ⅛) until no linear mode at rest comes
+    within ``min_margin``·ω of ω or 2ω (or at least no closer than before); (params, False) if
+    no shortening does. Without a guard the proposal stands."""
+    if guard is None or min_margin is None:
+        return proposal, True
+    floor = min(min_margin, guard.margin(params))
+    delta = proposal - params
+    for frac in (1.0, 0.5, 0.25, 0.125):
+        trial = params + frac * delta
+        if guard.margin(trial) >= floor:
+            return trial, True
+    return params, False
+
+
+def selection_key(ev: dict[str, Any], split: str) -> tuple[float, float]:
+    """(accuracy, −loss) of the selection split in an evaluation; NaN counts as worst."""
+    acc, loss = ev[f"{split}_accuracy"], ev[f"{split}_loss"]
+    return (
+        acc if math.isfinite(acc) else -math.inf,
+        -loss if math.isfinite(loss) else -math.inf,
+    )
+
+
+def target_reached(ev: dict[str, Any], tc: TrainingConfig) -> bool:
+    """Whether the evaluation meets ``target_accuracy`` (and ``target_loss``, if both are set)
+    on ``target_split``."""
+    if tc.target_accuracy is not None:
+        acc = ev[f"{tc.target_split}_accuracy"]
+        if math.isfinite(acc) and acc >= tc.target_accuracy - 1e-12:
+            if tc.target_loss is None:
+                return True
+            loss = ev[f"{tc.target_split}_loss"]
+            return bool(math.isfinite(loss) and loss <= tc.target_loss)
+    elif tc.target_loss is not None:
+        loss = ev[f"{tc.target_split}_loss"]
+        return bool(math.isfinite(loss) and loss <= tc.target_loss)
+    return False
+
+
+def stop_reason(
+    tc: TrainingConfig, ev: dict[str, Any], *, stuck: bool, since_best: int
+) -> str | None:
+    """Why the run stops after an epoch with evaluation ``ev``, or None if it goes on:
+    failures at the smallest step length (``stuck``), the target reached, or no improvement
+    of the selection in ``patience`` epochs."""
+    if stuck:
+        return (
+            "steady states keep failing at the smallest step length "
+            f"({MIN_STEP_SCALE:g} of the optimizer's): the network sits at a bifurcation"
+        )
+    if target_reached(ev, tc):
+        return "target reached"
+    if tc.patience is not None and since_best >= tc.patience:
+        return f"no improvement of the {tc.select} selection in {tc.patience} epochs"
+    return None

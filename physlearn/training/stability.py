@@ -1,0 +1,53 @@
+"""The final stability report of a run: whether the free orbits of the result attract (Floquet
+multipliers, through the `StabilityCheck` of an ideal twin) and where its linear modes at rest
+sit relative to ω and 2ω."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.errors import SolverError
+from physlearn.spec.network import NetworkSpec
+from physlearn.spec.system import StabilityCheck
+from physlearn.spec.topology import mode_report
+from physlearn.training.datasets import Dataset
+from physlearn.training.encoding import ClassTargets
+
+Array = NDArray[np.float64]
+
+__all__ = ["STABILITY_TOL", "stability_report"]
+
+#: A free orbit attracts when every Floquet multiplier has modulus ≤ 1 + STABILITY_TOL.
+STABILITY_TOL = 1e-6
+
+
+async def stability_report(
+    twin: StabilityCheck,
+    spec: NetworkSpec,
+    dataset: Dataset,
+    targets: ClassTargets,
+    params: Array,
+    max_samples: int = 64,
+) -> dict[str, Any]:
+    """Floquet multipliers of the free orbits of up to ``max_samples`` training samples at
+    ``params`` — on the evaluation twin these are the orbits the evaluation measured
+    (warm-started, as a bench would have them), not a fresh solve from rest, which can fail or
+    land elsewhere — and the linear modes at rest (`physlearn.spec.topology.mode_report`)."""
+    u = dataset.x_train[:max_samples]
+    lab = dataset.y_train[:max_samples]
+    out: dict[str, Any] = {"samples_checked": int(u.shape[0]), "orbits": "evaluated"}
+    try:
+        mult = await twin.floquet_check(params, u, targets.task(spec, lab))
+        worst = float(np.max(mult))
+        out.update(
+            stable=bool(worst <= 1.0 + STABILITY_TOL),
+            max_floquet_multiplier=worst,
+            unstable_samples=int(np.sum(mult > 1.0 + STABILITY_TOL)),
+        )
+    except SolverError as exc:
+        out.update(stable=False, error=str(exc))
+    out["linear_modes_at_rest"] = mode_report(spec, params).as_dict()
+    return out
