@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from physlearn.reports.collector import FigureCollector
 from physlearn.reports.html import Section
 from physlearn.reports.run_data import RunData
-
-if TYPE_CHECKING:
-    from physlearn.reports.build import _Collector
 
 __all__ = ["bench_section", "fault_timeline", "settle_against_minimum", "step_waveforms"]
 
@@ -162,7 +160,7 @@ def fault_timeline(run: RunData) -> Figure | None:
     return fig
 
 
-def bench_section(run: RunData, out: _Collector, step: int | None) -> Section:
+def bench_section(run: RunData, out: FigureCollector, step: int | None) -> Section:
     sec = Section("Bench")
     rec = run.records
     if rec is None:

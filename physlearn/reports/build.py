@@ -3,18 +3,14 @@ PNG per figure, written into the run directory or an output directory."""
 
 from __future__ import annotations
 
-import io
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from physlearn.errors import ConfigError
 from physlearn.reports import bench_figures, figures, tables
+from physlearn.reports.collector import FigureCollector, write_file
 from physlearn.reports.html import Page, Section
 from physlearn.reports.run_data import RunData, load_run
 
@@ -33,55 +29,7 @@ class ReportFiles:
     pngs: list[Path]
 
 
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically (temp file + rename), with the permissions the user's umask gives."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise ConfigError(f"report: cannot write into {path.parent}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class _Collector:
-    """Figures of a report: each becomes a PNG file and an embedded image of its section."""
-
-    def __init__(self, out_dir: Path, prefix: str) -> None:
-        self.out_dir, self.prefix = out_dir, prefix
-        self.files: dict[Path, bytes] = {}
-
-    def add(
-        self, section: Section, name: str, make: Callable[[], Figure | None], caption: str
-    ) -> None:
-        try:
-            fig = make()
-        except (ValueError, KeyError, IndexError) as exc:  # a figure the data cannot feed
-            section.notes.append(f"{caption}: not drawn ({exc})")
-            log.warning("report figure %s not drawn: %s", name, exc)
-            return
-        if fig is None:
-            return
-        png = _png(fig)
-        path = self.out_dir / f"{self.prefix}{name}.png"
-        self.files[path] = png
-        section.figures.append((png, f"{caption} ({path.name})"))
-
-
-def _run_sections(run: RunData, out: _Collector, step: int | None) -> list[Section]:
+def _run_sections(run: RunData, out: FigureCollector, step: int | None) -> list[Section]:
     facts = Section(f"Run {run.name}", notes=list(run.notes))
     facts.paragraphs.append(f"Run directory: {run.run_dir}")
     facts.tables.append((["fact", "value"], tables.summary_rows(run)))
@@ -112,7 +60,7 @@ def _run_sections(run: RunData, out: _Collector, step: int | None) -> list[Secti
     return sections
 
 
-def _compare_sections(runs: Sequence[RunData], out: _Collector) -> list[Section]:
+def _compare_sections(runs: Sequence[RunData], out: FigureCollector) -> list[Section]:
     sec = Section(f"{len(runs)} runs compared")
     header, rows = tables.paired_seeds(runs)
     sec.tables.append((header, rows))
@@ -145,15 +93,15 @@ def write_report(
             "pushes the outputs away from their targets for β > 0 (docs/physics.md)."
         ],
     )
-    collector = _Collector(out_dir, "report-")
+    collector = FigureCollector(out_dir, "report-")
     if len(runs) > 1:
         page.sections += _compare_sections(runs, collector)
     for k, run in enumerate(runs):
-        sub = _Collector(out_dir, "report-" if len(runs) == 1 else f"report-{k}-{run.name}-")
+        sub = FigureCollector(out_dir, "report-" if len(runs) == 1 else f"report-{k}-{run.name}-")
         page.sections += _run_sections(run, sub, step)
         collector.files.update(sub.files)
     for path, data in collector.files.items():
-        _write(path, data)
+        write_file(path, data)
     html_path = out_dir / REPORT_FILE
-    _write(html_path, page.render().encode("utf-8"))
+    write_file(html_path, page.render().encode("utf-8"))
     return ReportFiles(html_path, sorted(collector.files))
