@@ -54,7 +54,7 @@ from physlearn.drivers.rigol_ds1000z import (
     SCREEN_POINTS,
     V_DIVISIONS,
 )
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import TimeSource
 from physlearn.simulators.instruments.scpi import (
     CommandContext,
     ScpiCommandError,
@@ -307,7 +307,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: SignalSource | None = None,
         rng: np.random.Generator | None = None,

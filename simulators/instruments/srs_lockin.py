@@ -77,7 +77,7 @@ from scipy.signal import lfilter
 from scipy.special import gammainc
 
 from physlearn.errors import ConfigError
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import TimeSource
 from physlearn.simulators.instruments.scpi import MessageSplitter, ScpiInstrument, match_keyword
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ class SrsLockinEmulator(ScpiInstrument):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: Source | None = None,
         reference: Reference | None = None,
@@ -952,7 +952,7 @@ class Sr830Emulator(SrsLockinEmulator):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: Source | None = None,
         reference: Reference | None = None,
@@ -1083,7 +1083,7 @@ class Sr860Emulator(SrsLockinEmulator):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: Source | None = None,
         reference: Reference | None = None,
