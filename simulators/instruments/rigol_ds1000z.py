@@ -372,7 +372,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
         return ctx.suffix("n", maximum=N_CHANNELS)
 
     def _set_ch(self, index: int, **changes: object) -> None:
-        self.channels[index - 1] = replace(self.channels[index - 1], **changes)  # type: ignore[arg-type]
+        self.channels[index - 1] = replace(self.channels[index - 1], **changes)
 
     @staticmethod
     def _offset_limit(scale_v: float, probe: float) -> float:
