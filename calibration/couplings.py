@@ -183,8 +183,9 @@ def _joint_fit(
 ) -> tuple[MapFit, list[tuple[float, Measurement]], tuple[Measurement, list[int], Array] | None]:
     """The joint fit: every bias's transfer matrix and the resonance step's (at the base bias)
     with the maps' parameters and the shared node/actuator/sensing terms free together, and the
-    sensing step's lock-in sweep when it has one. Returns the fit, its data ((bias volts,
-    measurement) pairs) and the lock-in data (`_lockin_data`, None without)."""
+    sensing step's lock-in sweep when it has one (`sweep.lin` gains their linearisations: the
+    resonance record's first, the lock-in sweep's last). Returns the fit, its data ((bias
+    volts, measurement) pairs) and the lock-in data (`_lockin_data`, None without)."""
     opts = ctx.opts
     wired = [e.key for e in bench.config.wiring.edges]
     lin = sweep.lin
