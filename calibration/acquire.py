@@ -317,9 +317,6 @@ async def multisine_transfer(
     `Measurement` (those scopes' paths) and the raw data (`wave_key` names the records, and
     `stitch_<a>-<b>` the stitch residuals). `span_v`: expected peak volts per channel, keyed by
     channel (one scope) or by (scope, channel)."""
-    cfg = bench.config
-    drives = cfg.wiring.drives
-    n_drives = len(drives)
     scopes = [scope] if isinstance(scope, str) else list(scope)
     sp = scope_paths(bench, scopes)
     by_scope = channels_by_scope(bench, scopes)
@@ -329,6 +326,30 @@ async def multisine_transfer(
             spans[key[0]][key[1]] = v
         else:
             spans[scopes[0]][key] = v
+    played, t_origin = await _play_multisine(bench, plan)
+    for s in scopes:
+        await configure_scope_for(bench, s, by_scope[s], spans[s])
+    # wait whole arb periods so the record starts at a sync edge just after arming
+    n_wait = max(1, math.ceil(settle_s / plan.period_s))
+    await bench.clock.sleep(n_wait * plan.period_s - 0.01)
+    waves = await _averaged_records(bench, plan, by_scope, t_origin, averages, what)
+    stitch = stitch_check(bench, waves, what, tolerance=stitch_tolerance)
+    m, raw = _transfer_of_records(plan, sp, scopes, waves, played, what)
+    raw["arb_origin_s"] = np.array([t_origin])
+    for k_, rel in stitch.items():
+        raw[f"stitch_{k_}"] = np.array([rel])
+    return m, raw
+
+
+async def _play_multisine(
+    bench: CalibrationBench, plan: MultisinePlan
+) -> tuple[list[Array], float]:
+    """Upload and play drive j's multisine on every drive, phase the generators, switch the sync
+    on (the sync generator's first drive channel) and the outputs on; returns the played
+    samples (V) per drive and the bench-clock time (s) of the arbs' origin."""
+    cfg = bench.config
+    drives = cfg.wiring.drives
+    n_drives = len(drives)
     played: list[Array] = []
     gens = sorted({d.instrument for d in drives})
     for j, dw in enumerate(drives):
@@ -346,11 +367,19 @@ async def multisine_transfer(
     await bench.generator(sync_gen).set_sync(True, first.channel)
     for dw in drives:
         await bench.generator(dw.instrument).output(dw.channel, True)
-    for s in scopes:
-        await configure_scope_for(bench, s, by_scope[s], spans[s])
-    # wait whole arb periods so the record starts at a sync edge just after arming
-    n_wait = max(1, math.ceil(settle_s / plan.period_s))
-    await bench.clock.sleep(n_wait * plan.period_s - 0.01)
+    return played, t_origin
+
+
+async def _averaged_records(
+    bench: CalibrationBench,
+    plan: MultisinePlan,
+    by_scope: Mapping[str, list[int]],
+    t_origin: float,
+    averages: int,
+    what: str,
+) -> dict[str, dict[int, Waveform]]:
+    """`averages` successive one-period records of every scope (each at the next sync edge,
+    arbs' origin `t_origin` on the bench clock), averaged in software."""
     waves = await scopes_record(bench, by_scope, length_s=plan.period_s, arm_wait_s=0.02, what=what)
     for _ in range(averages - 1):  # software average of successive single records
         now = await bench.clock.now()
@@ -366,14 +395,26 @@ async def multisine_transfer(
             }
             for s, ws in waves.items()
         }
-    waves = {
+    return {
         s: {
             c: Waveform(w.channel, w.t_s, w.volts / averages, w.clipped, w.preamble)
             for c, w in ws.items()
         }
         for s, ws in waves.items()
     }
-    stitch = stitch_check(bench, waves, what, tolerance=stitch_tolerance)
+
+
+def _transfer_of_records(
+    plan: MultisinePlan,
+    sp: list[tuple[int, str, int]],
+    scopes: list[str],
+    waves: Mapping[str, Mapping[int, Waveform]],
+    played: list[Array],
+    what: str,
+) -> tuple[Measurement, dict[str, Array]]:
+    """The transfer `Measurement` of the scope paths `sp` from one-period records `waves` of
+    the `played` drives, and the raw data (each record's volts and times, the played drives)."""
+    n_drives = len(played)
     n = plan.n_points
     omegas, pth, drv, hs, sig = [], [], [], [], []
     raw: dict[str, Array] = {}
@@ -395,9 +436,6 @@ async def multisine_transfer(
             drv.append(np.full(k.size, j))
     for j in range(n_drives):
         raw[f"drive{j}_v"] = played[j]
-    raw["arb_origin_s"] = np.array([t_origin])
-    for k_, rel in stitch.items():
-        raw[f"stitch_{k_}"] = np.array([rel])
     m = Measurement(
         np.concatenate(omegas),
         np.concatenate(pth).astype(np.intp),

@@ -19,6 +19,7 @@ imperfect.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -443,14 +444,46 @@ def fit_coupling_maps(
     scale_x = np.where(np.abs(theta0) > 0, np.abs(theta0), 1.0)
     scale_x[theta0.size - ph0.size :] = 1.0
     n_maps = n_node + 4 * n_edges
+    lin = linearisation or [(np.ones(n_edges), np.zeros((n_edges, 2)))] * len(data)
+    if len(lin) != len(data):
+        raise ValueError(f"{what}: {len(lin)} linearisations for {len(data)} measurements")
+    resid = _map_residual(data, topo, start, spec, edges, lin, ph_paths, scale_x)
+    theta, cov, chi2, dof, scale = _solve_scaled(resid, theta0, scale_x, what, max_nfev)
+    q = theta[n_node:n_maps].reshape(n_edges, 4).copy()
+    return MapFit(
+        _unpack(theta[:n_node], start, spec),
+        spec,
+        q,
+        cov,
+        chi2,
+        dof,
+        scale,
+        theta[n_maps:].copy(),
+        list(edges),
+    )
+
+
+def _map_residual(
+    data: list[tuple[float, Measurement]],
+    topo: Topology,
+    start: NetworkParams,
+    spec: FitSpec,
+    edges: list[tuple[int, int]],
+    lin: list[tuple[Array, Array]],
+    ph_paths: list[int],
+    scale_x: Array,
+) -> Callable[[Array], Array]:
+    """The weighted residuals (real parts, then imaginary, per data item) of `fit_coupling_maps`
+    as a function of the scaled parameters u = θ / `scale_x`, θ = [node terms in `spec` order,
+    maps (E, 4) raveled, phases of `ph_paths`]."""
+    n_node = spec.size()
+    n_edges = len(edges)
+    n_maps = n_node + 4 * n_edges
     # per data item, for each point: the index into the phases (−1: no phase)
     ph_index = [
         np.array([ph_paths.index(int(p)) if int(p) in ph_paths else -1 for p in m.path])
         for _, m in data
     ]
-    lin = linearisation or [(np.ones(n_edges), np.zeros((n_edges, 2)))] * len(data)
-    if len(lin) != len(data):
-        raise ValueError(f"{what}: {len(lin)} linearisations for {len(data)} measurements")
 
     def params_at(theta: Array, volts: float, item: int) -> NetworkParams:
         p = _unpack(theta[:n_node], start, spec)
@@ -475,6 +508,14 @@ def fit_coupling_maps(
             parts += [r.real, r.imag]
         return np.concatenate(parts)
 
+    return resid
+
+
+def _solve_scaled(
+    resid: Callable[[Array], Array], theta0: Array, scale_x: Array, what: str, max_nfev: int
+) -> tuple[Array, Array, float, int, float]:
+    """Levenberg–Marquardt on the scaled parameters θ / `scale_x` from `theta0`; returns θ, its
+    covariance ((JᵀJ)⁻¹ scaled back and by max(1, χ²/dof)), χ², dof and that scale."""
     try:
         sol = least_squares(resid, theta0 / scale_x, method="lm", max_nfev=max_nfev * theta0.size)
     except (ValueError, np.linalg.LinAlgError) as exc:
@@ -494,15 +535,4 @@ def fit_coupling_maps(
     scale = max(1.0, chi2 / dof)
     cov = np.linalg.inv(jtj) * np.outer(scale_x, scale_x) * scale
     theta = sol.x * scale_x
-    q = theta[n_node:n_maps].reshape(n_edges, 4).copy()
-    return MapFit(
-        _unpack(theta[:n_node], start, spec),
-        spec,
-        q,
-        cov,
-        chi2,
-        dof,
-        scale,
-        theta[n_maps:].copy(),
-        list(edges),
-    )
+    return theta, cov, chi2, dof, scale

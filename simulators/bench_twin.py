@@ -1,7 +1,8 @@
 """`BenchTwin`: the physics hub of one emulated bench, shared by all of its instrument emulators.
 
 It owns the network (the `[twin]` table's `NetworkSpec`), the hidden truth (`BenchTruth`, drawn
-from the truth seed) and the RK4 state of the network; it reads time from the bench's `Clock`.
+from the truth seed) and the RK4 state of the network; it reads time from the bench's
+`TimeSource`.
 
 Signals in:  force_j(t) = g_j · V_gen(ch_j, t − τ_j)        per `[[wiring.drives]]` entry
              α_e(t)     = a_e + b_e tanh((V_dac,e(t) − c_e)/w_e)   per `[[wiring.edges]]` entry,
@@ -58,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from physlearn.errors import ConfigError
 from physlearn.simulators.bench_truth import BenchTruth, TruthNominals
-from physlearn.simulators.clock import Clock, VirtualClock, WallClock
+from physlearn.simulators.clock import PacedClock, TimeSource, VirtualClock
 from physlearn.simulators.instruments.transports import InMemoryServer, PtyServer, TcpServer
 from physlearn.simulators.twin_control import TwinControl, TwinControlServer
 from physlearn.spec.bench import BenchConfig, InstrumentConfig, SenseWire, WiringConfig
@@ -156,7 +157,7 @@ class BenchTwin:
         self,
         twin: TwinConfig,
         wiring: WiringConfig,
-        clock: Clock,
+        clock: TimeSource,
         *,
         seed: int | None = None,
     ) -> None:
@@ -499,8 +500,8 @@ def load_twin_config(config: BenchConfig, source: str) -> TwinConfig:
     return twin
 
 
-class LaunchedWallClock(WallClock):
-    """A `WallClock(speed)` that reads 0 until `launch()`: the free-running bench's time starts
+class LaunchedPacedClock(PacedClock):
+    """A `PacedClock(speed)` that reads 0 until `launch()`: the free-running bench's time starts
     when it starts serving, after every emulator has been built at t = 0."""
 
     def __init__(self, speed: float = 1.0) -> None:
@@ -517,11 +518,11 @@ class LaunchedWallClock(WallClock):
         return super().now() if self._launched else 0.0
 
 
-EmulatorFactory = Callable[[str, InstrumentConfig, EmulatorSettings, Clock, BenchTwin], Any]
+EmulatorFactory = Callable[[str, InstrumentConfig, EmulatorSettings, TimeSource, BenchTwin], Any]
 
 
 def _qdac2(
-    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: TimeSource, twin: BenchTwin
 ) -> Any:
     from physlearn.simulators.instruments.qdac2 import Qdac2Emulator
 
@@ -531,7 +532,7 @@ def _qdac2(
 
 
 def _rigol_ds1000z(
-    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: TimeSource, twin: BenchTwin
 ) -> Any:
     from physlearn.simulators.instruments.rigol_ds1000z import RigolDs1000zEmulator
 
@@ -545,7 +546,7 @@ def _rigol_ds1000z(
 
 
 def _keysight33500b(
-    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: TimeSource, twin: BenchTwin
 ) -> Any:
     from physlearn.simulators.instruments.keysight33500b import Keysight33500BEmulator
 
@@ -563,7 +564,7 @@ def _keysight33500b(
 
 
 def _srs_lockin(
-    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: TimeSource, twin: BenchTwin
 ) -> Any:
     from physlearn.simulators.instruments.srs_lockin import Sr830Emulator, Sr860Emulator
 
@@ -609,7 +610,7 @@ class EmulatedBench:
     """Every emulator of one bench around one `BenchTwin`, plus the twin-control endpoint.
 
     `virtual=True`: a `VirtualClock` advanced through `control`; otherwise free-running on
-    `WallClock(speed)`. `factories` adds or replaces emulator builders by kind (third-party
+    `PacedClock(speed)`. `factories` adds or replaces emulator builders by kind (third-party
     instruments, test doubles). `serve()` starts the servers (TCP/pty per `[twin.instruments]`, or all in
     memory) and the twin-control TCP endpoint; `stop()` stops everything (idempotent).
     """
@@ -627,8 +628,8 @@ class EmulatedBench:
         self.config = config
         self.twin_config = twin_config
         builders = {**EMULATORS, **(factories or {})}
-        self.clock: VirtualClock | LaunchedWallClock = (
-            VirtualClock() if virtual else LaunchedWallClock(speed)
+        self.clock: VirtualClock | LaunchedPacedClock = (
+            VirtualClock() if virtual else LaunchedPacedClock(speed)
         )
         self.twin = BenchTwin(twin_config, config.wiring, self.clock, seed=seed)
         self.emulators: dict[str, Any] = {}
@@ -682,7 +683,7 @@ class EmulatedBench:
                 c = self.twin_config.control
                 self.control_server = TwinControlServer(self.control, host=c.host, port=c.port)
                 self.control_server.start()
-            if isinstance(self.clock, LaunchedWallClock):
+            if isinstance(self.clock, LaunchedPacedClock):
                 self.clock.launch()
             self.control.start()
         except BaseException:

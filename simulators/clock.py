@@ -1,8 +1,12 @@
-"""Time sources for the emulated bench: emulators read time only through a `Clock`.
+"""Time sources of the emulated bench: emulators read the twin's time only through a
+`TimeSource`.
 
 `VirtualClock` is advanced explicitly (by the controller, through the twin-control endpoint,
-never through an instrument protocol), so emulated runs are deterministic. `WallClock` ties the
-twin to the wall clock with a speed factor (free-running mode).
+never through an instrument protocol), so emulated runs are deterministic. `PacedClock` paces
+the twin by the wall clock with a speed factor (free-running mode).
+
+Not the controller's clock (`physlearn.spec.clock`: `Clock`, `WallClock`, `TwinClock`), which
+is how a controller waits; these are the emulated instruments' own notion of time.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from physlearn.errors import ConfigError
 
 
 @runtime_checkable
-class Clock(Protocol):
-    """Anything with `now()` returning the twin's time in seconds."""
+class TimeSource(Protocol):
+    """Anything with `now()` returning the twin's time in seconds (what emulators read)."""
 
     def now(self) -> float:
         """Current twin time in seconds."""
@@ -52,14 +56,15 @@ class VirtualClock:
             self._t_s = float(t_s)
 
 
-class WallClock:
-    """Wall-clock time since construction, scaled by `speed` (2.0: the twin runs twice as fast)."""
+class PacedClock:
+    """Wall-clock seconds since construction, scaled by `speed` (2.0: the twin runs twice as
+    fast): the free-running emulated bench's time."""
 
     def __init__(
         self, speed: float = 1.0, time_source: Callable[[], float] = time.monotonic
     ) -> None:
         if not (speed > 0.0 and speed != float("inf")):
-            raise ConfigError(f"WallClock: speed must be finite and > 0, got {speed!r}")
+            raise ConfigError(f"PacedClock: speed must be finite and > 0, got {speed!r}")
         self.speed = float(speed)
         self._source = time_source
         self._t0 = time_source()

@@ -20,7 +20,7 @@ same seed + same commands give bit-identical data.
 
 Modes. *Virtual*: time moves only when told to; `advance` moves the `VirtualClock` and integrates
 the network up to the new time before replying, so a measurement taken after too short an
-advance sees the transient, as on hardware. *Free-running*: the twin follows `WallClock(speed)`;
+advance sees the transient, as on hardware. *Free-running*: the twin follows `PacedClock(speed)`;
 `advance` waits (speed-scaled) wall time and a pacing thread keeps the integration up to date,
 for software that knows nothing of the twin clock.
 """
@@ -35,7 +35,7 @@ import threading
 from typing import Protocol
 
 from physlearn.errors import ConfigError, InstrumentConnectionError, InstrumentProtocolError
-from physlearn.simulators.clock import Clock, VirtualClock, WallClock
+from physlearn.simulators.clock import PacedClock, TimeSource, VirtualClock
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def _check_dt(dt_s: float) -> float:
 class TwinControl:
     """In-memory twin control of one emulated bench (virtual or free-running)."""
 
-    def __init__(self, clock: Clock, twin: Syncable, *, pace_s: float = 0.02) -> None:
-        if not isinstance(clock, VirtualClock | WallClock):
+    def __init__(self, clock: TimeSource, twin: Syncable, *, pace_s: float = 0.02) -> None:
+        if not isinstance(clock, VirtualClock | PacedClock):
             raise ConfigError(f"TwinControl: unsupported clock {type(clock).__name__}")
         self.clock = clock
         self.twin = twin
@@ -82,7 +82,7 @@ class TwinControl:
     @property
     def speed(self) -> float:
         """Twin seconds per wall second (free-running); 0 in virtual mode."""
-        return self.clock.speed if isinstance(self.clock, WallClock) else 0.0
+        return self.clock.speed if isinstance(self.clock, PacedClock) else 0.0
 
     def now(self) -> float:
         """Twin time in seconds."""

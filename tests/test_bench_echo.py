@@ -31,7 +31,9 @@ import pytest
 from bench_system_helpers import controller_spec, truth_calibration
 
 from physlearn.calibration.bench import open_bench
-from physlearn.calibration.routines import CalibrationOptions, StepContext, run_all
+from physlearn.calibration.context import StepContext
+from physlearn.calibration.options import CalibrationOptions
+from physlearn.calibration.pipeline import run_all
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import GradientError
 from physlearn.estimators import GradientEstimate, make_estimator

@@ -20,7 +20,7 @@ from physlearn.simulators.bench_twin import (
     available_emulators,
     load_twin_config,
 )
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import TimeSource
 from physlearn.simulators.instruments.scpi import CommandContext, ScpiInstrument, scpi
 from physlearn.spec.bench import BenchConfig, InstrumentConfig
 from physlearn.spec.tomlconfig import read_toml
@@ -59,7 +59,7 @@ class SineGenerator(ScpiInstrument):
 
 
 def sine_generator(
-    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: Clock, twin: BenchTwin
+    name: str, inst: InstrumentConfig, s: EmulatorSettings, clock: TimeSource, twin: BenchTwin
 ) -> Any:
     gen = SineGenerator(clock, serial=s.serial or "1")
     twin.connect_generator(name, gen.output_voltage)

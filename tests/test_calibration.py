@@ -19,6 +19,8 @@ import pytest
 from golden_files import GOLDEN, calibration_content
 
 from physlearn.calibration.bench import config_hash, open_bench
+from physlearn.calibration.context import StepContext
+from physlearn.calibration.couplings import _fit_map
 from physlearn.calibration.model import (
     FitSpec,
     Measurement,
@@ -26,13 +28,8 @@ from physlearn.calibration.model import (
     Topology,
     fit_network,
 )
-from physlearn.calibration.routines import (
-    CalibrationOptions,
-    StepContext,
-    _fit_map,
-    run_all,
-    run_step,
-)
+from physlearn.calibration.options import CalibrationOptions
+from physlearn.calibration.pipeline import run_all, run_step
 from physlearn.calibration.schema import CalibrationFile, StaleCalibrationWarning
 from physlearn.errors import CalibrationError
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config

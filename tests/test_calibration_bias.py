@@ -35,7 +35,9 @@ import numpy as np
 import pytest
 
 from physlearn.calibration.bench import open_bench
-from physlearn.calibration.routines import CalibrationOptions, StepContext, run_all
+from physlearn.calibration.context import StepContext
+from physlearn.calibration.options import CalibrationOptions
+from physlearn.calibration.pipeline import run_all
 from physlearn.calibration.schema import (
     ActuatorCal,
     CalibrationFile,

@@ -30,7 +30,9 @@ import pytest
 
 from physlearn.calibration.acquire import stitch_check
 from physlearn.calibration.bench import open_bench
-from physlearn.calibration.routines import CalibrationOptions, StepContext, run_all
+from physlearn.calibration.context import StepContext
+from physlearn.calibration.options import CalibrationOptions
+from physlearn.calibration.pipeline import run_all
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.drivers.rigol_ds1000z import Preamble, Waveform
 from physlearn.errors import CalibrationError

@@ -69,7 +69,7 @@ def _resources(config: Any, items: list[str], file_defaults: bool = True) -> dic
 
 
 def load_options(path: Path | None) -> Any:
-    from physlearn.calibration.routines import CalibrationOptions
+    from physlearn.calibration.options import CalibrationOptions
     from physlearn.spec.tomlconfig import read_toml, validate
 
     if path is None:
@@ -80,7 +80,8 @@ def load_options(path: Path | None) -> Any:
 
 async def _run(args: argparse.Namespace) -> int:
     from physlearn.calibration.bench import open_bench
-    from physlearn.calibration.routines import StepContext, run_all, run_step
+    from physlearn.calibration.context import StepContext
+    from physlearn.calibration.pipeline import run_all, run_step
     from physlearn.errors import ConfigError
     from physlearn.simulators.twin_control import TwinControlClient
     from physlearn.spec.bench import BenchConfig

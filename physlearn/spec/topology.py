@@ -233,6 +233,36 @@ def layered(
             network whose modes cannot be tuned onto the drive.
     """
     ls = _check_layers(layers)
+    k, gamma, gain, cb, bb = _regime_values(
+        regime, kind, init_scale, stiffness, damping, input_gain, coupling_bound, bias_bound
+    )
+    rng = np.random.default_rng(seed)
+    groups = layer_nodes(ls)
+    d = sum(ls) + (1 if bias_node else 0)
+    data: dict[str, Any] = {
+        "nodes": {"count": d, "mass": mass, "stiffness": k, "damping": gamma},
+        "nonlinearity": nonlinearity,
+        "couplings": _draw_couplings(ls, kind, cb, init_scale, rng, bias_node, d - 1),
+        "biases": _hidden_biases(groups, bb),
+        "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
+        "inputs": _inputs(groups[0], gain, input_offset, input_phase_rad),
+        "outputs": _outputs(groups[-1], target_kind, target_harmonic, target_phase_rad),
+    }
+    return _regime_modes(data, regime, check_modes, stiffness is not None, detuning_linewidths)
+
+
+def _regime_values(
+    regime: RegimeName,
+    kind: CouplingKind,
+    init_scale: float,
+    stiffness: float | None,
+    damping: float | None,
+    input_gain: float | None,
+    coupling_bound: float | None,
+    bias_bound: float | None,
+) -> tuple[float, float, float, float, float]:
+    """Stiffness k (N/m), damping Γ (1/s), input gain (N), coupling and bias bounds (N): the
+    given values, else the regime's defaults; checks the regime, kind and bounds."""
     if regime not in REGIMES:
         raise ConfigError(f"regime: unknown {regime!r}; known: {', '.join(REGIMES)}")
     if kind not in ("product", "difference"):
@@ -246,10 +276,22 @@ def layered(
     for name, v in (("init_scale", init_scale), ("coupling_bound", cb), ("bias_bound", bb)):
         if not (math.isfinite(v) and v > 0):
             raise ConfigError(f"{name}: must be a positive finite number, got {v!r}")
-    rng = np.random.default_rng(seed)
+    return k, gamma, gain, cb, bb
+
+
+def _draw_couplings(
+    ls: list[int],
+    kind: CouplingKind,
+    cb: float,
+    init_scale: float,
+    rng: np.random.Generator,
+    bias_node: bool,
+    bias_id: int,
+) -> list[dict[str, Any]]:
+    """Couplings between every node of consecutive layers (then the bias node's to the next
+    layer), each drawn ~ N(0, (init_scale/√fan_in)²) in that order and clipped into its bounds
+    ([−cb, cb], or [0, cb] for difference couplings after taking |·|)."""
     groups = layer_nodes(ls)
-    d = sum(ls) + (1 if bias_node else 0)
-    bias_id = d - 1
     lower = 0.0 if kind == "difference" else -cb
 
     def draw(fan_in: int) -> float:
@@ -283,44 +325,64 @@ def layered(
                         "upper": cb,
                     }
                 )
-    biases = [
+    return couplings
+
+
+def _hidden_biases(groups: list[list[int]], bb: float) -> list[dict[str, Any]]:
+    """A trainable bias in [−bb, bb] (N), starting at 0, on every node of every non-input layer."""
+    return [
         {"node": j, "value": 0.0, "lower": -bb, "upper": bb} for group in groups[1:] for j in group
     ]
-    tones = (
-        [{"node": bias_id, "amplitude_n": gain * bias_amplitude, "harmonic": 1}]
-        if bias_node
-        else []
-    )
-    data: dict[str, Any] = {
-        "nodes": {"count": d, "mass": mass, "stiffness": k, "damping": gamma},
-        "nonlinearity": nonlinearity,
-        "couplings": couplings,
-        "biases": biases,
-        "drive": {"omega_rad_s": omega_rad_s, "tones": tones},
-        "inputs": {
-            "nodes": groups[0],
-            "mode": "force",
-            "gain": gain,
-            "offset": input_offset,
-            "phase_rad": input_phase_rad,
-        },
-        "outputs": {
-            "nodes": groups[-1],
-            "target": {
-                "kind": target_kind,
-                "harmonic": target_harmonic,
-                "phase_rad": target_phase_rad,
-            },
+
+
+def _drive(
+    omega_rad_s: float, bias_id: int, bias_amplitude_n: float, bias_node: bool
+) -> dict[str, Any]:
+    """The drive table: ω and, with a bias node, its fixed tone (N)."""
+    tones = [{"node": bias_id, "amplitude_n": bias_amplitude_n, "harmonic": 1}] if bias_node else []
+    return {"omega_rad_s": omega_rad_s, "tones": tones}
+
+
+def _inputs(
+    nodes: list[int], gain: float, offset: float, phase_rad: float | list[float]
+) -> dict[str, Any]:
+    """The inputs table: the first layer, force encoding F = gain (u + offset) cos(ωt + φ)."""
+    return {
+        "nodes": nodes,
+        "mode": "force",
+        "gain": gain,
+        "offset": offset,
+        "phase_rad": phase_rad,
+    }
+
+
+def _outputs(nodes: list[int], kind: str, harmonic: int, phase_rad: float) -> dict[str, Any]:
+    """The outputs table: the last layer and its target shape."""
+    return {
+        "nodes": nodes,
+        "target": {
+            "kind": kind,
+            "harmonic": harmonic,
+            "phase_rad": phase_rad,
         },
     }
+
+
+def _regime_modes(
+    data: dict[str, Any],
+    regime: RegimeName,
+    check_modes: bool,
+    stiffness_given: bool,
+    detuning: float,
+) -> NetworkSpec:
+    """The validated spec of `data`, tuned onto the drive (``lossy_resonant``) or checked to keep
+    its linear modes at rest ≥ 0.1 ω from ω and 2ω (``conservative`` with `check_modes`)."""
     try:
         spec = NetworkSpec.model_validate(data)
     except ValueError as exc:
         raise ConfigError(f"layered topology: {exc}") from None
     if regime == "lossy_resonant":
-        spec = _tune_to_resonance(
-            spec, data, stiffness_given=stiffness is not None, detuning=detuning_linewidths
-        )
+        spec = _tune_to_resonance(spec, data, stiffness_given=stiffness_given, detuning=detuning)
     elif check_modes:
         rep = mode_report(spec)
         if rep.margin_1w < 0.1 or rep.margin_2w < 0.1:

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import TimeSource
 from physlearn.simulators.instruments.scpi import (
     CommandContext,
     ScpiCommandError,
@@ -154,7 +154,7 @@ class Keysight33500BEmulator(ScpiInstrument):
     firmware = "2.09-1.19-2.00-52-00"
     error_messages = ERROR_MESSAGES
 
-    def __init__(self, clock: Clock | None = None, *, serial: str = "MY53000042") -> None:
+    def __init__(self, clock: TimeSource | None = None, *, serial: str = "MY53000042") -> None:
         self.channels: list[_Channel] = [_Channel() for _ in range(N_CHANNELS)]
         self._builtin = _builtin_codes()
         self.internal_timebase_error = 0.0

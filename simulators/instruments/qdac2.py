@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import TimeSource
 from physlearn.simulators.instruments.scpi import (
     CommandContext,
     ScpiCommandError,
@@ -114,7 +114,7 @@ class Qdac2Emulator(ScpiInstrument):
     idn_separator = ", "
     error_format = '{code}, "{message}"'
 
-    def __init__(self, clock: Clock | None = None, *, serial: str = "00042") -> None:
+    def __init__(self, clock: TimeSource | None = None, *, serial: str = "00042") -> None:
         self.channels: list[_Channel] = []
         super().__init__(clock, serial=serial)
 

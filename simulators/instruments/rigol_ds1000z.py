@@ -35,6 +35,9 @@ times; the displayed voltage is probe ratio × BNC volts. ADC noise: `adc_noise_
 referred, volts at the BNC) drawn from the seeded generator, independent per sample and per
 acquisition; averaging N acquisitions divides it by √N, high resolution by √(oversampling
 factor). See `RigolDs1000zEmulator` for the trigger and timing model.
+
+This module holds the command surface; the acquisition engine (trigger search, single/run/stop
+state, waveform synthesis) is `rigol_ds1000z_acquisition.AcquisitionEngine`.
 """
 
 from __future__ import annotations
@@ -42,19 +45,22 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.drivers.rigol_ds1000z import (
-    CODES_PER_DIVISION,
-    H_DIVISIONS,
-    SCREEN_POINTS,
-    V_DIVISIONS,
+from physlearn.drivers.rigol_ds1000z import H_DIVISIONS, SCREEN_POINTS, V_DIVISIONS
+from physlearn.simulators.clock import TimeSource
+from physlearn.simulators.instruments.rigol_ds1000z_acquisition import (
+    MEMORY_DEPTHS,
+    Y_REFERENCE,
+    Acquisition,
+    AcquisitionEngine,
+    ChannelState,
+    Settings,
+    SignalSource,
 )
-from physlearn.simulators.clock import Clock
 from physlearn.simulators.instruments.scpi import (
     CommandContext,
     ScpiCommandError,
@@ -67,33 +73,15 @@ from physlearn.simulators.instruments.scpi import (
 
 logger = logging.getLogger(__name__)
 
-SignalSource = Callable[[int, NDArray[np.float64]], NDArray[np.float64]]
-
 N_CHANNELS = 4
-Y_REFERENCE = 127
-CODE_MIN, CODE_MAX = 0, 255
 PROBE_RATIOS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 PROBE_RATIOS += (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 CHANNEL_SCALE_RANGE_V = (1e-3, 10.0)  # per division, at probe ratio 1
 TIMEBASE_SCALE_RANGE_S = (5e-9, 50.0)
 TRIGGER_EXT_RANGE_V = 5.0
-#: Maximum sample rate in Sa/s by number of enabled channels (3 and 4 share a rate).
-MAX_SAMPLE_RATE = {1: 1e9, 2: 5e8, 3: 2.5e8, 4: 2.5e8}
-#: Selectable memory depths by number of enabled channels (24 Mpts with the memory option).
-MEMORY_DEPTHS = {
-    1: (12_000, 120_000, 1_200_000, 12_000_000, 24_000_000),
-    2: (6_000, 60_000, 600_000, 6_000_000, 12_000_000),
-    3: (3_000, 30_000, 300_000, 3_000_000, 6_000_000),
-    4: (3_000, 30_000, 300_000, 3_000_000, 6_000_000),
-}
 #: Points one :WAVeform:DATA? returns at most, by format.
 MAX_READ_POINTS = {"BYTE": 250_000, "WORD": 125_000, "ASCii": 15_625}
 
-_NOISE_BLOCK = 4096
-_SUB_SAMPLES = 8  # evaluation points of one high-res / peak-detect sample
-_SEARCH_CHUNK = 65_536
-_MAX_SEARCH_POINTS = 1 << 25  # per armed :SINGle
-_RUN_SEARCH_POINTS = 1 << 20  # per RUN-mode look-back
 _VOLT_UNITS = {"V": 1.0, "MV": 1e-3}
 _TIME_UNITS = {"S": 1.0, "MS": 1e-3, "US": 1e-6, "NS": 1e-9}
 _CHANNEL_WORD = re.compile(r"CHAN(?:NEL)?([1-9])")
@@ -118,160 +106,6 @@ def nearest_125(value: float, lo: float, hi: float) -> float:
 def format_real(value: float) -> str:
     """A real number as the DS1000Z sends it (C `%e`): `1.000000e-06`, `-2.500000e+00`."""
     return f"{value:e}"
-
-
-@dataclass(frozen=True)
-class ChannelState:
-    """Vertical settings of one analog channel (volts are probe-referred, as displayed)."""
-
-    display: bool = False
-    scale_v: float = 1.0
-    offset_v: float = 0.0
-    coupling: str = "DC"
-    probe: float = 10.0
-    bw_limit: bool = False
-
-    @property
-    def yincrement_v(self) -> float:
-        return self.scale_v / CODES_PER_DIVISION
-
-    @property
-    def yorigin(self) -> int:
-        return round(self.offset_v / self.yincrement_v)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything an acquisition depends on (snapshot at arm time or at a RUN-mode query)."""
-
-    channels: tuple[ChannelState, ...]
-    timebase_scale_s: float
-    timebase_offset_s: float
-    acquire_type: str
-    averages: int
-    memory_depth: int | None  # None: AUTO
-    trigger_source: int  # 1..4 channel, 0 EXT, -1 AC line
-    trigger_level_v: float
-    trigger_slope: str
-
-    @property
-    def enabled(self) -> int:
-        return max(1, sum(c.display for c in self.channels))
-
-    @property
-    def max_sample_rate(self) -> float:
-        return MAX_SAMPLE_RATE[self.enabled]
-
-    @property
-    def screen_s(self) -> float:
-        return H_DIVISIONS * self.timebase_scale_s
-
-    @property
-    def points(self) -> int:
-        """Memory depth actually used (AUTO: as deep as the standard memory allows)."""
-        if self.memory_depth is not None:
-            return self.memory_depth
-        deepest = MEMORY_DEPTHS[self.enabled][3]
-        return max(1, min(deepest, round(self.max_sample_rate * self.screen_s)))
-
-    @property
-    def sample_rate(self) -> float:
-        return min(self.max_sample_rate, self.points / self.screen_s)
-
-    @property
-    def pre_trigger_s(self) -> float:
-        """Time from the left screen edge to the trigger point."""
-        return max(0.0, H_DIVISIONS / 2 * self.timebase_scale_s - self.timebase_offset_s)
-
-    @property
-    def post_trigger_s(self) -> float:
-        """Time from the trigger point to the right screen edge (≥ 0 by the offset range)."""
-        return max(0.0, H_DIVISIONS / 2 * self.timebase_scale_s + self.timebase_offset_s)
-
-    @property
-    def oversampling(self) -> int:
-        return max(1, math.floor(self.max_sample_rate / self.sample_rate + 1e-9))
-
-    def view(self, raw: bool) -> tuple[float, float, int]:
-        """(xincrement_s, xorigin_s, points) of the screen (NORMal) or memory (RAW) data."""
-        if not raw:
-            xinc = self.timebase_scale_s / (SCREEN_POINTS / H_DIVISIONS)
-            return xinc, self.timebase_offset_s - self.screen_s / 2, SCREEN_POINTS
-        xinc = 1.0 / self.sample_rate
-        return xinc, self.timebase_offset_s - self.points * xinc / 2, self.points
-
-
-@dataclass
-class Acquisition:
-    """One completed acquisition: its trigger instants (one per averaged sweep) and noise seed."""
-
-    settings: Settings
-    triggers_s: tuple[float, ...]
-    seed: int
-    triggered: bool = True
-    _cache: dict[tuple[int, bool, int, int], NDArray[np.uint8]] = field(default_factory=dict)
-
-
-class _EdgeSearch:
-    """First trigger crossing at or after `t0_s` on the grid t0 + k·h (resumable, anchored)."""
-
-    def __init__(
-        self,
-        signal: Callable[[NDArray[np.float64]], NDArray[np.float64]],
-        *,
-        level: float,
-        slope: str,
-        t0_s: float,
-        step_s: float,
-    ) -> None:
-        self.signal = signal
-        self.level = level
-        self.slope = slope
-        self.t0_s = t0_s
-        self.step_s = step_s
-        self.k = 0  # next grid index to evaluate
-        self.prev: float | None = None
-        self.exhausted = False
-
-    def advance(self, t_limit_s: float) -> float | None:
-        """Search grid points up to `t_limit_s`; the crossing time, or None (state kept)."""
-        while not self.exhausted:
-            k_last = math.floor((t_limit_s - self.t0_s) / self.step_s + 1e-9)
-            if k_last < self.k:
-                return None
-            if self.k > _MAX_SEARCH_POINTS:
-                logger.warning("DS1000Z emulator: no trigger edge in %d points", self.k)
-                self.exhausted = True
-                return None
-            k_stop = min(k_last + 1, self.k + _SEARCH_CHUNK)
-            ks = np.arange(self.k, k_stop, dtype=np.float64)
-            values = self.signal(self.t0_s + ks * self.step_s)
-            head = np.array([np.nan if self.prev is None else self.prev])
-            seq = np.concatenate([head, values])
-            hit = crossings(seq, self.level, self.slope)
-            if hit.size:
-                j = int(hit[0])  # crossing between seq[j] and seq[j+1]
-                frac = (self.level - seq[j]) / (seq[j + 1] - seq[j])
-                return float(self.t0_s + (self.k - 1 + j + frac) * self.step_s)
-            self.prev = float(values[-1])
-            self.k = k_stop
-        return None
-
-
-def crossings(seq: NDArray[np.float64], level: float, slope: str) -> NDArray[np.intp]:
-    """Indices j where seq crosses `level` between j and j+1 with the given slope."""
-    a, b = seq[:-1], seq[1:]
-    rising = (a < level) & (b >= level)
-    falling = (a > level) & (b <= level)
-    mask = rising if slope == "POSitive" else falling if slope == "NEGative" else rising | falling
-    return np.flatnonzero(mask)
-
-
-@dataclass
-class _Armed:
-    settings: Settings
-    search: _EdgeSearch
-    triggers: list[float] = field(default_factory=list)
 
 
 class RigolDs1000zEmulator(ScpiInstrument):
@@ -307,7 +141,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: SignalSource | None = None,
         rng: np.random.Generator | None = None,
@@ -321,12 +155,14 @@ class RigolDs1000zEmulator(ScpiInstrument):
             raise ValueError(f"adc_noise_v must be finite and >= 0, got {adc_noise_v!r}")
         if not (trigger_step_s > 0.0 and math.isfinite(trigger_step_s)):
             raise ValueError(f"trigger_step_s must be finite and > 0, got {trigger_step_s!r}")
-        self.source: SignalSource = source if source is not None else _zero_source
-        self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.adc_noise_v = float(adc_noise_v)
-        self.line_frequency_hz = float(line_frequency_hz)
-        self.trigger_step_s = float(trigger_step_s)
-        self.auto_lookback_s = float(auto_lookback_s)
+        self.engine = AcquisitionEngine(
+            source if source is not None else _zero_source,
+            rng if rng is not None else np.random.default_rng(0),
+            adc_noise_v=float(adc_noise_v),
+            line_frequency_hz=float(line_frequency_hz),
+            trigger_step_s=float(trigger_step_s),
+            auto_lookback_s=float(auto_lookback_s),
+        )
         self.channels: list[ChannelState] = []
         self._invalid: dict[str, int] = {"scale": 0, "data": 0}
         self._invalid_value = math.nan
@@ -351,11 +187,41 @@ class RigolDs1000zEmulator(ScpiInstrument):
         self.wave_format = "BYTE"
         self.wave_start = 1
         self.wave_stop = SCREEN_POINTS
-        self.state = "RUN"  # RUN, STOP or SINGLE (armed, waiting)
-        self.run_start_s = self.clock.now()
-        self.armed: _Armed | None = None
-        self.last: Acquisition | None = None
-        self._run_status = "AUTO"
+        self.engine.reset(self.clock.now())  # running, nothing acquired
+
+    # -- the signal side (twin-facing; the engine holds it) ------------------------------------
+
+    @property
+    def source(self) -> SignalSource:
+        """Volts at the BNC inputs, `source(channel, times_s)` (channel 0: EXT)."""
+        return self.engine.source
+
+    @source.setter
+    def source(self, source: SignalSource) -> None:
+        self.engine.source = source
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator of each acquisition's noise seed."""
+        return self.engine.rng
+
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:
+        self.engine.rng = rng
+
+    @property
+    def adc_noise_v(self) -> float:
+        """ADC noise σ in volts referred to the BNC input."""
+        return self.engine.adc_noise_v
+
+    @adc_noise_v.setter
+    def adc_noise_v(self, sigma_v: float) -> None:
+        self.engine.adc_noise_v = sigma_v
+
+    @property
+    def last(self) -> Acquisition | None:
+        """The last completed acquisition (as of the last update)."""
+        return self.engine.last
 
     def inject_invalid_readings(
         self, count: int = 1, value: float = math.nan, *, scale: bool = True, data: bool = True
@@ -393,177 +259,15 @@ class RigolDs1000zEmulator(ScpiInstrument):
             trigger_slope=self.trigger_slope,
         )
 
-    # -- trigger machinery ---------------------------------------------------------------------
-
-    def _trigger_signal(
-        self, settings: Settings
-    ) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
-        src = settings.trigger_source
-        if src == -1:
-            omega = 2 * math.pi * self.line_frequency_hz
-            return lambda t: np.sin(omega * t)
-        if src == 0:
-            return lambda t: np.asarray(self.source(0, t), dtype=np.float64)
-        ch = settings.channels[src - 1]
-
-        def signal(t: NDArray[np.float64]) -> NDArray[np.float64]:
-            return self._displayed(src, ch, t)
-
-        return signal
-
-    def _displayed(
-        self, index: int, ch: ChannelState, t: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        """Noise-free displayed volts of channel `index` (probe ratio applied; GND → 0)."""
-        if ch.coupling == "GND":
-            return np.zeros_like(t)
-        return ch.probe * np.asarray(self.source(index, t), dtype=np.float64)
-
-    def _search_step(self, settings: Settings) -> float:
-        return min(settings.timebase_scale_s / (SCREEN_POINTS / H_DIVISIONS), self.trigger_step_s)
-
-    def _level(self, settings: Settings) -> float:
-        return 0.0 if settings.trigger_source == -1 else settings.trigger_level_v
+    # -- acquisition (the engine) --------------------------------------------------------------
 
     def _arm(self) -> None:
-        settings = self.settings()
-        t0 = self.clock.now() + settings.pre_trigger_s
-        self.armed = _Armed(settings, self._new_search(settings, t0))
-        self.state = "SINGLE"
+        self.engine.arm(self.settings(), self.clock.now())
         logger.debug("DS1000Z emulator: armed at t=%s s", self.clock.now())
-
-    def _new_search(self, settings: Settings, t0_s: float) -> _EdgeSearch:
-        return _EdgeSearch(
-            self._trigger_signal(settings),
-            level=self._level(settings),
-            slope=settings.trigger_slope,
-            t0_s=t0_s,
-            step_s=self._search_step(settings),
-        )
-
-    def _new_acquisition(
-        self, settings: Settings, triggers: tuple[float, ...], triggered: bool = True
-    ) -> Acquisition:
-        seed = int(self.rng.integers(0, 2**63 - 1))
-        return Acquisition(settings, triggers, seed, triggered)
 
     def _update(self) -> None:
         """Bring the acquisition state up to the present clock time."""
-        now = self.clock.now()
-        if self.state == "SINGLE" and self.armed is not None:
-            armed = self.armed
-        else:
-            if self.state == "RUN":
-                self._update_run(now)
-            return
-        settings = armed.settings
-        while len(armed.triggers) < settings.averages:
-            edge = armed.search.advance(now - settings.post_trigger_s)
-            if edge is None:
-                return
-            armed.triggers.append(edge)
-            restart = edge + settings.post_trigger_s + settings.pre_trigger_s
-            armed.search = self._new_search(settings, restart)
-        self.last = self._new_acquisition(settings, tuple(armed.triggers))
-        self.armed = None
-        self.state = "STOP"
-        logger.debug("DS1000Z emulator: acquisition complete, triggers %s", self.last.triggers_s)
-
-    def _update_run(self, now: float) -> None:
-        settings = self.settings()
-        span = settings.pre_trigger_s + settings.post_trigger_s
-        t_hi = now - settings.post_trigger_s
-        lookback = max(self.auto_lookback_s, 2 * settings.averages * span)
-        t_lo = max(self.run_start_s + settings.pre_trigger_s, t_hi - lookback)
-        triggers: list[float] = []
-        if t_hi > t_lo:
-            step = self._search_step(settings)
-            n = min(math.floor((t_hi - t_lo) / step) + 1, _RUN_SEARCH_POINTS)
-            t_grid = t_hi - step * np.arange(n - 1, -1, -1, dtype=np.float64)
-            values = self._trigger_signal(settings)(t_grid)
-            hits = crossings(values, self._level(settings), settings.trigger_slope)
-            for j in hits[::-1]:
-                frac = (self._level(settings) - values[j]) / (values[j + 1] - values[j])
-                t_edge = float(t_grid[j] + frac * step)
-                if not triggers or t_edge <= triggers[-1] - span:
-                    triggers.append(t_edge)
-                if len(triggers) == settings.averages:
-                    break
-        if triggers:
-            key = tuple(sorted(triggers))
-            self._run_status = "TD"
-        elif self.sweep == "AUTO":
-            key = (now - settings.post_trigger_s,)
-            self._run_status = "AUTO"
-        else:
-            self._run_status = "WAIT"
-            return
-        if self.last is None or self.last.triggers_s != key or self.last.settings != settings:
-            self.last = self._new_acquisition(settings, key, triggered=bool(triggers))
-
-    # -- waveform synthesis --------------------------------------------------------------------
-
-    def _noise(self, acq: Acquisition, ch: int, raw: bool, i0: int, i1: int) -> NDArray[np.float64]:
-        """Standard normal noise for points i0..i1-1, independent of how reads are chunked."""
-        b0, b1 = i0 // _NOISE_BLOCK, (i1 - 1) // _NOISE_BLOCK + 1
-        blocks = [
-            np.random.default_rng([acq.seed, ch, int(raw), b]).standard_normal(_NOISE_BLOCK)
-            for b in range(b0, b1)
-        ]
-        start = i0 - b0 * _NOISE_BLOCK
-        return np.concatenate(blocks)[start : start + (i1 - i0)]
-
-    def _analog(
-        self, acq: Acquisition, index: int, rel_s: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        """Noise-free displayed volts at times `rel_s` after each trigger, averaged over sweeps."""
-        s = acq.settings
-        ch = s.channels[index - 1]
-        kind = s.acquire_type
-        factor = s.oversampling
-        if kind in ("HRESolution", "PEAK") and factor > 1:
-            n_sub = min(factor, _SUB_SAMPLES)
-            width = factor / s.max_sample_rate
-            sub = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * width
-        else:
-            sub = np.zeros(1)
-        total = np.zeros_like(rel_s)
-        screen_xinc, screen_x0, _ = s.view(raw=False)
-        screen_rel = screen_x0 + screen_xinc * np.arange(SCREEN_POINTS, dtype=np.float64)
-        for t_trig in acq.triggers_s:
-            grid = t_trig + rel_s[:, None] + sub[None, :]
-            values = self._displayed(index, ch, grid.ravel()).reshape(grid.shape)
-            if kind == "PEAK" and sub.size > 1:
-                is_max = (np.arange(rel_s.size) % 2).astype(bool)
-                sample = np.where(is_max, values.max(axis=1), values.min(axis=1))
-            else:
-                sample = values.mean(axis=1)
-            if ch.coupling == "AC":
-                sample = sample - float(np.mean(self._displayed(index, ch, t_trig + screen_rel)))
-            total += sample
-        return total / len(acq.triggers_s)
-
-    def codes(self, acq: Acquisition, index: int, raw: bool, i0: int, i1: int) -> NDArray[np.uint8]:
-        """ADC codes of channel `index`, points i0..i1-1 (0-based) of the screen or memory view."""
-        key = (index, raw, i0, i1)
-        cached = acq._cache.get(key)
-        if cached is not None:
-            return cached
-        s = acq.settings
-        ch = s.channels[index - 1]
-        xinc, x0, _ = s.view(raw)
-        rel = x0 + xinc * np.arange(i0, i1, dtype=np.float64)
-        volts = self._analog(acq, index, rel)
-        sigma_v = self.adc_noise_v * ch.probe / math.sqrt(len(acq.triggers_s))
-        if s.acquire_type == "HRESolution":
-            sigma_v /= math.sqrt(s.oversampling)
-        if sigma_v > 0.0 and ch.coupling != "GND":
-            volts = volts + sigma_v * self._noise(acq, index, raw, i0, i1)
-        codes = np.rint(volts / ch.yincrement_v + ch.yorigin + Y_REFERENCE)
-        out = np.clip(codes, CODE_MIN, CODE_MAX).astype(np.uint8)
-        if len(acq._cache) < 64:
-            acq._cache[key] = out
-        return out
+        self.engine.update(self.clock.now(), self.settings, self.sweep)
 
     # -- twin-side API (not reachable through the protocol) ------------------------------------
 
@@ -581,15 +285,12 @@ class RigolDs1000zEmulator(ScpiInstrument):
         if self.sweep == "SINGle":
             self._arm()
             return
-        self.state = "RUN"
-        self.armed = None
-        self.run_start_s = self.clock.now()
+        self.engine.run(self.clock.now())
 
     @scpi("STOP", params=(0, 0))
     def _stop(self, ctx: CommandContext) -> None:
         self._update()
-        self.state = "STOP"
-        self.armed = None
+        self.engine.stop()
 
     @scpi("SINGle", params=(0, 0))
     def _single(self, ctx: CommandContext) -> None:
@@ -600,17 +301,17 @@ class RigolDs1000zEmulator(ScpiInstrument):
     @scpi("TRIGger:STATus?")
     def _trig_status(self, ctx: CommandContext) -> str:
         self._update()
-        if self.state == "SINGLE":
+        if self.engine.state == "SINGLE":
             return "WAIT"
-        if self.state == "STOP":
+        if self.engine.state == "STOP":
             return "STOP"
-        return self._run_status
+        return self.engine.run_status
 
     @scpi("TRIGger:SWEep")
     def _sweep(self, ctx: CommandContext) -> None:
         self._update()
         self.sweep = ctx.choice(0, ("AUTO", "NORMal", "SINGle"))
-        if self.sweep == "SINGle" and self.state == "RUN":
+        if self.sweep == "SINGle" and self.engine.state == "RUN":
             self._arm()
 
     @scpi("TRIGger:SWEep?")
@@ -671,7 +372,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
         return ctx.suffix("n", maximum=N_CHANNELS)
 
     def _set_ch(self, index: int, **changes: object) -> None:
-        self.channels[index - 1] = replace(self.channels[index - 1], **changes)  # type: ignore[arg-type]
+        self.channels[index - 1] = replace(self.channels[index - 1], **changes)
 
     @staticmethod
     def _offset_limit(scale_v: float, probe: float) -> float:
@@ -845,7 +546,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
 
     def _raw_view(self) -> bool:
         if self.wave_mode == "MAXimum":
-            return self.state != "RUN"
+            return self.engine.state != "RUN"
         return self.wave_mode == "RAW"
 
     def _view_points(self) -> int:
@@ -880,7 +581,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
         settings, raw = self._readout()
         acq = self.last
         index = self.wave_source
-        if raw and self.state == "RUN":
+        if raw and self.engine.state == "RUN":
             problem = "memory data can only be read while stopped"
         elif acq is None:
             problem = "no acquisition yet"
@@ -897,7 +598,7 @@ class RigolDs1000zEmulator(ScpiInstrument):
         if i1 <= i0:
             self.push_error(-221, "STARt is after STOP")
             return format_block(b"", 9)
-        codes = self.codes(acq, index, raw, i0, i1)
+        codes = self.engine.codes(acq, index, raw, i0, i1)
         if self.wave_format == "BYTE":
             payload = codes.tobytes()
         elif self.wave_format == "WORD":

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from physlearn.errors import PhyslearnError
-from physlearn.simulators.clock import Clock, VirtualClock
+from physlearn.simulators.clock import TimeSource, VirtualClock
 from physlearn.simulators.instruments.faults import FaultPlan
 
 logger = logging.getLogger(__name__)
@@ -717,8 +717,8 @@ class ScpiInstrument:
         commands.sort(key=lambda c: -len(c.nodes))
         cls._commands = tuple(commands)
 
-    def __init__(self, clock: Clock | None = None, *, serial: str = "00000") -> None:
-        self.clock: Clock = clock if clock is not None else VirtualClock()
+    def __init__(self, clock: TimeSource | None = None, *, serial: str = "00000") -> None:
+        self.clock: TimeSource = clock if clock is not None else VirtualClock()
         self.serial = serial
         self.faults = FaultPlan()
         messages = dict(STANDARD_ERRORS)

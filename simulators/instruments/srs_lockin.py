@@ -73,12 +73,11 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import lfilter
-from scipy.special import gammainc
 
 from physlearn.errors import ConfigError
-from physlearn.simulators.clock import Clock
+from physlearn.simulators.clock import TimeSource
 from physlearn.simulators.instruments.scpi import MessageSplitter, ScpiInstrument, match_keyword
+from physlearn.simulators.instruments.srs_filter import OutputFilter
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +108,6 @@ FILTER_SLOPES_DB_PER_OCT: tuple[int, ...] = (6, 12, 18, 24)
 ESR_EXE, ESR_CMD = 16, 32
 LIA_INPUT_OVERLOAD, LIA_FILTER_OVERLOAD, LIA_OUTPUT_OVERLOAD, LIA_UNLOCK = 1, 2, 4, 8
 
-SAMPLES_PER_PERIOD = 32
 FINE_LIMIT_PERIODS = 200.0
 WINDOW_TAUS = 40.0
 SYNC_FILTER_MAX_HZ = 200.0
@@ -135,42 +133,6 @@ def quantise_mantissa(value: float, bits: int) -> float:
 def wrap_degrees(phase_deg: float) -> float:
     """Wrap a phase to (-180, 180] degrees."""
     return 180.0 - ((180.0 - phase_deg) % 360.0)
-
-
-def _foh_input_weights(r: float, n: int) -> tuple[Array, Array]:
-    """Exact input weights of n identical RC stages over one step Δ = r·τ, for an input linear
-    between its samples x_k, x_k+1 (first-order hold):
-
-        s_k+1 = Φ(r)·s_k + g0·x_k + g1·x_k+1,
-        g0_j = (j+1)·I_j+1 / r,  g1_j = I_j − g0_j,  I_j = ∫_0^r e^-w w^j/j! dw = P(j+1, r).
-    """
-    integrals = np.array([float(gammainc(j + 1, r)) for j in range(n + 1)])
-    g0 = np.arange(1, n + 1) * integrals[1:] / r
-    return g0, integrals[:n] - g0
-
-
-def _cascade_transition(r: float, n: int) -> Array:
-    """State transition of n identical RC stages over Δ = r·τ with zero input."""
-    phi = np.zeros((n, n))
-    decay = math.exp(-r)
-    for i in range(n):
-        for j in range(i + 1):
-            phi[i, j] = decay * r ** (i - j) / math.factorial(i - j)
-    return phi
-
-
-def _cascade_noise_covariance(r: float, n: int, psd_per_tau: float) -> Array:
-    """Covariance added over Δ = r·τ to the n stage outputs by white noise of two-sided PSD S.
-
-    Q_ij = (S/τ)·γ(i+j+1, 2r) / (2^(i+j+1)·i!·j!)  with γ the lower incomplete gamma function.
-    """
-    q = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            k = i + j + 1
-            lower_gamma = math.factorial(k - 1) * float(gammainc(k, 2.0 * r))
-            q[i, j] = psd_per_tau * lower_gamma / (2.0**k * math.factorial(i) * math.factorial(j))
-    return q
 
 
 class _CommandFailed(Exception):
@@ -280,7 +242,7 @@ class SrsLockinEmulator(ScpiInstrument):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: Source | None = None,
         reference: Reference | None = None,
@@ -305,11 +267,7 @@ class SrsLockinEmulator(ScpiInstrument):
         self.error_status = 0
         self.error_enable = 0
         self.power_on_clear = 1
-        # Filter state: stage outputs of the signal part (complex) and of the noise (X, Y).
-        self._signal_state = np.zeros(4, dtype=np.complex128)
-        self._noise_state = np.zeros((2, 4))
-        self._last_input = 0j
-        self._n_stages = 2
+        self.output_filter = OutputFilter()
         self._t_s = 0.0
         self._internal_frequency_hz = 1000.0
         self._internal_t0_s = 0.0
@@ -344,7 +302,7 @@ class SrsLockinEmulator(ScpiInstrument):
         """X + iY at the filter output now (input units, unsaturated, unquantised)."""
         with self._lock:
             self._advance(self.clock.now())
-            return self._raw_output()
+            return self.output_filter.output()
 
     def inject_lia_status(self, bits: int) -> None:
         """Fault hook: latch extra LIA status bits (e.g. an overload the twin did not cause)."""
@@ -373,7 +331,7 @@ class SrsLockinEmulator(ScpiInstrument):
         for name, spec in self.index_settings.items():
             if spec.reset or name not in self.settings:
                 self.settings[name] = spec.default
-        self._set_stages(FILTER_SLOPES_DB_PER_OCT[self.settings["OFSL"]] // 6)
+        self.output_filter.set_stages(FILTER_SLOPES_DB_PER_OCT[self.settings["OFSL"]] // 6)
         self._set_internal_frequency(1000.0)
         self._phase_deg = 0.0
         self._harmonic = 1
@@ -391,7 +349,7 @@ class SrsLockinEmulator(ScpiInstrument):
     @property
     def n_stages(self) -> int:
         """Number of RC stages (filter slope / 6 dB/oct)."""
-        return self._n_stages
+        return self.output_filter.n_stages
 
     @property
     def full_scale(self) -> float:
@@ -415,13 +373,6 @@ class SrsLockinEmulator(ScpiInstrument):
     def sync_filter_on(self) -> bool:
         """True if the synchronous filter is on."""
         return bool(self.settings.get("SYNC", 0))
-
-    def _set_stages(self, n: int) -> None:
-        old = getattr(self, "_n_stages", n)
-        if n > old:
-            self._signal_state[old:n] = self._signal_state[old - 1]
-            self._noise_state[:, old:n] = self._noise_state[:, old - 1 : old]
-        self._n_stages = n
 
     def _set_internal_frequency(self, frequency_hz: float) -> None:
         t = self._t_s
@@ -480,20 +431,17 @@ class SrsLockinEmulator(ScpiInstrument):
         if not t1 > t0:
             return
         tau = self.time_constant_s
-        n = self._n_stages
-        self._advance_noise((t1 - t0) / tau, n)
+        self._advance_noise((t1 - t0) / tau)
         ref = self._reference_now()
         was_unlocked = self._unlocked
         self._unlocked = ref is None
         if ref is None:
             self.lia_status |= LIA_UNLOCK
-            phi = _cascade_transition((t1 - t0) / tau, n)
-            self._signal_state[:n] = phi @ self._signal_state[:n]
-            self._last_input = 0j
+            self.output_filter.decay((t1 - t0) / tau)
         else:
             start = max(t0, t1 - WINDOW_TAUS * tau)
             if start > t0:
-                self._signal_state[:n] = 0.0  # older input is forgotten (< 1e-13)
+                self.output_filter.forget()  # older input is forgotten (< 1e-13)
             period = 1.0 / ref[0]
             sync = self.sync_filter_on() and self._harmonic * ref[0] < SYNC_FILTER_MAX_HZ
             averaging = sync or tau > FINE_LIMIT_PERIODS * period
@@ -503,101 +451,31 @@ class SrsLockinEmulator(ScpiInstrument):
             fresh = start > t0 or was_unlocked or self._resample or averaging != self._averaging
             self._resample = False
             self._averaging = averaging
-            if averaging:
-                x, dt_step, peak = self._period_averages(start, t1, tau, period, ref, fresh)
-            else:
-                x, dt_step, peak = self._fine_samples(start, t1, tau, period, ref, fresh)
+
+            def demodulate(t: Array) -> tuple[NDArray[Any], float]:
+                return self._demodulate(t, ref)
+
+            sample = (
+                self.output_filter.period_averages if averaging else self.output_filter.fine_samples
+            )
+            x, dt_step, peak = sample(demodulate, start, t1, tau, period, fresh)
             if peak > self.input_range():
                 self.lia_status |= LIA_INPUT_OVERLOAD
-            self._filter_sequence(x, dt_step / tau, n)
+            self.output_filter.run(x, dt_step / tau)
         self._t_s = t1
-        out = self._raw_output()
+        out = self.output_filter.output()
         fs = self.full_scale
         if abs(out.real) > fs or abs(out.imag) > fs:
             self.lia_status |= LIA_OUTPUT_OVERLOAD
 
-    def _fine_samples(
-        self,
-        start: float,
-        t1: float,
-        tau: float,
-        period: float,
-        ref: tuple[float, float, float],
-        fresh: bool,
-    ) -> tuple[NDArray[Any], float, float]:
-        step = min(period / SAMPLES_PER_PERIOD, tau / 16.0)
-        count = max(1, math.ceil((t1 - start) / step - 1e-9))
-        dt_step = (t1 - start) / count
-        first = 0 if fresh else 1
-        t = start + dt_step * np.arange(first, count + 1, dtype=np.float64)
-        t[-1] = t1
-        z, peak = self._demodulate(t, ref)
-        if not fresh:
-            z = np.concatenate(([self._last_input], z))
-        return z, dt_step, peak
-
-    def _period_averages(
-        self,
-        start: float,
-        t1: float,
-        tau: float,
-        period: float,
-        ref: tuple[float, float, float],
-        fresh: bool,
-    ) -> tuple[NDArray[Any], float, float]:
-        """Means of z over the reference period ending at each grid point (grid ≈ τ/16)."""
-        step = max(tau / 16.0, period)
-        count = max(1, math.ceil((t1 - start) / step - 1e-9))
-        dt_step = (t1 - start) / count
-        first = 0 if fresh else 1
-        ends = start + dt_step * np.arange(first, count + 1)
-        ends[-1] = t1
-        offsets = period * ((np.arange(SAMPLES_PER_PERIOD) + 0.5) / SAMPLES_PER_PERIOD - 1.0)
-        z, peak = self._demodulate(ends[:, None] + offsets[None, :], ref)
-        means = z.mean(axis=1)
-        if not fresh:
-            means = np.concatenate(([self._last_input], means))
-        return means, dt_step, peak
-
-    def _filter_sequence(self, x: NDArray[Any], r: float, n: int) -> None:
-        """Run samples x[0..K] (x[0]: input at the last update, steps r = Δ/τ) through the n
-        stages, exactly for an input linear between samples. Stage j obeys
-        s_j[k+1] = a·s_j[k] + Σ_{i<j} Φ_ji·s_i[k] + g0_j·x[k] + g1_j·x[k+1], a first-order
-        recursion once the earlier stages are known, so each stage is one `lfilter` call."""
-        xs = np.asarray(x, dtype=np.complex128)
-        phi = _cascade_transition(r, n)
-        g0, g1 = _foh_input_weights(r, n)
-        a = phi[0, 0]
-        history: list[NDArray[np.complex128]] = []  # s_i[0..K-1] of the stages done so far
-        for j in range(n):
-            drive = g0[j] * xs[:-1] + g1[j] * xs[1:]
-            for i, s_i in enumerate(history):
-                drive = drive + phi[j, i] * s_i
-            s0 = self._signal_state[j]
-            y, _ = lfilter([1.0], [1.0, -a], drive, zi=np.array([a * s0], dtype=np.complex128))
-            states = np.asarray(y, dtype=np.complex128)
-            history.append(np.concatenate(([s0], states[:-1])))
-            self._signal_state[j] = states[-1]
-        self._last_input = complex(x[-1])
-
-    def _advance_noise(self, r: float, n: int) -> None:
+    def _advance_noise(self, r: float) -> None:
+        """The filter's noise part over Δ = r·τ (nothing without input noise)."""
         if self.input_noise_v_per_rthz == 0.0 or self._rng is None:
             return
         scale = self.current_scale()
         psd = 0.5 * (self.input_noise_v_per_rthz * scale) ** 2  # two-sided, per X/Y component
         tau = self.time_constant_s
-        phi = _cascade_transition(r, n)
-        q = _cascade_noise_covariance(r, n, psd / tau)
-        w, v = np.linalg.eigh(q)
-        root = v * np.sqrt(np.clip(w, 0.0, None))
-        kicks = root @ self._rng.standard_normal((n, 2))
-        for c in range(2):
-            self._noise_state[c, :n] = phi @ self._noise_state[c, :n] + kicks[:, c]
-
-    def _raw_output(self) -> complex:
-        n = self._n_stages
-        noise = complex(self._noise_state[0, n - 1], self._noise_state[1, n - 1])
-        return complex(self._signal_state[n - 1]) + noise
+        self.output_filter.add_noise(r, psd / tau, self._rng)
 
     # -- reported values -----------------------------------------------------------------------
 
@@ -613,7 +491,7 @@ class SrsLockinEmulator(ScpiInstrument):
         """(X, Y, R, θ in degrees) as reported now: saturated at full scale, quantised."""
         with self._lock:
             self._advance(self.clock.now())
-            out = self._raw_output()
+            out = self.output_filter.output()
             fs = self.full_scale
         x = self.quantise(min(max(out.real, -fs), fs))
         y = self.quantise(min(max(out.imag, -fs), fs))
@@ -631,7 +509,7 @@ class SrsLockinEmulator(ScpiInstrument):
         return (
             self.input_noise_v_per_rthz
             * self.current_scale()
-            * math.sqrt(enbw_hz(self.time_constant_s, self._n_stages))
+            * math.sqrt(enbw_hz(self.time_constant_s, self.output_filter.n_stages))
         )
 
     # -- message processing --------------------------------------------------------------------
@@ -713,7 +591,7 @@ class SrsLockinEmulator(ScpiInstrument):
             raise _exe(f"{name} {value} is not emulated")
         self.settings[name] = value
         if name == "OFSL":
-            self._set_stages(FILTER_SLOPES_DB_PER_OCT[value] // 6)
+            self.output_filter.set_stages(FILTER_SLOPES_DB_PER_OCT[value] // 6)
         return None
 
     def _parse_index(self, text: str, count: int, tokens: tuple[str, ...] = ()) -> int:
@@ -952,7 +830,7 @@ class Sr830Emulator(SrsLockinEmulator):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: Source | None = None,
         reference: Reference | None = None,
@@ -1083,7 +961,7 @@ class Sr860Emulator(SrsLockinEmulator):
 
     def __init__(
         self,
-        clock: Clock | None = None,
+        clock: TimeSource | None = None,
         *,
         source: Source | None = None,
         reference: Reference | None = None,
