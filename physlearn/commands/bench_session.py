@@ -42,6 +42,7 @@ from physlearn.spec.bench import BenchConfig
 from physlearn.spec.clock import Clock, TwinClock, WallClock
 from physlearn.spec.system import Level, PhysicalSystem
 from physlearn.spec.task import Task
+from physlearn.systems.bench.journal import MeasurementRecord
 from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
 from physlearn.training.config import BenchSessionConfig, TrainConfig
@@ -165,10 +166,11 @@ class StepRecords(Estimator):
         self.bench.drain_journal()  # evaluation measurements since the last step
         self._pending = None
         g = await self.inner.estimate(system, alpha, u, task)
-        journal = self.bench.drain_journal()
         grid, dt = self.bench.grid_t, self.bench.period_s / self.bench.grid_t.size
-        for entry in journal:
-            entry["conjugates"] = self.knowledge.conjugates(entry["x"], grid, dt)
+        journal = [
+            replace(entry, conjugates=self.knowledge.conjugates(entry.x, grid, dt))
+            for entry in self.bench.drain_journal()
+        ]
         self._pending = {
             "params": np.array(alpha, dtype=float),
             "gradient": np.mean(g.grad, axis=0),
@@ -178,17 +180,17 @@ class StepRecords(Estimator):
         }
         return g
 
-    def _open(self, journal: list[dict[str, Any]]) -> StepRecorder:
-        channels = sorted({k for e in journal for r in e["raw"] for k in r if "/ch" in k})
+    def _open(self, journal: list[MeasurementRecord]) -> StepRecorder:
+        channels = sorted({k for e in journal for r in e.volts for k in r if "/ch" in k})
         samples = max(
-            (np.asarray(r[k]).size for e in journal for r in e["raw"] for k in channels),
+            (np.asarray(r[k]).size for e in journal for r in e.volts for k in channels),
             default=0,
         )
         return StepRecorder(
             self.path,
             parameter_names=self.bench.spec.parameter_names(),
             max_phases=max(len(journal), 1),
-            max_batch=max((len(e["raw"]) for e in journal), default=1),
+            max_batch=max((len(e.volts) for e in journal), default=1),
             waveform_channels=channels,
             waveform_samples=samples,
             calibration_version=self.bench.calibration_version,
