@@ -14,7 +14,9 @@ names are in the attribute ``waveform_channels``); ``conjugates`` (phases × bat
 conjugate quantities A = ∫ ∂L/∂α dt of every measured steady state); per measurement (phases ×
 batch) ``decay_rate_per_s`` (the decay rate the settle rule used), ``initial_transient`` (the
 measured relative transient the settling started from), ``t_change`` and ``t_trigger`` (bench
-clock: last change of the settings, trigger of the acquisition); ``faults`` and ``settings``
+clock: last change of the settings, trigger of the acquisition); ``level`` (string: the fidelity
+level that measured the step, `physlearn.spec.system.Level`, e.g. ``emulated-memory``; several
+levels comma-separated, empty when nothing was measured); ``faults`` and ``settings``
 (JSON strings: faults seen since the previous step, instrument settings snapshot). File
 attributes: the calibration version, parameter names, and ``units_*`` for every dataset.
 """
@@ -101,6 +103,7 @@ class StepRecorder:
             "loss": ((), np.float64),
             **{k: ((ph, B), np.float64) for k in PHASE_FIELDS},
             "conjugates": ((ph, B, P), np.float64),
+            "level": ((), text),
             "faults": ((), text),
             "settings": ((), text),
         }
@@ -162,6 +165,7 @@ class StepRecorder:
             "loss": float(loss),
             **per,
             "conjugates": conj,
+            "level": ",".join(sorted({str(e.level) for e in records})),
             "faults": json.dumps(faults or []),
             "settings": json.dumps(settings or {}, default=str),
         }
