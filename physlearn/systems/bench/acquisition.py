@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -137,7 +137,7 @@ def _repeat_rms(
     y: Array,
     start_s: float,
     period_s: float,
-    coef0: Array | None,
+    coef0: NDArray[np.floating[Any]] | None,
     h: NDArray[np.int64],
     w: float,
 ) -> tuple[float, int]:
@@ -181,7 +181,7 @@ def fit_periods(
     out = np.empty((n_periods, eval_basis.shape[0]))
     res2, count, per = 0.0, 0, []
     d2, nd = 0.0, 0
-    coef0: Array | None = None
+    coef0: NDArray[np.floating[Any]] | None = None
     per_period = period_s / lattice_s if lattice_s else 0.0
     lattice = (
         lattice_s is not None and per_period >= 1 and abs(per_period - round(per_period)) < 1e-6

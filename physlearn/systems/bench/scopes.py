@@ -20,7 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from physlearn.drivers.rigol_ds1000z import CODES_PER_DIVISION, V_DIVISIONS, RigolDs1000z
+from physlearn.drivers.rigol_ds1000z import (
+    CODES_PER_DIVISION,
+    V_DIVISIONS,
+    RigolDs1000z,
+    Waveform,
+)
 from physlearn.errors import ConfigError, SafetyError
 from physlearn.systems.bench.acquisition import AcquisitionMode, choose_mode, fit_periods
 from physlearn.systems.bench.instruments import BenchTime, Instruments
@@ -259,10 +264,9 @@ class ScopeGroups:
         now = await self.time.now()
         await self.time.wait(win.w0 + k * T + T / 256 - now)
 
-        async def read(g: ScopeGroup) -> dict[int, Any]:
+        async def read(g: ScopeGroup) -> dict[int, Waveform]:
             await g.driver.wait_triggered(timeout_s=4 * T, poll_s=T / 32, sleep=self.time.wait)
-            waves: dict[int, Any] = await g.driver.read_channels(sorted(g.channels))
-            return waves
+            return await g.driver.read_channels(sorted(g.channels))
 
         with self.time.io():
             results = await asyncio.gather(*(read(g) for g in self.groups.values()))
@@ -284,7 +288,7 @@ class ScopeGroups:
         )
 
     async def _process(
-        self, results: list[dict[int, Any]], start_s: float, *, preview: bool
+        self, results: list[dict[int, Waveform]], start_s: float, *, preview: bool
     ) -> tuple[_Fitted, float] | None:
         """The channels' records fitted into node coordinates, and the stitch difference; None
         after re-programming the channels whose V/div must change."""
@@ -321,7 +325,7 @@ class ScopeGroups:
         got: _Fitted,
         g: ScopeGroup,
         ch: int,
-        wf: Any,
+        wf: Waveform,
         k: int,
         harmonics: int,
         start_s: float,

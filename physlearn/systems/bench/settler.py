@@ -147,11 +147,15 @@ class Settler:
         self.settled_since_change = False
         self.t_change = t if self.t_change is None else max(self.t_change, t)
 
-    def parameters_ramped(self, alpha: Array, t_end: float) -> None:
-        """New parameters α (P,) whose DAC ramp ends at controller time ``t_end``."""
-        self.mark_change(t_end)
-        prev = self.alpha if self.alpha is not None else np.zeros(np.shape(alpha))
-        self.changed_alpha += float(np.max(np.abs(np.asarray(alpha) - prev))) / self.alpha_unit
+    def parameters_written(self, alpha: Array, ramp_end: float | None) -> None:
+        """New parameters α (P,) were written; ``ramp_end``: when the DAC ramp they started ends
+        (controller clock; None: no DAC moved)."""
+        if ramp_end is not None:
+            self.mark_change(ramp_end)
+            prev = self.alpha if self.alpha is not None else np.zeros(np.shape(alpha))
+            change = float(np.max(np.abs(np.asarray(alpha) - prev)))
+            self.changed_alpha += change / self.alpha_unit
+        self.alpha = np.array(alpha, dtype=float)
 
     def predicted_transient(
         self, force: Array, x_ref: Array | None, recalled: Recalled | None, new_input: bool

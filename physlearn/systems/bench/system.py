@@ -334,10 +334,11 @@ class BenchSystem(PhysicalSystem):
                     self.settler.mark_change(await self.clock.now() + 1.01 * ramp / slew + 1e-3)
                 raise
             self.outputs.dac_v.update(plan)
+            ramp_end = None
             if ramp:
                 now = await self.clock.now()
-                self.settler.parameters_ramped(alpha, now + 1.01 * ramp / slew + 1e-3)
-            self.settler.alpha = np.array(alpha, dtype=float)
+                ramp_end = now + 1.01 * ramp / slew + 1e-3
+            self.settler.parameters_written(alpha, ramp_end)
             # a write has no reply: one that a dropped link swallowed is only seen by reading back
             lost = await self.outputs.read_back({n: list(vs) for n, vs in by_dac.items()})
         if lost:
