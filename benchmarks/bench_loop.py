@@ -99,8 +99,8 @@ async def run(steps: int, speed: float) -> dict[str, Any]:
                 settle_excess, acquired, n_acq = 0.0, 0.0, 0
                 acq = options.settle.acquire_periods * system.period_s
                 for entry in system.drain_journal():
-                    for b_i in range(entry["x"].shape[0]):
-                        x = entry["x"][b_i]
+                    for b_i in range(entry.x.shape[0]):
+                        x = entry.x[b_i]
                         amp = float(np.max(np.abs(x))) or 1.0
                         rho = 1.0 if prev is None else float(np.max(np.abs(x - prev))) / amp
                         prev = x
@@ -108,11 +108,11 @@ async def run(steps: int, speed: float) -> dict[str, Any]:
                         t_true /= sigma_true
                         minimum += t_true + acq
                         # the record's first sample (t_window) must come after true settling
-                        waited = entry["t_window"][b_i] - entry["t_change"][b_i]
+                        waited = entry.t_window[b_i] - entry.t_change[b_i]
                         unsettled += int(waited < t_true)
                         settle_excess += waited - t_true
                         acquired += acq
-                        n_acq += int(entry["acquisitions"][b_i])
+                        n_acq += int(entry.acquisitions[b_i])
                         n_meas += 1
                 rows.append(
                     {

@@ -34,6 +34,8 @@ import numpy as np
 
 from physlearn.simulators.bench_twin import EmulatedBench
 from physlearn.spec.clock import TwinClock
+from physlearn.systems.bench.readout import ReadoutContext, ScopeReadout
+from physlearn.systems.bench.settler import SettledSample
 from physlearn.systems.bench.system import BenchSystem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling helper below
@@ -46,31 +48,31 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 RUN_ON_PERIODS, LATER_PERIODS = 26, 25
 
 
-class _TruthProbe(BenchSystem):
-    """A BenchSystem that, after each settled measurement, measures the true remaining transient
-    on the emulated twin (hidden truth; benchmark use only)."""
+class _TruthProbe(ScopeReadout):
+    """The scope readout that, after each settled measurement, measures the true remaining
+    transient on the emulated twin (hidden truth; benchmark use only)."""
 
-    twin: Any
-    rows: list[dict[str, float]]
+    def __init__(self, context: ReadoutContext, twin: Any, rows: list[dict[str, float]]) -> None:
+        super().__init__(context)
+        self.twin, self.rows = twin, rows
 
-    async def _measure_sample(self, force: Any, key: bytes | None = None) -> Any:
-        out = await super()._measure_sample(force, key)
-        raw = out[3]
-        T = self.period_s
-        t = raw["t_window"] + np.linspace(0.0, T, 256, endpoint=False)
+    async def read(self, sample: SettledSample) -> SettledSample:
+        rec = sample.record
+        T = self.context.period_s
+        t = rec.t_window + np.linspace(0.0, T, 256, endpoint=False)
         now_x = self.twin.positions(t)
-        await self.clock.sleep(RUN_ON_PERIODS * T)
+        await self.context.time.clock.sleep(RUN_ON_PERIODS * T)
         later = self.twin.positions(t + LATER_PERIODS * T)
-        c = self.options.settle.transient_margin
+        c = self.context.options.settle.transient_margin
         self.rows.append(
             {
-                "rho": raw["rho_measured"] / c,
-                "wait_s": raw["t_window"] - raw["t_change"],
+                "rho": rec.rho_measured / c,
+                "wait_s": rec.t_window - rec.t_change,
                 "remaining": float(np.max(np.abs(now_x - later)) / np.max(np.abs(later))),
-                "memory": float(bool(raw.get("predicted_from_memory"))),
+                "memory": float(rec.predicted_from_memory),
             }
         )
-        return out
+        return sample
 
 
 async def run(margin: float, steps: int) -> dict[str, Any]:
@@ -79,15 +81,16 @@ async def run(margin: float, steps: int) -> dict[str, Any]:
     emulated = EmulatedBench.from_file(ex.bench_path, virtual=True)
     try:
         res = emulated.serve(memory_prefix=f"settle-margin-{margin:g}-", control=False)
-        system = _TruthProbe(
+        rows: list[dict[str, float]] = []
+        system = BenchSystem(
             ex.config,
             ex.cal,
             setup.spec,
             TwinClock(emulated.control),
             options,
             resources=res,
+            readout=lambda ctx: _TruthProbe(ctx, emulated.twin, rows),
         )
-        system.twin, system.rows = emulated.twin, []
         try:
             await system.arm()
             alpha = setup.spec.initial_parameters()
@@ -102,11 +105,11 @@ async def run(margin: float, steps: int) -> dict[str, Any]:
     finally:
         emulated.stop()
     sigma_true = float(np.min(np.asarray(emulated.twin.model.damping))) / 2.0
-    for r in system.rows:
+    for r in rows:
         r["factor"] = r["remaining"] * math.exp(sigma_true * r["wait_s"]) / max(r["rho"], 1e-300)
     return {
         "margin": margin,
-        "rows": system.rows,
+        "rows": rows,
         "tol": options.settle.tol,
         "sigma_true": sigma_true,
         "sigma_cal": system.chains.decay_rate_per_s,

@@ -1,6 +1,6 @@
 """The acquisition window: per-period fits anywhere in a record (``fit_periods(start_s=…)``),
 the periodicity check that noise cannot fool (``PeriodFit.unexplained_rms_v``), the scope record
-placed to END when the K fitted periods end (``BenchSystem._window``), and, through the in-memory
+placed to END when the K fitted periods end (``AcquisitionWindow.place``), and, through the in-memory
 emulated bench, every fitted period starting at or after the settle decision."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from physlearn.calibration.schema import CalibrationFile
 from physlearn.simulators.bench_twin import EmulatedBench
 from physlearn.spec.clock import TwinClock
 from physlearn.systems.bench.acquisition import fit_periods
+from physlearn.systems.bench.journal import MeasurementRecord
 from physlearn.systems.bench.options import BenchOptions
 from physlearn.systems.bench.system import BenchSystem
 
@@ -123,10 +124,10 @@ def test_window_ends_the_record_when_the_fitted_periods_end(periods: int, rangin
             await sysb.arm()
 
         asyncio.run(run())
-        Tp, screen = sysb.period_s, sysb._screen_s
+        Tp, screen = sysb.period_s, sysb.scopes.window.screen_s
         assert screen >= periods * Tp
-        for not_before in sysb._phase_origin + np.linspace(0.0, 3 * Tp, 37):
-            w0, e, offset, t_arm = sysb._window(float(not_before))
+        for not_before in sysb.scopes.window.phase_origin_s + np.linspace(0.0, 3 * Tp, 37):
+            w0, e, offset, t_arm = sysb.scopes.window.place(float(not_before))
             assert w0 == not_before
             assert e - Tp < w0 <= e + 1e-9 * Tp and e <= w0 + periods * Tp
             assert -screen / 2 <= offset <= screen / 2
@@ -150,7 +151,7 @@ def test_bench_fits_start_at_or_after_the_settle_decision_and_the_record_matches
     spec = sysb.spec
     try:
 
-        async def run() -> list[dict[str, object]]:
+        async def run() -> list[MeasurementRecord]:
             await sysb.connect()
             await sysb.arm()
             await sysb.set_parameters(spec.initial_parameters())
@@ -166,23 +167,23 @@ def test_bench_fits_start_at_or_after_the_settle_decision_and_the_record_matches
         acqs = [s.last_acquisition() for s in scopes]
         n = 0
         for entry in journal:
-            for i in range(len(entry["t_window"])):
-                t_change, t_settle = entry["t_change"][i], entry["t_settle"][i]
-                t_window, t_trigger = entry["t_window"][i], entry["t_trigger"][i]
+            for i in range(len(entry.t_window)):
+                t_change, t_settle = entry.t_change[i], entry.t_settle[i]
+                t_window, t_trigger = entry.t_window[i], entry.t_trigger[i]
                 assert t_settle >= t_change
                 assert t_window >= t_settle  # no fitted sample before the settle decision
                 assert t_window <= t_trigger < t_window + Tp
-                assert entry["settle_s"][i] == pytest.approx(t_window - t_change)
-                assert entry["acquisitions"][i] >= 1
+                assert entry.settle_s[i] == pytest.approx(t_window - t_change)
+                assert entry.acquisitions[i] >= 1
                 n += 1
         assert n == 4
         # the emulated scopes' last record: triggered on the planned sync edge, ending when the
         # fitted period ends (the emulator's own timing, not the controller's plan)
-        t_window = journal[-1]["t_window"][-1]
+        t_window = journal[-1].t_window[-1]
         for acq in acqs:
             assert acq is not None
             (t_trig,) = acq.triggers_s
-            assert t_trig == pytest.approx(journal[-1]["t_trigger"][-1], abs=1e-3)
+            assert t_trig == pytest.approx(journal[-1].t_trigger[-1], abs=1e-3)
             end = t_trig + acq.settings.post_trigger_s
             assert end == pytest.approx(t_window + Tp, abs=1e-3)
             assert t_trig - acq.settings.pre_trigger_s <= t_window

@@ -17,7 +17,7 @@ Measured (seed 20240611, batch gradient of 2 samples, β = 0.05, 8 periods per a
 fitted — cosine 0.992–0.997 to the ideal ep_symmetric, 0.984–0.986 to the exact gradient (the
 ideal twin's own ep_symmetric is at 0.986: EP's damping bias at Q ≈ 7); nominal — 0.935–0.967
 to the exact gradient. The spread is the noise realisation (three realisations, made by setting
-`physlearn.systems.bench.system._PREDICTION_CUSHION` to 1.02, 1.05 and 1.20: the controller's timing
+`physlearn.systems.bench.settler._PREDICTION_CUSHION` to 1.02, 1.05 and 1.20: the controller's timing
 alone changes which noise samples are read). With 4 periods per acquisition the cosine to
 the exact gradient moved between 0.973 and 0.991 with the realisation — 0.98 leaves no room for
 noise on top of EP's own 0.986 — so the acquisitions average 8 periods.

@@ -1,4 +1,4 @@
-"""Lock-in phasor readout (`physlearn.systems.bench.lockin.LockinBenchSystem`) on the emulated bench.
+"""Lock-in phasor readout (`physlearn.systems.bench.lockin.LockinReadout`) on the emulated bench.
 
 The bench is examples/bench.toml with its twin network made linear (``nonlinearity =
 "identity"``: the twin config allows it) and the SR830 (lockin1, RS-232) re-wired to the output
@@ -42,7 +42,7 @@ from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import ForceWaveform, PhysicalSystem
 from physlearn.spec.task import Task
-from physlearn.systems.bench.lockin import LockinBenchSystem, harmonic_fraction
+from physlearn.systems.bench.lockin import LockinBenchSystem, LockinReadout, harmonic_fraction
 from physlearn.systems.bench.options import BenchOptions
 from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.ideal import IdealSystem
@@ -156,8 +156,10 @@ def test_lockin_waveform_matches_the_truth_and_beats_the_scope() -> None:
     sysb = LockinBenchSystem(
         bench.config, cal, spec, TwinClock(bench.control), options(), resources=res
     )
-    assert sysb.lockin_time_constant_s == 0.1  # 24 dB/oct, 1e-4 at 25 Hz: ωτ ≥ 9.95
-    assert sysb.lockin_settle_s == pytest.approx(15.91 * 0.1, rel=1e-3)
+    readout = sysb.readout
+    assert isinstance(readout, LockinReadout)
+    assert readout.time_constant_s == 0.1  # 24 dB/oct, 1e-4 at 25 Hz: ωτ ≥ 9.95
+    assert readout.settle_s == pytest.approx(15.91 * 0.1, rel=1e-3)
     fgen = bench.emulators["fgen"]
     reps = 4
     lock_err, scope_err, amps = [], [], []
@@ -169,26 +171,27 @@ def test_lockin_waveform_matches_the_truth_and_beats_the_scope() -> None:
         await sysb.set_input(np.array([[1.0]]))
         for _ in range(reps):
             obs = await sysb.measure()
-            raw = sysb.drain_journal()[-1]["raw"][0]
+            raw = sysb.drain_journal()[-1].samples[0]
             # the hidden truth: the twin's node positions over the period just before the read
             T, now = sysb.period_s, bench.clock.now()
             t0 = fgen.sync_phase_origin_s()
             start = t0 + (math.floor((now - t0) / T) - 1) * T
             truth = bench.twin.positions(start + sysb.grid_t)
             lock_err.append(obs.x[0] - truth)
-            scope_err.append(raw["x_scope"] - truth)
+            assert raw.x_scope is not None
+            scope_err.append(raw.x_scope - truth)
             amps.append(np.abs(truth).max(axis=0))
         # refusals of a corrupted reading, naming instrument and node
         bench.emulators["lockin1"].inject_invalid_readings(1)
         with pytest.raises(InstrumentError, match=r"node 1: lockin1 .*not finite"):
             await sysb.measure()
-        sleep = sysb._sleep
+        sleep = readout.sleep
 
         async def sleep_then_overload(dt: float) -> None:  # overload during the filter wait
             await sleep(dt)
             bench.emulators["lockin2"].inject_lia_status(1)
 
-        sysb._sleep = sleep_then_overload  # type: ignore[method-assign]
+        readout.sleep = sleep_then_overload  # type: ignore[method-assign]
         with pytest.raises(InstrumentError, match=r"node 2: lockin2 .*input overload"):
             await sysb.measure()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from journal_helpers import measurement
 
 from physlearn.training.records import StepRecorder, next_records_path, read_records
 
@@ -29,9 +30,7 @@ def test_rows_units_and_padding(tmp_path: Path) -> None:
         waveform_samples=4,
         calibration_version="cal-7",
     )
-    journal = [
-        {"settle_s": [1.0, 2.0], "remaining": [1e-5, 2e-5], "raw": [{"scope1/ch1": [1, 2, 3, 4]}]}
-    ]
+    journal = [measurement([1.0, 2.0], [1e-5, 2e-5], [{"scope1/ch1": [1, 2, 3, 4]}])]
     rec.append(
         step=1,
         epoch=0,
@@ -53,6 +52,7 @@ def test_rows_units_and_padding(tmp_path: Path) -> None:
     assert data["attrs"]["calibration_version"] == "cal-7"
     assert data["attrs"]["units_settle_s"] == "s"
     assert b"InstrumentTimeoutError" in data["faults"][0]
+    assert data["level"][0] in (b"emulated-memory", "emulated-memory")
     assert next_records_path(tmp_path).name == "records.h5"
 
 
@@ -60,6 +60,8 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from journal_helpers import measurement
     from physlearn.training.records import StepRecorder
     rec = StepRecorder(sys.argv[1], parameter_names=[f"p{i}" for i in range(50)], max_phases=3,
                        max_batch=4, waveform_channels=["a", "b"], waveform_samples=2000)
@@ -69,7 +71,7 @@ WRITER = textwrap.dedent(
         step += 1
         rec.append(step=step, epoch=0, batch=step, params=np.full(50, float(step)),
                    gradient=rng.standard_normal(50), loss=1.0 / step,
-                   journal=[{"settle_s": [1.0] * 4, "raw": [{"a": rng.standard_normal(2000)}] * 4}])
+                   journal=[measurement([1.0] * 4, volts=[{"a": rng.standard_normal(2000)}] * 4)])
         print(step, flush=True)
     """
 )
@@ -81,7 +83,9 @@ def test_sigkill_leaves_a_readable_file_missing_at_most_the_inflight_step(
 ) -> None:
     path = tmp_path / "records.h5"
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", WRITER, str(path), str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

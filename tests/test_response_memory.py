@@ -13,7 +13,9 @@ import pytest
 from test_acquisition_window import make
 
 from physlearn.drivers.rigol_ds1000z import V_DIVISIONS
-from physlearn.systems.bench.response_memory import ResponseMemory, ranged_scale
+from physlearn.systems.bench.journal import MeasurementRecord, SampleRecord
+from physlearn.systems.bench.ranging import ranged_scale
+from physlearn.systems.bench.response_memory import ResponseMemory
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -56,8 +58,8 @@ def test_recall_distance_capacity_and_unknown_inputs() -> None:
         ResponseMemory(capacity=0)
 
 
-def _raws(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for entry in journal for r in entry["raw"]]
+def _raws(journal: list[MeasurementRecord]) -> list[SampleRecord]:
+    return [r for entry in journal for r in entry.samples]
 
 
 def test_bench_plans_from_the_remembered_response_and_verifies_it() -> None:
@@ -67,7 +69,7 @@ def test_bench_plans_from_the_remembered_response_and_verifies_it() -> None:
     u = np.array([[1.0, 0.0], [0.0, 1.0]])
     try:
 
-        async def run() -> tuple[list[dict[str, Any]], ...]:
+        async def run() -> tuple[list[MeasurementRecord], ...]:
             await sysb.connect()
             await sysb.arm()
             await sysb.set_parameters(alpha)
@@ -79,9 +81,11 @@ def test_bench_plans_from_the_remembered_response_and_verifies_it() -> None:
             second = sysb.drain_journal()
             # a wrong memory: the second input "responds" like the first one
             keys = [ResponseMemory.key(f) for f in await sysb.drive_forces()]
-            bogus = sysb._memory.recall(keys[0], np.zeros(1), None, 1.0)
+            bogus = sysb.settler.memory.recall(keys[0], np.zeros(1), None, 1.0)
             assert bogus is not None
-            sysb._memory.remember(keys[1], bogus.x, (await sysb.drive_forces())[1], sysb._alpha)
+            sysb.settler.memory.remember(
+                keys[1], bogus.x, (await sysb.drive_forces())[1], sysb.settler.alpha
+            )
             await sysb.measure()
             return first, second, sysb.drain_journal()
 
@@ -90,21 +94,21 @@ def test_bench_plans_from_the_remembered_response_and_verifies_it() -> None:
         asyncio.run(sysb.close())
         bench.stop()
     r1, r2, r3 = _raws(first), _raws(second), _raws(third)
-    assert not any(r["predicted_from_memory"] for r in r1)
-    assert all(r["previews"] > 0 for r in r1[1:])  # ranged from previews without a memory
+    assert not any(r.predicted_from_memory for r in r1)
+    assert all(r.previews > 0 for r in r1[1:])  # ranged from previews without a memory
     # same inputs, parameters moved by 0.1 %: planned from the memory, one record each (the
     # ranging was right), the predicted transient within 10 % of the measured one
     for r in r2:
-        assert r["predicted_from_memory"] and r["previews"] == 0 and r["records"] == 1
-        assert r["rho_predicted"] == pytest.approx(r["rho_measured"], rel=0.1)
+        assert r.predicted_from_memory and r.previews == 0 and r.records == 1
+        assert r.rho_predicted == pytest.approx(r.rho_measured, rel=0.1)
     # the wrong prediction (input 1 after input 0 predicted as no change at all): the measured
     # change overrules it — acquired again after the settle time of the real transient
     bad = r3[1]
-    assert bad["predicted_from_memory"] and bad["rho_predicted"] < 0.1 * bad["rho_measured"]
-    assert bad["acquisitions"] >= 2
+    assert bad.predicted_from_memory and bad.rho_predicted < 0.1 * bad.rho_measured
+    assert bad.acquisitions >= 2
     # (rho_measured includes the margin c: the settle rule is c ρ e^{−σ t} ≤ tol)
-    need = math.log(bad["rho_measured"] / sysb.options.settle.tol) / bad["decay_rate_per_s"]
-    assert bad["t_window"] - bad["t_change"] >= need - 1e-9
+    need = math.log(bad.rho_measured / sysb.options.settle.tol) / bad.decay_rate_per_s
+    assert bad.t_window - bad.t_change >= need - 1e-9
 
 
 def test_memory_state_round_trips_through_a_checkpoint(tmp_path: Any) -> None:
@@ -151,7 +155,7 @@ def test_memory_state_round_trips_through_a_checkpoint(tmp_path: Any) -> None:
     ],
 )
 def test_canonical_ranging_ends_on_one_scale_from_either_side(case: str) -> None:
-    from physlearn.systems.bench.system import BenchSystem
+    from physlearn.systems.bench.ranging import canonical_choice
 
     top = 5.0
     theta = 0.2 * (V_DIVISIONS / 2) / 1.4  # peak at which 0.2 → 0.5 V/div
@@ -173,7 +177,7 @@ def test_canonical_ranging_ends_on_one_scale_from_either_side(case: str) -> None
         while True:
             records += 1
             want = ranged_scale(peak(scale), scale, top, clipped=False, canonical=True)
-            new = BenchSystem._canonical_choice(tried, scale, want, peak(scale), top)
+            new = canonical_choice(tried, scale, want, peak(scale), top)
             if new == scale:
                 return scale, records
             scale = new

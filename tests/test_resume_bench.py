@@ -137,8 +137,7 @@ def install_hooks(spec: dict[str, Any], patch: Callable[[Any, str, Any], None]) 
         try:
             return await measure(self)
         finally:
-            scopes = getattr(self, "_scopes", {})
-            state["scales"].append({n: dict(s.scale_v) for n, s in scopes.items()})
+            state["scales"].append(self.scopes.scales())
 
     patch(EmulatedBench, "from_file", classmethod(patched_from_file))
     patch(BenchSystem, "measure", patched_measure)

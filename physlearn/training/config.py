@@ -284,7 +284,10 @@ class BenchSessionConfig(_Model):
 
     @model_validator(mode="after")
     def _lockin_options(self) -> BenchSessionConfig:
-        if "lockin" in self.model_fields_set and self.readout != "lockin":
+        # (the defaults pass: a run's resolved config.toml writes them out, and must load back
+        # for --resume)
+        changed = "lockin" in self.model_fields_set and self.lockin != LockinOptions()
+        if changed and self.readout != "lockin":
             raise ValueError('lockin: options of the lock-in readout need readout = "lockin"')
         return self
 

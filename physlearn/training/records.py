@@ -14,7 +14,9 @@ names are in the attribute ``waveform_channels``); ``conjugates`` (phases × bat
 conjugate quantities A = ∫ ∂L/∂α dt of every measured steady state); per measurement (phases ×
 batch) ``decay_rate_per_s`` (the decay rate the settle rule used), ``initial_transient`` (the
 measured relative transient the settling started from), ``t_change`` and ``t_trigger`` (bench
-clock: last change of the settings, trigger of the acquisition); ``faults`` and ``settings``
+clock: last change of the settings, trigger of the acquisition); ``level`` (string: the fidelity
+level that measured the step, `physlearn.spec.system.Level`, e.g. ``emulated-memory``; several
+levels comma-separated, empty when nothing was measured); ``faults`` and ``settings``
 (JSON strings: faults seen since the previous step, instrument settings snapshot). File
 attributes: the calibration version, parameter names, and ``units_*`` for every dataset.
 """
@@ -23,11 +25,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from physlearn.systems.bench.journal import MeasurementRecord
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
@@ -48,7 +54,7 @@ UNITS = {
     "t_trigger": "s (bench clock)",
 }
 
-#: per-measurement (phases × batch) scalars taken from the journal entries
+#: per-measurement (phases × batch) scalars taken from the journal's measurement records
 PHASE_FIELDS = (
     "settle_s",
     "remaining",
@@ -97,6 +103,7 @@ class StepRecorder:
             "loss": ((), np.float64),
             **{k: ((ph, B), np.float64) for k in PHASE_FIELDS},
             "conjugates": ((ph, B, P), np.float64),
+            "level": ((), text),
             "faults": ((), text),
             "settings": ((), text),
         }
@@ -123,7 +130,7 @@ class StepRecorder:
         params: Array,
         gradient: Array,
         loss: float,
-        journal: list[dict[str, Any]] | None = None,
+        journal: Sequence[MeasurementRecord] | None = None,
         faults: list[dict[str, Any]] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
@@ -134,17 +141,18 @@ class StepRecorder:
         wave = None
         if "waveforms" in f:
             wave = np.full((ph, B, len(self.channels), self.n_samples), np.nan, np.float32)
-        for p, entry in enumerate((journal or [])[:ph]):
-            for k in PHASE_FIELDS:
-                a = np.asarray(entry.get(k, []), dtype=float).ravel()[:B]
+        records = list(journal or [])
+        for p, entry in enumerate(records[:ph]):
+            for k, values in _phase_fields(entry).items():
+                a = np.asarray(values, dtype=float).ravel()[:B]
                 per[k][p, : a.size] = a
-            if "conjugates" in entry:
-                cj = np.asarray(entry["conjugates"], dtype=float)[:B]
+            if entry.conjugates is not None:
+                cj = np.asarray(entry.conjugates, dtype=float)[:B]
                 conj[p, : cj.shape[0]] = cj
             if wave is not None:
-                for b, raw in enumerate(entry.get("raw", [])[:B]):
+                for b, volts in enumerate(entry.volts[:B]):
                     for c, name in enumerate(self.channels):
-                        v = raw.get(name)
+                        v = volts.get(name)
                         if v is not None:
                             v = np.asarray(v, dtype=np.float32)[: self.n_samples]
                             wave[p, b, c, : v.size] = v
@@ -157,6 +165,7 @@ class StepRecorder:
             "loss": float(loss),
             **per,
             "conjugates": conj,
+            "level": ",".join(sorted({str(e.level) for e in records})),
             "faults": json.dumps(faults or []),
             "settings": json.dumps(settings or {}, default=str),
         }
@@ -172,6 +181,18 @@ class StepRecorder:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
+
+
+def _phase_fields(entry: MeasurementRecord) -> dict[str, Any]:
+    """The per-measurement scalars of `PHASE_FIELDS`, (B,) each."""
+    return {
+        "settle_s": entry.settle_s,
+        "remaining": entry.remaining,
+        "decay_rate_per_s": entry.decay_rate_per_s,
+        "initial_transient": entry.initial_transient,
+        "t_change": entry.t_change,
+        "t_trigger": entry.t_trigger,
+    }
 
 
 def next_records_path(run_dir: Path | str) -> Path:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -106,6 +106,52 @@ class PeriodFit:
         return out
 
 
+def _basis(t: Array, h: NDArray[np.int64], w: float) -> Array:
+    """Truncated Fourier basis at times t (n,): columns 1, cos(h ω t), sin(h ω t) (n, 2H+1)."""
+    return np.concatenate(
+        [np.ones((t.size, 1)), np.cos(np.outer(t, h) * w), np.sin(np.outer(t, h) * w)], axis=1
+    )
+
+
+def _period_samples(
+    t: Array, y: Array, k: int, t_lo: float, period_s: float, harmonics: int, gap: float
+) -> tuple[Array, Array]:
+    """The samples of period ``k`` [t_lo, t_lo + T); ValueError when they cannot determine the
+    fit or do not cover the period (a gap wider than ``gap`` at either end)."""
+    sel = (t >= t_lo - 1e-9 * period_s) & (t < t_lo + period_s - 1e-9 * period_s)
+    tk, yk = t[sel], y[sel]
+    if tk.size < 2 * harmonics + 1:
+        raise ValueError(
+            f"period {k}: {tk.size} samples cannot determine {2 * harmonics + 1} coefficients"
+        )
+    if tk[0] - t_lo > gap or t_lo + period_s - tk[-1] > gap:
+        raise ValueError(
+            f"period {k} [{t_lo:.6g}, {t_lo + period_s:.6g}) s is not inside the record "
+            f"[{t[0]:.6g}, {t[-1]:.6g}] s"
+        )
+    return tk, yk
+
+
+def _repeat_rms(
+    t: Array,
+    y: Array,
+    start_s: float,
+    period_s: float,
+    coef0: NDArray[np.floating[Any]] | None,
+    h: NDArray[np.int64],
+    w: float,
+) -> tuple[float, int]:
+    """The record before the fitted periods (≤ one period) against the first period's fit
+    (coefficients ``coef0``) extended periodically: rms (V) and sample count (0: the record
+    starts with the fit)."""
+    pre = (t >= start_s - period_s) & (t < start_s - 1e-9 * period_s)
+    rep_n = int(np.count_nonzero(pre))
+    if not rep_n or coef0 is None:
+        return 0.0, rep_n
+    rp = y[pre] - _basis(t[pre], h, w) @ coef0
+    return math.sqrt(float(rp @ rp) / rep_n), rep_n
+
+
 def fit_periods(
     t_s: Array,
     v: Array,
@@ -131,14 +177,11 @@ def fit_periods(
     y = np.asarray(v, dtype=float)
     w = 2.0 * math.pi / period_s
     h = np.arange(1, harmonics + 1)
-    tg = np.asarray(grid_t_s, dtype=float) + shift_s
-    eval_basis = np.concatenate(
-        [np.ones((tg.size, 1)), np.cos(np.outer(tg, h) * w), np.sin(np.outer(tg, h) * w)], axis=1
-    )
-    out = np.empty((n_periods, tg.size))
+    eval_basis = _basis(np.asarray(grid_t_s, dtype=float) + shift_s, h, w)
+    out = np.empty((n_periods, eval_basis.shape[0]))
     res2, count, per = 0.0, 0, []
     d2, nd = 0.0, 0
-    coef0: Array | None = None
+    coef0: NDArray[np.floating[Any]] | None = None
     per_period = period_s / lattice_s if lattice_s else 0.0
     lattice = (
         lattice_s is not None and per_period >= 1 and abs(per_period - round(per_period)) < 1e-6
@@ -146,27 +189,13 @@ def fit_periods(
     # a whole period must be sampled: no gap wider than two sample intervals at either end
     gap = 2.0 * float(np.median(np.diff(t))) + 1e-9 * period_s if t.size > 1 else period_s
     for k in range(n_periods):
-        t_lo = start_s + k * period_s
-        sel = (t >= t_lo - 1e-9 * period_s) & (t < t_lo + period_s - 1e-9 * period_s)
-        tk, yk = t[sel], y[sel]
-        if tk.size < 2 * harmonics + 1:
-            raise ValueError(
-                f"period {k}: {tk.size} samples cannot determine {2 * harmonics + 1} coefficients"
-            )
-        if tk[0] - t_lo > gap or t_lo + period_s - tk[-1] > gap:
-            raise ValueError(
-                f"period {k} [{t_lo:.6g}, {t_lo + period_s:.6g}) s is not inside the record "
-                f"[{t[0]:.6g}, {t[-1]:.6g}] s"
-            )
+        tk, yk = _period_samples(t, y, k, start_s + k * period_s, period_s, harmonics, gap)
         if lattice:
             assert lattice_s is not None
             phase = np.mod(np.rint(tk / lattice_s).astype(np.int64), round(per_period))
             order = np.argsort(phase, kind="stable")
             tk, yk = phase[order] * lattice_s, yk[order]
-        basis = np.concatenate(
-            [np.ones((tk.size, 1)), np.cos(np.outer(tk, h) * w), np.sin(np.outer(tk, h) * w)],
-            axis=1,
-        )
+        basis = _basis(tk, h, w)
         coef, *_ = np.linalg.lstsq(basis, yk, rcond=None)
         if coef0 is None:
             coef0 = coef
@@ -182,16 +211,7 @@ def fit_periods(
     # change sample-to-sample differences
     white = math.sqrt(d2 / max(2 * nd, 1))
     # the record before the fitted periods (≤ one period): the periodic extension must fit it
-    pre = (t >= start_s - period_s) & (t < start_s - 1e-9 * period_s)
-    rep_rms, rep_n = 0.0, int(np.count_nonzero(pre))
-    if rep_n and coef0 is not None:
-        tp = t[pre]
-        bp = np.concatenate(
-            [np.ones((tp.size, 1)), np.cos(np.outer(tp, h) * w), np.sin(np.outer(tp, h) * w)],
-            axis=1,
-        )
-        rp = y[pre] - bp @ coef0
-        rep_rms = math.sqrt(float(rp @ rp) / rep_n)
+    rep_rms, rep_n = _repeat_rms(t, y, start_s, period_s, coef0, h, w)
     return PeriodFit(
         out, math.sqrt(res2 / max(count, 1)), int(min(per)), white, count, rep_rms, rep_n
     )

@@ -1,14 +1,15 @@
-"""`LockinBenchSystem`: the bench loop with lock-in phasors as the readout of linear-ρ networks.
+"""The lock-in readout of linear-ρ networks: `LockinReadout`, and `LockinBenchSystem`, the
+`BenchSystem` that reads through it (``[system.bench] readout = "lockin"``).
 
 For a network with linear coupling function ρ (``nonlinearity = "identity"``), no on-site
 quartic terms, constant coupling modulation μ and no bias forces, driven at the one frequency
 ω = 2π/T by forces that are pure sinusoids at ω (inputs, nudges, echo drives), every steady
 state is a pure sinusoid at ω: x_j(t) = Im(X_j e^{iωt}) (t = 0 at the generator sync's rising
 edge, the bench's phase origin). A lock-in measures X_j with the noise of a ≈ 1 Hz bandwidth
-instead of an 8-bit scope's per-sample noise. This subclass of `BenchSystem` replaces the scope
+instead of an 8-bit scope's per-sample noise. This readout of a `BenchSystem` replaces the scope
 waveform of every node wired to a lock-in (``[[wiring.sense]]`` entry with an SR830/SR860) by
 the waveform reconstructed from that lock-in's X, Y on the period grid; nodes without a lock-in
-keep the scope reading. The scopes still read every node (the base loop's settling judgement,
+keep the scope reading. The scopes still read every node (the bench loop's settling judgement,
 ranging, periodicity check and interlock run unchanged on them).
 
 Signal chain (the emulator's, `physlearn.simulators.instruments.srs_lockin`, and the one the
@@ -33,7 +34,7 @@ input offset as large as the signal leaves at ω (≤ accuracy); the demodulatio
 is 2ⁿ times smaller still. At 25 Hz, 24 dB/oct and 1e-4: ωτ ≥ 9.95, τ = 0.1 s (0.03 s is
 short). SR860: input range ≥ the largest input the interlock allows (|G| × max_response + |O|).
 
-Per measurement: the base loop uploads, waits the network's settling (decided on the scopes)
+Per measurement: the bench loop uploads, waits the network's settling (decided on the scopes)
 and acquires; the network has settled (remaining transient ≤ tol) from the first fitted sample
 t_s on. The lock-in filter then needs n_τ = P⁻¹(n, accuracy) time constants (the step response
 of n cascaded RC stages: e^{−u} Σ_{k<n} u^k/k! = accuracy; 15.9 τ at 24 dB/oct and 1e-4,
@@ -60,35 +61,41 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.calibration.schema import CalibrationFile
+from physlearn.drivers.srs_lockin import SR830_TIME_CONSTANTS_S, Sr860, settle_multiple
 from physlearn.errors import (
     CalibrationError,
     ConfigError,
-    GradientError,
     InstrumentError,
     PhyslearnError,
 )
 from physlearn.spec.bench import BenchConfig
 from physlearn.spec.clock import Clock
+from physlearn.spec.modulation import Constant
 from physlearn.spec.network import NetworkSpec
-from physlearn.spec.system import ForceWaveform, Level
+from physlearn.spec.system import Level
+from physlearn.systems.bench.instruments import DriverFactory
+from physlearn.systems.bench.journal import LockinReading, LockinRecord
 from physlearn.systems.bench.options import BenchOptions, LockinOptions
-from physlearn.systems.bench.settling import PeriodAssessment
+from physlearn.systems.bench.readout import ReadoutContext
+from physlearn.systems.bench.settler import SettledSample
 from physlearn.systems.bench.system import BenchSystem
 
 Array = NDArray[np.float64]
 
 __all__ = [
     "LockinBenchSystem",
+    "LockinReadout",
     "choose_time_constant",
     "harmonic_fraction",
+    "refuse_nonlinear",
 ]
 
 #: keep the present sensitivity while it is ≥ this × the expected |X + iY| …
@@ -145,104 +152,78 @@ class _Lockin:
     time_constant_s: float = math.nan
 
 
-class LockinBenchSystem(BenchSystem):
-    """`BenchSystem` whose lock-in-wired nodes are read as phasors (module docstring)."""
+def LockinBenchSystem(  # a factory named like the class it replaced (callers build it so)
+    config: BenchConfig,
+    calibration: CalibrationFile,
+    spec: NetworkSpec,
+    clock: Clock,
+    options: BenchOptions,
+    *,
+    lockin: LockinOptions | None = None,
+    resources: dict[str, str] | None = None,
+    driver_factory: DriverFactory | None = None,
+    level: Level = Level.BENCH,
+) -> BenchSystem:
+    """A `BenchSystem` whose lock-in-wired nodes are read as phasors (module docstring): a
+    non-linear network is refused first, then the bench is checked, then the lock-ins."""
+    refuse_nonlinear(spec, calibration)
+    return BenchSystem(
+        config,
+        calibration,
+        spec,
+        clock,
+        options,
+        resources=resources,
+        driver_factory=driver_factory,
+        level=level,
+        readout=partial(LockinReadout, options=lockin),
+    )
 
-    def __init__(
-        self,
-        config: BenchConfig,
-        calibration: CalibrationFile,
-        spec: NetworkSpec,
-        clock: Clock,
-        options: BenchOptions,
-        *,
-        lockin: LockinOptions | None = None,
-        resources: dict[str, str] | None = None,
-        driver_factory: Any = None,
-        level: Level = Level.BENCH,
-    ):
-        _refuse_nonlinear(spec, calibration)
-        super().__init__(
-            config,
-            calibration,
-            spec,
-            clock,
-            options,
-            resources=resources,
-            driver_factory=driver_factory,
-            level=level,
-        )
-        self.lockin_options = lo = lockin or LockinOptions()
-        self.lockin_accuracy = lo.accuracy if lo.accuracy is not None else options.settle.tol
-        self.lockins: dict[str, _Lockin] = {}
-        taken: set[int] = set()
-        for i, sw in enumerate(self.config.wiring.sense):
-            if self.config.instruments[sw.instrument].role != "lockin" or sw.node in taken:
-                continue
-            s = calibration.sense(sw.instrument, sw.channel)
-            if s.phase_rad is None:
-                raise CalibrationError(
-                    f"calibration {self.calibration_version}: the lock-in path {sw.instrument} → "
-                    f"node {sw.node} has no reference phase (phase_rad); run the sensing and "
-                    "couplings calibration steps"
-                )
-            self.lockins[sw.instrument] = _Lockin(
-                sw.instrument,
-                i,
-                sw.node,
-                float(s.gain_v_per_unit.value),
-                float(s.delay_s.value),
-                float(s.phase_rad.value),
-                float(s.offset_v.value),
-            )
-            taken.add(sw.node)
-        if not self.lockins:
-            raise ConfigError(
-                'readout = "lockin": no [[wiring.sense]] entry goes to a lock-in (sr830, sr860)'
-            )
-        from physlearn.drivers.srs_lockin import SR830_TIME_CONSTANTS_S, settle_multiple
 
+class LockinReadout:
+    """Lock-in-wired nodes read as phasors (module docstring); ``time_constant_s``: the output
+    filter's τ, ``settle_s``: the wait n_τ τ after the network settled, ``reads``: readings so
+    far."""
+
+    def __init__(self, context: ReadoutContext, options: LockinOptions | None = None) -> None:
+        self.context = context
+        self.time = context.time
+        self.options = lo = options or LockinOptions()
+        self.accuracy = lo.accuracy if lo.accuracy is not None else context.options.settle.tol
+        self.lockins = _lockin_paths(context)
         n = lo.slope_db_per_oct // 6
-        omega = 2 * math.pi / self.period_s
-        tau = choose_time_constant(omega, n, self.lockin_accuracy, SR830_TIME_CONSTANTS_S)
+        omega = 2 * math.pi / context.period_s
+        tau = choose_time_constant(omega, n, self.accuracy, SR830_TIME_CONSTANTS_S)
         if lo.time_constant_s is not None and lo.time_constant_s > tau:
             longer = [t for t in SR830_TIME_CONSTANTS_S if t >= lo.time_constant_s * (1 - 1e-9)]
             if not longer:
                 raise ConfigError(f"lockin.time_constant_s: {lo.time_constant_s} s > 30 ks")
             tau = min(longer)
-        #: output filter time constant τ and the wait n_τ τ after the network settled
-        self.lockin_time_constant_s = tau
-        self.lockin_settle_s = settle_multiple(n, self.lockin_accuracy) * tau
-        self.lockin_reads = 0
+        self.time_constant_s = tau
+        self.settle_s = settle_multiple(n, self.accuracy) * tau
+        self.reads = 0
 
-    # ------------------------------------------------------------------ instruments
     @property
-    def used_instruments(self) -> list[str]:
-        return [*super().used_instruments, *sorted(self.lockins)]
+    def instrument_names(self) -> list[str]:
+        return sorted(self.lockins)
 
-    async def arm(self) -> None:
-        await super().arm()
-        await self._configure_lockins()
-
-    async def reconnect(self) -> None:
-        await super().reconnect()
-        if self.armed:
-            await self._configure_lockins()
-
-    async def _configure_lockins(self) -> None:
-        slope = self.lockin_options.slope_db_per_oct
-        f_hz = 1.0 / self.period_s
+    async def configure(self) -> None:
+        """Reference external, harmonic 1, PHAS 0, τ and slope, input range (SR860) and
+        sensitivity for the interlock's largest response; the reference frequency checked."""
+        slope = self.options.slope_db_per_oct
+        f_hz = 1.0 / self.context.period_s
+        max_response = self.context.options.safety.max_response
 
         async def configure(li: _Lockin) -> None:
-            drv = self.drivers[li.name]
+            drv = self.context.instruments.lockin(li.name)
             await drv.set_reference_external()
             await drv.set_harmonic(1)
             await drv.set_phase(0.0)  # as in the calibration sweep: φ is applied in software
             li.time_constant_s = await drv.set_time_constant(
-                self.lockin_time_constant_s, slope_db_per_oct=slope
+                self.time_constant_s, slope_db_per_oct=slope
             )
-            top = abs(li.gain) * self.options.safety.max_response
-            if hasattr(drv, "set_input_range"):  # SR860: the largest input the interlock allows
+            top = abs(li.gain) * max_response
+            if isinstance(drv, Sr860):  # the largest input the interlock allows
                 await drv.set_input_range(min(top + abs(li.offset_v), 1.0))
             li.sensitivity_v = await drv.set_sensitivity(min(top / math.sqrt(2), 1.0))
             f_ref = await drv.get_reference_frequency_hz()
@@ -255,25 +236,24 @@ class LockinBenchSystem(BenchSystem):
 
         await asyncio.gather(*(configure(li) for li in self.lockins.values()))
 
-    async def settings_snapshot(self) -> dict[str, Any]:
-        out = await super().settings_snapshot()
-        out["readout"] = "lockin"
-        out["lockins"] = {
-            li.name: {
-                "node": li.node,
-                "time_constant_s": li.time_constant_s,
-                "slope_db_per_oct": self.lockin_options.slope_db_per_oct,
-                "sensitivity_v": li.sensitivity_v,
-                "settle_s": self.lockin_settle_s,
-            }
-            for li in self.lockins.values()
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "readout": "lockin",
+            "lockins": {
+                li.name: {
+                    "node": li.node,
+                    "time_constant_s": li.time_constant_s,
+                    "slope_db_per_oct": self.options.slope_db_per_oct,
+                    "sensitivity_v": li.sensitivity_v,
+                    "settle_s": self.settle_s,
+                }
+                for li in self.lockins.values()
+            },
         }
-        return out
 
-    # ------------------------------------------------------------------ force checks
-    def _check_forces(self, samples: Array, what: str, error: type[PhyslearnError]) -> None:
+    def check_forces(self, samples: Array, what: str, error: type[PhyslearnError]) -> None:
         frac = harmonic_fraction(samples)
-        tol = self.lockin_options.max_harmonic_fraction
+        tol = self.options.max_harmonic_fraction
         bad = np.nan_to_num(frac, nan=0.0) > tol
         if np.any(bad):
             b, j = (
@@ -286,69 +266,41 @@ class LockinBenchSystem(BenchSystem):
                 'or readout = "scope"'
             )
 
-    async def set_input(self, u: Array) -> None:
-        await super().set_input(u)
-        self._check_forces(await self.drive_forces(), "input drive", ConfigError)
-
-    async def set_forces(self, forces: ForceWaveform | None) -> None:
-        if forces is not None:
-            self._check_forces(forces.samples, "nudge force", GradientError)
-        await super().set_forces(forces)
-
-    async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
-        if drive is not None:
-            self._check_forces(drive.samples, "echo drive", GradientError)
-        await super().set_echo_drive(drive)
-
     # ------------------------------------------------------------------ measurement
-    async def _measure_sample(
-        self, force: Array, key: bytes | None = None
-    ) -> tuple[Array, PeriodAssessment, float, dict[str, Any]]:
-        # the total force played (drive + nudge): refused before any write, whatever set it
-        self._check_forces(force[None], "total force", GradientError)
-        xs, a, waited, raw = await super()._measure_sample(force, key)
-        # the network has settled from the first fitted sample on (base loop: t_window, or
-        # t_trigger before the fit window was decoupled from the trigger edge)
-        t_settled = float(raw.get("t_window", raw.get("t_trigger", await self.clock.now())))
-        xl, info = await self._read_lockins(xs, t_settled)
-        out = xs.copy()
+    async def read(self, sample: SettledSample) -> SettledSample:
+        """The lock-ins' waveforms in place of the scopes' on their nodes, after the filter's
+        wait from the first fitted sample on (the network has settled from there)."""
+        t_settled = sample.record.t_window
+        await self.time.now()  # (a clock read the command sequence has always had here)
+        xl, info = await self._read_lockins(sample.x, t_settled)
+        out = sample.x.copy()
         for li in self.lockins.values():
             out[:, li.node] = xl[li.name]
-        self.interlock.check(out, "lock-in response")
-        raw["lockin"] = info
-        raw["x_scope"] = xs  # the scope reading of the same steady state (no "/ch": no record)
-        return out, a, waited, raw
+        self.context.interlock.check(out, "lock-in response")
+        # the scope reading of the same steady state is kept in the record
+        record = replace(sample.record, lockin=info, x_scope=sample.x)
+        return replace(sample, x=out, record=record)
 
-    async def _sleep(self, dt_s: float) -> None:
+    async def sleep(self, dt_s: float) -> None:
+        """The filter's wait (counted as wait time)."""
         if dt_s > 0:
-            self.wait_time_s += dt_s
-            await self.clock.sleep(dt_s)
+            await self.time.wait(dt_s)
 
-    async def _read_lockins(
-        self, x_scope: Array, t_settled: float
-    ) -> tuple[dict[str, Array], dict[str, Any]]:
-        """Sensitivity from the scope's fundamental, status cleared, the filter's wait after
-        `t_settled`, one SNAP? X,Y per lock-in (concurrently), status checked; the waveforms on
-        the period grid."""
-        t = self.grid_t
-        omega = 2 * math.pi / self.period_s
+    async def _range(self, x_scope: Array) -> bool:
+        """Sensitivity from the scope's fundamental, status cleared (all lock-ins
+        concurrently); True if a sensitivity changed."""
+        t = self.context.grid_t
         m = t.size
-        e = np.exp(-1j * omega * t)
-        restart = t_settled
-        t0 = time.perf_counter()
+        e = np.exp(-1j * (2 * math.pi / self.context.period_s) * t)
+        opts = self.context.options
 
         async def range_(li: _Lockin) -> bool:
-            drv = self.drivers[li.name]
+            drv = self.context.instruments.lockin(li.name)
             c1 = 2.0 / m * complex(np.sum(x_scope[:, li.node] * e))  # x = Re(c1 e^{iωt})
             expect = abs(li.gain) * abs(c1) / math.sqrt(2)
             fs = li.sensitivity_v
-            floor = (
-                abs(li.gain)
-                * self.options.beta_resolution
-                * self.options.safety.max_response
-                / math.sqrt(2)
-            )
-            want = self.lockin_options.headroom * max(expect, floor)
+            floor = abs(li.gain) * opts.beta_resolution * opts.safety.max_response / math.sqrt(2)
+            want = self.options.headroom * max(expect, floor)
             changed = False
             if not (_TIGHT * max(expect, floor) <= fs <= _COARSE * want):
                 new = await drv.set_sensitivity(min(want, 1.0))
@@ -357,15 +309,27 @@ class LockinBenchSystem(BenchSystem):
             await drv.status()  # clear the latched bits: the reading's window starts here
             return changed
 
-        changed = await asyncio.gather(*(range_(li) for li in self.lockins.values()))
-        self.io_time_s += time.perf_counter() - t0
-        now = await self.clock.now()
-        if any(changed):  # a gain change steps the filter input: its wait starts again
+        with self.time.io():
+            changed = await asyncio.gather(*(range_(li) for li in self.lockins.values()))
+        return any(changed)
+
+    async def _read_lockins(
+        self, x_scope: Array, t_settled: float
+    ) -> tuple[dict[str, Array], LockinRecord]:
+        """Sensitivity from the scope's fundamental, status cleared, the filter's wait after
+        `t_settled`, one SNAP? X,Y per lock-in (concurrently), status checked; the waveforms on
+        the period grid."""
+        t = self.context.grid_t
+        omega = 2 * math.pi / self.context.period_s
+        restart = t_settled
+        changed = await self._range(x_scope)
+        now = await self.time.now()
+        if changed:  # a gain change steps the filter input: its wait starts again
             restart = max(restart, now)
-        await self._sleep(restart + self.lockin_settle_s - now)
+        await self.sleep(restart + self.settle_s - now)
 
         async def read(li: _Lockin) -> complex:
-            drv = self.drivers[li.name]
+            drv = self.context.instruments.lockin(li.name)
             try:
                 z = await drv.read_xy(check_overload=True)
             except InstrumentError as exc:
@@ -376,26 +340,54 @@ class LockinBenchSystem(BenchSystem):
                 )
             return complex(z)
 
-        t0 = time.perf_counter()
-        zs = await asyncio.gather(*(read(li) for li in self.lockins.values()))
-        self.io_time_s += time.perf_counter() - t0
-        self.lockin_reads += 1
+        with self.time.io():
+            zs = await asyncio.gather(*(read(li) for li in self.lockins.values()))
+        self.reads += 1
         out: dict[str, Array] = {}
-        info: dict[str, Any] = {"t_read": await self.clock.now(), "t_settled": t_settled}
+        readings: dict[str, LockinReading] = {}
+        t_read = await self.time.now()
         for li, z in zip(self.lockins.values(), zs, strict=True):
             # √2: rms → peak; e^{−iφ}: the path's reference phase; e^{+iωτ}: its delay
             phasor = math.sqrt(2) * z * np.exp(1j * (omega * li.delay_s - li.phase_rad)) / li.gain
             out[li.name] = np.imag(phasor * np.exp(1j * omega * t))
-            info[li.name] = {
-                "node": li.node,
-                "xy_v": [z.real, z.imag],
-                "phasor": [float(phasor.real), float(phasor.imag)],
-                "sensitivity_v": li.sensitivity_v,
-            }
-        return out, info
+            readings[li.name] = LockinReading(li.node, z, complex(phasor), li.sensitivity_v)
+        return out, LockinRecord(t_read, t_settled, readings)
 
 
-def _refuse_nonlinear(spec: NetworkSpec, cal: CalibrationFile) -> None:
+def _lockin_paths(context: ReadoutContext) -> dict[str, _Lockin]:
+    """Per lock-in (wiring order, one per node) its path's calibration; CalibrationError when
+    a path has no reference phase, ConfigError when no node is wired to a lock-in."""
+    config, cal = context.config, context.calibration
+    lockins: dict[str, _Lockin] = {}
+    taken: set[int] = set()
+    for i, sw in enumerate(config.wiring.sense):
+        if config.instruments[sw.instrument].role != "lockin" or sw.node in taken:
+            continue
+        s = cal.sense(sw.instrument, sw.channel)
+        if s.phase_rad is None:
+            raise CalibrationError(
+                f"calibration {context.calibration_version}: the lock-in path {sw.instrument} → "
+                f"node {sw.node} has no reference phase (phase_rad); run the sensing and "
+                "couplings calibration steps"
+            )
+        lockins[sw.instrument] = _Lockin(
+            sw.instrument,
+            i,
+            sw.node,
+            float(s.gain_v_per_unit.value),
+            float(s.delay_s.value),
+            float(s.phase_rad.value),
+            float(s.offset_v.value),
+        )
+        taken.add(sw.node)
+    if not lockins:
+        raise ConfigError(
+            'readout = "lockin": no [[wiring.sense]] entry goes to a lock-in (sr830, sr860)'
+        )
+    return lockins
+
+
+def refuse_nonlinear(spec: NetworkSpec, cal: CalibrationFile) -> None:
     """A lock-in sees the fundamental only: refuse anything that makes the response non-sinusoidal."""
     if spec.nonlinearity != "identity":
         raise ConfigError(
@@ -411,7 +403,7 @@ def _refuse_nonlinear(spec: NetworkSpec, cal: CalibrationFile) -> None:
     quartic = [q.node for q in spec.quartic if q.value != 0 or q.trainable]
     if quartic:
         raise ConfigError(f'readout = "lockin": quartic (Duffing) terms on nodes {quartic}')
-    if spec.couplings and type(spec.modulations.mu).__name__ != "Constant":
+    if spec.couplings and not isinstance(spec.modulations.mu, Constant):
         raise ConfigError(
             'readout = "lockin": a time-modulated μ(t) mixes frequencies (parametric response)'
         )

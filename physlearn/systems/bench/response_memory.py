@@ -25,40 +25,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.drivers.rigol_ds1000z import CODES_PER_DIVISION, V_DIVISIONS
-from physlearn.systems.bench.acquisition import scale_125_at_least
-
 Array = NDArray[np.float64]
 
-__all__ = ["Recalled", "ResponseMemory", "ranged_scale"]
-
-
-def ranged_scale(
-    peak_v: float,
-    scale_v: float,
-    max_scale_v: float,
-    *,
-    clipped: bool,
-    canonical: bool,
-    band: tuple[float, float] = (0.2, 1.0),
-) -> float:
-    """The V/div a scope channel should have for a response of peak ``peak_v`` (V, from the
-    channel's offset) measured at ``scale_v`` V/div (``clipped``: it left the ADC range).
-
-    ``canonical``: 1-2-5 ≥ 1.4 × peak, a function of the peak alone. Otherwise hysteretic: kept
-    unless clipped (then 1-2-5 ≥ 2.01 × the full scale) or the peak leaves ``band`` (fractions
-    of full scale; default: below 0.2) (then 1-2-5 ≥ 1.4 × (peak + 2 LSB)), so ranging never
-    oscillates on a noisy signal; a narrower band re-centres a channel ahead of a measurement
-    (previews, predictions). Never above ``max_scale_v`` (the interlock's range) nor below
-    1 mV/div."""
-    full_v = V_DIVISIONS / 2 * scale_v
-    inside = band[0] * full_v <= peak_v <= band[1] * full_v
-    if not (clipped or not inside or canonical):
-        return scale_v
-    lsb_v = scale_v / CODES_PER_DIVISION
-    grow = peak_v * 1.4 if canonical else (peak_v + 2 * lsb_v) * 1.4
-    want = 2.01 * full_v if clipped else min(grow, max_scale_v * V_DIVISIONS / 2)
-    return float(min(max(scale_125_at_least(want / (V_DIVISIONS / 2)), 1e-3), max_scale_v))
+__all__ = ["Recalled", "ResponseMemory"]
 
 
 @dataclass(frozen=True)

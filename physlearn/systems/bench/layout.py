@@ -1,0 +1,167 @@
+"""The bench layout: the wiring checked against the network spec and the calibration — which
+DAC wire tunes each trainable coupling, which nodes have actuators, which scope channel senses
+which node, the stitch reference node, the generators and DACs the loop drives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from physlearn.calibration.schema import CalibrationFile, CouplingMap
+from physlearn.errors import CalibrationError, ConfigError
+from physlearn.spec.bench import BenchConfig, EdgeWire
+from physlearn.spec.network import Coupling, NetworkSpec
+
+__all__ = ["BenchLayout", "check_layout"]
+
+
+@dataclass(frozen=True)
+class BenchLayout:
+    """The checked wiring (see the module docstring).
+
+    param_edges, maps, names: per trainable parameter (spec order) its DAC wire, calibrated
+    α(V) map and name; drive_nodes: actuated nodes (sorted); scope_channels: per scope (wiring
+    order) scope channel → sense wire index; reference_node: the node every scope senses (the
+    stitch check), None with one scope and none configured; generators, dacs: names (sorted)."""
+
+    param_edges: list[EdgeWire]
+    maps: list[CouplingMap]
+    names: list[str]
+    drive_nodes: list[int]
+    scope_channels: dict[str, dict[int, int]]
+    reference_node: int | None
+    generators: list[str]
+    dacs: list[str]
+
+
+def check_layout(
+    config: BenchConfig,
+    cal: CalibrationFile,
+    spec: NetworkSpec,
+    reference_node: int | None,
+    version: str,
+) -> BenchLayout:
+    """The layout of ``config`` (controller view) for ``spec``; ConfigError or CalibrationError
+    on the first mismatch. ``reference_node``: the configured stitch reference (None: the
+    smallest node every scope senses); ``version``: the calibration's name for messages."""
+    _check_network(spec, cal, version)
+    edges, maps = _trainable_edges(config, cal, spec, version)
+    names = [n for n, t in spec.terms() if t.trainable]
+    if spec.inputs.nodes and spec.inputs.mode != "force":
+        raise ConfigError("network.inputs.mode: a bench drives inputs as forces, not clamps")
+    drive_nodes = _drive_nodes(config, spec)
+    scopes = _scope_channels(config, spec)
+    ref = _reference_node(config, scopes, reference_node)
+    w = config.wiring
+    gens = {dw.instrument for dw in w.drives}
+    if w.sync is None or w.sync.instrument not in gens:
+        raise ConfigError("wiring.sync: the scopes trigger on a drive generator's sync")
+    return BenchLayout(
+        edges,
+        maps,
+        names,
+        drive_nodes,
+        scopes,
+        ref,
+        sorted(gens),
+        sorted({e.instrument for e in edges}),
+    )
+
+
+def _check_network(spec: NetworkSpec, cal: CalibrationFile, version: str) -> None:
+    if spec.boundary.kind != "periodic":
+        raise ConfigError("network: a bench runs a periodic drive (boundary.kind periodic)")
+    masses = np.asarray(spec.nodes.arrays()[0], dtype=float)
+    if not np.allclose(masses, cal.mass_kg, rtol=1e-9, atol=0.0):
+        raise CalibrationError(
+            f"calibration {version}: declared mass {cal.mass_kg} kg, "
+            f"the network spec's node masses are {sorted(set(masses.tolist()))} kg; α in N/m "
+            "would be misread (set network.nodes.mass to the calibration's mass)"
+        )
+
+
+def _trainable_edges(
+    config: BenchConfig, cal: CalibrationFile, spec: NetworkSpec, version: str
+) -> tuple[list[EdgeWire], list[CouplingMap]]:
+    """Per trainable term: its DAC wire and calibrated map (a bench trains DAC-tuned couplings
+    only)."""
+    edge_of = {e.key: e for e in config.wiring.edges}
+    edges: list[EdgeWire] = []
+    maps: list[CouplingMap] = []
+    for name, term in spec.terms():
+        if not term.trainable:
+            continue
+        if not isinstance(term, Coupling):
+            raise ConfigError(
+                f"network: trainable term {name} is not a coupling; a bench trains only the "
+                "DAC-tuned couplings of [[wiring.edges]]"
+            )
+        key = (min(term.nodes), max(term.nodes))
+        if key not in edge_of:
+            raise ConfigError(f"network: trainable coupling {name} {key} has no DAC wire")
+        cmap = cal.coupling(key)
+        ew = edge_of[key]
+        if (cmap.instrument, cmap.channel) != (ew.instrument, ew.channel):
+            raise CalibrationError(
+                f"calibration {version}: edge {key} was calibrated on "
+                f"{cmap.instrument} channel {cmap.channel}, the wiring has {ew.instrument} "
+                f"channel {ew.channel}"
+            )
+        edges.append(ew)
+        maps.append(cmap)
+    return edges, maps
+
+
+def _drive_nodes(config: BenchConfig, spec: NetworkSpec) -> list[int]:
+    """The actuated nodes (sorted); every input node and tone node must be one."""
+    w, d = config.wiring, spec.nodes.count
+    nodes = sorted({dw.node for dw in w.drives})
+    for dw in w.drives:
+        if dw.node >= d:
+            raise ConfigError(f"wiring.drives: node {dw.node} not in the network ({d} nodes)")
+    needed = set(spec.inputs.nodes) | {t.node for t in spec.drive.tones}
+    missing = sorted(needed - set(nodes))
+    if missing:
+        raise ConfigError(f"wiring.drives: nodes {missing} are driven but have no actuator")
+    return nodes
+
+
+def _scope_channels(config: BenchConfig, spec: NetworkSpec) -> dict[str, dict[int, int]]:
+    """Per scope: scope channel → sense wire index; every node must be sensed by a scope."""
+    w, d = config.wiring, spec.nodes.count
+    scopes: dict[str, dict[int, int]] = {}
+    for i, sw in enumerate(w.sense):
+        inst = config.instruments[sw.instrument]
+        if inst.role == "scope":
+            assert sw.channel is not None
+            scopes.setdefault(sw.instrument, {})[sw.channel] = i
+    sensed = {w.sense[i].node for chans in scopes.values() for i in chans.values()}
+    unsensed = sorted(set(range(d)) - sensed)
+    if unsensed:
+        raise ConfigError(
+            f"wiring.sense: nodes {unsensed} are not sensed by any scope; the conjugate "
+            "quantities need every node's waveform"
+        )
+    if not scopes:
+        raise ConfigError("wiring.sense: a bench needs at least one oscilloscope")
+    return scopes
+
+
+def _reference_node(
+    config: BenchConfig, scopes: dict[str, dict[int, int]], ref: int | None
+) -> int | None:
+    """The stitch reference: with several scopes, a node sensed by every one of them."""
+    w = config.wiring
+    if len(scopes) > 1:
+        common = set.intersection(
+            *({w.sense[i].node for i in ch.values()} for ch in scopes.values())
+        )
+        if ref is None:
+            ref = min(common) if common else None
+        if ref is None or ref not in common:
+            raise ConfigError(
+                "wiring.sense: with several scopes (groups), one reference node must be sensed "
+                f"by every scope to check the stitch; common nodes: {sorted(common)}"
+            )
+    return ref
