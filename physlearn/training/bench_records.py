@@ -16,12 +16,13 @@ failed step writes no row.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.systems.bench.journal import MeasurementRecord
 from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.safety import RetryingSystem
 from physlearn.training.events import (
@@ -68,10 +69,11 @@ class BenchStepRecords:
             self.bench.drain_journal()
 
     async def _record(self, ev: StepDone) -> None:
-        journal = self.bench.drain_journal()
         grid, dt = self.bench.grid_t, self.bench.period_s / self.bench.grid_t.size
-        for entry in journal:
-            entry["conjugates"] = self.knowledge.conjugates(entry["x"], grid, dt)
+        journal = [
+            replace(entry, conjugates=self.knowledge.conjugates(entry.x, grid, dt))
+            for entry in self.bench.drain_journal()
+        ]
         settings = await self.bench.settings_snapshot()
         if self.recorder is None:
             self.recorder = self._open(journal)
@@ -87,18 +89,18 @@ class BenchStepRecords:
             settings=settings,
         )
 
-    def _open(self, journal: list[dict[str, Any]]) -> StepRecorder:
+    def _open(self, journal: list[MeasurementRecord]) -> StepRecorder:
         """The records file, sized by the first step's journal."""
-        channels = sorted({k for e in journal for r in e["raw"] for k in r if "/ch" in k})
+        channels = sorted({k for e in journal for r in e.volts for k in r if "/ch" in k})
         samples = max(
-            (np.asarray(r[k]).size for e in journal for r in e["raw"] for k in channels),
+            (np.asarray(r[k]).size for e in journal for r in e.volts for k in channels),
             default=0,
         )
         return StepRecorder(
             self.path,
             parameter_names=self.knowledge.spec.parameter_names(),
             max_phases=max(len(journal), 1),
-            max_batch=max((len(e["raw"]) for e in journal), default=1),
+            max_batch=max((len(e.volts) for e in journal), default=1),
             waveform_channels=channels,
             waveform_samples=samples,
             calibration_version=self.bench.calibration_version,
