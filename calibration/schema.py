@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -22,6 +20,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from physlearn.errors import CalibrationError
+from physlearn.spec.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -332,19 +331,9 @@ def fourier_shift(x: Array, delay_s: float, dt_s: float) -> Array:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (same-directory temporary file + os.replace)."""
+    """Write `text` to `path` atomically with the umask's permissions (folder created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def utc_now() -> str:

@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import signal
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from physlearn.errors import ConfigError
 from physlearn.systems.safety import PersistentFault
 from physlearn.training.config import TrainConfig, load_train_config
+from physlearn.training.control import Command, RunControl, RunStopped
 from physlearn.training.events import EpochDone, RunEvent, StepDone
 from physlearn.training.loop import TrainResult
 from physlearn.training.runstore import CONFIG_FILE, RunStore, atomic_write_bytes
@@ -110,6 +116,15 @@ class ProgressBar:
                 test=_fmt(ev.metrics.get("test_accuracy")),
             )
 
+    def logging(self) -> contextlib.AbstractContextManager[None]:
+        """While training: log records go through the bar (printed above it, the bar redrawn
+        below) instead of into the middle of its line."""
+        if self.quiet:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -175,7 +190,7 @@ def run_target(args: argparse.Namespace) -> RunTarget | str:
 
 
 async def train_target(
-    t: RunTarget, args: argparse.Namespace, bar: ProgressBar
+    t: RunTarget, args: argparse.Namespace, bar: ProgressBar, control: RunControl | None = None
 ) -> TrainResult | None:
     """Prepare, build the system of the config's level, (bench: dry run, connect, --arm), create
     the run directory and train; None after a bench dry run."""
@@ -189,7 +204,35 @@ async def train_target(
     async with make_system(t.cfg, config_dir, spec=setup.spec) as system:
         if isinstance(system, BenchSystem) and not await bench_session.ready(setup, system, args):
             return None
-        return await run_session(setup, system, t.create_store(setup), [bar])
+        return await run_session(setup, system, t.create_store(setup), [bar], control)
+
+
+@contextlib.contextmanager
+def stop_on_signals(control: RunControl) -> Iterator[None]:
+    """While training: the first SIGINT or SIGTERM asks the run to stop at the next step
+    boundary (checkpoint committed, `RunStopped`); a second one interrupts at once
+    (KeyboardInterrupt). A bench run's own handlers (`run_with_safe_exit`: stop now, safe
+    state) take over while it is armed."""
+    got: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if got:
+            raise KeyboardInterrupt(f"signal {signum} again")
+        got.append(signum)
+        name = signal.Signals(signum).name
+        print(
+            f"\nphyslearn train: {name}: stopping after the current step "
+            f"({name} again to stop at once)",
+            file=sys.stderr,
+        )
+        control.request(Command.STOP, name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,8 +244,26 @@ def run(args: argparse.Namespace) -> int:
         print('--dry-run and --arm apply to [system] kind = "bench" only')
         return 2
     bar = ProgressBar(quiet=args.quiet)
+    control = RunControl()
+    resume_hint = f"physlearn train --resume {t.run_dir}" + (
+        " --arm" if t.cfg.system.kind == "bench" else ""
+    )
     try:
-        result = asyncio.run(train_target(t, args, bar))
+        with stop_on_signals(control), bar.logging():
+            result = asyncio.run(train_target(t, args, bar, control))
+    except RunStopped as exc:
+        bar.close()
+        print(f"physlearn train: {exc}; the checkpoint is committed.", file=sys.stderr)
+        print(f"continue with: {resume_hint}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            "physlearn train: interrupted; the last committed checkpoint stands.\n"
+            f"continue with: {resume_hint}",
+            file=sys.stderr,
+        )
+        return 130
     except PersistentFault as exc:
         raise PersistentFault(
             f"{exc}. The bench is in its safe state and the run is paused at its last "

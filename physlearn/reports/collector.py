@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from matplotlib.figure import Figure
 
 from physlearn.errors import ConfigError
 from physlearn.reports.html import Section
+from physlearn.spec.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +25,12 @@ def _png(fig: Figure) -> bytes:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Write atomically (temp file + rename), with the permissions the user's umask gives."""
+    """Write a report file atomically with the umask's permissions; ConfigError naming the
+    folder when it cannot be written."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        atomic_write_bytes(path, data)
     except OSError as exc:
-        raise ConfigError(f"report: cannot write into {path.parent}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise ConfigError(f"report: cannot write {path}: {exc.strerror}") from None
 
 
 class FigureCollector:

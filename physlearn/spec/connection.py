@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from physlearn.errors import ConfigError
+from physlearn.spec.files import atomic_write_bytes
 
 __all__ = ["CONNECTION_FORMAT", "TwinConnection"]
 
@@ -45,20 +45,8 @@ class TwinConnection(BaseModel):
     twin_control: str | None = None
 
     def write(self, path: Path) -> None:
-        """Write atomically (temp file + rename) with the user's umask."""
-        path = Path(path)
-        data = self.model_dump_json(indent=2).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write atomically with the user's umask."""
+        atomic_write_bytes(path, self.model_dump_json(indent=2).encode() + b"\n")
 
     @staticmethod
     def claim(path: Path) -> None:

@@ -234,3 +234,14 @@ class StabilityCheck(Protocol):
         α (P,) for inputs u (B, n_in), measured as `measure` would (warm-started; counted as
         experiments). An orbit attracts when it is ≤ 1; `SolverError` if a sample has none."""
         ...
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    """A system that can hold still mid-run: ``pause`` puts it in its safe state without
+    closing it (a bench: drive outputs off, DACs ramped to their safe value), ``unpause`` makes
+    it ready to measure again (a bench re-arms; the next measurement settles from rest)."""
+
+    async def pause(self) -> None: ...
+
+    async def unpause(self) -> None: ...

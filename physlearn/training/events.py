@@ -60,8 +60,9 @@ class RunStarted(RunEvent):
 
 @dataclass(frozen=True)
 class RunResumed(RunEvent):
-    """A run continued from its checkpoint at ``epoch``, mini-batch ``batch`` (``step`` updates
-    done so far)."""
+    """A run continued at ``epoch``, mini-batch ``batch`` (``step`` updates done so far): from
+    its checkpoint in a new session (``source`` ``"checkpoint"``), or after a pause in the same
+    one (``source``: who asked to resume, e.g. ``"mqtt:operator"``)."""
 
     kind: ClassVar[str] = "resumed"
     level: str
@@ -69,6 +70,7 @@ class RunResumed(RunEvent):
     epoch: int
     batch: int
     step: int
+    source: str = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -127,15 +129,18 @@ class EpochDone(RunEvent):
 
 @dataclass(frozen=True)
 class RunPaused(RunEvent):
-    """The run stops resumably (its last checkpoint stands): ``reason`` is
-    ``"persistent_fault"`` (an instrument fault outlasted the retries) or ``"interrupted"``
-    (SIGINT/SIGTERM, cancellation)."""
+    """The run holds or stops resumably (its checkpoint stands): ``reason`` is
+    ``"persistent_fault"`` (an instrument fault outlasted the retries), ``"interrupted"``
+    (SIGINT/SIGTERM, cancellation), ``"stopped"`` or ``"aborted"`` (a stop or abort request:
+    the process ends) or ``"paused"`` (a pause request: the system is in its safe state and the
+    run waits for resume); ``source``: who asked (``"SIGINT"``, ``"mqtt:operator"``, …)."""
 
     kind: ClassVar[str] = "paused"
     reason: str
     message: str
     epoch: int
     step: int
+    source: str = ""
 
 
 @dataclass(frozen=True)

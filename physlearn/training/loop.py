@@ -60,9 +60,10 @@ from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError, GradientError, PhyslearnError, SolverError
 from physlearn.estimators import Estimator, GradientEstimate, make_estimator
-from physlearn.spec.system import PhysicalSystem, StabilityCheck
+from physlearn.spec.system import Pausable, PhysicalSystem, StabilityCheck
 from physlearn.systems.factory import make_twin
 from physlearn.systems.safety import PersistentFault
+from physlearn.training.control import Command, ControlRequest, RunControl, RunStopped
 from physlearn.training.datasets import iterate_minibatches
 from physlearn.training.evaluation import evaluate_splits, validation_split
 from physlearn.training.events import (
@@ -107,6 +108,18 @@ Array = NDArray[np.float64]
 __all__ = ["MIN_STEP_SCALE", "TrainResult", "Trainer", "TrainingError"]
 
 
+def pausable(system: object) -> Pausable | None:
+    """The `Pausable` system itself or the one it wraps (``inner``, as in `DelegatingSystem`)."""
+    seen: set[int] = set()
+    obj: object | None = system
+    while obj is not None and id(obj) not in seen:
+        if isinstance(obj, Pausable):
+            return obj
+        seen.add(id(obj))
+        obj = getattr(obj, "inner", None)
+    return None
+
+
 class TrainingError(PhyslearnError):
     """Training could not go on (too many failed steps in a row)."""
 
@@ -147,6 +160,8 @@ class Trainer:
             evaluation does not count as training experiments).
         reference_system: the ideal twin used for the adjoint cosine (default: a third twin).
         events: the stream its events go to (default: a new one; subscribe to ``events``).
+        control: the mailbox of stop/pause/resume/abort requests it looks at before every
+            mini-batch and evaluation (`physlearn.training.control`; default: a new one).
     """
 
     def __init__(
@@ -157,6 +172,7 @@ class Trainer:
         eval_system: PhysicalSystem | None = None,
         reference_system: PhysicalSystem | None = None,
         events: EventStream | None = None,
+        control: RunControl | None = None,
     ):
         self.setup = setup
         cfg, spec = setup.config, setup.spec
@@ -184,6 +200,7 @@ class Trainer:
 
             self.guard = ModeGuard(spec)
         self.events = events if events is not None else EventStream()
+        self.control = control if control is not None else RunControl()
         self.state: TrainerState | None = None
         self._current: _Session | None = None
 
@@ -367,9 +384,65 @@ class Trainer:
             st.ep_counts = dict.fromkeys(st.counters, 0)
         n_fit = int(self.x_fit.shape[0])
         for bi, idx in enumerate(iterate_minibatches(n_fit, tc.batch_size, run.rng, tc.shuffle)):
-            if bi >= skip and await self._step(epoch, bi, idx):
+            if bi < skip:
+                continue
+            await self.control_point(epoch, bi)
+            if await self._step(epoch, bi, idx):
                 break
-        return await self._end_epoch(epoch, t_ep, time.perf_counter() - t_ep)
+        t_train = time.perf_counter() - t_ep
+        await self.control_point(epoch, run.n_batches)
+        return await self._end_epoch(epoch, t_ep, t_train)
+
+    # ------------------------------------------------------------------ requests
+    async def control_point(self, epoch: int, next_batch: int) -> None:
+        """Act on the pending requests (`physlearn.training.control`) before mini-batch
+        ``next_batch`` of ``epoch`` (the number of batches: before the evaluation)."""
+        while (req := self.control.take()) is not None:
+            if req.command == Command.RESUME:
+                log.info("resume request from %s ignored: the run is not paused", req.source)
+            elif req.command == Command.PAUSE:
+                await self._hold(epoch, next_batch, req)
+            else:
+                await self._stop_on(epoch, next_batch, req)
+
+    async def _stop_on(self, epoch: int, next_batch: int, req: ControlRequest) -> None:
+        """Commit where the run stands, report it, raise `RunStopped`."""
+        self._checkpoint(epoch, next_batch)
+        reason = "aborted" if req.command == Command.ABORT else "stopped"
+        stopped = RunStopped(req, epoch, self._st.step)
+        await self.events.emit(
+            RunPaused(reason, str(stopped), epoch, self._st.step, source=req.source)
+        )
+        raise stopped
+
+    async def _hold(self, epoch: int, next_batch: int, req: ControlRequest) -> None:
+        """Pause: commit, report, the system in its safe state; wait for resume (re-arm,
+        report, go on) or stop/abort (`_stop_on`)."""
+        st = self._st
+        self._checkpoint(epoch, next_batch)
+        message = f"paused by {req.source} at epoch {epoch}, step {st.step}"
+        if req.reason:
+            message += f": {req.reason}"
+        log.warning("%s", message)
+        await self.events.emit(RunPaused("paused", message, epoch, st.step, source=req.source))
+        holder = pausable(self.system)
+        if holder is not None:
+            await holder.pause()
+        while True:
+            nxt = await self.control.next_request()
+            if nxt.command == Command.RESUME:
+                break
+            if nxt.command in (Command.STOP, Command.ABORT):
+                await self._stop_on(epoch, next_batch, nxt)
+            log.info("%s request from %s ignored: the run is paused", nxt.command, nxt.source)
+        if holder is not None:
+            await holder.unpause()
+        log.warning("resumed by %s at epoch %d, step %d", nxt.source, epoch, st.step)
+        await self.events.emit(
+            RunResumed(
+                self.level, self._session.total_steps, epoch, next_batch, st.step, nxt.source
+            )
+        )
 
     # ------------------------------------------------------------------ one mini-batch
     async def _step(self, epoch: int, bi: int, idx: NDArray[np.int64]) -> bool:

@@ -24,16 +24,15 @@ round-trips exactly.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import math
 import os
 import re
-import tempfile
+import shutil
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import tomli_w
 from numpy.typing import ArrayLike, NDArray
 
 from physlearn.errors import ConfigError, PhyslearnError
+from physlearn.spec.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -77,37 +77,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------
 # Atomic writes
-
-
-def _fsync_dir(directory: Path) -> None:
-    """fsync a directory so a rename in it is durable (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, os.replace)."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +164,8 @@ class Checkpoint:
 def _encode(value: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
     """JSON-able tree with arrays moved into ``arrays`` and replaced by references."""
     if isinstance(value, np.ndarray):
-        key = f"a{len(arrays)}"
+        # named by where it sits (e.g. ``extra.best_params``), unique by construction
+        key = where if where not in arrays else f"{where}#{len(arrays)}"
         arrays[key] = value
         return {"__ndarray__": key}
     if isinstance(value, np.generic):
@@ -415,31 +385,65 @@ class RunStore:
         toml_bytes = tomli_w.dumps(_toml_value(dict(resolved_config), "")).encode()
         run_dir = Path(root) / name
         if resume:
-            if not run_dir.exists():
-                raise ConfigError(f"cannot resume run {name!r}: {run_dir} does not exist")
-            store = cls.open(run_dir)
-            stored = store.load_config()
-            expected = tomllib.loads(toml_bytes.decode())
-            if stored != expected:
-                diff = _diff_keys(stored, expected)
-                raise ConfigError(
-                    f"cannot resume run {name!r}: its config differs in {', '.join(diff)}"
-                )
-            logger.info("resuming run in %s", run_dir)
-            store.resumed = True
-            return store
-        Path(root).mkdir(parents=True, exist_ok=True)
+            return cls._resume(run_dir, name, toml_bytes)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"cannot create run directory {run_dir}: a file is in its place")
         try:
+            Path(root).mkdir(parents=True, exist_ok=True)
             run_dir.mkdir()
         except FileExistsError:
             raise ConfigError(
                 f"run directory {run_dir} already exists; choose another run name or resume it"
             ) from None
-        (run_dir / PARAMS_DIR).mkdir()
-        atomic_write_bytes(run_dir / METRICS_FILE, b"")
-        atomic_write_bytes(run_dir / CONFIG_FILE, toml_bytes)
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+        try:
+            (run_dir / PARAMS_DIR).mkdir()
+            atomic_write_bytes(run_dir / METRICS_FILE, b"")
+            atomic_write_bytes(run_dir / CONFIG_FILE, toml_bytes)
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written
+            raise ConfigError(f"cannot write into {run_dir}: {exc.strerror}") from None
         logger.info("created run directory %s", run_dir)
         return cls(run_dir)
+
+    @classmethod
+    def _resume(cls, run_dir: Path, name: str, toml_bytes: bytes) -> RunStore:
+        """Open a run to continue it: its files must be writable and its config equal, but for
+        the changes a resumed run can take (`EXTENDABLE`: more epochs), which are written."""
+        if not run_dir.exists():
+            raise ConfigError(f"cannot resume run {name!r}: {run_dir} does not exist")
+        store = cls.open(run_dir)
+        unwritable = [
+            str(p)
+            for p in (run_dir, run_dir / PARAMS_DIR, *run_dir.glob("*"))
+            if not os.access(p, os.W_OK) and not p.name.startswith(".")
+        ]
+        if unwritable:
+            raise ConfigError(
+                f"cannot resume run {name!r}: not writable: {', '.join(sorted(unwritable)[:4])}"
+            )
+        stored = store.load_config()
+        expected = tomllib.loads(toml_bytes.decode())
+        diff = _diff_keys(stored, expected)
+        refused = [k for k in diff if k not in EXTENDABLE]
+        if refused:
+            raise ConfigError(
+                f"cannot resume run {name!r}: its config differs in {', '.join(refused)}"
+                + (" (only training.epochs may change on --resume)" if diff != refused else "")
+            )
+        for key in diff:
+            old_v, new_v = _lookup(stored, key), _lookup(expected, key)
+            if not EXTENDABLE[key](old_v, new_v):
+                raise ConfigError(
+                    f"cannot resume run {name!r}: {key} can only grow ({old_v} → {new_v})"
+                )
+            logger.warning("resuming run %s with %s %s → %s", run_dir, key, old_v, new_v)
+        if diff:
+            atomic_write_bytes(run_dir / CONFIG_FILE, toml_bytes)
+        logger.info("resuming run in %s", run_dir)
+        store.resumed = True
+        return store
 
     @classmethod
     def open(cls, run_dir: Path | str) -> RunStore:
@@ -576,6 +580,19 @@ class RunStore:
         """Temporary files left by an interrupted write (``.*.tmp``), for cleanup or checks."""
         for directory in (self.run_dir, self.params_dir):
             yield from directory.glob(".*.tmp")
+
+
+#: Config keys a resumed run may change, with the check the change must pass (old, new).
+EXTENDABLE: dict[str, Callable[[Any, Any], bool]] = {
+    "training.epochs": lambda old, new: int(new) >= int(old),
+}
+
+
+def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
 
 
 def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

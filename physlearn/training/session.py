@@ -23,6 +23,7 @@ from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
 from physlearn.training.bench_records import BenchStepRecords
 from physlearn.training.config import TrainConfig
+from physlearn.training.control import RunControl
 from physlearn.training.events import EventStream, Listener
 from physlearn.training.loop import Trainer, TrainResult
 from physlearn.training.runstore import RunStore
@@ -38,12 +39,14 @@ async def run_session(
     system: PhysicalSystem,
     store: RunStore | None,
     listeners: Sequence[Listener] = (),
+    control: RunControl | None = None,
 ) -> TrainResult:
     """Train ``setup`` on ``system`` into ``store`` (resumed if the store was opened so);
-    ``listeners`` subscribe to the run's events in order. See the module docstring."""
+    ``listeners`` subscribe to the run's events in order; ``control`` takes stop, pause,
+    resume and abort requests (`physlearn.training.control`). See the module docstring."""
     if isinstance(system, BenchSystem):
-        return await _bench_session(setup, system, store, listeners)
-    trainer = Trainer(setup, system=system, events=EventStream(list(listeners)))
+        return await _bench_session(setup, system, store, listeners, control)
+    trainer = Trainer(setup, system=system, events=EventStream(list(listeners)), control=control)
     return await trainer.run(store)
 
 
@@ -52,6 +55,7 @@ async def _bench_session(
     bench: BenchSystem,
     store: RunStore | None,
     listeners: Sequence[Listener],
+    control: RunControl | None,
 ) -> TrainResult:
     b = setup.config.system.bench
     if b is None:
@@ -61,7 +65,7 @@ async def _bench_session(
     wrapped = RetryingSystem(bench, RetryPolicy(attempts=b.retries), on_fault=bench.reconnect)
     records = BenchStepRecords(bench, wrapped, setup.knowledge, Path(store.run_dir))
     events = EventStream([records, *listeners])
-    trainer = Trainer(setup, system=wrapped, eval_system=wrapped, events=events)
+    trainer = Trainer(setup, system=wrapped, eval_system=wrapped, events=events, control=control)
 
     async def main() -> TrainResult:
         await bench.arm()

@@ -135,9 +135,32 @@ def default_run_name(cfg: TrainConfig, config_path: Path | None = None) -> str:
     return f"{stem}-{cfg.estimator.name}-s{cfg.training.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+#: in a run directory, written at its start: the trainable parameters' names, units, bounds and
+#: initial values, in parameter order (the order of params/epoch_*.npy and of the checkpoint)
+PARAMETERS_FILE = "parameters.json"
+
+
 def write_network(store: RunStore, spec: NetworkSpec) -> None:
-    """The built network (initial parameter values) as ``network.toml`` beside config.toml."""
+    """The built network (initial parameter values) as ``network.toml`` beside config.toml, and
+    its trainable parameters described in ``parameters.json``."""
+    import json
+    import math
+
     import tomli_w
 
     data = spec.model_dump(mode="json", exclude_none=True)
     atomic_write_bytes(store.run_dir / "network.toml", tomli_w.dumps({"network": data}).encode())
+    lo, hi = spec.parameter_bounds()
+
+    def bound(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    params = {
+        "names": spec.parameter_names(),
+        "units": spec.parameter_units(),
+        "lower": [bound(v) for v in lo],
+        "upper": [bound(v) for v in hi],
+        "initial": spec.initial_parameters().tolist(),
+    }
+    text = json.dumps(params, indent=2) + "\n"
+    atomic_write_bytes(store.run_dir / PARAMETERS_FILE, text.encode())

@@ -491,6 +491,14 @@ class BenchSystem(PhysicalSystem):
             raise SafetyError("safe state incomplete: " + "; ".join(errors))
         log.info("bench in its safe state")
 
+    async def pause(self) -> None:
+        """Hold still mid-run (`physlearn.spec.system.Pausable`): the safe state, links open."""
+        await self.safe_state()
+
+    async def unpause(self) -> None:
+        """Ready to measure again after `pause`: armed as at the start (settles from rest)."""
+        await self.arm()
+
     async def close(self) -> None:
         if self.closed:
             return
