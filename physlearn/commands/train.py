@@ -30,10 +30,11 @@ from types import FrameType
 from typing import Any
 
 from physlearn.errors import ConfigError
+from physlearn.reports.listener import ReportWriter
 from physlearn.systems.safety import PersistentFault
 from physlearn.training.config import TrainConfig, load_train_config
 from physlearn.training.control import Command, RunControl, RunStopped
-from physlearn.training.events import EpochDone, RunEvent, StepDone
+from physlearn.training.events import EpochDone, Listener, RunEvent, StepDone
 from physlearn.training.loop import TrainResult
 from physlearn.training.runstore import CONFIG_FILE, RunStore, atomic_write_bytes
 from physlearn.training.setup import TrainSetup, default_run_name, prepare, write_network
@@ -76,6 +77,11 @@ def add_parser(sub: Any, name: str) -> None:
     )
     p.add_argument(
         "--arm", action="store_true", help="bench: enable the outputs (required to train)"
+    )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not write report.html and its figures into the run directory",
     )
 
 
@@ -190,7 +196,11 @@ def run_target(args: argparse.Namespace) -> RunTarget | str:
 
 
 async def train_target(
-    t: RunTarget, args: argparse.Namespace, bar: ProgressBar, control: RunControl | None = None
+    t: RunTarget,
+    args: argparse.Namespace,
+    bar: ProgressBar,
+    control: RunControl | None = None,
+    reports: list[ReportWriter] | None = None,
 ) -> TrainResult | None:
     """Prepare, build the system of the config's level, (bench: dry run, connect, --arm), create
     the run directory and train; None after a bench dry run."""
@@ -204,7 +214,12 @@ async def train_target(
     async with make_system(t.cfg, config_dir, spec=setup.spec) as system:
         if isinstance(system, BenchSystem) and not await bench_session.ready(setup, system, args):
             return None
-        return await run_session(setup, system, t.create_store(setup), [bar], control)
+        store = t.create_store(setup)
+        listeners: list[Listener] = [bar]
+        if reports is not None:
+            reports.append(ReportWriter(store.run_dir))
+            listeners.append(reports[-1])
+        return await run_session(setup, system, store, listeners, control)
 
 
 @contextlib.contextmanager
@@ -245,37 +260,49 @@ def run(args: argparse.Namespace) -> int:
         return 2
     bar = ProgressBar(quiet=args.quiet)
     control = RunControl()
-    resume_hint = f"physlearn train --resume {t.run_dir}" + (
+    hint = f"continue with: physlearn train --resume {t.run_dir}" + (
         " --arm" if t.cfg.system.kind == "bench" else ""
     )
+    reports: list[ReportWriter] | None = None if args.no_report else []
     try:
         with stop_on_signals(control), bar.logging():
-            result = asyncio.run(train_target(t, args, bar, control))
+            result = asyncio.run(train_target(t, args, bar, control, reports))
     except RunStopped as exc:
-        bar.close()
-        print(f"physlearn train: {exc}; the checkpoint is committed.", file=sys.stderr)
-        print(f"continue with: {resume_hint}", file=sys.stderr)
-        return 130
+        return _ended(bar, reports, f"physlearn train: {exc}; the checkpoint is committed.", hint)
     except KeyboardInterrupt:
-        bar.close()
-        print(
-            "physlearn train: interrupted; the last committed checkpoint stands.\n"
-            f"continue with: {resume_hint}",
-            file=sys.stderr,
+        return _ended(
+            bar, reports, "physlearn train: interrupted; the last checkpoint stands.", hint
         )
-        return 130
     except PersistentFault as exc:
+        _ended(bar, reports)
         raise PersistentFault(
             f"{exc}. The bench is in its safe state and the run is paused at its last "
-            f"checkpoint; after fixing {exc.instrument}, continue with: physlearn train "
-            f"--resume {t.run_dir} --arm",
+            f"checkpoint; after fixing {exc.instrument}, {hint}",
             instrument=exc.instrument,
             fault=exc.fault,
         ) from exc
-    finally:
-        bar.close()
-    if result is None:
-        return 0
+    except BaseException:
+        _ended(bar, reports)
+        raise
+    _ended(bar, reports)
+    if result is not None:
+        _print_result(result)
+    return 0
+
+
+def _ended(bar: ProgressBar, reports: list[ReportWriter] | None, *lines: str) -> int:
+    """After the run, its system closed: the bar closed, the report written (if the run asked
+    for one), ``lines`` and the report's path on stderr. 130: the exit code of a stopped run."""
+    bar.close()
+    for line in lines:
+        print(line, file=sys.stderr)
+    for writer in reports or []:
+        if writer.pending and writer.write() is not None:
+            print(f"report: {writer.written}", file=sys.stderr)
+    return 130
+
+
+def _print_result(result: TrainResult) -> None:
     final = result.summary.get("final") or {}
     print(
         f"epochs {result.summary['epochs_run']}: train loss {_fmt(final.get('train_loss'))} "
@@ -283,4 +310,3 @@ def run(args: argparse.Namespace) -> int:
         f"acc {_fmt(final.get('test_accuracy'))}, {result.summary['wall_time_s']:.1f} s"
     )
     print(f"run directory: {result.run_dir}")
-    return 0

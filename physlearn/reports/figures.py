@@ -162,7 +162,8 @@ def failures_and_steps(run: RunData) -> Figure:
         )
     ax_f.set_ylabel("count per epoch (stacked)")
     ax_f.grid(alpha=0.3, axis="y")
-    ax_f.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    if bottom.any():
+        ax_f.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     if run.params.shape[0] >= 1:
         init = _initial_params(run)
         full = run.params if init is None else np.vstack([init, run.params])

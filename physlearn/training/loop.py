@@ -424,10 +424,10 @@ class Trainer:
         if req.reason:
             message += f": {req.reason}"
         log.warning("%s", message)
-        await self.events.emit(RunPaused("paused", message, epoch, st.step, source=req.source))
         holder = pausable(self.system)
         if holder is not None:
-            await holder.pause()
+            await holder.pause()  # the safe state first, then the report
+        await self.events.emit(RunPaused("paused", message, epoch, st.step, source=req.source))
         while True:
             nxt = await self.control.next_request()
             if nxt.command == Command.RESUME:
