@@ -17,6 +17,8 @@ def measurement(
     remaining: list[float] | None = None,
     volts: list[dict[str, Any]] | None = None,
     level: Level = Level.EMULATED_MEMORY,
+    x: np.ndarray | None = None,
+    nudged: bool = False,
 ) -> MeasurementRecord:
     """One measurement of ``len(settle_s)`` samples; ``volts``: raw volts per channel of the
     first samples (the others have none)."""
@@ -47,4 +49,5 @@ def measurement(
         )
         for b, s in enumerate(settle_s)
     ]
-    return MeasurementRecord(level, np.zeros((len(samples), 0, 0)), False, samples)
+    xs = x if x is not None else np.zeros((len(samples), 0, 0))
+    return MeasurementRecord(level, xs, nudged, samples)

@@ -56,6 +56,62 @@ def test_rows_units_and_padding(tmp_path: Path) -> None:
     assert next_records_path(tmp_path).name == "records.h5"
 
 
+def test_records_open_in_xarray_with_named_dimensions(tmp_path: Path) -> None:
+    """Every axis of the records is a named dimension with its coordinate (it used to open with
+    phony_dim_0…5); the node waveforms of each measurement are recorded on the period grid."""
+    xr = pytest.importorskip("xarray")
+    t = np.linspace(0.0, 2.0, 5, endpoint=False)
+    rec = StepRecorder(
+        tmp_path / "r.h5",
+        parameter_names=["a", "b"],
+        max_phases=3,
+        max_batch=2,
+        waveform_channels=["scope1/ch1"],
+        waveform_samples=4,
+        grid_t_s=t,
+        n_nodes=3,
+    )
+    x_free = np.arange(2 * 5 * 3, dtype=float).reshape(2, 5, 3)
+    journal = [
+        measurement([1.0, 2.0], x=x_free),
+        measurement([0.5, 0.5], x=x_free + 1.0, nudged=True),
+    ]
+    for step in (1, 2):
+        rec.append(
+            step=step,
+            epoch=0,
+            batch=step - 1,
+            params=np.array([0.1, 0.2]),
+            gradient=np.zeros(2),
+            loss=0.5,
+            journal=journal,
+        )
+    rec.close()
+    ds = xr.open_dataset(tmp_path / "r.h5", engine="h5netcdf")
+    try:
+        assert dict(ds.sizes) == {
+            "step": 2,
+            "phase": 3,
+            "sample": 2,
+            "parameter": 2,
+            "channel": 1,
+            "record_point": 4,
+            "time_s": 5,
+            "node": 3,
+        }
+        assert ds["x"].dims == ("step", "phase", "sample", "time_s", "node")
+        assert ds["params"].dims == ("step", "parameter")
+        assert list(ds["parameter"].values) == ["a", "b"]
+        assert np.array_equal(ds["time_s"].values, t) and ds["step"].values.tolist() == [1, 2]
+        assert np.array_equal(ds["x"].sel(step=2, phase=1).values, x_free + 1.0)
+        assert np.isnan(ds["x"].sel(phase=2).values).all()
+        assert ds["nudged"].sel(step=1).values.tolist() == [0, 1, -1]
+    finally:
+        ds.close()
+    data = read_records(tmp_path / "r.h5")
+    assert data["x"].shape == (2, 3, 2, 5, 3) and "parameter" in data["coordinates"]
+
+
 WRITER = textwrap.dedent(
     """
     import sys, time

@@ -47,8 +47,9 @@ def step_waveforms(run: RunData, step: int | None, sample: int = 0) -> Figure:
     rec = run.records or {}
     r = _row(rec, step)
     fig = Figure(figsize=(9.0, 6.0), layout="constrained")
-    if "x" in rec:
+    if "x" in rec and np.isfinite(np.asarray(rec["x"][r], dtype=float)[0, sample]).any():
         x = np.asarray(rec["x"][r], dtype=float)  # (phases, batch, M, d)
+        predicted = _predicted_free(run, rec, r, sample, x.shape[2])
         n_nodes = x.shape[-1]
         axes = np.atleast_1d(fig.subplots(math.ceil(n_nodes / 2), 2, sharex=True)).ravel()
         t = np.arange(x.shape[2]) / x.shape[2]
@@ -57,7 +58,9 @@ def step_waveforms(run: RunData, step: int | None, sample: int = 0) -> Figure:
             ax = axes[j]
             for p, name in enumerate(names):
                 if np.isfinite(x[p, sample, :, j]).any():
-                    ax.plot(t, x[p, sample, :, j], lw=1.0, label=name)
+                    ax.plot(t, x[p, sample, :, j], lw=1.0, label=f"{name} (measured)")
+            if predicted is not None:
+                ax.plot(t, predicted[:, j], "k--", lw=0.8, label="free (ideal twin)")
             ax.set_title(f"node {j}", fontsize="small")
             ax.set_ylabel("x (m)")
             ax.grid(alpha=0.3)
@@ -91,6 +94,44 @@ def step_waveforms(run: RunData, step: int | None, sample: int = 0) -> Figure:
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     fig.suptitle(f"{run.name}: measured response of step {step_no}, sample {sample}")
     return fig
+
+
+def _predicted_free(
+    run: RunData, rec: dict[str, Any], row: int, sample: int, points: int
+) -> np.ndarray | None:
+    """The free orbit (M, d) the ideal twin of the run's network predicts at the step's
+    parameters and inputs (None without recorded inputs, or when the twin has no steady state
+    there). The network is the run's as designed (network.toml): node stiffness and damping
+    as specified, not as calibrated."""
+    if "inputs" not in rec or not (run.run_dir / "network.toml").is_file():
+        return None
+    u = np.asarray(rec["inputs"][row], dtype=float)[sample : sample + 1]
+    if not np.isfinite(u).all():
+        return None
+    import asyncio
+    import tomllib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from physlearn.errors import SolverError
+    from physlearn.spec.network import NetworkSpec
+    from physlearn.systems.ideal import IdealSystem
+
+    spec = NetworkSpec.model_validate(
+        tomllib.loads((run.run_dir / "network.toml").read_text())["network"]
+    )
+    params = np.asarray(rec["params"][row], dtype=float)
+
+    async def solve() -> np.ndarray:
+        twin = IdealSystem(spec, points, floquet="none")
+        await twin.set_parameters(params)
+        await twin.set_input(u)
+        return (await twin.measure()).one_period().x[0]
+
+    try:  # a thread of its own: the report may be written from inside a running event loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, solve()).result()
+    except SolverError:
+        return None
 
 
 def _settle_options(run: RunData) -> tuple[float, float]:

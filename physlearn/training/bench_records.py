@@ -87,6 +87,7 @@ class BenchStepRecords:
             journal=journal,
             faults=self.retrying.faults.drain(),
             settings=settings,
+            inputs=ev.inputs,
         )
 
     def _open(self, journal: list[MeasurementRecord]) -> StepRecorder:
@@ -104,6 +105,9 @@ class BenchStepRecords:
             waveform_channels=channels,
             waveform_samples=samples,
             calibration_version=self.bench.calibration_version,
+            grid_t_s=self.bench.grid_t,
+            n_nodes=self.bench.n_nodes,
+            n_inputs=len(self.knowledge.spec.inputs.nodes),
         )
 
     def close(self) -> None:

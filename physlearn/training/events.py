@@ -78,7 +78,8 @@ class StepDone(RunEvent):
     """An applied update: ``params`` the gradient was measured at, the batch-mean ``gradient``
     and ``loss``, the ``new_params`` after the step (shortened, guarded, projected),
     ``cosine`` to the adjoint gradient (None if not logged), ``experiments`` of the run so far,
-    and the step's wall time (s, measurement included)."""
+    the step's wall time (s, measurement included) and the mini-batch's ``inputs``
+    (B, n_in)."""
 
     kind: ClassVar[str] = "step"
     epoch: int
@@ -92,6 +93,7 @@ class StepDone(RunEvent):
     cosine: float | None
     experiments: int
     wall_time_s: float
+    inputs: Array = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 @dataclass(frozen=True)

@@ -467,7 +467,7 @@ class Trainer:
         except SolverError as exc:
             self._revert_after_solver_failure(epoch, bi, exc)
             return await self._failed(epoch, bi, "solver_failures", exc)
-        await self._apply(epoch, bi, g, grad, new, cos, t_step)
+        await self._apply(epoch, bi, g, grad, new, cos, t_step, u)
         return False
 
     def _revert_after_solver_failure(self, epoch: int, bi: int, exc: SolverError) -> None:
@@ -516,6 +516,7 @@ class Trainer:
         new: Array,
         cos: float,
         t_step: float,
+        u: Array,
     ) -> None:
         """Apply a measured step (shortened while recovering, mode-guarded), report it, then
         commit it: the report comes first, so a kill in between makes the resumed run redo
@@ -551,6 +552,7 @@ class Trainer:
                 cosine=None if self.reference is None else cos,
                 experiments=self.experiments(),
                 wall_time_s=time.perf_counter() - t_step,
+                inputs=np.array(u, dtype=float),
             )
         )
         self._checkpoint(epoch, bi + 1, step_only=True)
