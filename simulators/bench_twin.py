@@ -47,6 +47,7 @@ import importlib.util
 import logging
 import math
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from physlearn.errors import ConfigError
 from physlearn.simulators.bench_truth import BenchTruth, TruthNominals
 from physlearn.simulators.clock import PacedClock, TimeSource, VirtualClock
+from physlearn.simulators.history import HistoryError
 from physlearn.simulators.instruments.transports import InMemoryServer, PtyServer, TcpServer
 from physlearn.simulators.twin_control import TwinControl, TwinControlServer
 from physlearn.spec.bench import BenchConfig, InstrumentConfig, SenseWire, WiringConfig
@@ -75,6 +77,10 @@ DacOutput = Callable[[Array], Array]
 SyncOutput = Callable[[Array], Array]
 
 _BLOCK_STEPS = 4096
+#: a free-running twin this far behind real time (s) after catching up says so …
+LAG_WARN_S = 0.25
+#: … at most this often (s)
+LAG_REPORT_S = 10.0
 #: force samples per integration step (midpoint rule; a ZOH jump is placed to dt/(2·this))
 _FORCE_SUBSAMPLES = 64
 
@@ -164,6 +170,9 @@ class BenchTwin:
         self.config = twin
         self.wiring = wiring
         self.clock = clock
+        #: the largest lag behind real time seen (s; free-running clocks only)
+        self.max_lag_s = 0.0
+        self._lag_reported = -math.inf
         self.seed = twin.seed if seed is None else int(seed)
         self.spec = twin.network
         self.model = NetworkModel.from_spec(self.spec)
@@ -367,9 +376,27 @@ class BenchTwin:
             return self._ring.last
 
     def sync(self) -> int:
-        """Commit every step that lies entirely in the past; returns the last committed index."""
+        """Commit every step that lies entirely in the past; returns the last committed index.
+        On a free-running clock, says so (a warning at most every `LAG_REPORT_S`) when the
+        integration falls behind real time by more than `LAG_WARN_S`."""
         with self._lock:
-            target = math.floor(self.clock.now() / self.step_s + 1e-9)
+            last = self._commit_to(math.floor(self.clock.now() / self.step_s + 1e-9))
+            lag = self.clock.now() - last * self.step_s
+            if lag > LAG_WARN_S and isinstance(self.clock, PacedClock):
+                self.max_lag_s = max(self.max_lag_s, lag)
+                wall = time.monotonic()
+                if wall - self._lag_reported >= LAG_REPORT_S:
+                    self._lag_reported = wall
+                    logger.warning(
+                        "the free-running twin fell %.2f s behind real time (integration "
+                        "slower than the clock: CPU load?); instruments answer late",
+                        lag,
+                    )
+            return last
+
+    def _commit_to(self, target: int) -> int:
+        """Integrate and commit up to grid index ``target``; the last committed index."""
+        with self._lock:
             ring = self._ring
             while ring.last < target:
                 n0 = ring.last
@@ -390,9 +417,10 @@ class BenchTwin:
         xs, vs = np.zeros((n, d)), np.zeros((n, d))
         lo = max(i0, 0)
         if lo <= i1 and lo < ring.first:
-            raise ValueError(
+            raise HistoryError(
+                (ring.first + 1) * self.step_s,
                 f"t = {lo * self.step_s} s is older than the kept history "
-                f"({ring.first * self.step_s} s .. {ring.last * self.step_s} s)"
+                f"({ring.first * self.step_s} s .. {ring.last * self.step_s} s)",
             )
         hi = min(i1, ring.last)
         if lo <= hi:
@@ -470,16 +498,31 @@ class BenchTwin:
 
         return source
 
-    def lockin_source(self, instrument: str) -> Callable[[Array], Array]:
-        """Source for a lock-in emulator: times → volts at its signal input."""
+    def lockin_source(self, instrument: str) -> SensedSignal:
+        """Source for a lock-in emulator: times → volts at its signal input (with the earliest
+        time the kept history still holds)."""
+        return SensedSignal(self, self._sense_index.get((instrument, 1)))
 
-        def source(t_s: Array) -> Array:
-            path = self._sense_index.get((instrument, 1))
-            if path is None:
-                return np.zeros(np.shape(t_s))
-            return self.sensed_voltage(path, t_s)
+    @property
+    def history_s(self) -> float:
+        """How much of the past the twin keeps (s): older states are gone."""
+        return (self._ring.capacity - 2) * self.step_s
 
-        return source
+
+class SensedSignal:
+    """The voltage at one sense path's instrument input, over the twin's kept history
+    (`physlearn.simulators.history.HistorySource`); zero when nothing is wired."""
+
+    def __init__(self, twin: BenchTwin, path: int | None) -> None:
+        self.twin, self.path = twin, path
+
+    def __call__(self, t_s: Array) -> Array:
+        if self.path is None:
+            return np.zeros(np.shape(t_s))
+        return self.twin.sensed_voltage(self.path, t_s)
+
+    def history_s(self) -> float:
+        return self.twin.history_s
 
 
 # ---------------------------------------------------------------------------------------------

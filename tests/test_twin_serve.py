@@ -4,6 +4,7 @@ plain pyvisa resource strings reach each one; SIGTERM / SIGINT stop it cleanly."
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -210,3 +211,43 @@ def test_version_and_twin_help_keep_their_layout() -> None:
     # the example output keeps its own lines (not squashed into one paragraph)
     assert "\n    instrument fgen keysight33500b TCPIP0::127.0.0.1::40211::SOCKET\n" in helptext
     assert "\n    ready\n" in helptext
+
+
+def test_free_running_lockins_answer_after_idling_under_load(tmp_path: Path) -> None:
+    """On the wall clock, after idling longer than the twin's kept history, with both cores
+    busy, both lock-ins still answer *IDN? and SNAP? (a server thread used to die with 'older
+    than the kept history' and the lock-ins went silent); nothing is lost silently."""
+    server = Served(ROOT / "examples" / "bench.toml", "--connection-file", str(tmp_path / "c.json"))
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        server.until("ready", 30.0)
+        conn = json.loads((tmp_path / "c.json").read_text())
+        time.sleep(6.0)  # > [twin] history_s = 4 s of examples/bench.toml
+        rm = pyvisa.ResourceManager("@py")
+        try:
+            for name, term in (("lockin1", "\r"), ("lockin2", "\n"), ("lockin1", "\r")):
+                kw = {"baud_rate": 9600} if name == "lockin1" else {}
+                inst = rm.open_resource(
+                    conn["resources"][name], read_termination=term, write_termination=term, **kw
+                )
+                try:
+                    inst.timeout = 10000
+                    if name == "lockin1":
+                        inst.write("OUTX 0")
+                    assert inst.query("*IDN?").startswith("Stanford_Research_Systems")
+                    x, y = (float(v) for v in inst.query("SNAP? 1,2").split(","))
+                    assert math.isfinite(x) and math.isfinite(y)
+                finally:
+                    inst.close()
+                time.sleep(1.0)
+        finally:
+            rm.close()
+    finally:
+        for h in hogs:
+            h.kill()
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(15) == 0
+        server.stop()
+    assert server.proc.stderr is not None
+    err = server.proc.stderr.read()
+    assert "Traceback" not in err and "older than the kept history" not in err, err[-2000:]

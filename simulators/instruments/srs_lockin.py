@@ -76,6 +76,7 @@ from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
 from physlearn.simulators.clock import TimeSource
+from physlearn.simulators.history import HistorySource
 from physlearn.simulators.instruments.scpi import MessageSplitter, ScpiInstrument, match_keyword
 from physlearn.simulators.instruments.srs_filter import OutputFilter
 
@@ -83,6 +84,13 @@ logger = logging.getLogger(__name__)
 
 Array = NDArray[np.float64]
 Source = Callable[[Array], Array]
+
+
+#: of a bounded source's history, the part the filter may use (the rest: slack for the history
+#: moving on while a reading is computed)
+HISTORY_USE = 0.8
+
+
 Reference = Callable[[], tuple[float, float]]
 
 #: SR830 sensitivities (index 0..26 of `SENS`), volts rms full scale.
@@ -258,6 +266,7 @@ class SrsLockinEmulator(ScpiInstrument):
         if input_noise_v_per_rthz > 0.0 and rng is None:
             raise ConfigError(f"{self.model}: input noise needs a seeded numpy Generator (rng)")
         self._source: Source | None = source
+        self._warned_history = False
         self._reference: Reference | None = reference
         self._rng = rng
         self.input_noise_v_per_rthz = float(input_noise_v_per_rthz)
@@ -439,7 +448,7 @@ class SrsLockinEmulator(ScpiInstrument):
             self.lia_status |= LIA_UNLOCK
             self.output_filter.decay((t1 - t0) / tau)
         else:
-            start = max(t0, t1 - WINDOW_TAUS * tau)
+            start = self._window_start(t0, t1, tau)
             if start > t0:
                 self.output_filter.forget()  # older input is forgotten (< 1e-13)
             period = 1.0 / ref[0]
@@ -458,7 +467,18 @@ class SrsLockinEmulator(ScpiInstrument):
             sample = (
                 self.output_filter.period_averages if averaging else self.output_filter.fine_samples
             )
-            x, dt_step, peak = sample(demodulate, start, t1, tau, period, fresh)
+            try:
+                x, dt_step, peak = sample(demodulate, start, t1, tau, period, fresh)
+            except ValueError as exc:
+                earliest = getattr(exc, "earliest_s", None)  # the twin's HistoryError
+                if earliest is None or not earliest < t1:
+                    raise
+                # the history moved on while the reading was computed (a busy machine)
+                logger.warning(
+                    "%s: the signal history moved on: filtering from %.6g s", self.model, earliest
+                )
+                self.output_filter.forget()
+                x, dt_step, peak = sample(demodulate, float(earliest), t1, tau, period, True)
             if peak > self.input_range():
                 self.lia_status |= LIA_INPUT_OVERLOAD
             self.output_filter.run(x, dt_step / tau)
@@ -467,6 +487,30 @@ class SrsLockinEmulator(ScpiInstrument):
         fs = self.full_scale
         if abs(out.real) > fs or abs(out.imag) > fs:
             self.lia_status |= LIA_OUTPUT_OVERLOAD
+
+    def _window_start(self, t0: float, t1: float, tau: float) -> float:
+        """Where the filter's input starts: the last update, or ``WINDOW_TAUS`` τ before t1
+        (older input is forgotten), but never before the source's kept history (a long idle
+        gap on a wall clock): then the reading is approximate — warned once per emulator."""
+        start = max(t0, t1 - WINDOW_TAUS * tau)
+        if isinstance(self._source, HistorySource):
+            earliest = t1 - HISTORY_USE * self._source.history_s()
+            if start < earliest:
+                kept = t1 - earliest
+                if kept / tau < 20.0 and not self._warned_history:  # e^-20: below any noise
+                    self._warned_history = True
+                    logger.warning(
+                        "%s: the twin keeps %.3g s of signal history, less than the filter's "
+                        "memory after an idle gap (%g τ = %.3g s): the first reading after such "
+                        "a gap is off by up to e^(−%.3g); raise [twin] history_s",
+                        self.model,
+                        kept,
+                        WINDOW_TAUS,
+                        WINDOW_TAUS * tau,
+                        kept / tau,
+                    )
+                start = earliest
+        return start
 
     def _advance_noise(self, r: float) -> None:
         """The filter's noise part over Δ = r·τ (nothing without input noise)."""

@@ -36,6 +36,7 @@ class Emulator(Protocol):
 
     faults: FaultPlan
     response_terminator: bytes
+    model: str
 
     def message_splitter(self) -> MessageSplitter:
         """A fresh input framer for one connection."""
@@ -50,7 +51,13 @@ def serve_message(emulator: Emulator, message: bytes) -> ReplyAction:
     """Process one message through the emulator's fault plan; the single path of every server."""
     if not emulator.faults.before_message():
         return ReplyAction(b"", 0.0, drop_connection=True)
-    reply = emulator.process(message)
+    try:
+        reply = emulator.process(message)
+    except Exception:
+        # an emulator bug must not take the server (and every later message) down with it:
+        # said loudly, no reply (the client times out on a query), the server goes on
+        logger.exception("%s: the emulator failed on %r; no reply", emulator.model, message[:80])
+        return ReplyAction(b"", 0.0)
     return emulator.faults.after_message(reply, emulator.response_terminator)
 
 

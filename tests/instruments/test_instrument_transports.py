@@ -352,3 +352,36 @@ def test_tcp_links_disable_nagle(serve: Any) -> None:
             await link.close()
 
     assert asyncio.run(go()) != 0
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_an_emulator_bug_is_logged_and_the_server_goes_on(
+    serve: Any, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception inside an emulator (a bug, not an instrument error) costs one reply: it is
+    logged with its traceback, and the server thread keeps answering the next messages."""
+    emulator = Qdac2Emulator(VirtualClock())
+    original = emulator.process
+    calls = {"n": 0}
+
+    def flaky(message: bytes) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("emulator bug")
+        return original(message)
+
+    emulator.process = flaky  # type: ignore[method-assign]
+    served = serve(emulator, kind)
+
+    async def go() -> str:
+        link = transport(served, timeout_s=0.3)
+        await link.open()
+        try:
+            with pytest.raises(InstrumentTimeoutError):
+                await link.query("*IDN?")
+            return await link.query("*IDN?")
+        finally:
+            await link.close()
+
+    assert asyncio.run(go()).startswith("QDevil")
+    assert any("the emulator failed" in r.message and r.exc_info for r in caplog.records)
