@@ -278,6 +278,11 @@ def fmt_table(points: list[Point], xname: str, cols: tuple[str, ...]) -> str:
     return "\n".join(rows)
 
 
+def _legend_below(ax: Any) -> None:
+    """The panel's legend under its axes, never over its curves."""
+    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+
+
 def plot(
     damp: list[Point],
     det: list[Point],
@@ -290,7 +295,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 13), layout="constrained")
     styles = {"off resonance": "-", "near resonance": "--", "linear": ":"}
     colors = {
         "ep_symmetric": "C0",
@@ -329,7 +334,7 @@ def plot(
         title=f"A. damping (tanh, peak |x − x̄| = {AMPLITUDE[0]:g})",
     )
     ax.set_ylim(-1.05, 1.05)
-    ax.legend(fontsize=6, ncol=2)
+    _legend_below(ax)
     ax = axes[0, 1]
     curves(ax, det, keys, "cos")
     ax.set(
@@ -338,7 +343,7 @@ def plot(
         title="B. detuning at Q ≈ 20 (Γ·T = 0.3)",
     )
     ax.set_ylim(-1.05, 1.05)
-    ax.legend(fontsize=6, ncol=2)
+    _legend_below(ax)
     ax = axes[1, 0]
     curves(ax, beta, (*EP, "EP limit (formula)"), "err")
     ax.set(
@@ -348,7 +353,7 @@ def plot(
         ylabel="relative error",
         title="C. nudge strength β",
     )
-    ax.legend(fontsize=6)
+    _legend_below(ax)
     ax = axes[1, 1]
     ps = np.array([10, 100, 1000])
     for name, _, counts in exp_rows:
@@ -360,8 +365,7 @@ def plot(
         ylabel="steady states per gradient and sample",
         title="D. experiments per gradient",
     )
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    _legend_below(ax)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -252,3 +252,35 @@ def test_log_lines_go_above_the_progress_bar(tmp_path: Path) -> None:
     starts = [i for i in range(len(err)) if err.startswith("WARNING", i)]
     assert starts, "the XOR run warns about unsolved evaluation samples around epoch 28"
     assert all(i == 0 or err[i - 1] in "\r\n" for i in starts), [err[i - 60 : i] for i in starts]
+
+
+def test_calibration_plots_have_titles_and_measured_phases_sit_on_their_fits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The resonance plot had no title and drew measured phases a 2π turn away from their
+    fitted lines (data near −12 rad, fit near −6): every calibration plot is titled, its legend
+    sits beside the axes, and measured phases are drawn on the fit's branch."""
+    from matplotlib.figure import Figure
+
+    from physlearn.calibration import plots
+    from physlearn.calibration.model import Measurement, Topology
+
+    saved: list[tuple[Figure, str]] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, title: saved.append((fig, title)))
+    f = np.linspace(10.0, 60.0, 40)
+    w = 2 * np.pi * f
+    model = np.exp(-1j * (0.2 * f))  # a phase that winds past −2π over the sweep
+    noise = np.exp(1j * 0.05 * np.sin(f))
+    h = model * noise * np.exp(2j * np.pi * (f > 40))  # measured: the same, one turn apart
+    m = Measurement(w, np.zeros(40, np.intp), np.zeros(40, np.intp), h, np.ones(40))
+    plots.plot_transfer(tmp_path / "r.png", m, model, Topology(1, (0,), (0,)))
+    fig, title = saved[-1]
+    assert title.startswith("Resonances")
+    ax_mag, ax_phase = fig.axes[:2]
+    dots, fit = (line.get_ydata() for line in ax_phase.get_lines()[:2])
+    assert np.max(np.abs(np.asarray(dots) - np.asarray(fit))) < 0.1
+    assert ax_mag.get_legend() is not None and ax_mag.get_legend().get_bbox_to_anchor() is not None
+    plots.plot_dac(
+        tmp_path / "d.png", {"q_setpoint_v": np.arange(3.0), "q_delivered_v": np.arange(3.0)}
+    )
+    assert saved[-1][1].startswith("DAC")
