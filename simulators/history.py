@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
 
-__all__ = ["HistoryError", "HistorySource"]
+__all__ = ["HistoryError", "HistorySource", "history_start"]
 
 
 class HistoryError(ValueError):
@@ -31,3 +31,17 @@ class HistorySource(Protocol):
     def __call__(self, t_s: Array) -> Array: ...
 
     def history_s(self) -> float: ...
+
+
+def history_start(
+    start: float, t1: float, source: object, usable: float
+) -> tuple[float, float | None]:
+    """``start`` moved, if needed, into the last ``usable`` fraction of a bounded source's
+    history before ``t1``: (start, None) when it already was (or the source keeps everything),
+    else (the new start, the length of signal left before t1)."""
+    if not isinstance(source, HistorySource):
+        return start, None
+    earliest = t1 - usable * source.history_s()
+    if start >= earliest:
+        return start, None
+    return earliest, t1 - earliest

@@ -76,7 +76,7 @@ from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
 from physlearn.simulators.clock import TimeSource
-from physlearn.simulators.history import HistorySource
+from physlearn.simulators.history import HistoryError, history_start
 from physlearn.simulators.instruments.scpi import MessageSplitter, ScpiInstrument, match_keyword
 from physlearn.simulators.instruments.srs_filter import OutputFilter
 
@@ -213,6 +213,46 @@ def srs(mnemonic: str, *, query: bool) -> Callable[[H], H]:
 
 
 _UNIT = re.compile(r"\s*(\*?[A-Za-z]+)\s*(\?)?(.*)", re.DOTALL)
+
+
+def _window_start(lockin: Any, t0: float, t1: float, tau: float) -> float:
+    """Where a lock-in's filter input starts: its last update, or ``WINDOW_TAUS`` τ before t1
+    (older input is forgotten), within the source's kept history (`history_start`; warned
+    once per emulator when that cuts into the filter's memory)."""
+    start, kept = history_start(max(t0, t1 - WINDOW_TAUS * tau), t1, lockin._source, HISTORY_USE)
+    if kept is not None and kept / tau < 20.0 and not lockin._warned_history:  # e^-20: noise
+        lockin._warned_history = True
+        logger.warning(
+            "%s: the twin keeps %.3g s of signal history, less than the filter's memory "
+            "after an idle gap (%g τ): the first reading after such a gap is off by up to "
+            "e^(−%.3g); raise [twin] history_s",
+            lockin.model,
+            kept,
+            WINDOW_TAUS,
+            kept / tau,
+        )
+    return start
+
+
+def _sample_in_history(
+    sample: Callable[[float, bool], tuple[Array, float, float]],
+    start: float,
+    fresh: bool,
+    t1: float,
+    lockin: Any,
+) -> tuple[Array, float, float]:
+    """``sample(start, fresh)``; when the twin's history moved on while the reading was being
+    computed (a busy machine), the filter restarts at the earliest time still kept."""
+    try:
+        return sample(start, fresh)
+    except HistoryError as exc:
+        if not exc.earliest_s < t1:
+            raise
+        logger.warning(
+            "%s: the signal history moved on: filtering from %.6g s", lockin.model, exc.earliest_s
+        )
+        lockin.output_filter.forget()
+        return sample(exc.earliest_s, True)
 
 
 class SrsLockinEmulator(ScpiInstrument):
@@ -448,7 +488,7 @@ class SrsLockinEmulator(ScpiInstrument):
             self.lia_status |= LIA_UNLOCK
             self.output_filter.decay((t1 - t0) / tau)
         else:
-            start = self._window_start(t0, t1, tau)
+            start = _window_start(self, t0, t1, tau)
             if start > t0:
                 self.output_filter.forget()  # older input is forgotten (< 1e-13)
             period = 1.0 / ref[0]
@@ -467,18 +507,13 @@ class SrsLockinEmulator(ScpiInstrument):
             sample = (
                 self.output_filter.period_averages if averaging else self.output_filter.fine_samples
             )
-            try:
-                x, dt_step, peak = sample(demodulate, start, t1, tau, period, fresh)
-            except ValueError as exc:
-                earliest = getattr(exc, "earliest_s", None)  # the twin's HistoryError
-                if earliest is None or not earliest < t1:
-                    raise
-                # the history moved on while the reading was computed (a busy machine)
-                logger.warning(
-                    "%s: the signal history moved on: filtering from %.6g s", self.model, earliest
-                )
-                self.output_filter.forget()
-                x, dt_step, peak = sample(demodulate, float(earliest), t1, tau, period, True)
+            x, dt_step, peak = _sample_in_history(
+                lambda t_from, new: sample(demodulate, t_from, t1, tau, period, new),
+                start,
+                fresh,
+                t1,
+                self,
+            )
             if peak > self.input_range():
                 self.lia_status |= LIA_INPUT_OVERLOAD
             self.output_filter.run(x, dt_step / tau)
@@ -487,30 +522,6 @@ class SrsLockinEmulator(ScpiInstrument):
         fs = self.full_scale
         if abs(out.real) > fs or abs(out.imag) > fs:
             self.lia_status |= LIA_OUTPUT_OVERLOAD
-
-    def _window_start(self, t0: float, t1: float, tau: float) -> float:
-        """Where the filter's input starts: the last update, or ``WINDOW_TAUS`` τ before t1
-        (older input is forgotten), but never before the source's kept history (a long idle
-        gap on a wall clock): then the reading is approximate — warned once per emulator."""
-        start = max(t0, t1 - WINDOW_TAUS * tau)
-        if isinstance(self._source, HistorySource):
-            earliest = t1 - HISTORY_USE * self._source.history_s()
-            if start < earliest:
-                kept = t1 - earliest
-                if kept / tau < 20.0 and not self._warned_history:  # e^-20: below any noise
-                    self._warned_history = True
-                    logger.warning(
-                        "%s: the twin keeps %.3g s of signal history, less than the filter's "
-                        "memory after an idle gap (%g τ = %.3g s): the first reading after such "
-                        "a gap is off by up to e^(−%.3g); raise [twin] history_s",
-                        self.model,
-                        kept,
-                        WINDOW_TAUS,
-                        WINDOW_TAUS * tau,
-                        kept / tau,
-                    )
-                start = earliest
-        return start
 
     def _advance_noise(self, r: float) -> None:
         """The filter's noise part over Δ = r·τ (nothing without input noise)."""
