@@ -96,11 +96,14 @@ def _config(tmp: Path, twin_control: str, resources: dict[str, str]) -> Path:
     return path
 
 
-def _train(config: Path, run_dir: Path, epochs: int = MAX_EPOCHS) -> dict[str, object]:
+def _train(
+    config: Path, run_dir: Path, epochs: int = MAX_EPOCHS, *extra: str
+) -> dict[str, object]:
     r = subprocess.run(
         [
             *(sys.executable, "-m", "physlearn.cli", "train", "--config", str(config), "--arm"),
             *("--quiet", "--epochs", str(epochs), "--run-dir", str(run_dir), "--name", "run"),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -127,8 +130,11 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
         resources = {m[1]: m[3] for m in map(_LINE.match, lines) if m}
         assert any(v.startswith("TCPIP0::") for v in resources.values())
         assert any(v.startswith("ASRL/dev/pts/") for v in resources.values())
-        control = next(ln.split()[1] for ln in lines if ln.startswith("twin-control "))
-        over_tcp = _train(_config(tcp_dir, control, resources), tcp_dir / "runs")
+        # the served bench's connection file gives train its resources and twin control
+        conn = tcp_dir / "twin.json"
+        assert json.loads(conn.read_text())["resources"] == resources
+        config = _config(tcp_dir, "memory", {})
+        over_tcp = _train(config, tcp_dir / "runs", MAX_EPOCHS, "--connection", str(conn))
     finally:
         served.stop()
         memory = memory_run.result()

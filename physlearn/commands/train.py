@@ -71,6 +71,13 @@ def add_parser(sub: Any, name: str) -> None:
     p.add_argument("--seed", type=int, default=None, help="override [training].seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
+        "--connection",
+        type=Path,
+        default=None,
+        help="bench: the connection file of `physlearn twin serve --virtual` (its resources and "
+        "twin control replace [system.bench] twin_control and resources)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="bench: check every planned setting and the calibration, switch nothing on",
@@ -164,6 +171,22 @@ class RunTarget:
         return store
 
 
+def _connection_overrides(path: Path) -> dict[str, Any]:
+    """[system.bench] twin_control and resources from a served twin's connection file."""
+    from physlearn.spec.connection import TwinConnection
+
+    conn = TwinConnection.read(path, wait_s=30.0)
+    if not conn.virtual or conn.twin_control is None:
+        raise ConfigError(
+            f"--connection {path}: the twin {conn.bench!r} runs free on the wall clock; training "
+            "drives its clock: serve it with `physlearn twin serve --virtual`"
+        )
+    return {
+        "system.bench.twin_control": conn.twin_control,
+        "system.bench.resources": dict(conn.resources),
+    }
+
+
 def run_target(args: argparse.Namespace) -> RunTarget | str:
     """The run the arguments ask for, or a usage error."""
     overrides: dict[str, Any] = {}
@@ -171,6 +194,7 @@ def run_target(args: argparse.Namespace) -> RunTarget | str:
         overrides["training.epochs"] = args.epochs
     if args.seed is not None:
         overrides["training.seed"] = args.seed
+
     resume: Path | None = args.resume
     config_path: Path | None = args.config
     if resume is not None:
@@ -183,6 +207,11 @@ def run_target(args: argparse.Namespace) -> RunTarget | str:
     elif config_path is None:
         return "--config is required (or --resume RUN_DIR)"
     cfg = load_train_config(config_path, overrides)
+    if args.connection is not None:
+        if cfg.system.kind != "bench":
+            return '--connection applies to [system] kind = "bench" configs'
+        overrides.update(_connection_overrides(args.connection))
+        cfg = load_train_config(config_path, overrides)
     # relative paths of [system.bench] resolve against the directory of the config the run was
     # started with (recorded in the run directory), not against RUN_DIR/config.toml's
     paths_from = config_path

@@ -426,15 +426,19 @@ class RunStore:
         stored = store.load_config()
         expected = tomllib.loads(toml_bytes.decode())
         diff = _diff_keys(stored, expected)
-        refused = [k for k in diff if k not in EXTENDABLE]
+        refused = [k for k in diff if _extendable(k) is None]
         if refused:
             raise ConfigError(
                 f"cannot resume run {name!r}: its config differs in {', '.join(refused)}"
-                + (" (only training.epochs may change on --resume)" if diff != refused else "")
+                + (
+                    " (on --resume only training.epochs and bench addresses may change)"
+                    if diff != refused
+                    else ""
+                )
             )
         for key in diff:
             old_v, new_v = _lookup(stored, key), _lookup(expected, key)
-            if not EXTENDABLE[key](old_v, new_v):
+            if not EXTENDABLE[_extendable(key) or key](old_v, new_v):
                 raise ConfigError(
                     f"cannot resume run {name!r}: {key} can only grow ({old_v} → {new_v})"
                 )
@@ -582,15 +586,39 @@ class RunStore:
             yield from directory.glob(".*.tmp")
 
 
-#: Config keys a resumed run may change, with the check the change must pass (old, new).
+def _same_kind_of_clock(old: Any, new: Any) -> bool:
+    """twin_control may move to another served twin's address, never change the level."""
+
+    def kind(v: Any) -> str:
+        return "bench" if v is None else "memory" if v == "memory" else "served"
+
+    return kind(old) == kind(new)
+
+
+#: Config keys (and key prefixes) a resumed run may change, with the check the change must pass
+#: (old, new; None where absent): more epochs; the addresses of the instruments and of a served
+#: twin's control, which change between sessions while the bench stays the same.
 EXTENDABLE: dict[str, Callable[[Any, Any], bool]] = {
     "training.epochs": lambda old, new: int(new) >= int(old),
+    "system.bench.resources": lambda old, new: True,
+    "system.bench.twin_control": _same_kind_of_clock,
 }
 
 
+def _extendable(key: str) -> str | None:
+    """The `EXTENDABLE` entry covering ``key`` (itself or a prefix), if any."""
+    for k in EXTENDABLE:
+        if key == k or key.startswith(k + "."):
+            return k
+    return None
+
+
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key (None where absent)."""
     node: Any = data
     for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
         node = node[part]
     return node
 
