@@ -12,6 +12,10 @@ run's own config.toml, or ``--config`` if given, which must resolve to the same 
 same parameters, optimizer state, shuffle order and step-length state as if it had not stopped.
 A bench run also records the config it was started with (``source.json``), against whose
 directory the relative paths of ``[system.bench]`` resolve on ``--resume RUN_DIR --arm``.
+
+Every event is also written to the run's ``telemetry.jsonl`` (what ``physlearn watch RUN_DIR``
+shows); with ``[telemetry]`` the run publishes on an MQTT broker and takes pause, resume and
+abort from ``physlearn control`` (docs/telemetry.md).
 """
 
 from __future__ import annotations
@@ -236,6 +240,7 @@ async def train_target(
     from physlearn.commands import bench_session
     from physlearn.systems.bench.system import BenchSystem
     from physlearn.systems.factory import make_system
+    from physlearn.telemetry.session import attach_session, open_telemetry
     from physlearn.training.session import run_session
 
     config_dir = t.paths_from.parent
@@ -244,11 +249,23 @@ async def train_target(
         if isinstance(system, BenchSystem) and not await bench_session.ready(setup, system, args):
             return None
         store = t.create_store(setup)
-        listeners: list[Listener] = [bar]
+        control = control if control is not None else RunControl()
+        telemetry = open_telemetry(t.cfg, store.run_dir, setup.spec, control, config_dir)
+        listeners: list[Listener] = [bar, telemetry]
         if reports is not None:
             reports.append(ReportWriter(store.run_dir))
             listeners.append(reports[-1])
-        return await run_session(setup, system, store, listeners, control)
+        hooks = [attach_session(telemetry, t.cfg)]
+        try:
+            result = await run_session(setup, system, store, listeners, control, hooks)
+        except (RunStopped, PersistentFault, KeyboardInterrupt, asyncio.CancelledError):
+            telemetry.close()  # the run's state was said by its last event (stopped)
+            raise
+        except BaseException as exc:
+            telemetry.close("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        telemetry.close()
+        return result
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 __all__ = [
     "Interlock",
+    "InterlockTrip",
     "PersistentFault",
     "RetryPolicy",
     "RetryingSystem",
@@ -54,6 +55,11 @@ class PersistentFault(InstrumentError):
         super().__init__(message)
         self.instrument = instrument
         self.fault = fault
+
+
+class InterlockTrip(SafetyError):
+    """The interlock tripped: the measured response exceeded its limit (the bench must go to
+    its safe state; a run with ``[suspenders] interlock`` pauses there for an operator)."""
 
 
 def check_finite(name: str, values: Array) -> Array:
@@ -90,7 +96,7 @@ class Interlock:
                     np.max(np.abs(np.nan_to_num(x, nan=np.inf)), axis=tuple(range(x.ndim - 1)))
                 )
             )
-            raise SafetyError(
+            raise InterlockTrip(
                 f"interlock: measured response |x| = {peak:.4g} on node {node} exceeds the limit "
                 f"{self.max_response:.4g}{(' (' + where + ')') if where else ''}; the bench is "
                 "put in its safe state"
@@ -121,19 +127,22 @@ def fault_origin(exc: BaseException) -> str:
 
 @dataclass
 class FaultLog:
-    """Faults seen (kind, instrument, message, attempt) — written to the per-step records."""
+    """Faults seen (kind, instrument, message, attempt) — written to the per-step records;
+    ``listeners`` are told of each as it happens (telemetry's ``retry`` events)."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
+    listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
     def add(self, exc: BaseException, attempt: int) -> None:
-        self.entries.append(
-            {
-                "kind": type(exc).__name__,
-                "instrument": fault_origin(exc),
-                "message": str(exc)[:300],
-                "attempt": attempt,
-            }
-        )
+        entry = {
+            "kind": type(exc).__name__,
+            "instrument": fault_origin(exc),
+            "message": str(exc)[:300],
+            "attempt": attempt,
+        }
+        self.entries.append(entry)
+        for listener in self.listeners:
+            listener(dict(entry))
 
     def drain(self) -> list[dict[str, Any]]:
         out, self.entries = self.entries, []

@@ -60,6 +60,8 @@ class BenchStepRecords:
         self.bench, self.retrying, self.knowledge = bench, retrying, knowledge
         self.path = next_records_path(run_dir)
         self.recorder: StepRecorder | None = None
+        #: the last step's measurements (telemetry's ``waveforms``)
+        self.last_journal: list[MeasurementRecord] = []
 
     async def __call__(self, event: RunEvent) -> None:
         if isinstance(event, StepDone):
@@ -74,6 +76,7 @@ class BenchStepRecords:
             replace(entry, conjugates=self.knowledge.conjugates(entry.x, grid, dt))
             for entry in self.bench.drain_journal()
         ]
+        self.last_journal = journal
         settings = await self.bench.settings_snapshot()
         if self.recorder is None:
             self.recorder = self._open(journal)

@@ -11,6 +11,10 @@ Tables (every error names the field path and the bad value, through `physlearn.s
     [training]           epochs, batch_size, seed, log_cosine_to_adjoint, target_accuracy, ...
     [system]             kind = "ideal" (default), points_per_period, floquet, tol
     [output]             root, name
+    [telemetry]          MQTT broker, credentials (never the password itself), topics, buffers
+                         (physlearn.telemetry.config; docs/telemetry.md)
+    [suspenders]         conditions that pause the run by themselves: interlock, persistent
+                         fault, calibration drift (physlearn.training.suspenders)
 
 **β (estimator.beta)** is dimensionless: the ratio of the nudge force's peak to the drive force's
 peak, per sample. Sign convention (DESIGN.md §2): with L = L0 + βC the nudge force is
@@ -36,6 +40,8 @@ from pydantic import (
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import read_toml, validate
 from physlearn.systems.bench.options import BenchOptions, LockinOptions
+from physlearn.telemetry.config import TelemetryConfig
+from physlearn.training.suspenders import SuspendersConfig
 
 __all__ = [
     "DataConfig",
@@ -352,6 +358,8 @@ class TrainConfig(_Model):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     system: SystemConfig = Field(default_factory=SystemConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    telemetry: TelemetryConfig | None = None
+    suspenders: SuspendersConfig | None = None
 
     def resolved(self) -> dict[str, Any]:
         """Plain data for the run directory's config.toml (None fields left out)."""

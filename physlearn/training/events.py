@@ -37,6 +37,7 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "StepDone",
+    "Suspended",
 ]
 
 
@@ -143,6 +144,22 @@ class RunPaused(RunEvent):
     epoch: int
     step: int
     source: str = ""
+
+
+@dataclass(frozen=True)
+class Suspended(RunEvent):
+    """A suspender (`physlearn.training.suspenders`) acted: ``name`` (``interlock``,
+    ``persistent_fault``, ``drift``), ``action`` ``"pause"`` (it asked the run to pause) or
+    ``"resume"`` (its condition cleared and it asked the run to resume), why (``message``) and
+    any measured ``value`` (the drift's relative change)."""
+
+    kind: ClassVar[str] = "suspended"
+    name: str
+    action: str
+    message: str
+    epoch: int
+    step: int
+    value: float | None = None
 
 
 @dataclass(frozen=True)

@@ -48,17 +48,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.errors import ConfigError, GradientError, PhyslearnError, SolverError
+from physlearn.errors import ConfigError, GradientError, PhyslearnError, SafetyError, SolverError
 from physlearn.estimators import Estimator, GradientEstimate, make_estimator
 from physlearn.spec.system import Pausable, PhysicalSystem, StabilityCheck
 from physlearn.systems.factory import make_twin
@@ -102,8 +104,12 @@ from physlearn.training.summary import (
     selected,
 )
 
+if TYPE_CHECKING:
+    from physlearn.training.suspenders import Suspenders
+
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
+T = TypeVar("T")
 
 __all__ = ["MIN_STEP_SCALE", "TrainResult", "Trainer", "TrainingError"]
 
@@ -162,6 +168,7 @@ class Trainer:
         events: the stream its events go to (default: a new one; subscribe to ``events``).
         control: the mailbox of stop/pause/resume/abort requests it looks at before every
             mini-batch and evaluation (`physlearn.training.control`; default: a new one).
+        suspenders: conditions that pause the run by themselves (`physlearn.training.suspenders`).
     """
 
     def __init__(
@@ -173,8 +180,9 @@ class Trainer:
         reference_system: PhysicalSystem | None = None,
         events: EventStream | None = None,
         control: RunControl | None = None,
+        suspenders: Suspenders | None = None,
     ):
-        self.setup = setup
+        self.setup, self.suspenders = setup, suspenders
         cfg, spec = setup.config, setup.spec
         tc = cfg.training
         self.system = system if system is not None else make_twin(cfg, spec)
@@ -320,7 +328,7 @@ class Trainer:
         if ck is None:
             self.state = TrainerState.fresh(s.spec.initial_parameters(), tc.seed)
             self.state.initial = await self._evaluate(self.state.params)
-            self._log_initial(self.state.initial)
+            _log_initial(self.state.initial)
         else:
             assert store is not None
             self.state = self._restore(ck, n_batches)
@@ -359,16 +367,6 @@ class Trainer:
             set_rng_state(self.setup.estimator, st.estimator_rng)
         return st
 
-    @staticmethod
-    def _log_initial(ev: dict[str, Any]) -> None:
-        log.info(
-            "initial: train loss %.4g acc %.3f, test loss %.4g acc %.3f",
-            ev["train_loss"],
-            ev["train_accuracy"],
-            ev["test_loss"],
-            ev["test_accuracy"],
-        )
-
     async def _epoch(self, epoch: int) -> bool:
         """One epoch: its mini-batches (from ``next_batch`` on a resumed epoch), then the
         evaluation; True if the run stops after it."""
@@ -386,12 +384,29 @@ class Trainer:
         for bi, idx in enumerate(iterate_minibatches(n_fit, tc.batch_size, run.rng, tc.shuffle)):
             if bi < skip:
                 continue
-            await self.control_point(epoch, bi)
-            if await self._step(epoch, bi, idx):
+            if await self._guarded(epoch, bi, functools.partial(self._step, epoch, bi, idx)):
                 break
         t_train = time.perf_counter() - t_ep
-        await self.control_point(epoch, run.n_batches)
-        return await self._end_epoch(epoch, t_ep, t_train)
+        ev = await self._guarded(epoch, run.n_batches, lambda: self._evaluate(st.params))
+        return await self._end_epoch(epoch, t_ep, t_train, ev)
+
+    async def _guarded(self, epoch: int, next_batch: int, op: Callable[[], Awaitable[T]]) -> T:
+        """The control point, then ``op`` (a step or the evaluation); a suspender
+        (`physlearn.training.suspenders`) may turn an interlock trip or a persistent fault
+        into a pause: ``op`` is then abandoned and done again after the resume."""
+        while True:
+            await self.control_point(epoch, next_batch)
+            sus = self.suspenders
+            if sus is not None and await sus.before(epoch, self._st.step):
+                continue
+            rng = get_rng_state(self.setup.estimator)
+            try:
+                return await op()
+            except (SafetyError, PersistentFault) as exc:
+                if sus is None or not await sus.tripped(exc, epoch, self._st.step):
+                    raise
+                if rng is not None:  # the abandoned step's draws are drawn again
+                    set_rng_state(self.setup.estimator, rng)
 
     # ------------------------------------------------------------------ requests
     async def control_point(self, epoch: int, next_batch: int) -> None:
@@ -575,11 +590,11 @@ class Trainer:
         self._count("clipped_parameters", nclip)
 
     # ------------------------------------------------------------------ epoch end
-    async def _end_epoch(self, epoch: int, t_ep: float, t_train: float) -> bool:
-        """Evaluate, judge, select, write and report the epoch; commit; True to stop."""
+    async def _end_epoch(self, epoch: int, t_ep: float, t_train: float, ev: dict[str, Any]) -> bool:
+        """Judge, select, write and report the epoch's evaluation ``ev``; commit; True to
+        stop."""
         st, run, s = self._st, self._session, self.setup
         tc = s.config.training
-        ev = await self._evaluate(st.params)
         t_eval = time.perf_counter() - t_ep - t_train
         reverted = await self._judge_evaluation(epoch, ev)
         improved = self._select(epoch, ev)
@@ -606,7 +621,7 @@ class Trainer:
         await self.events.emit(
             EpochDone(epoch, st.step, run.total_steps, dict(rec), np.array(st.params, dtype=float))
         )
-        self._log_epoch(epoch, ev, t_train, t_eval)
+        _log_epoch(epoch, ev, t_train, t_eval)
         if reverted:
             st.params = st.anchor.copy()
         stop = self._stop(epoch, ev)
@@ -674,20 +689,6 @@ class Trainer:
             log.warning("epoch %d: %s; stopping", epoch, reason)
         return True
 
-    @staticmethod
-    def _log_epoch(epoch: int, ev: dict[str, Any], t_train: float, t_eval: float) -> None:
-        log.info(
-            "epoch %d: train loss %.4g acc %.3f, test loss %.4g acc %.3f (%.1f s train, "
-            "%.1f s evaluation)",
-            epoch,
-            ev["train_loss"],
-            ev["train_accuracy"],
-            ev["test_loss"],
-            ev["test_accuracy"],
-            t_train,
-            t_eval,
-        )
-
     # ------------------------------------------------------------------ the end
     async def _finish(self) -> TrainResult:
         """The selected parameters, their stability, the summary (written), `RunFinished`."""
@@ -728,3 +729,27 @@ class Trainer:
         st = self.state
         epoch, step = (st.epoch, st.step) if st is not None else (0, 0)
         await self.events.emit(RunPaused(reason, str(exc) or type(exc).__name__, epoch, step))
+
+
+def _log_initial(ev: dict[str, Any]) -> None:
+    log.info(
+        "initial: train loss %.4g acc %.3f, test loss %.4g acc %.3f",
+        ev["train_loss"],
+        ev["train_accuracy"],
+        ev["test_loss"],
+        ev["test_accuracy"],
+    )
+
+
+def _log_epoch(epoch: int, ev: dict[str, Any], t_train: float, t_eval: float) -> None:
+    log.info(
+        "epoch %d: train loss %.4g acc %.3f, test loss %.4g acc %.3f (%.1f s train, "
+        "%.1f s evaluation)",
+        epoch,
+        ev["train_loss"],
+        ev["train_accuracy"],
+        ev["test_loss"],
+        ev["test_accuracy"],
+        t_train,
+        t_eval,
+    )

@@ -597,11 +597,15 @@ def _same_kind_of_clock(old: Any, new: Any) -> bool:
 
 #: Config keys (and key prefixes) a resumed run may change, with the check the change must pass
 #: (old, new; None where absent): more epochs; the addresses of the instruments and of a served
-#: twin's control, which change between sessions while the bench stays the same.
+#: twin's control, which change between sessions while the bench stays the same; telemetry and
+#: suspenders.
 EXTENDABLE: dict[str, Callable[[Any, Any], bool]] = {
     "training.epochs": lambda old, new: int(new) >= int(old),
     "system.bench.resources": lambda old, new: True,
     "system.bench.twin_control": _same_kind_of_clock,
+    # how the run is watched and what pauses it by itself never change what it computes
+    "telemetry": lambda old, new: True,
+    "suspenders": lambda old, new: True,
 }
 
 

@@ -6,7 +6,9 @@ directory, with listeners on the event stream.
   instrument faults (`RetryingSystem`: the whole measurement again, never skipped), evaluation
   runs on the bench too, the per-step records are written (`BenchStepRecords`, the first
   listener), the bench is armed, and every exit path — normal end, exception, persistent
-  fault, SIGINT/SIGTERM — puts it in its safe state (`run_with_safe_exit`).
+  fault, SIGINT/SIGTERM — puts it in its safe state (`run_with_safe_exit`); ``[suspenders]``
+  turn interlock trips, persistent faults and calibration drift into pauses
+  (`physlearn.training.suspenders`).
 * `train`: config → run directory on the ideal twin (or a given system), synchronously.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from physlearn.errors import ConfigError
@@ -28,10 +31,22 @@ from physlearn.training.events import EventStream, Listener
 from physlearn.training.loop import Trainer, TrainResult
 from physlearn.training.runstore import RunStore
 from physlearn.training.setup import TrainSetup, default_run_name, prepare, write_network
+from physlearn.training.suspenders import Suspenders
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_session", "train"]
+__all__ = ["SessionParts", "run_session", "train"]
+
+
+@dataclass(frozen=True)
+class SessionParts:
+    """What a session is made of, for the ``attach`` hooks of `run_session` (telemetry): the
+    trainer, and on a bench the bench, its retry wrapper and its per-step records writer."""
+
+    trainer: Trainer
+    bench: BenchSystem | None = None
+    retrying: RetryingSystem | None = None
+    records: BenchStepRecords | None = None
 
 
 async def run_session(
@@ -40,13 +55,17 @@ async def run_session(
     store: RunStore | None,
     listeners: Sequence[Listener] = (),
     control: RunControl | None = None,
+    attach: Sequence[Callable[[SessionParts], None]] = (),
 ) -> TrainResult:
     """Train ``setup`` on ``system`` into ``store`` (resumed if the store was opened so);
     ``listeners`` subscribe to the run's events in order; ``control`` takes stop, pause,
-    resume and abort requests (`physlearn.training.control`). See the module docstring."""
+    resume and abort requests (`physlearn.training.control`); each of ``attach`` is called with
+    the session's parts before it starts. See the module docstring."""
     if isinstance(system, BenchSystem):
-        return await _bench_session(setup, system, store, listeners, control)
+        return await _bench_session(setup, system, store, listeners, control, attach)
     trainer = Trainer(setup, system=system, events=EventStream(list(listeners)), control=control)
+    for hook in attach:
+        hook(SessionParts(trainer))
     return await trainer.run(store)
 
 
@@ -56,6 +75,7 @@ async def _bench_session(
     store: RunStore | None,
     listeners: Sequence[Listener],
     control: RunControl | None,
+    attach: Sequence[Callable[[SessionParts], None]] = (),
 ) -> TrainResult:
     b = setup.config.system.bench
     if b is None:
@@ -65,7 +85,21 @@ async def _bench_session(
     wrapped = RetryingSystem(bench, RetryPolicy(attempts=b.retries), on_fault=bench.reconnect)
     records = BenchStepRecords(bench, wrapped, setup.knowledge, Path(store.run_dir))
     events = EventStream([records, *listeners])
+    control = control if control is not None else RunControl()
     trainer = Trainer(setup, system=wrapped, eval_system=wrapped, events=events, control=control)
+    if setup.config.suspenders is not None:
+        reference = (setup.spec.initial_parameters(), trainer.x_fit[:1])
+        trainer.suspenders = Suspenders(
+            setup.config.suspenders,
+            control,
+            events,
+            wrapped,
+            reconnect=bench.reconnect,
+            reference=reference,
+        )
+        events.subscribe(trainer.suspenders)
+    for hook in attach:
+        hook(SessionParts(trainer, bench, wrapped, records))
 
     async def main() -> TrainResult:
         await bench.arm()
