@@ -16,6 +16,8 @@ COMMANDS = {
     "twin": "twin",
     "calibrate": "calibrate",
     "report": "report",
+    "watch": "watch",
+    "control": "control",
 }
 
 

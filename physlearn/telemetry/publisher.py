@@ -15,6 +15,7 @@ the run's `RunControl` (``source`` ``mqtt:<user>``) and acknowledged on ``events
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -48,6 +49,18 @@ __all__ = ["LOG_FILE", "StepClock", "TelemetryPublisher"]
 LOG_FILE = "telemetry.jsonl"
 #: refusals of remote commands reported per minute at most (then counted in the next report)
 REFUSALS_PER_MINUTE = 20
+
+
+def _nonce_of(payload: bytes) -> str | None:
+    """The nonce of a (refused) command, when it has a readable one (so its sender can match
+    the refusal to its command)."""
+    if len(payload) > 65536:
+        return None
+    try:
+        nonce = json.loads(payload).get("nonce")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return nonce[:64] if isinstance(nonce, str) else None
 
 
 class StepClock:
@@ -390,7 +403,7 @@ class TelemetryPublisher:
             return
         res = self.check.check(sender, payload, retained=retained)
         if isinstance(res, str):
-            self._refused(sender, res, len(payload))
+            self._refused(sender, res, payload)
             return
         source = f"mqtt:{res.sender}"
         self.control.request(res.command, source, res.reason)
@@ -405,7 +418,7 @@ class TelemetryPublisher:
             reason=res.reason,
         )
 
-    def _refused(self, sender: str, why: str, size: int) -> None:
+    def _refused(self, sender: str, why: str, payload: bytes) -> None:
         now = time.monotonic()
         self._refusals = [t for t in self._refusals if now - t < 60.0]
         if len(self._refusals) >= REFUSALS_PER_MINUTE:
@@ -419,7 +432,8 @@ class TelemetryPublisher:
             f"command from {sender!r} refused: {why}",
             sender=sender,
             reason=why,
-            size=size,
+            size=len(payload),
+            nonce=_nonce_of(payload),
             unreported_before=more,
         )
 
