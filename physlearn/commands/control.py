@@ -83,7 +83,7 @@ def add_parser(sub: Any, name: str) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", choices=COMMANDS)
+    p.add_argument("action", choices=COMMANDS, help="pause, resume or abort")
     p.add_argument("run", help="the run id (its run directory's name)")
     p.add_argument("--bench", default=None, help="the bench topic level (default: found)")
     p.add_argument("--reason", default="", help="why (shown in the run's events)")
@@ -160,7 +160,7 @@ async def _send(client: Any, args: argparse.Namespace, broker: Broker) -> int:
     await client.subscribe(f"{root}/events", qos=1)
     await client.subscribe(f"{root}/status", qos=1)
     user = broker.username or "anonymous"
-    payload = command_payload(run_id, args.command, args.reason)
+    payload = command_payload(run_id, args.action, args.reason)
     nonce = json.loads(payload)["nonce"]
     codes = _checked_publish(client)
     await client.publish(f"{root}/control/{user}", payload, qos=1)
@@ -178,7 +178,7 @@ async def _send(client: Any, args: argparse.Namespace, broker: Broker) -> int:
 async def _answer(client: Any, args: argparse.Namespace, nonce: str, user: str) -> int:
     """Wait for the run's acknowledgement (and with --wait, for its state)."""
     accepted, state = False, None
-    target = TARGET_STATE[args.command]
+    target = TARGET_STATE[args.action]
     end = time.monotonic() + args.timeout
     try:
         async with asyncio.timeout(args.timeout):
@@ -199,7 +199,7 @@ async def _answer(client: Any, args: argparse.Namespace, nonce: str, user: str) 
                     if data.get("kind") == "command":
                         accepted = True
                         print(
-                            f"{args.command} accepted by run {args.run} (from {user}); "
+                            f"{args.action} accepted by run {args.run} (from {user}); "
                             "acted on at the next step boundary"
                         )
                         if not args.wait:

@@ -401,6 +401,8 @@ class TelemetryPublisher:
         """A message on ``control/<sender>`` (the link's thread): checked, then acted on."""
         if self.check is None or self.control is None:
             return
+        if not payload:  # how a retained message is deleted from the broker: nothing to do
+            return
         res = self.check.check(sender, payload, retained=retained)
         if isinstance(res, str):
             self._refused(sender, res, payload)
