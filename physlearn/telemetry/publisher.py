@@ -169,13 +169,18 @@ class TelemetryPublisher:
         self._send("event", "events", payload)
 
     def retry(self, fault: dict[str, Any]) -> None:
-        """A transient instrument fault the retry wrapper saw (any thread)."""
-        self.event(
-            "retry",
-            f"{fault.get('kind')} on {fault.get('instrument')} (attempt "
-            f"{int(fault.get('attempt', 0)) + 1}): {fault.get('message', '')}",
-            **{k: fault.get(k) for k in ("kind", "instrument", "attempt")},
-        )
+        """A transient instrument fault the retry wrapper saw (any thread; never raises)."""
+        try:
+            self.event(
+                "retry",
+                f"{fault.get('kind')} on {fault.get('instrument')} (attempt "
+                f"{int(fault.get('attempt', 0)) + 1}): {fault.get('message', '')}",
+                fault=fault.get("kind"),
+                instrument=fault.get("instrument"),
+                attempt=fault.get("attempt"),
+            )
+        except Exception:
+            log.exception("telemetry: could not publish a retry")
 
     def suspended(self, name: str, action: str, message: str, **fields: Any) -> None:
         self.event("suspender", message, suspender=name, action=action, **fields)
