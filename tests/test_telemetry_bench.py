@@ -176,7 +176,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 def _same_params(a: Path, b: Path) -> bool:
     pa, pb = params_of(a), params_of(b)
-    return len(pa) == len(pb) == 2 and all(np.array_equal(x, y) for x, y in zip(pa, pb, strict=False))
+    return len(pa) == len(pb) == 2 and all(
+        np.array_equal(x, y) for x, y in zip(pa, pb, strict=False)
+    )
 
 
 def _safe(line: dict[str, Any]) -> bool:
