@@ -210,7 +210,8 @@ def test_bench_run_publishes_its_records_bit_identically(results: dict[str, Any]
     kinds = [e["kind"] for e in s.of("tele", "events")]
     assert kinds[0] == "run_started" and kinds[-1] == "finished" and "retry" in kinds
     retries = [e for e in s.of("tele", "events") if e["kind"] == "retry"]
-    assert {e["instrument"] for e in retries} >= {"scope1"}
+    assert any("scope1" in e["message"] for e in retries)
+    assert any("qdac" in e["message"] or "qdac" in str(e["instrument"]) for e in retries)
     status = s.of("tele", "status")[-1]
     assert status["state"] == "finished" and status["level"] == "emulated-memory"
     assert status["bench"] == s.of("tele", "metrics")[0]["bench"] != "twin"

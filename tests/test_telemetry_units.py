@@ -141,3 +141,18 @@ def test_watch_model_and_file_feed(tmp_path: Path) -> None:
     text = console.export_text()
     assert "b/r" in text and "running" in text and "3/8" in text and "1m15s" in text
     assert "5.5 s / 5 s (1.10×)" in text and "paused by mqtt:op" in text and "75%" in text
+
+
+def test_physlearn_control_refuses_unknown_commands_and_missing_brokers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from physlearn.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["control", "self_destruct", "run1", "--broker", "mqtt://127.0.0.1:1"])
+    assert exc.value.code == 2 and "invalid choice: 'self_destruct'" in capsys.readouterr().err
+    monkeypatch.delenv("PHYSLEARN_BROKER", raising=False)
+    assert main(["control", "pause", "run1"]) == 2
+    assert "no broker: give --broker" in capsys.readouterr().err
+    assert main(["control", "pause", "run1", "--broker", "tcp://x"]) == 2
+    assert "use mqtt://HOST" in capsys.readouterr().err

@@ -66,11 +66,17 @@ def _nonce_of(payload: bytes) -> str | None:
 class StepClock:
     """A bench's clock per step: the controller time a step took (waits + instrument I/O) and
     the physical minimum of its measurements (the calibrated decay's settle time to the settle
-    tolerance from a full change, plus the acquisition), for the live view."""
+    tolerance from a full change, plus the acquisition, per measured sample), for the live
+    view."""
 
-    def __init__(self, elapsed: Callable[[], float], per_measurement_s: float | None) -> None:
-        self._elapsed, self.per_measurement_s = elapsed, per_measurement_s
-        self._mark = elapsed()
+    def __init__(
+        self,
+        elapsed: Callable[[], float],
+        measured: Callable[[], int],
+        per_measurement_s: float | None,
+    ) -> None:
+        self._elapsed, self._measured, self.per_measurement_s = elapsed, measured, per_measurement_s
+        self._mark = (elapsed(), measured())
 
     @classmethod
     def of_bench(cls, bench: Any) -> StepClock:
@@ -78,16 +84,21 @@ class StepClock:
         per = None
         if sigma:
             per = math.log(1.0 / st.tol) / float(sigma) + st.acquire_periods * bench.period_s
-        return cls(lambda: bench.time.wait_time_s + bench.time.io_time_s, per)
+        return cls(
+            lambda: bench.time.wait_time_s + bench.time.io_time_s,
+            lambda: int(bench.experiments),
+            per,
+        )
 
     def mark(self) -> None:
-        self._mark = self._elapsed()
+        self._mark = (self._elapsed(), self._measured())
 
-    def step(self, measurements: int) -> tuple[float, float | None]:
-        now = self._elapsed()
-        dt, self._mark = now - self._mark, now
+    def step(self) -> tuple[float, float | None]:
+        """(controller seconds, physical minimum) since the last mark; marks."""
+        (t0, n0), now = self._mark, (self._elapsed(), self._measured())
+        self._mark = now
         per = self.per_measurement_s
-        return dt, None if per is None else per * measurements
+        return now[0] - t0, None if per is None else per * (now[1] - n0)
 
 
 class TelemetryPublisher:
@@ -135,7 +146,8 @@ class TelemetryPublisher:
         self._accuracy: float | None = None
         self._t_session = time.monotonic()
         self._steps_at_session = 0
-        self._paused_s, self._paused_at = 0.0, None
+        self._paused_s = 0.0
+        self._paused_at: float | None = None
         self._refusals: list[float] = []
         self._unreported_refusals = 0
 
@@ -325,8 +337,7 @@ class TelemetryPublisher:
     def _step(self, ev: StepDone) -> None:
         bench_s = physical_s = None
         if self.clock is not None:
-            before = int(self.status.get("experiments", ev.experiments) or 0)
-            bench_s, physical_s = self.clock.step(max(0, ev.experiments - before))
+            bench_s, physical_s = self.clock.step()
         self.status["experiments"] = ev.experiments
         payload = {
             **self._base("metrics"),

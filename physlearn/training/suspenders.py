@@ -116,7 +116,7 @@ class Suspenders:
             self._x0 = x
             log.info("suspender drift: reference response taken at step %d", step)
             return False
-        rel = float(np.linalg.norm(x - self._x0) / max(np.linalg.norm(self._x0), 1e-300))
+        rel = float(np.linalg.norm(x - self._x0)) / max(float(np.linalg.norm(self._x0)), 1e-300)
         log.info("suspender drift: reference response changed by %.3g at step %d", rel, step)
         if rel <= cfg.drift_threshold:
             return False

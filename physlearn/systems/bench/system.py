@@ -496,7 +496,15 @@ class BenchSystem(PhysicalSystem):
         await self.safe_state()
 
     async def unpause(self) -> None:
-        """Ready to measure again after `pause`: armed as at the start (settles from rest)."""
+        """Ready to measure again after `pause`: armed as at the start (settles from rest), on
+        the drive-period lattice of the first arm — the generators' phases are synchronised
+        a whole number of periods after the first time, so the sync edges, and every
+        acquisition on them, fall where the uninterrupted run's would (on the emulated bench's
+        virtual clock: bit for bit)."""
+        origin, period = self.scopes.window.phase_origin_s, self.period_s
+        lag = (origin - await self.clock.now()) % period
+        if 0.0 < lag < period:
+            await self.clock.sleep(lag)
         await self.arm()
 
     async def close(self) -> None:
