@@ -12,6 +12,8 @@ generated here), on the ideal twin's XOR (`physlearn train` subprocesses, a few 
   commands; anonymous clients; a viewer's commands; wrong credentials; an unreachable broker;
   a wrong CA — each refused with a clear message, training unaffected;
 * ``physlearn watch`` under tmux against a live run.
+
+The first three run in the fast suite (about 40 s); the rest are marked slow (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def test_a_run_publishes_what_it_records(
     assert local_log(run, "metrics") == steps
 
 
+@pytest.mark.slow
 def test_broker_outage_loses_no_event_and_counts_dropped_metrics(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -253,6 +256,7 @@ def _cmd(run: str, command: str = "pause", **kw: object) -> bytes:
     return json.dumps(base).encode()
 
 
+@pytest.mark.slow
 def test_bad_commands_are_refused_and_reported_training_unaffected(
     broker: Mosquitto, baseline: dict[int, Path], tmp_path: Path
 ) -> None:
@@ -312,6 +316,7 @@ def test_bad_commands_are_refused_and_reported_training_unaffected(
     assert err.count("refused") >= len(expected) and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_who_may_connect_and_command(
     broker: Mosquitto, baseline: dict[int, Path], tmp_path: Path
 ) -> None:
@@ -364,6 +369,7 @@ def test_who_may_connect_and_command(
         assert (tmp_path / "runs" / name / "telemetry.jsonl").stat().st_size > 0  # nothing lost
 
 
+@pytest.mark.slow
 def test_tls_with_the_test_ca_works_and_a_wrong_ca_is_refused(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
@@ -387,6 +393,7 @@ def test_tls_with_the_test_ca_works_and_a_wrong_ca_is_refused(
     assert r.returncode == 1 and "has not answered" in r.stderr  # connected; the run has ended
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_watch_shows_a_live_run_under_tmux(broker: Mosquitto, tmp_path: Path) -> None:
     cfg = xor_config(tmp_path, "xor.toml", telemetry_table(broker.url))

@@ -116,17 +116,49 @@ def test_watch_model_and_file_feed(tmp_path: Path) -> None:
     assert sparkline([0.0, 1.0, 0.5]) == "▁█▄" and sparkline([None]) == ""
     log = tmp_path / "telemetry.jsonl"
     lines = [
-        {"topic": "status", "payload": {"type": "status", "run": "r", "bench": "b",
-                                        "state": "running", "epoch": 1, "step": 3,
-                                        "total_steps": 8, "eta_s": 75.0, "accuracy": 0.75}},
-        *({"topic": "metrics", "payload": {"type": "metrics", "run": "r", "bench": "b",
-                                           "step": s, "loss": 1.0 / s, "accuracy": 0.5,
-                                           "bench_time_s": 5.5, "physical_min_s": 5.0}}
-          for s in (1, 2, 3, 3)),
-        {"topic": "events", "payload": {"type": "event", "run": "r", "bench": "b", "seq": 1,
-                                        "kind": "paused", "message": "paused by mqtt:op",
-                                        "time": "2026-01-01T10:00:00.000Z"}},
-    ]  # fmt: skip
+        {
+            "topic": "status",
+            "payload": {
+                "type": "status",
+                "run": "r",
+                "bench": "b",
+                "state": "running",
+                "epoch": 1,
+                "step": 3,
+                "total_steps": 8,
+                "eta_s": 75.0,
+                "accuracy": 0.75,
+            },
+        },
+        *(
+            {
+                "topic": "metrics",
+                "payload": {
+                    "type": "metrics",
+                    "run": "r",
+                    "bench": "b",
+                    "step": s,
+                    "loss": 1.0 / s,
+                    "accuracy": 0.5,
+                    "bench_time_s": 5.5,
+                    "physical_min_s": 5.0,
+                },
+            }
+            for s in (1, 2, 3, 3)
+        ),
+        {
+            "topic": "events",
+            "payload": {
+                "type": "event",
+                "run": "r",
+                "bench": "b",
+                "seq": 1,
+                "kind": "paused",
+                "message": "paused by mqtt:op",
+                "time": "2026-01-01T10:00:00.000Z",
+            },
+        },
+    ]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"topic": "sta')
     feed, model = FileFeed(log), WatchModel()
     for t, p in feed.poll():
@@ -156,3 +188,54 @@ def test_physlearn_control_refuses_unknown_commands_and_missing_brokers(
     assert "no broker: give --broker" in capsys.readouterr().err
     assert main(["control", "pause", "run1", "--broker", "tcp://x"]) == 2
     assert "use mqtt://HOST" in capsys.readouterr().err
+
+
+def test_publisher_log_waveforms_and_status_without_a_broker(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from physlearn.telemetry.publisher import TelemetryPublisher
+    from physlearn.training.control import RunControl
+    from physlearn.training.events import RunPaused, RunStarted, StepDone
+
+    journal = [
+        SimpleNamespace(nudged=False, x=np.random.default_rng(0).normal(size=(2, 33, 6))),
+        SimpleNamespace(nudged=True, x=np.ones((2, 33, 6))),
+    ]
+    pub = TelemetryPublisher(
+        "r",
+        "b",
+        "physlearn/b/r",
+        names=["a"],
+        units=["N/m"],
+        log_dir=tmp_path,
+        control=RunControl(),
+        waveforms=lambda: journal,
+        waveform_points=8,
+    )
+    pub(RunStarted("emulated-memory", 4, {"train_accuracy": 0.5}))
+    z = np.zeros(1)
+    pub(StepDone(0, 0, 1, 4, z, z + 1.0, 0.25, z, None, 6, 1.5))
+    pub(RunPaused("paused", "paused by mqtt:op", 0, 1, source="mqtt:op"))
+    pub.close()
+    rows = [json.loads(x) for x in (tmp_path / "telemetry.jsonl").read_text().splitlines()]
+    topics = [r["topic"] for r in rows]
+    assert topics == [
+        "events",
+        "status",
+        "metrics",
+        "status",
+        "waveforms",
+        "events",
+        "status",
+        "status",
+    ]
+    wf = rows[4]["payload"]
+    assert [p["nudged"] for p in wf["phases"]] == [False, True]
+    assert np.asarray(wf["phases"][0]["x"]).shape == (2, 8, 6)
+    assert np.array_equal(np.asarray(wf["phases"][0]["x"])[:, 0], journal[0].x[:, 0])
+    m = rows[2]["payload"]
+    assert (m["loss"], m["gradient_norm"], m["accuracy"], m["schema"]) == (0.25, 1.0, 0.5, 1)
+    assert rows[6]["payload"]["state"] == "paused" and rows[6]["payload"]["source"] == "mqtt:op"
+    assert rows[7]["payload"]["state"] == "stopped"  # the session ended while paused
