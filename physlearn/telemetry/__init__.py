@@ -7,6 +7,10 @@
   buffer, reconnection with bounded backoff, last will, the ``control`` subscription;
 * `physlearn.telemetry.publisher`: the run's event listener that turns events into payloads
   (never blocking the training loop) and remote commands into `RunControl` requests;
+* `physlearn.telemetry.session`: how ``physlearn train`` sets a run's telemetry up;
 * `physlearn.telemetry.watch_model`: what ``physlearn watch`` shows, fed from a broker or a
   run directory's ``telemetry.jsonl``.
+
+Suspenders (conditions that pause a run by themselves) live in `physlearn.training.suspenders`:
+they are part of the training loop and work without a broker.
 """
