@@ -468,7 +468,7 @@ Networks (`random_network`, 6 nodes, product couplings + biases, P = {P}, m = 1)
 *linear* (ρ = identity, k ∈ [0.8, 1.3]). Every point rescales the input gain so that the nominal
 input's free orbit oscillates with peak |x − x̄| = {AMPLITUDE[0]:g} around its static offset (tanh(0.3) is 3 % below linear, tanh(1) 24 %). Only stable free orbits
 are used (Floquet multipliers checked). "EP limit (formula)" is adjoint + the exact bias
-−(∂R/∂α)ᵀ(J⁻¹ − J⁻ᵀ)∂C/∂x, i.e. ep_symmetric's β → 0 limit predicted by DESIGN.md §2.
+−(∂R/∂α)ᵀ(J⁻¹ − J⁻ᵀ)∂C/∂x, i.e. ep_symmetric's β → 0 limit predicted by docs/physics.md.
 
 ![fidelity map](fidelity.png)
 

@@ -116,7 +116,7 @@ def _linear_at_resonance(seed: int, damping: float, kinds: tuple[str, ...]) -> N
 def test_time_reversed_nudge_is_exact_on_linear_damped_networks_at_resonance(
     damping: float, seed: int, kinds: tuple[str, ...]
 ) -> None:
-    """Where plain EP fails (cosine < 0.5), the time-reversed nudge is exact (DESIGN.md §2).
+    """Where plain EP fails (cosine < 0.5), the time-reversed nudge is exact (docs/physics.md).
 
     Draws chosen where plain EP fails at every Γ (the acceptance case); the time-reversed
     nudge is exact on every linear draw (see docs/fidelity.md for the sweep)."""
