@@ -172,7 +172,7 @@ def evaluate(
     task = Task.from_spec(spec, values=y)
     knowledge = ModelKnowledge.from_spec(spec)
     # Echo phases by Newton from the echo orbit (fast; the integration from the free state, as a
-    # bench settles, is exercised by tests/test_ep_echo.py).
+    # bench settles, is exercised by tests/estimators/test_ep_echo.py).
     system = IdealSystem(spec, floquet="free", echo_settle="newton")
     alpha = spec.initial_parameters()
     pt = Point(label, x)
@@ -460,7 +460,7 @@ Figures compare the batch-mean gradient over {BATCH} samples (inputs ~ U[0.5, 1]
 ~ U[−0.5, 0.5]): cosine and relative error ‖ĝ − g‖/‖g‖. β = {BETA:g} (dimensionless: peak nudge force
 / peak drive force; +β pushes the outputs away from their targets) unless swept. SPSA averages
 {SPSA_DRAWS} draws; finite differences use relative step 1e-3 (floor 0.1). ep_echo's echo phases are
-solved by Newton here (`echo_settle = "newton"`); tests/test_ep_echo.py checks the same accuracy
+solved by Newton here (`echo_settle = "newton"`); tests/estimators/test_ep_echo.py checks the same accuracy
 with the echo reached by integration from the free state.
 
 Networks (`random_network`, 6 nodes, product couplings + biases, P = {P}, m = 1): *off resonance*
@@ -468,7 +468,7 @@ Networks (`random_network`, 6 nodes, product couplings + biases, P = {P}, m = 1)
 *linear* (ρ = identity, k ∈ [0.8, 1.3]). Every point rescales the input gain so that the nominal
 input's free orbit oscillates with peak |x − x̄| = {AMPLITUDE[0]:g} around its static offset (tanh(0.3) is 3 % below linear, tanh(1) 24 %). Only stable free orbits
 are used (Floquet multipliers checked). "EP limit (formula)" is adjoint + the exact bias
-−(∂R/∂α)ᵀ(J⁻¹ − J⁻ᵀ)∂C/∂x, i.e. ep_symmetric's β → 0 limit predicted by DESIGN.md §2.
+−(∂R/∂α)ᵀ(J⁻¹ − J⁻ᵀ)∂C/∂x, i.e. ep_symmetric's β → 0 limit predicted by docs/physics.md.
 
 ![fidelity map](fidelity.png)
 

@@ -10,7 +10,7 @@ the discrete action
 has stationarity conditions that are a second-order discretisation of
 m ẍ + mΓ ẋ = −∂V/∂x + F − δ(x − u) + β γ_eff (x − y). The cost being trained is
 C = Σ h c_n W_n γ_eff ½ (x − y)² with γ_eff = γ (``weighted``: C = ∫ e^{Γt} C dt) or γ e^{−Γ(t−t_i)}
-(``plain``: C = ∫ C dt, nudged with γ e^{−Γt} as DESIGN.md §2 says). Conjugate quantities are the
+(``plain``: C = ∫ C dt, nudged with γ e^{−Γt} as docs/physics.md says). Conjugate quantities are the
 weighted A = Σ h c_n W_n ∂L/∂α.
 
 Boundary conditions: ``fixed_endpoints`` x_0, x_M given; ``fixed_velocities`` the action gains

@@ -5,7 +5,7 @@ with Jacobian J = ∂R/∂x; the cost is C = Σ_n Δt c(x_n, t_n), c = ½ Σ γ 
 
     adjoint gradient   dC/dα = −(∂R/∂α)ᵀ J⁻ᵀ g
     EP limit (β → 0)   dA/dβ = −(∂R/∂α)ᵀ J⁻¹ g,    A = ∫ ∂L/∂α dt = −Σ Δt ∂V/∂α
-    exact EP bias      dA/dβ − dC/dα = −(∂R/∂α)ᵀ (J⁻¹ − J⁻ᵀ) g            (DESIGN.md §2)
+    exact EP bias      dA/dβ − dC/dα = −(∂R/∂α)ᵀ (J⁻¹ − J⁻ᵀ) g            (docs/physics.md)
 
 ∂R/∂α = ∂²V/∂α∂x. All functions are batched; parameter axes are the trainable parameters (P).
 """

@@ -1,6 +1,6 @@
 """Periodic steady states by Newton–Krylov on a spectral collocation of one drive period.
 
-Unknowns: the orbit x (B,N,d) on a `PeriodicGrid`. Equations (DESIGN.md §2 sign convention):
+Unknowns: the orbit x (B,N,d) on a `PeriodicGrid`. Equations (docs/physics.md sign convention):
 
     R(x) = m ẍ + m Γ ẋ + ∂V/∂x − F + δ (x − u) − β γ (x − y) = 0     (ẋ, ẍ spectral)
 

@@ -1,6 +1,6 @@
 """Self-calibration of the echo nudge: fit m_jΓ_j and sensing delays from echo-orbit mismatches.
 
-The echo drive F̃(t) = F(−t) − 2 m_jΓ_j ẋ_j(−t) (``ep_echo``, DESIGN.md §2) makes the system
+The echo drive F̃(t) = F(−t) − 2 m_jΓ_j ẋ_j(−t) (``ep_echo``, docs/physics.md) makes the system
 retrace its free orbit backwards only with the true m_jΓ_j. With a guess c_j the echo orbit
 misses the reversed free orbit by a residual
 

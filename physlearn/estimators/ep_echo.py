@@ -1,6 +1,6 @@
 """`ep_echo`: EP along the time-reversed orbit — exact for damped, nonlinear networks.
 
-DESIGN.md §2 ("Echo nudge"). With damping, EP needs J⁻ᵀ where nudging gives J⁻¹
+docs/physics.md ("Echo nudge"). With damping, EP needs J⁻ᵀ where nudging gives J⁻¹
 (J = m D² + mΓ D + K(t)). Drive the system along its *time-reversed orbit*:
 
     F̃_j(t) = F_j(−t) − 2 m_j Γ_j ẋ_j(−t)          on every node j

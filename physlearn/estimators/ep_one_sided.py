@@ -2,7 +2,7 @@
 
     dC/dα ≈ (A(+β) − A(0)) / β,    A = ∫ ∂L/∂α dt
 
-Same open-loop nudge and dimensionless β as `ep_symmetric` (DESIGN.md §2: +β pushes the outputs
+Same open-loop nudge and dimensionless β as `ep_symmetric` (docs/physics.md: +β pushes the outputs
 away from their targets); biased at O(β) on top of the damping bias of plain EP.
 """
 

@@ -2,7 +2,7 @@
 
     dC/dα ≈ (A(+β) − A(−β)) / 2β,    A = ∫ ∂L/∂α dt = −∫ ∂V/∂α dt over one period
 
-Free phase measured first; the nudge force +β·γ(t)(x_out,free(t) − y(t)) (DESIGN.md §2 sign
+Free phase measured first; the nudge force +β·γ(t)(x_out,free(t) − y(t)) (docs/physics.md sign
 convention: β > 0 pushes the outputs *away* from their targets) is computed once from the free
 orbit and applied open loop as a force waveform, with either sign. β is dimensionless: the ratio
 of the nudge force's peak to the drive force's peak, per sample. Exact as β → 0 (error O(β²))

@@ -1,4 +1,4 @@
-"""`ep_time_reversed`: EP with the time-reversed error as the nudge (DESIGN.md §2).
+"""`ep_time_reversed`: EP with the time-reversed error as the nudge (docs/physics.md).
 
 With damping, plain EP computes −(∂R/∂α)ᵀ J⁻¹ ∂C/∂x where the gradient needs J⁻ᵀ. For a network
 whose stiffness K is constant in time, Jᵀ = P J P with P the time reversal t → −t, so the

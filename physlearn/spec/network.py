@@ -1,6 +1,6 @@
 """`NetworkSpec`: the Lagrangian oscillator network, as a validated pydantic model (TOML-loadable).
 
-Lagrangian (DESIGN.md §2), node coordinates x_j, drive force F_j(t):
+Lagrangian (docs/physics.md), node coordinates x_j, drive force F_j(t):
 
     L = Σ ½ m_j ẋ_j² − V(x, t; α) + Σ F_j(t) x_j − Σ_in δ(t) ½ (x_j − u_j(t))² + β C
     V = Σ ½ k_j x_j² + μ(t) Σ_prod α_jk ρ(x_j) ρ(x_k) + Σ_diff ½ α_jk (x_j − x_k)²
@@ -180,7 +180,7 @@ class BoundarySpec(_Model):
     ``fixed_endpoints`` (x given at both ends), ``fixed_velocities`` (ẋ given at both ends),
     ``initial_value`` (x and ẋ given at t_i: the negative control of Massar §IV A).
     ``cost_weighting`` (damped non-periodic problems): ``weighted`` trains ∫ e^{Γ(t−t_i)} C dt,
-    ``plain`` trains ∫ C dt (the nudge is then weighted by e^{−Γ(t−t_i)}, DESIGN.md §2)."""
+    ``plain`` trains ∫ C dt (the nudge is then weighted by e^{−Γ(t−t_i)}, docs/physics.md)."""
 
     kind: Literal["periodic", "fixed_endpoints", "fixed_velocities", "initial_value"] = "periodic"
     t_initial_s: float = 0.0

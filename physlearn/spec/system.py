@@ -161,7 +161,7 @@ class PhysicalSystem(abc.ABC):
     async def drive_peak(self) -> Array:
         """Peak |drive force| per sample (B,) for the inputs last set, in force units.
 
-        The scale of the dimensionless β (DESIGN.md §2: β is quoted as the ratio of the nudge
+        The scale of the dimensionless β (docs/physics.md: β is quoted as the ratio of the nudge
         force's peak to the drive force's peak). Input drive forces and fixed tones count; for
         clamped inputs, the clamp's force δ(t)·u(t). A bench computes it from the programmed drive
         amplitudes and the calibrated actuator gains.
@@ -183,7 +183,7 @@ class PhysicalSystem(abc.ABC):
         )
 
     async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
-        """Run the system on its echo dynamics (DESIGN.md §2, echo nudge), or back (None).
+        """Run the system on its echo dynamics (docs/physics.md, echo nudge), or back (None).
 
         While set: the input drive (input forces and fixed tones) is *replaced* by ``drive``
         (B or 1, M, d), and the system's own time modulations μ(t), ν(t) and the clamp δ(t), u(t)

@@ -1,7 +1,7 @@
 """The training task's cost: output nodes, cost weight γ(t) and target waveforms y(t) of a batch.
 
 C = ∫ γ(t) ½ Σ_out (x_j − y_j(t))² dt over one drive period. The nudge force per unit β is
-∂C/∂x = γ (x − y) on the output nodes (DESIGN.md §2: +β pushes the outputs *away* from y).
+∂C/∂x = γ (x − y) on the output nodes (docs/physics.md: +β pushes the outputs *away* from y).
 """
 
 from __future__ import annotations

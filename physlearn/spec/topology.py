@@ -9,7 +9,7 @@ classification examples:
   non-input layer (the oscillator analogue of a bias unit: without it, the in-phase response to
   u = 0 is exactly zero and the map u ↦ in-phase amplitude is odd);
 * trainable couplings between every node of consecutive layers, of one ``kind``: ``product``
-  α ρ(x_j) ρ(x_k) (the nonlinear coupling of DESIGN.md §2) or ``difference`` ½ α (x_j − x_k)²
+  α ρ(x_j) ρ(x_k) (the nonlinear coupling of docs/physics.md) or ``difference`` ½ α (x_j − x_k)²
   (linear springs, α ≥ 0; the nonlinearity then comes from the biases only);
 * trainable biases α' ρ(x_j) on every hidden and output node;
 * inputs: the first layer, force encoding F_j = gain (u_j + offset) cos(ωt + φ_j);

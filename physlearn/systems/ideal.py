@@ -11,7 +11,7 @@ Warm starts. A bench settles from whatever state it was in; the twin starts Newt
 that free orbit too, as the bench reaches them from the free state. Only free orbits are cached,
 per input vector, in a bounded LRU cache.
 
-Echo dynamics (`set_echo_drive`, for the ``ep_echo`` estimator; DESIGN.md §2). While an echo
+Echo dynamics (`set_echo_drive`, for the ``ep_echo`` estimator; docs/physics.md). While an echo
 drive is set, the input drive is replaced by it, and μ(t), ν(t) and the clamp δ(t), u(t) run
 time-reversed (the model's modulations are wrapped by `TimeReversed`; the solver is unchanged).
 With ``echo_settle="integrate"`` (default) the echo steady state is reached as a bench reaches it:

@@ -17,7 +17,7 @@ Tables (every error names the field path and the bad value, through `physlearn.s
                          fault, calibration drift (physlearn.training.suspenders)
 
 **β (estimator.beta)** is dimensionless: the ratio of the nudge force's peak to the drive force's
-peak, per sample. Sign convention (DESIGN.md §2): with L = L0 + βC the nudge force is
+peak, per sample. Sign convention (docs/physics.md): with L = L0 + βC the nudge force is
 +β ∂C/∂x = +β γ (x_out − y), so β > 0 pushes the outputs *away* from their targets; symmetric
 estimators use ±β.
 """
@@ -167,7 +167,7 @@ class TargetsConfig(_Model):
 
 class EstimatorConfig(_Model):
     """Gradient estimator. ``beta``: dimensionless nudge = peak nudge force / peak drive force;
-    +β pushes the outputs away from their targets (DESIGN.md §2). Estimators without a nudge
+    +β pushes the outputs away from their targets (docs/physics.md). Estimators without a nudge
     (adjoint, finite_difference, spsa) take no beta."""
 
     name: str = "ep_symmetric"
