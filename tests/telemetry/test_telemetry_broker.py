@@ -1,4 +1,4 @@
-"""Telemetry through a real mosquitto (tests/mqtt_broker.py: password file, ACL, TLS with a CA
+"""Telemetry through a real mosquitto (tests/telemetry/mqtt_broker.py: password file, ACL, TLS with a CA
 generated here), on the ideal twin's XOR (`physlearn train` subprocesses, a few seconds each):
 
 * the run publishes status, metrics, params and events; the subscriber's record matches the

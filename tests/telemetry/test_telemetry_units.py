@@ -17,7 +17,7 @@ from physlearn.telemetry.payloads import CommandCheck, RemoteCommand, command_pa
 from physlearn.telemetry.watch_model import FileFeed, WatchModel, render, sparkline
 from physlearn.training.config import load_train_config
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_a_password_never_goes_into_a_config(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""``python tests/telemetry_bench_main.py TRAIN-ARGS...``: ``physlearn train --arm`` on the
+"""``python tests/telemetry/telemetry_bench_main.py TRAIN-ARGS...``: ``physlearn train --arm`` on the
 in-memory emulated bench with test hooks from the JSON in $PHYSLEARN_TEST_TELEMETRY_HOOKS:
 
-* everything of tests/test_resume_bench.py's hooks (``faults``, ``noise_seed``);
+* everything of tests/training/test_resume_bench.py's hooks (``faults``, ``noise_seed``);
 * ``interlock_at``: k — the k-th `BenchSystem.measure` runs with the interlock's limit at 1e-9
   (one trip; the limit is restored after it);
 * ``persistent_at``: [k, instrument] — from the k-th measure on, the instrument's emulator
@@ -37,7 +37,7 @@ def outputs_state(bench: Any) -> dict[str, Any]:
 
 
 def install(spec: dict[str, Any]) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
     from test_resume_bench import install_hooks
 
     from physlearn.systems.bench.system import BenchSystem

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from mqtt_broker import PASSWORDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 RUN_PW_ENV = "PL_TEST_RUN_PASSWORD"
 

@@ -1,11 +1,11 @@
 """Telemetry, remote control and suspenders on the emulated XOR bench (in memory), through a real
-mosquitto. Every run is a `physlearn train --arm` subprocess (tests/telemetry_bench_main.py
+mosquitto. Every run is a `physlearn train --arm` subprocess (tests/telemetry/telemetry_bench_main.py
 installs the test hooks: transport faults, an interlock trip, a persistent fault, a drift of the
 hidden truth, and a read-back of the emulators' outputs after every pause and close).
 
 Config: examples/bench-xor.toml cut to 2 epochs of mini-batches of 2 (4 steps), noise off,
 settle tolerance 1e-9 and ``ranging = "canonical"`` (the history-free measurement path that
-makes a re-armed bench measure bit for bit as before; tests/test_resume_bench.py).
+makes a re-armed bench measure bit for bit as before; tests/training/test_resume_bench.py).
 
 1. a run publishes status/metrics/params/events (retries included); the subscriber's record
    matches the run's records.h5 step by step and params/ epoch by epoch; its parameters are
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,9 +33,11 @@ import numpy as np
 import pytest
 from mqtt_broker import Mosquitto, Recorder
 from telemetry_runs import control, env, params_of, start_train, telemetry_table, wait_for
-from test_resume_bench import bench_config
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "training"))
+from test_resume_bench import bench_config  # noqa: E402  (a helper of tests/training)
+
 MAIN = HERE / "telemetry_bench_main.py"
 STEPS = 4
 FAULTS = [[5, "scope1", "garble"], [9, "qdac", "drop"]]  # transient: retried
