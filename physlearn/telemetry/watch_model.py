@@ -4,7 +4,8 @@
 or from a run directory's ``telemetry.jsonl`` (`FileFeed`, read as it grows) — and keeps per run
 the last status, the recent losses, accuracies and step times, and the last events. `render`
 turns it into a `rich` table: state, epoch and step, ETA, loss and accuracy sparklines, step
-time against the physical minimum, the last events.
+time against the physical minimum, the last events (of the runs under way, and of those whose
+events arrived while watching: a run that ended before has only its row).
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ STATE_STYLE = {
 }
 
 
+#: states of a run still under way (its events are shown even before any arrived)
+ACTIVE = ("starting", "running", "paused", "?")
+
+
 def _step_time(view: RunView) -> str:
     m = view.last_metrics
     t = m.get("bench_time_s") or m.get("step_time_s")
@@ -133,7 +138,9 @@ def render(model: WatchModel, title: str = "physlearn watch") -> Any:
     from rich.text import Text
 
     table = Table(title=title, expand=True, title_justify="left")
-    for col in ("run", "state", "epoch", "step", "ETA", "loss", "accuracy", "step time / min"):
+    width = min(40, max((len(f"{b}/{r}") for b, r in model.runs), default=3))
+    table.add_column("run", no_wrap=True, min_width=width)
+    for col in ("state", "epoch", "step", "ETA", "loss", "accuracy", "step time / min"):
         table.add_column(col, no_wrap=col in ("state", "epoch", "step", "ETA"))
     parts: list[Any] = [table]
     if not model.runs:
@@ -141,16 +148,20 @@ def render(model: WatchModel, title: str = "physlearn watch") -> Any:
     for (bench, run), v in sorted(model.runs.items()):
         st = v.status
         state = str(st.get("state", "?"))
+        # a watcher that joined late has no metrics yet: the retained status has the last loss
+        loss = v.last_metrics.get("loss", st.get("loss"))
         table.add_row(
             f"{bench}/{run}",
             Text(state, style=STATE_STYLE.get(state, "")),
             str(st.get("epoch", "–")),
             f"{st.get('step', '–')}/{st.get('total_steps', '–')}",
-            _duration(st.get("eta_s")),
-            f"{_fmt(v.last_metrics.get('loss'))} {sparkline(list(v.losses))}",
+            _duration(st.get("eta_s")) if state == "running" else "–",
+            f"{_fmt(loss)} {sparkline(list(v.losses))}",
             f"{_fmt(st.get('accuracy'), '.0%')} {sparkline(list(v.accuracies))}",
             _step_time(v),
         )
+        if state not in ACTIVE and not v.events:
+            continue  # a run that ended before this watch began: its row says enough
         events = Table(
             title=f"last events of {bench}/{run}",
             expand=True,
@@ -163,6 +174,8 @@ def render(model: WatchModel, title: str = "physlearn watch") -> Any:
         for ev in list(v.events)[-6:]:
             when = str(ev.get("time", ""))[11:19]
             events.add_row(when, str(ev.get("kind", "")), str(ev.get("message", ""))[:160])
+        if not v.events:  # events are not retained: only those since the watch began
+            events.add_row("", "", "(none since this watch began)")
         if st.get("message"):
             events.caption = f"status: {st.get('message')}"
         parts.append(events)

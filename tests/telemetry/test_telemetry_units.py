@@ -173,6 +173,15 @@ def test_watch_model_and_file_feed(tmp_path: Path) -> None:
     text = console.export_text()
     assert "b/r" in text and "running" in text and "3/8" in text and "1m15s" in text
     assert "5.5 s / 5 s (1.10×)" in text and "paused by mqtt:op" in text and "75%" in text
+    # a watcher that joined a stopped run late: the status's loss, no ETA, no events yet
+    late = WatchModel()
+    late.feed("status", {**lines[0]["payload"], "state": "paused", "loss": 0.0125})
+    late.feed("status", {**lines[0]["payload"], "run": "old", "state": "finished"})
+    console.print(render(late))
+    text = console.export_text()
+    assert "paused" in text and "0.0125" in text and "1m15s" not in text
+    assert "(none since this watch began)" in text and "b/old" in text
+    assert "last events of b/r" in text and "last events of b/old" not in text
 
 
 def test_physlearn_control_refuses_unknown_commands_and_missing_brokers(
