@@ -197,10 +197,13 @@ class MqttLink:
                 loop.call_soon_threadsafe(wake.set)
 
     def close(self, flush_s: float = 5.0) -> int:
-        """Deliver what is buffered (up to ``flush_s`` while connected), disconnect cleanly
-        (no last will); the number of messages left undelivered."""
+        """Deliver what is buffered (up to ``flush_s``: also through an outage that ends within
+        it, if the broker was reachable at all), disconnect cleanly (no last will); the number
+        of messages left undelivered."""
         deadline = time.monotonic() + flush_s
-        while len(self.outbox) and self.connected.is_set() and time.monotonic() < deadline:
+        while len(self.outbox) and time.monotonic() < deadline:
+            if not self.connected.is_set() and not self.connects:
+                break  # never reachable: no reason to believe it is about to be
             time.sleep(0.02)
         self._closing = True
         self._poke()
