@@ -47,6 +47,9 @@ from physlearn.telemetry.payloads import iso_time
 
 pytestmark = pytest.mark.timeout(600)
 
+#: epochs of the runs that are paused or sent commands while they train (~0.1 s per epoch)
+LONG = 100
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Mosquitto:
@@ -60,7 +63,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     tmp = tmp_path_factory.mktemp("baseline")
     cfg = xor_config(tmp, "xor.toml")
     out = {}
-    for epochs in (6, 30):
+    for epochs in (6, LONG):
         r = train(cfg, tmp / "runs", f"base{epochs}", "--epochs", str(epochs))
         assert r.returncode == 0, r.stderr
         out[epochs] = tmp / "runs" / f"base{epochs}"
@@ -114,20 +117,26 @@ def test_a_run_publishes_what_it_records(
 def test_broker_outage_loses_no_event_and_counts_dropped_metrics(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
+    # The run's link retries every 3 s: lost at the kill, refused at +3 s, back at +6 s; the
+    # test's subscriber (not a persistent session: it gets only what is published while it is
+    # connected) retries every 0.5 s and is back before the run's link, which then delivers
+    # what it buffered and reports the drops.
     extra = telemetry_table(
-        broker.url, buffer_metrics=3, reconnect_min_s=2.0, reconnect_max_s=2.0, keepalive_s=2
+        broker.url, buffer_metrics=3, reconnect_min_s=3.0, reconnect_max_s=3.0, keepalive_s=2
     )
     cfg = xor_config(tmp_path, "xor.toml", extra + "\n")
     rec = Recorder(broker.port).start()
     rec.client.reconnect_delay_set(0.1, 0.5)
-    proc = start_train(cfg, tmp_path / "runs", "outage", "--epochs", "40")
+    proc = start_train(cfg, tmp_path / "runs", "outage", "--epochs", "200")
     run = tmp_path / "runs" / "outage"
     try:
-        wait_for(lambda: len(rec.of("metrics")) >= 5, proc=proc)
+        wait_for(lambda: len(rec.of("metrics")) >= 40, proc=proc)  # step times before
+        rec.subscribed.clear()
         broker.kill()
         t_kill = time.time()
         time.sleep(4.0)
         broker.start()
+        assert rec.subscribed.wait(1.5), "the test's subscriber is not back within 1.5 s"
         t_back = time.time()
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -195,7 +204,7 @@ def test_pause_and_resume_from_physlearn_control(
 ) -> None:
     cfg = xor_config(tmp_path, "xor.toml", telemetry_table(broker.url))
     rec = Recorder(broker.port).start()
-    proc = start_train(cfg, tmp_path / "runs", "pr", "--epochs", "30")
+    proc = start_train(cfg, tmp_path / "runs", "pr", "--epochs", str(LONG))
     try:
         wait_for(lambda: len(rec.of("metrics")) >= 3, proc=proc)
         r = control(broker.url, "pause", "pr", "--wait", "--reason", "coffee")
@@ -212,7 +221,7 @@ def test_pause_and_resume_from_physlearn_control(
         if proc.poll() is None:
             proc.kill()
         rec.stop()
-    _assert_same_params(tmp_path / "runs" / "pr", baseline[30])
+    _assert_same_params(tmp_path / "runs" / "pr", baseline[LONG])
     kinds = {e["kind"]: e for e in rec.of("events")}
     assert kinds["command"]["sender"] == "operator"
     assert kinds["paused"]["source"] == "mqtt:operator" and "coffee" in kinds["paused"]["message"]
@@ -266,7 +275,7 @@ def test_bad_commands_are_refused_and_reported_training_unaffected(
     assert _ok(_publish(broker.port, topic, [_cmd(run_id)], retain=True), 1)
     cfg = xor_config(tmp_path, "xor.toml", telemetry_table(broker.url))
     rec = Recorder(broker.port).start()
-    proc = start_train(cfg, tmp_path / "runs", run_id, "--epochs", "30")
+    proc = start_train(cfg, tmp_path / "runs", run_id, "--epochs", str(LONG))
     try:
         wait_for(lambda: len(rec.of("metrics")) >= 2, proc=proc)
         _publish(broker.port, topic, [b""], retain=True)  # clear the retained command
@@ -291,7 +300,7 @@ def test_bad_commands_are_refused_and_reported_training_unaffected(
         if proc.poll() is None:
             proc.kill()
         rec.stop()
-    _assert_same_params(tmp_path / "runs" / run_id, baseline[30])
+    _assert_same_params(tmp_path / "runs" / run_id, baseline[LONG])
     refused = [e["reason"] for e in rec.of("events") if e["kind"] == "command_refused"]
     print("\n".join(refused))
     expected = [
