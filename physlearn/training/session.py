@@ -96,6 +96,7 @@ async def _bench_session(
             wrapped,
             reconnect=bench.reconnect,
             reference=reference,
+            forget=bench.drain_journal,
         )
         events.subscribe(trainer.suspenders)
     for hook in attach:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,6 +74,8 @@ class Suspenders:
         system: the system trained on (the drift reference is measured through it).
         reconnect: re-opens the instruments (the persistent-fault recovery probe).
         reference: (parameters, one input (1, n_in)) of the drift check.
+        forget: drops the drift check's measurement from the bench's journal (it is not a
+            measurement of the step that follows, whose per-step record the journal becomes).
     """
 
     def __init__(
@@ -84,9 +87,10 @@ class Suspenders:
         *,
         reconnect: object | None = None,
         reference: tuple[np.ndarray, np.ndarray] | None = None,
+        forget: Callable[[], object] | None = None,
     ) -> None:
         self.config, self.control, self.events, self.system = config, control, events, system
-        self.reconnect = reconnect
+        self.reconnect, self.forget = reconnect, forget
         self.reference = reference
         self._x0: np.ndarray | None = None
         self._checked_at = -1
@@ -134,7 +138,10 @@ class Suspenders:
         await self.system.set_parameters(params)
         await self.system.set_input(u)
         await self.system.set_forces(None)
-        return np.array((await self.system.measure()).x[0], dtype=float)
+        x = np.array((await self.system.measure()).x[0], dtype=float)
+        if self.forget is not None:
+            self.forget()
+        return x
 
     async def tripped(self, exc: BaseException, epoch: int, step: int) -> bool:
         """A step or an evaluation raised ``exc``: True if a suspender takes it (a pause was

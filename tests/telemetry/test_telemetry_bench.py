@@ -169,7 +169,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         t0 = time.monotonic()
         with ThreadPoolExecutor(2) as pool:
             futures = {k: pool.submit(f) for k, f in jobs.items()}
-            out = {k: f.result() for k, f in futures.items()}
+            out: dict[str, Any] = {k: f.result() for k, f in futures.items()}
         print(f"7 bench runs, two at a time: {time.monotonic() - t0:.0f} s")
         time.sleep(1.0)
         rec.stop()
@@ -259,9 +259,20 @@ def test_suspenders_trip_and_resume_as_documented(results: dict[str, Any]) -> No
         "mqtt:operator",
     ]
     assert json.loads((root / "interlock" / "summary.json").read_text())["steps"] == STEPS
-    # in the run's own records too
-    local = (root / "interlock" / "telemetry.jsonl").read_text()
-    assert '"suspender":"interlock"' in local
+    # in the run's own records too: every trip, and the pause and resume it caused
+    for run, name, expected in (
+        ("interlock", "interlock", ["pause"]),
+        ("persistent", "persistent_fault", ["pause", "resume"]),
+        ("drift", "drift", ["pause"]),
+    ):
+        local = [
+            json.loads(x)["payload"]
+            for x in (root / run / "telemetry.jsonl").read_text().splitlines()
+        ]
+        trips = [e for e in local if e.get("kind") == "suspender"]
+        assert [(e["suspender"], e["action"]) for e in trips] == [(name, a) for a in expected]
+        paused = [e for e in local if e.get("kind") == "paused"]
+        assert paused and paused[0]["source"] == f"suspender:{name}"
     # persistent fault: paused, then resumed by itself once scope1 answers again
     pf = results["persistent"]
     assert pf["code"] == 0, pf["err"][-3000:]
@@ -277,6 +288,11 @@ def test_suspenders_trip_and_resume_as_documented(results: dict[str, Any]) -> No
     trip = [e for e in s.of("drift", "events") if e["kind"] == "suspender"]
     assert trip[0]["suspender"] == "drift" and trip[0]["value"] > 0.05
     print(f"drift measured: {trip[0]['value']:.3g}")
+    # the drift checks' reference measurements are not in the steps' records
+    from physlearn.training.records import read_run_records
+
+    drift_rec, plain_rec = read_run_records(root / "drift"), read_run_records(root / "tele")
+    assert drift_rec["settle_s"].shape[1:] == plain_rec["settle_s"].shape[1:]
 
 
 def test_the_run_directory_never_holds_the_password(results: dict[str, Any]) -> None:
