@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,10 +205,12 @@ class Recorder:
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.port = url_port
 
-    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
         client.subscribe(self.topic, qos=1)
 
-    def _on_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         import json
 
         try:
@@ -226,14 +230,14 @@ class Recorder:
         self.client.loop_stop()
         self.client.disconnect()
 
-    def of(self, suffix: str) -> list[dict]:  # type: ignore[type-arg]
+    def of(self, suffix: str) -> list[dict[str, Any]]:
         """The JSON payloads of topics ending in ``/suffix``, in arrival order."""
         with self._lock:
             return [
                 p for t, p, _ in self.messages if t.endswith("/" + suffix) and isinstance(p, dict)
             ]
 
-    def wait_for(self, pred, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    def wait_for(self, pred: Callable[[], Any], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not pred():
             assert time.monotonic() < deadline, "timed out waiting for telemetry"

@@ -45,7 +45,7 @@ def install(spec: dict[str, Any]) -> None:
     state = install_hooks(spec, setattr)
     measure, reconnect = BenchSystem.measure, BenchSystem.reconnect
     pause, close = BenchSystem.pause, BenchSystem.close
-    counts = {"measures": 0, "reconnects_after": None}
+    counts: dict[str, Any] = {"measures": 0, "reconnects_after": None}
 
     async def patched_measure(self: BenchSystem) -> Any:
         counts["measures"] += 1

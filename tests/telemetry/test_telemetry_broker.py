@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ LONG = 100
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Mosquitto:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     with Mosquitto(tmp_path_factory.mktemp("mosquitto"), tls=True) as m:
         yield m
 
@@ -126,7 +127,7 @@ def test_broker_outage_loses_no_event_and_counts_dropped_metrics(
     )
     cfg = xor_config(tmp_path, "xor.toml", extra + "\n")
     rec = Recorder(broker.port).start()
-    rec.client.reconnect_delay_set(0.1, 0.5)
+    rec.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # (paho sleeps floats)
     proc = start_train(cfg, tmp_path / "runs", "outage", "--epochs", "200")
     run = tmp_path / "runs" / "outage"
     try:

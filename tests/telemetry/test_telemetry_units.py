@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,7 +116,7 @@ def test_outbox_keeps_every_event_and_the_newest_metrics() -> None:
 def test_watch_model_and_file_feed(tmp_path: Path) -> None:
     assert sparkline([0.0, 1.0, 0.5]) == "▁█▄" and sparkline([None]) == ""
     log = tmp_path / "telemetry.jsonl"
-    lines = [
+    lines: list[dict[str, Any]] = [
         {
             "topic": "status",
             "payload": {
