@@ -13,7 +13,8 @@ generated here), on the ideal twin's XOR (`physlearn train` subprocesses, a few 
   a wrong CA — each refused with a clear message, training unaffected;
 * ``physlearn watch`` under tmux against a live run.
 
-The first three run in the fast suite (about 40 s); the rest are marked slow (about 3 minutes).
+The first three run in the fast suite (about 30 s on 2 busy cores); the rest are marked slow
+(about 2 minutes).
 """
 
 from __future__ import annotations
@@ -60,15 +61,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """XOR on the twin without telemetry, by epoch count."""
+    """XOR on the twin without telemetry, by epoch count (the two runs side by side)."""
     tmp = tmp_path_factory.mktemp("baseline")
     cfg = xor_config(tmp, "xor.toml")
-    out = {}
-    for epochs in (6, LONG):
-        r = train(cfg, tmp / "runs", f"base{epochs}", "--epochs", str(epochs))
-        assert r.returncode == 0, r.stderr
-        out[epochs] = tmp / "runs" / f"base{epochs}"
-    return out
+    procs = {e: start_train(cfg, tmp / "runs", f"base{e}", "--epochs", str(e)) for e in (6, LONG)}
+    for proc in procs.values():
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    return {e: tmp / "runs" / f"base{e}" for e in procs}
 
 
 def _assert_same_params(a: Path, b: Path) -> None:
