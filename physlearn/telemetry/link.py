@@ -251,7 +251,7 @@ class MqttLink:
                 message = describe_mqtt_error(exc, self.broker)
                 if message != self.last_error:
                     log.warning(
-                        "telemetry: %s; retrying every ≤ %.0f s, training goes on "
+                        "telemetry: %s; retrying every ≤ %.3g s, training goes on "
                         "(events buffered)",
                         message,
                         self.backoff[1],
@@ -296,15 +296,16 @@ class MqttLink:
     async def _session(self, outage_since: float | None) -> None:
         """One connection: subscribe, report drops, publish until closing or an error."""
         async with self._client() as client:
+            reader = None
+            if self.on_control is not None:
+                await client.subscribe(f"{self.root}/control/+", qos=1)
+                reader = asyncio.ensure_future(self._read(client))
+            # connected: subscribed, and the reader (which notices a lost connection) running
             self.connects += 1
             self.connected.set()
             if self.last_error is not None or self.connects > 1:
                 log.warning("telemetry: connected to %s again", self.broker.url)
             self.last_error = None
-            reader = None
-            if self.on_control is not None:
-                await client.subscribe(f"{self.root}/control/+", qos=1)
-                reader = asyncio.ensure_future(self._read(client))
             drops = self.outbox.take_drops()
             if drops and self.on_drops is not None:
                 outage = time.monotonic() - outage_since if outage_since is not None else 0.0

@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -112,6 +113,43 @@ def test_a_run_publishes_what_it_records(
     assert status["state"] == "finished" and status["step"] == 6 and status["level"] == "ideal"
     # the run's own log holds the same payloads
     assert local_log(run, "metrics") == steps
+
+
+def test_the_end_of_a_run_is_delivered_through_an_outage_that_ends_soon(tmp_path: Path) -> None:
+    """`MqttLink.close` waits (up to its flush time) for a broker that went away to come back,
+    so a run that ends during a short outage still says so; without it the retained status
+    would stay at the last one delivered (``running``)."""
+    from physlearn.telemetry.config import Broker
+    from physlearn.telemetry.link import MqttLink, Outgoing
+
+    with Mosquitto(tmp_path / "b") as m:
+        rec = Recorder(m.port).start()
+        rec.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # (paho sleeps floats)
+        broker = Broker("127.0.0.1", m.port, False, None, "run", PASSWORDS["run"])
+        root = "physlearn/twin/end"
+        link = MqttLink(
+            broker,
+            root,
+            will={"state": "crashed"},
+            on_control=lambda sender, payload, retained: None,  # as a run's: notices the loss
+            reconnect_min_s=0.3,
+            reconnect_max_s=0.3,
+        ).start()
+        assert link.connected.wait(10)
+        m.kill()
+        wait_for(lambda: not link.connected.is_set(), 10)
+        final = json.dumps({"type": "status", "run": "end", "state": "finished"}).encode()
+        link.put(Outgoing("status", f"{root}/status", final, retain=True))
+        restart = threading.Timer(1.0, m.start)
+        restart.start()
+        t0 = time.monotonic()
+        left = link.close(flush_s=5.0)
+        waited = time.monotonic() - t0
+        restart.join()
+        assert left == 0 and 1.0 <= waited < 5.0, (left, waited)
+        # retained: the subscriber has it whenever it is back
+        rec.wait_for(lambda: any(s.get("state") == "finished" for s in rec.of("status")), 10)
+        rec.stop()
 
 
 @pytest.mark.slow
