@@ -1,20 +1,22 @@
-"""Telemetry through a real mosquitto (tests/telemetry/mqtt_broker.py: password file, ACL, TLS with a CA
-generated here), on the ideal twin's XOR (`physlearn train` subprocesses, a few seconds each):
+"""Telemetry through a real mosquitto (tests/telemetry/mqtt_broker.py: password file, ACL, TLS
+with a CA generated here), on the ideal twin's XOR (`physlearn train` subprocesses, a few
+seconds each):
 
 * the run publishes status, metrics, params and events; the subscriber's record matches the
   run's own records (metrics.jsonl, params/) and the parameters are bit-identical to the same
   run without telemetry;
 * the broker killed and restarted mid-run: training never stalls, every event and every epoch's
   parameters arrive after the reconnection, dropped metrics are counted and reported;
-* a SIGKILLed run's last will marks it crashed;
+* a SIGKILLed run's last will marks it crashed; a run that ends during a short outage still
+  delivers its final status;
 * pause and resume from ``physlearn control`` (operator) give bit-identical parameters;
 * bad input — malformed, unknown, oversize, stale, future, replayed, retained, wrong-run
   commands; anonymous clients; a viewer's commands; wrong credentials; an unreachable broker;
   a wrong CA — each refused with a clear message, training unaffected;
 * ``physlearn watch`` under tmux against a live run.
 
-The first three run in the fast suite (about 30 s on 2 busy cores); the rest are marked slow
-(about 2 minutes).
+The publishing, last-will, end-of-run and pause tests run in the fast suite (about 60 s on 2
+busy cores, the broker and the baselines included); the rest are marked slow (about 2 minutes).
 """
 
 from __future__ import annotations
