@@ -16,6 +16,7 @@ COMMANDS = {
     "twin": "twin",
     "calibrate": "calibrate",
     "report": "report",
+    "sweep": "sweep",
 }
 
 
