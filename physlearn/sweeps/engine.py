@@ -197,7 +197,7 @@ class DaskExecutor(Executor):
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never fight another sweep for :8787
             env=dict(PIN_ENV),
             silence_logs=logging.ERROR,
         )
