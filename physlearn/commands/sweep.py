@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for p in plan.points:
             sets = ", ".join(f"{k}={v!r}" for k, v in p.overrides)
-            print(f"{p.name}: {p.base.name}" + (f" [{sets}]" if sets else ""))
+            unset = f" unset {list(p.unset)}" if p.unset else ""
+            print(f"{p.name}: {p.base.name}" + (f" [{sets}]" if sets else "") + unset)
         print(f"{len(plan.points)} points; run root {plan.root}")
         return 0
     bar = PointBar(len(plan.points), args.quiet)

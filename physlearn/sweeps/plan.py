@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -298,7 +299,7 @@ def plan_from(sf: SweepFile, here: Path, root: Path | None = None) -> SweepPlan:
             if s_root is not None
             else Path("runs") / here.stem
         )
-    return SweepPlan(Path(root), tuple(points), dict(sf.benches), here)
+    return SweepPlan(Path(os.path.normpath(root)), tuple(points), dict(sf.benches), here)
 
 
 def load_sweep(path: Path | str, root: Path | None = None) -> SweepPlan:

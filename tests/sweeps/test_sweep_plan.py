@@ -136,3 +136,14 @@ def test_iris_cv_is_the_fold_of_the_repeated_cv() -> None:
             np.testing.assert_array_equal(getattr(ds, a), getattr(ref, a))
     with pytest.raises(ConfigError, match="fold must be >= 0"):
         get_dataset("iris_cv", fold=-1)
+
+
+def test_the_shipped_example_sweep_expands_to_its_twelve_points() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "sweep-xor.toml"
+    plan = load_sweep(example)
+    assert len(plan.points) == 12 and len({p.name for p in plan.points}) == 12
+    assert plan.root == example.parents[1] / "runs" / "sweep-xor"  # normalised, no '..'
+    adj = [p.config() for p in plan.points if p.name.startswith("adjoint-")]
+    assert len(adj) == 6 and all(c.estimator.beta is None for c in adj)
+    assert {c.optimizer.lr for c in adj} == {0.02, 0.05}
+    assert not any(c.training.log_cosine_to_adjoint for c in adj)
