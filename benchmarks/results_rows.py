@@ -1,0 +1,150 @@
+"""docs/results.md through `physlearn sweep` (issue "Sweeps beyond one machine", must-show 4):
+rows of the training table run as a sweep, compared value by value with the rows the docs table
+was made from (docs/results.jsonl).
+
+    # the cheapest row of every (task, regime, estimator) under 40 s: the rows to regenerate
+    python benchmarks/results_rows.py pick --max-wall-s 40 --out runs/rows-check.jsonl
+    # their sweep file, written by the table's own script (one point per row) ...
+    python benchmarks/train_table.py --tasks xor,iris,digits,sine --seeds 5 --digits-pooled \
+        --only-rows runs/rows-check.jsonl --write-sweep runs/rows-check/sweep.toml
+    # ... run by physlearn sweep (a LocalCluster, one worker per core) ...
+    physlearn sweep --config runs/rows-check/sweep.toml
+    # ... and compared with the docs rows: every value column equal, bit for bit
+    python benchmarks/results_rows.py check runs/rows-check
+
+The whole table is the same commands without ``pick`` (``--only-rows docs/results.jsonl``).
+Compared: test and train accuracy, test loss, epochs run, selected epoch, solver failures,
+the final detuning, and the final stability verdict where the docs row was checked the current
+way (``stability_orbits = "evaluated"``); wall times are not compared. Prints a Markdown table;
+exit status 0 when every row matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS_ROWS = ROOT / "docs" / "results.jsonl"
+KEY = ("task", "regime", "estimator", "seed")
+VALUES = (
+    "test_accuracy",
+    "train_accuracy",
+    "test_loss",
+    "epochs",
+    "selected_epoch",
+    "solver_failures",
+    "final_detuning_linewidths",
+)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in KEY)
+
+
+def pick(rows: list[dict[str, Any]], max_wall_s: float) -> list[dict[str, Any]]:
+    """The cheapest finished row of every (task, regime, estimator), if under ``max_wall_s``."""
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("error") or r["wall_s"] > max_wall_s:
+            continue
+        k = _key(r)[:3]
+        if k not in best or r["wall_s"] < best[k]["wall_s"]:
+            best[k] = r
+    return sorted(best.values(), key=_key)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values (floats bit for bit: ``==`` on the exact repr JSON keeps; NaN equals NaN)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def sweep_rows(root: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The sweep's finished points as training-table rows (train_table.row_of)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dataclasses import asdict
+
+    import train_table
+
+    from physlearn.sweeps.records import RecordStore
+
+    store = RecordStore(root)
+    out = {}
+    for path in sorted(store.dir.glob("*.json")):
+        rec = store.read(path.stem)
+        if rec is not None and "task" in rec.labels:
+            row = asdict(train_table.row_of(rec, None))
+            out[_key(row)] = row
+    return out
+
+
+def check(root: Path, docs_rows: Path) -> tuple[str, bool]:
+    """A Markdown table: each sweep row against its docs row; True when all match."""
+    docs = {_key(r): r for r in _rows(docs_rows)}
+    lines = [
+        "| task | regime | estimator | seed | test acc | test loss | epochs | docs wall s | "
+        "sweep wall s | values equal |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    ok = True
+    rows = sweep_rows(root)
+    for key, row in sorted(rows.items()):
+        ref = docs.get(key)
+        if ref is None:
+            diff = ["no docs row"]
+        else:
+            cols = list(VALUES) + (["stable"] if ref.get("stability_orbits") == "evaluated" else [])
+            diff = [
+                f"{c}: {ref.get(c)!r} → {row[c]!r}" for c in cols if not _same(ref.get(c), row[c])
+            ]
+            if row["error"] or ref.get("error"):
+                diff += [] if row["error"] == ref.get("error") else ["error"]
+        ok = ok and not diff
+        lines.append(
+            f"| {' | '.join(map(str, key))} | {row['test_accuracy']:.4g} | {row['test_loss']:.6g} | "
+            f"{row['epochs']} | {ref['wall_s'] if ref else math.nan:.1f} | {row['wall_s']:.1f} | "
+            + ("yes" if not diff else "NO: " + "; ".join(diff))
+            + " |"
+        )
+    lines.append(
+        f"\n{len(rows)} rows of {root} against {docs_rows.name}: "
+        + ("all values equal (bit for bit)." if ok and rows else "NOT all equal.")
+    )
+    return "\n".join(lines), ok and bool(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pick", help="the cheapest docs row of every (task, regime, estimator)")
+    p.add_argument("--max-wall-s", type=float, default=40.0)
+    p.add_argument("--rows", type=Path, default=DOCS_ROWS)
+    p.add_argument("--out", type=Path, required=True)
+    c = sub.add_parser("check", help="a sweep's rows against the docs rows")
+    c.add_argument("root", type=Path, help="the sweep's run root")
+    c.add_argument("--rows", type=Path, default=DOCS_ROWS)
+    args = ap.parse_args(argv)
+    if args.cmd == "pick":
+        rows = pick(_rows(args.rows), args.max_wall_s)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        total = sum(r["wall_s"] for r in rows)
+        print(f"{len(rows)} rows ({total:.0f} s of runs in the docs table) → {args.out}")
+        return 0
+    text, ok = check(args.root, args.rows)
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
