@@ -133,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("check", help="a sweep's rows against the docs rows")
     c.add_argument("root", type=Path, help="the sweep's run root")
     c.add_argument("--rows", type=Path, default=DOCS_ROWS)
+    c.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        metavar="MD",
+        help="also write the table as the 'results_rows' section of this file (docs/benchmarks.md)",
+    )
+    c.add_argument("--note", default="", help="a sentence put before the table in --docs")
     args = ap.parse_args(argv)
     if args.cmd == "pick":
         rows = pick(_rows(args.rows), args.max_wall_s)
@@ -143,6 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text, ok = check(args.root, args.rows)
     print(text)
+    if args.docs is not None:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import doc_sections
+
+        head = f"{args.note.strip()}\n\n" if args.note.strip() else ""
+        doc_sections.write_section(
+            args.docs,
+            "results_rows",
+            "## docs/results.md rows through `physlearn sweep`",
+            head + text,
+        )
     return 0 if ok else 1
 
 
