@@ -75,8 +75,11 @@ def test_check_demands_every_value_bit_for_bit(tmp_path: Path) -> None:
     store = RecordStore(tmp_path / "sweep")
     store.write(_record(0, loss))
     store.write(_record(1, loss))
-    text, ok = ROWS.check(tmp_path / "sweep", docs)
-    assert ok and "2 rows" in text and "all values equal" in text
+    text, bits, shown = ROWS.check(tmp_path / "sweep", docs)
+    assert bits and shown and "2 rows of the sweep" in text and "2 bit-identical" in text
     store.write(_record(1, 0.3))  # one ulp away from 0.1 + 0.2
-    text, ok = ROWS.check(tmp_path / "sweep", docs)
-    assert not ok and "NO: test_loss: 0.30000000000000004 → 0.3" in text
+    text, bits, shown = ROWS.check(tmp_path / "sweep", docs)
+    assert not bits and shown and "NO: test_loss: 0.30000000000000004 → 0.3 | yes |" in text
+    store.write(_record(1, 0.301))
+    text, bits, shown = ROWS.check(tmp_path / "sweep", docs)
+    assert not shown and "| NO: test_loss |" in text and "1 bit-identical, 1 equal as" in text
