@@ -10,14 +10,17 @@ was made from (docs/results.jsonl).
     # ... run by physlearn sweep (a LocalCluster, one worker per core) ...
     physlearn sweep --config runs/rows-check/sweep.toml
     # ... and compared with the docs rows: every value column equal, bit for bit
-    python benchmarks/results_rows.py check runs/rows-check
+    python benchmarks/results_rows.py check runs/rows-check --direct
 
 The whole table is the same commands without ``pick`` (``--only-rows docs/results.jsonl``).
 Compared: test and train accuracy, test loss, epochs run, selected epoch, solver failures,
 the final detuning, and the final stability verdict where the docs row was checked the current
 way (``stability_orbits = "evaluated"``); wall times are not compared. Each row is reported
 bit-identical or not, and equal or not as the table shows it (floats to 3 significant digits).
-Prints a Markdown table; exit status 0 when every row is equal as shown.
+``--direct`` reruns each row that is not bit-identical by train_table's direct path (`run_one`:
+no sweep, no run directory) and says whether it gives the sweep's values bit for bit — when it
+does, the difference is not the sweep's but the code's since the docs row was made. Prints a
+Markdown table; exit status 0 when every row is equal as shown.
 """
 
 from __future__ import annotations
@@ -105,7 +108,25 @@ def _diff(ref: dict[str, Any], row: dict[str, Any]) -> tuple[list[str], list[str
     return bits, shown
 
 
-def check(root: Path, docs_rows: Path) -> tuple[str, bool, bool]:
+def direct_equal(root: Path, row: dict[str, Any]) -> bool:
+    """Whether train_table's direct path (`run_one`: no sweep, no run directory) gives the
+    sweep's row bit for bit — the sweep's own values, whatever the docs row says. Epochs and
+    the digits network as in the point's run directory."""
+    import tomllib
+    from dataclasses import asdict
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_table
+
+    cfg = tomllib.loads((root / train_table.point_name(*_key(row)) / "config.toml").read_text())
+    epochs = int(cfg["training"]["epochs"])
+    pooled = row["task"] == "digits" and "pool" in cfg["data"].get("options", {})
+    task, regime, estimator, seed = _key(row)
+    ref = asdict(train_table.run_one(task, regime, estimator, seed, epochs, pooled))
+    return not _diff(ref | {"stability_orbits": "evaluated"}, row)[0]
+
+
+def check(root: Path, docs_rows: Path, direct: bool = False) -> tuple[str, bool, bool]:
     """A Markdown table: each sweep row against its docs row; (text, every row bit-identical,
     every row equal as the table shows it — floats to 3 significant digits)."""
     docs = {_key(r): r for r in _rows(docs_rows)}
@@ -114,13 +135,17 @@ def check(root: Path, docs_rows: Path) -> tuple[str, bool, bool]:
         "sweep wall s | bit-identical | as shown |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    n_bits = n_shown = 0
+    n_bits = n_shown = n_direct = 0
     rows = sweep_rows(root)
     for key, row in sorted(rows.items()):
         ref = docs.get(key)
         bits, shown = _diff(ref, row) if ref is not None else (["no docs row"], ["no docs row"])
         n_bits += not bits
         n_shown += not shown
+        if bits and direct:
+            same = direct_equal(root, row)
+            n_direct += same
+            bits.append(f"**direct path (no sweep) = sweep: {'yes' if same else 'NO'}**")
         lines.append(
             f"| {' | '.join(map(str, key))} | {row['test_accuracy']:.4g} | {row['test_loss']:.6g} | "
             f"{row['epochs']} | {ref['wall_s'] if ref else math.nan:.1f} | {row['wall_s']:.1f} | "
@@ -132,6 +157,13 @@ def check(root: Path, docs_rows: Path) -> tuple[str, bool, bool]:
     lines.append(
         f"\n{len(rows)} rows of the sweep against {docs_rows.name}: {n_bits} bit-identical, "
         f"{n_shown} equal as the table shows them (floats to 3 significant digits)."
+        + (
+            f" Of the {len(rows) - n_bits} other rows, {n_direct} are given bit for bit by "
+            "train_table's direct path too (the sweep is not the difference: the code changed "
+            "since the docs row was made)."
+            if direct and n_bits < len(rows)
+            else ""
+        )
     )
     n = len(rows)
     return "\n".join(lines), n > 0 and n_bits == n, n > 0 and n_shown == n
@@ -155,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the table as the 'results_rows' section of this file (docs/benchmarks.md)",
     )
     c.add_argument("--note", default="", help="a sentence put before the table in --docs")
+    c.add_argument(
+        "--direct",
+        action="store_true",
+        help="rerun each row that is not bit-identical by train_table.run_one (no sweep) and "
+        "say whether it gives the sweep's values",
+    )
     args = ap.parse_args(argv)
     if args.cmd == "pick":
         rows = pick(_rows(args.rows), args.max_wall_s)
@@ -163,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(r["wall_s"] for r in rows)
         print(f"{len(rows)} rows ({total:.0f} s of runs in the docs table) → {args.out}")
         return 0
-    text, _, ok = check(args.root, args.rows)
+    text, _, ok = check(args.root, args.rows, args.direct)
     print(text)
     if args.docs is not None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
