@@ -14,7 +14,11 @@ compare the batch-mean gradient (what a mini-batch step uses): cosine and relati
 ‖ĝ − g‖/‖g‖. Also the steady-state experiments per gradient and sample against finite
 differences for P ∈ {10, 100, 1000}.
 
-    python benchmarks/fidelity_map.py [--quick] [--out docs]
+    python benchmarks/fidelity_map.py [--quick] [--out docs] [--workers 2 | --scheduler ADDR]
+
+Every (panel, network, x) is a point of a sweep (physlearn.sweeps): one process by default, a
+Dask LocalCluster with ``--workers N``, an existing cluster with ``--scheduler tcp://HOST:PORT``;
+the tables and figures do not depend on where the points ran.
 
 writes docs/fidelity.md and docs/fidelity.png and prints the tables.
 """
@@ -206,44 +210,110 @@ def evaluate(
 
 
 # ------------------------------------------------------------------------------- sweeps
-def damping_sweep(nets: dict[str, NetworkSpec], gts: list[float], seed: int) -> list[Point]:
-    out = []
-    for regime in ("off resonance", "near resonance"):
-        for gt in gts:
-            base = nets[regime]
-            spec = scale_to_amplitude(with_changes(base, damping=gt / base.period_s), AMPLITUDE[0])
-            out.append(evaluate(spec, regime, gt, ESTIMATORS, seed))
-    return out
+# Every (panel, regime, x) is one point of a sweep (physlearn.sweeps): `fidelity_point` runs on
+# whichever worker (or serially, --workers 1), and the panels are put back together in order.
 
 
-def detuning_sweep(
-    nets: dict[str, NetworkSpec], detunings: list[float], gt: float, seed: int
-) -> list[Point]:
-    out = []
-    for regime in ("linear", "near resonance"):
-        spec = nets[regime]
+def fidelity_point(
+    panel: str, regime: str, label: str, x: float, spec: NetworkSpec, seed: int, amplitude: float
+) -> dict[str, Any]:
+    """One point of panel A (damping Γ·T = x), B (detuning x linewidths at Γ·T = 0.3) or C
+    (β = x) at the ``regime`` network ``spec``: the spec rescaled to ``amplitude``, every
+    estimator evaluated; the `Point` flattened to scalars (``cos:NAME``, ``err:NAME``,
+    ``exp:NAME``, ``note``)."""
+    AMPLITUDE[0] = amplitude
+    if panel == "A":
+        s = scale_to_amplitude(with_changes(spec, damping=x / spec.period_s), amplitude)
+        pt = evaluate(s, label, x, ESTIMATORS, seed)
+    elif panel == "B":
         w0 = nearest_mode(spec)
-        gamma = gt * w0 / (2 * math.pi)  # Γ·T = gt at ω = ω_mode
-        for det in detunings:
-            s = scale_to_amplitude(
-                with_changes(spec, damping=gamma, omega=w0 + det * gamma), AMPLITUDE[0]
-            )
-            out.append(evaluate(s, regime, det, ESTIMATORS, seed))
+        gamma = 0.3 * w0 / (2 * math.pi)  # Γ·T = 0.3 at ω = ω_mode
+        s = scale_to_amplitude(with_changes(spec, damping=gamma, omega=w0 + x * gamma), amplitude)
+        pt = evaluate(s, label, x, ESTIMATORS, seed)
+    else:
+        gt = 0.0 if regime == "off resonance" else 0.3
+        s = scale_to_amplitude(with_changes(spec, damping=gt / spec.period_s), amplitude)
+        pt = evaluate(s, label, x, EP, seed, beta=x)
+    out: dict[str, Any] = {"note": pt.note}
+    out.update({f"cos:{k}": v for k, v in pt.cos.items()})
+    out.update({f"err:{k}": v for k, v in pt.err.items()})
+    out.update({f"exp:{k}": v for k, v in pt.experiments.items()})
     return out
 
 
-def beta_sweep(nets: dict[str, NetworkSpec], betas: list[float], seed: int) -> list[Point]:
-    out = []
+def point_of(label: str, x: float, metrics: dict[str, Any]) -> Point:
+    pt = Point(label, x, note=str(metrics.get("note") or ""))
+    for key, v in metrics.items():
+        kind, _, name = key.partition(":")
+        if kind == "cos":
+            pt.cos[name] = v
+        elif kind == "err":
+            pt.err[name] = v
+        elif kind == "exp":
+            pt.experiments[name] = int(v)
+    return pt
+
+
+def grid(
+    nets: dict[str, NetworkSpec], gts: list[float], dets: list[float], betas: list[float]
+) -> list[tuple[str, str, str, float]]:
+    """(panel, regime, label, x) of every point, in the tables' order."""
+    out = [("A", r, r, gt) for r in ("off resonance", "near resonance") for gt in gts]
+    out += [("B", r, r, d) for r in ("linear", "near resonance") for d in dets]
     cases = (
-        ("off resonance, Γ·T = 0", "off resonance", 0.0),
-        ("near resonance, Γ·T = 0.3", "near resonance", 0.3),
+        ("off resonance, Γ·T = 0", "off resonance"),
+        ("near resonance, Γ·T = 0.3", "near resonance"),
     )
-    for label, regime, gt in cases:
-        base = nets[regime]
-        spec = scale_to_amplitude(with_changes(base, damping=gt / base.period_s), AMPLITUDE[0])
-        for b in betas:
-            out.append(evaluate(spec, label, b, EP, seed, beta=b))
+    out += [("C", r, label, b) for label, r in cases for b in betas]
     return out
+
+
+def run_points(
+    nets: dict[str, NetworkSpec],
+    points: list[tuple[str, str, str, float]],
+    args: argparse.Namespace,
+) -> tuple[list[Point], list[Point], list[Point]]:
+    """Every point through the sweep machinery: one process (``--workers 1``), a Dask
+    LocalCluster or ``--scheduler``; records in ``--sweep-root`` (a finished point is not
+    run again) or a temporary folder. The panels A, B, C in order."""
+    import cloudpickle
+
+    from physlearn.sweeps import Task, open_executor, run_tasks
+
+    if __name__ != "__main__":  # imported (tests): the workers cannot import this script
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    tasks = [
+        Task(
+            f"{panel}-{_slug(label)}-{x:g}",
+            fidelity_point,
+            {
+                "panel": panel,
+                "regime": regime,
+                "label": label,
+                "x": x,
+                "spec": nets[regime],
+                "seed": args.seed,
+                "amplitude": AMPLITUDE[0],
+            },
+            labels={"panel": panel, "regime": label, "x": x},
+        )
+        for panel, regime, label, x in points
+    ]
+    root = args.sweep_root or Path(tempfile.mkdtemp(prefix="fidelity-sweep-"))
+    scheduler = args.scheduler or ("serial" if args.workers == 1 else None)
+    with open_executor(scheduler, args.workers) as ex:
+        records = run_tasks(tasks, ex, root, title="Fidelity map points")
+    failed = [r for r in records if r.status != "done"]
+    if failed:
+        raise SystemExit(f"fidelity_map: {len(failed)} points failed: {failed[0].error}")
+    pts = [point_of(lab, x, r.metrics) for (_, _, lab, x), r in zip(points, records, strict=True)]
+    panel = [p for p, *_ in points]
+    a, b, c = ([pt for pt, k in zip(pts, panel, strict=True) if k == c] for c in "ABC")
+    return a, b, c
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")
 
 
 def experiments_table(points: list[Point]) -> list[tuple[str, str, list[int]]]:
@@ -416,6 +486,16 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=20240)
     ap.add_argument(
+        "--workers", type=int, default=1, help="Dask LocalCluster processes (1: one process)"
+    )
+    ap.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask cluster")
+    ap.add_argument(
+        "--sweep-root",
+        type=Path,
+        default=None,
+        help="keep the points' records here (a rerun skips finished points)",
+    )
+    ap.add_argument(
         "--amplitude",
         type=float,
         default=0.3,
@@ -434,9 +514,7 @@ def main() -> None:
         dets = [-8.0, -4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
         betas = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3]
     nets = base_networks(args.seed)
-    damp = damping_sweep(nets, gts, args.seed)
-    det = detuning_sweep(nets, dets, 0.3, args.seed)
-    beta = beta_sweep(nets, betas, args.seed)
+    damp, det, beta = run_points(nets, grid(nets, gts, dets, betas), args)
     exp_rows = experiments_table(damp)
     out = doc_sections.docs_target(args.out, ROOT / "docs", args.quick)
     if out is None:

@@ -18,11 +18,26 @@ of the per-seed differences), epochs run and wall time per run.
     python benchmarks/train_table.py --tasks xor,iris        # the full rows of these tasks
     python benchmarks/train_table.py --workers 2 --seeds 5
     python benchmarks/train_table.py --tasks digits --regimes conservative --resume
+    python benchmarks/train_table.py --tasks xor --write-sweep xor.sweep.toml   # then:
+    physlearn sweep --config xor.sweep.toml && python benchmarks/train_table.py --tasks xor \
+        --resume --report-only --sweep-root runs/xor.sweep
+
+Every run is a point of a `physlearn sweep` (physlearn.sweeps, docs/sweeps.md): the table's
+grid is written as a sweep file (``<sweep root>/train_table.sweep.toml``: one point per row,
+examples/<task>.toml plus the row's overrides) and run by the same machinery as ``physlearn
+sweep --config FILE`` — a Dask LocalCluster of ``--workers`` processes (``--workers 1``: one
+process), or an existing cluster with ``--scheduler tcp://HOST:PORT`` — each point a run
+directory under the sweep root (default runs/train_table for the docs table). Iris folds are the
+data set ``iris_cv`` (fold = seed). `run_one` trains a row directly, without a run directory:
+the reference the sweep path is tested against (tests/sweeps: bit-identical rows).
 
 Estimators: ``--estimators`` (default ep_symmetric, ep_time_reversed, adjoint, plus ``ep_echo``
 whenever the estimator registry has it). Every finished run is appended to the raw rows
 (``<output>.jsonl``) and the table is rewritten at once, so an interrupted run keeps its rows;
-``--resume`` skips the (task, regime, estimator, seed) rows already there. Hand-written notes
+``--resume`` keeps the (task, regime, estimator, seed) rows already there and continues the sweep
+(finished points are skipped, interrupted ones resumed); without it the sweep root must be new.
+``--set TASK:KEY=VALUE`` overrides one task's configs only (e.g. ``digits:training.epochs=6``);
+``--only-rows FILE.jsonl`` runs just the rows of an earlier rows file (to regenerate them). Hand-written notes
 after the line ``<!-- notes -->`` in the output file are kept when the table is regenerated.
 
 Writes docs/results.md (or --output) and prints the table.
@@ -35,12 +50,10 @@ import asyncio
 import copy
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +118,9 @@ Overrides = tuple[tuple[str, Any], ...]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"optimizer.lr=0.02"`` → ``("optimizer.lr", 0.02)``; the value is read as TOML."""
+    """``"optimizer.lr=0.02"`` → ``("optimizer.lr", 0.02)``; the value is read as TOML. A task
+    prefix keeps it to that task's runs: ``"digits:training.epochs=6"`` →
+    ``("digits:training.epochs", 6)``."""
     import tomllib
 
     key, sep, value = text.partition("=")
@@ -115,6 +130,16 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"--set {key.strip()}: {value!r} is not a TOML value ({exc})") from None
+
+
+def task_overrides(task: str, overrides: Overrides) -> Overrides:
+    """The overrides that apply to ``task``'s runs, prefixes removed."""
+    out = []
+    for key, value in overrides:
+        prefix, sep, rest = key.rpartition(":")
+        if not sep or prefix == task:
+            out.append((rest, value))
+    return tuple(out)
 
 
 def _config(
@@ -146,7 +171,7 @@ def _config(
     if estimator == "ep_echo":
         # Newton from the reversed orbit instead of integrating ~1/Γ of transient per phase
         data["system"]["echo_settle"] = "newton"
-    for key, value in overrides:
+    for key, value in task_overrides(task, overrides):
         *path, leaf = key.split(".")
         node = data
         for part in path:
@@ -243,6 +268,141 @@ def run_one(
             0,
             error=f"{type(exc).__name__}: {exc}"[:200],
         )
+
+
+def point_name(task: str, regime: str, estimator: str, seed: int) -> str:
+    """The row's point in the sweep (its run directory's name)."""
+    return f"{task}-{regime}-{estimator}-s{seed}"
+
+
+def point_entry(
+    task: str,
+    regime: str,
+    estimator: str,
+    seed: int,
+    epochs: int,
+    pooled: bool = False,
+    overrides: Overrides = (),
+) -> dict[str, Any]:
+    """The sweep file's ``[[points]]`` entry of one row: examples/<task>.toml plus the overrides
+    that make it the config `run_one` trains (`_config`; Iris: the data set ``iris_cv``, fold =
+    seed, in place of `run_one`'s swap of the data set)."""
+    from physlearn.spec.tomlconfig import read_toml
+
+    base = ROOT / "examples" / f"{task}.toml"
+    sets: dict[str, Any] = {}
+    if task == "digits" and pooled:
+        sets["data.options.pool"] = DIGITS_POOL
+        sets["network.topology.layers"] = list(DIGITS_POOLED_LAYERS)
+    if task == "iris":
+        scaling = read_toml(base)["data"].get("options", {}).get("scaling", "minmax")
+        sets["data"] = {"name": "iris_cv", "options": {"fold": seed, "scaling": scaling}}
+    sets["network.topology.regime"] = regime
+    sets["network.topology.seed"] = seed
+    sets["estimator"] = {"name": estimator, **({"beta": BETA} if takes_beta(estimator) else {})}
+    sets.update(
+        {"training.seed": seed, "training.epochs": epochs, "training.log_cosine_to_adjoint": False}
+    )
+    sets["system.floquet"] = "none"
+    if estimator == "ep_echo":
+        sets["system.echo_settle"] = "newton"
+    for key, value in task_overrides(task, overrides):
+        sets.pop(key, None)  # applied last, as in _config
+        sets[key] = value
+    return {
+        "name": point_name(task, regime, estimator, seed),
+        "base": str(base),
+        "set": sets,
+        "unset": [] if regime == "conservative" else ["training.min_mode_margin"],
+        "tags": {"task": task, "regime": regime, "estimator": estimator, "seed": seed},
+    }
+
+
+def row_of(rec: Any, layers: list[int] | None) -> RunResult:
+    """The table row of a sweep point's record (`physlearn.sweeps.PointRecord`)."""
+    t = rec.labels
+    key = (t["task"], t["regime"], t["estimator"], int(t["seed"]))
+    if rec.status != "done":
+        return RunResult(
+            *key, math.nan, math.nan, math.nan, 0, rec.wall_s, 0, error=rec.error[:200]
+        )
+    m = rec.metrics
+    return RunResult(
+        *key,
+        _num(m["test_accuracy"]),
+        _num(m["test_loss"]),
+        _num(m["train_accuracy"]),
+        int(m["epochs_run"]),
+        rec.wall_s,
+        int(m["solver_failures"]),
+        int(m["selected_epoch"]),
+        bool(m["stable"]),
+        _num(m["final_detuning_linewidths"]),
+        str(m["stability_orbits"]),
+        f"layers {layers if layers else '?'}, {layers[0] if layers else '?'} features",
+    )
+
+
+def write_sweep_file(path: Path, entries: list[dict[str, Any]]) -> None:
+    """The table's grid as a `physlearn sweep` file (one point per row)."""
+    import tomli_w
+
+    from physlearn.spec.files import atomic_write_bytes
+
+    head = (
+        "# Written by benchmarks/train_table.py: one point per row of the training table.\n"
+        "# Run it with `physlearn sweep --config THIS_FILE` (docs/sweeps.md).\n"
+    )
+    data = {"sweep": {"root": "."}, "points": entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (head + tomli_w.dumps(data)).encode())
+
+
+def sweep_root(args: argparse.Namespace) -> Path:
+    """Where the sweep's run directories go: --sweep-root; runs/train_table for the docs
+    table; beside any other output (``<output stem>-runs``)."""
+    if args.sweep_root is not None:
+        return Path(args.sweep_root)
+    if args.output == ROOT / "docs" / "results.md":
+        return ROOT / "runs" / "train_table"
+    return args.output.parent / f"{args.output.stem}-runs"
+
+
+def run_sweep_rows(
+    args: argparse.Namespace, entries: list[dict[str, Any]], on_row: Any
+) -> list[RunResult]:
+    """Write the sweep file of ``entries`` into the sweep root and run it (finished points
+    skipped); ``on_row(row, fresh)`` for each row as it comes. Every row of the sweep."""
+    from physlearn.spec.tomlconfig import validate
+    from physlearn.sweeps import RecordStore, open_executor, run_sweep
+    from physlearn.sweeps.plan import SweepFile, plan_from
+
+    root = sweep_root(args)
+    path = root / "train_table.sweep.toml"
+    sf = validate(SweepFile, {"sweep": {"root": "."}, "points": entries}, str(path))
+    plan = plan_from(sf, path)
+    layers = {p.name: _layers(p) for p in plan.points}
+    rows: list[RunResult] = []
+
+    def seen(rec: Any, fresh: bool) -> None:
+        rows.append(row_of(rec, layers[rec.point]))
+        on_row(rows[-1], fresh)
+
+    if args.report_only:  # the rows of the points finished so far, nothing run
+        for rec in RecordStore(root).read_all(p.name for p in plan.points).values():
+            seen(rec, False)
+        return rows
+    write_sweep_file(path, entries)
+    scheduler = args.scheduler or ("serial" if args.workers == 1 else None)
+    with open_executor(scheduler, args.workers) as ex:
+        print(f"sweep: {len(entries)} points on {ex.description} in {root}", file=sys.stderr)
+        run_sweep(plan, ex, on_record=seen)
+    return rows
+
+
+def _layers(point: Any) -> list[int] | None:
+    topo = point.config().network.topology
+    return list(topo.layers) if topo is not None else None
 
 
 def _unstable(rows: list[RunResult]) -> str:
@@ -453,7 +613,7 @@ def _output(args: argparse.Namespace) -> Path:
     return Path(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 seeds, short budgets (XOR by default)")
     ap.add_argument("--tasks", default=None, help="comma list of xor,iris,digits,sine")
@@ -465,7 +625,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seeds", type=int, default=None, help="paired seeds (default 5; quick 2)")
     ap.add_argument("--epochs", type=int, default=None, help="override every task's epoch budget")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument(
+        "--workers", type=int, default=1, help="Dask LocalCluster processes (1: one process)"
+    )
+    ap.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing Dask cluster")
+    ap.add_argument(
+        "--sweep-root",
+        type=Path,
+        default=None,
+        help="run directories of the sweep (default runs/train_table; <output>-runs)",
+    )
+    ap.add_argument(
+        "--write-sweep",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the sweep file of the table's grid and exit (run it with physlearn sweep)",
+    )
+    ap.add_argument(
+        "--only-rows",
+        type=Path,
+        default=None,
+        metavar="JSONL",
+        help="run only the (task, regime, estimator, seed) rows of this rows file",
+    )
     ap.add_argument("--resume", action="store_true", help="keep rows already in <output>.jsonl")
     ap.add_argument(
         "--report-only",
@@ -481,9 +664,10 @@ def main(argv: list[str] | None = None) -> int:
         "--set",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="override a config key of every run, VALUE in TOML (e.g. optimizer.lr=0.02); "
-        "repeatable. Use with --output: the rows are then not the examples' table",
+        metavar="[TASK:]KEY=VALUE",
+        help="override a config key of every run (or of TASK's runs), VALUE in TOML (e.g. "
+        "optimizer.lr=0.02); repeatable. Use with --output: the rows are then not the "
+        "examples' table",
     )
     ap.add_argument(
         "--output",
@@ -493,77 +677,93 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        overrides: Overrides = tuple(parse_override(t) for t in args.set)
+        args.overrides = tuple(parse_override(t) for t in args.set)
     except ValueError as exc:
         ap.error(str(exc))
     from physlearn.estimators import known_estimators
 
-    tasks = (args.tasks or ("xor" if args.quick else "xor,iris,digits")).split(",")
-    for t in tasks:
+    args.tasks = (args.tasks or ("xor" if args.quick else "xor,iris,digits")).split(",")
+    for t in args.tasks:
         if t not in BUDGET:
             ap.error(f"--tasks: unknown task {t!r}; known: {', '.join(BUDGET)}")
-    regimes = args.regimes.split(",")
-    for r in regimes:
+    args.regimes = args.regimes.split(",")
+    for r in args.regimes:
         if r not in REGIMES:
             ap.error(f"--regimes: unknown regime {r!r}; known: {', '.join(REGIMES)}")
-    estimators = args.estimators.split(",") if args.estimators else default_estimators()
-    for e in estimators:
+    args.estimators = args.estimators.split(",") if args.estimators else default_estimators()
+    for e in args.estimators:
         if e not in known_estimators():
             ap.error(f"--estimators: unknown {e!r}; known: {', '.join(known_estimators())}")
-    n_seeds = args.seeds or (2 if args.quick else 5)
+    if args.report_only and not args.resume:
+        ap.error("--report-only needs --resume (it reports the rows of <output>.jsonl)")
+    args.n_seeds = args.seeds or (2 if args.quick else 5)
+    return args
+
+
+def _entries(args: argparse.Namespace, done: set[tuple[str, str, str, int]]) -> list[dict]:
+    """The sweep points of the rows not in ``done``: regime-major, then seed-major (complete
+    paired sets first)."""
+    only = None
+    if args.only_rows is not None:
+        only = {(r.task, r.regime, r.estimator, r.seed) for r in _read_rows(args.only_rows)}
+    out = []
+    for regime in args.regimes:
+        for task in args.tasks:
+            epochs = args.epochs or BUDGET[task][1 if args.quick else 0]
+            for seed in args.seed_lists[(task, regime)]:
+                for est in args.estimators:
+                    key = (task, regime, est, seed)
+                    if key not in done and (only is None or key in only):
+                        out.append(point_entry(*key, epochs, args.digits_pooled, args.overrides))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    tasks, regimes, estimators, n_seeds = args.tasks, args.regimes, args.estimators, args.n_seeds
+    args.seed_lists = {
+        (t, r): valid_seeds(t, r, n_seeds, args.digits_pooled) for t in tasks for r in regimes
+    }
+    if args.write_sweep is not None:
+        entries = _entries(args, set())
+        write_sweep_file(args.write_sweep, entries)
+        print(f"{len(entries)} points: physlearn sweep --config {args.write_sweep}")
+        return 0
     args.output = _output(args)
     raw = args.output.with_suffix(".jsonl")
-    seeds = {(t, r): valid_seeds(t, r, n_seeds, args.digits_pooled) for t in tasks for r in regimes}
-    args.seed_lists = seeds
-    results: list[RunResult] = _read_rows(raw) if args.resume else []
+    kept: list[RunResult] = _read_rows(raw) if args.resume else []
     # rows of seeds the topology refuses (older runs) are not part of the paired sets
-    results = [r for r in results if r.seed in seeds.get((r.task, r.regime), [r.seed])]
-    done = {(r.task, r.regime, r.estimator, r.seed) for r in results}
-    if not args.resume:
-        raw.parent.mkdir(parents=True, exist_ok=True)
-        raw.write_text("")
-    jobs = []
-    # regime-major, then seed-major: complete paired sets appear first
-    for regime in regimes:
-        for task in tasks:
-            epochs = args.epochs or BUDGET[task][1 if args.quick else 0]
-            for seed in seeds[(task, regime)]:
-                for est in estimators:
-                    if (task, regime, est, seed) not in done:
-                        jobs.append(
-                            (task, regime, est, seed, epochs, args.digits_pooled, overrides)
-                        )
-    if args.report_only:
-        if not args.resume:
-            ap.error("--report-only needs --resume (it reports the rows of <output>.jsonl)")
-        jobs = []
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    kept = [r for r in kept if r.seed in args.seed_lists.get((r.task, r.regime), [r.seed])]
+    entries = _entries(args, {(r.task, r.regime, r.estimator, r.seed) for r in kept})
+    if not args.resume and (sweep_root(args) / "_sweep").exists():
+        raise SystemExit(
+            f"train_table: {sweep_root(args)} holds an earlier sweep: --resume continues it "
+            "(or give another --sweep-root)"
+        )
+    results = list(kept)
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_one, *j) for j in jobs]
-        for i, fut in enumerate(futures):
-            r = fut.result()
-            results.append(r)
-            with raw.open("a") as fh:
-                fh.write(json.dumps(asdict(r)) + "\n")
+
+    def on_row(r: RunResult, fresh: bool) -> None:
+        results.append(r)
+        from physlearn.spec.files import atomic_write_bytes
+
+        text = "".join(json.dumps(asdict(x)) + "\n" for x in results)
+        atomic_write_bytes(raw, text.encode())
+        if fresh:
             print(
-                f"[{i + 1}/{len(jobs)}] {r.task} {r.regime} {r.estimator} seed {r.seed}: "
-                f"test acc {r.test_accuracy:.3f} loss {r.test_loss:.3g} epochs {r.epochs} "
-                f"{r.wall_s:.1f} s {r.error}",
+                f"[{len(results) - len(kept)}/{len(entries)}] {r.task} {r.regime} {r.estimator} "
+                f"seed {r.seed}: test acc {r.test_accuracy:.3f} loss {r.test_loss:.3g} epochs "
+                f"{r.epochs} {r.wall_s:.1f} s {r.error}",
                 file=sys.stderr,
                 flush=True,
             )
-            _write(
-                args,
-                results,
-                estimators,
-                tasks,
-                regimes,
-                n_seeds,
-                time.perf_counter() - t0,
-                i + 1 == len(jobs),
-            )
+        _write(args, results, estimators, tasks, regimes, n_seeds, time.perf_counter() - t0, False)
+
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        raw.write_text("")
+    if entries:
+        run_sweep_rows(args, entries, on_row)
     text = _write(
         args, results, estimators, tasks, regimes, n_seeds, time.perf_counter() - t0, True
     )

@@ -18,6 +18,7 @@ COMMANDS = {
     "report": "report",
     "watch": "watch",
     "control": "control",
+    "sweep": "sweep",
 }
 
 

@@ -17,6 +17,9 @@ Documented splits and scalings:
   values (zero mean, unit std on train; signed). :func:`iris_cv_folds` gives repeated stratified
   K-fold splits (``RepeatedStratifiedKFold(random_state=seed)``), each fold scaled with its own
   train statistics: Iris' test split is only 30 points, so results use cross-validation.
+  ``iris_cv`` is one of those folds as a data set of its own (``fold`` k of the repeated CV, the
+  same Dataset as ``list(iris_cv_folds(...))[k]``), so that a train config — a sweep point —
+  can name it.
 * ``digits``: scikit-learn's bundled 8×8 digits (1797 samples, 10 classes). Pixels (0..16) are
   divided by 16 into [0, 1] — a fixed, data-independent scaling, so nothing leaks from test to
   train. ``pool=2`` averages 2×2 blocks into 4×4 = 16 features (still in [0, 1]). Stratified
@@ -61,6 +64,7 @@ __all__ = [
     "digits",
     "get_dataset",
     "iris",
+    "iris_cv",
     "iris_cv_folds",
     "iterate_minibatches",
     "one_hot",
@@ -269,6 +273,22 @@ def iris_cv_folds(
         )
 
 
+def iris_cv(
+    fold: int = 0, n_splits: int = 5, seed: int = 0, scaling: ScalingName = "minmax"
+) -> Dataset:
+    """Fold ``fold`` (0-based, counted over the repeats: repeat ``fold // n_splits``) of
+    `iris_cv_folds` — bit-identical to ``list(iris_cv_folds(n_splits, n_repeats, seed,
+    scaling))[fold]`` for any ``n_repeats`` that reaches it (each repeat's shuffle depends only
+    on the earlier repeats)."""
+    if fold < 0:
+        raise ConfigError(f"iris_cv: fold must be >= 0, got {fold}")
+    folds = iris_cv_folds(n_splits, fold // n_splits + 1, seed, scaling)
+    for k, ds in enumerate(folds):
+        if k == fold:
+            return ds
+    raise AssertionError("unreachable: the folds reach `fold`")
+
+
 # --------------------------------------------------------------------------------------------
 # Digits
 
@@ -473,6 +493,7 @@ def sine_task(
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "xor": xor,
     "iris": iris,
+    "iris_cv": iris_cv,
     "digits": digits,
     "sine": sine_task,
 }
