@@ -8,17 +8,13 @@ An orbit attracts exactly when every multiplier has modulus < 1.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.simulators.excitation import GridExcitation
+from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import NetworkModel
-
-if TYPE_CHECKING:
-    from physlearn.simulators.periodic import Feedback
 
 Array = NDArray[np.float64]
 

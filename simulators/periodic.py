@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from physlearn.errors import SteadyStateError, UnstableOrbitError
 from physlearn.simulators.excitation import GridExcitation
+from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.krylov import gmres
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import Coefficients, NetworkModel
@@ -41,26 +42,6 @@ CArray = NDArray[np.complex128]
 def _take_beta(beta: float | Array, idx: NDArray[np.intp]) -> float | Array:
     """The nudge strengths of the samples ``idx``: a scalar β is shared, a (B,) one indexed."""
     return np.asarray(beta, dtype=float)[idx] if np.ndim(beta) else beta
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """A linear feedback force G(t)(x − r(t)) on the grid: gain (B,N,d,d) (force per unit
-    coordinate, N/m), reference orbit r (B,N,d). The reference solves the dynamics without it."""
-
-    gain: Array
-    reference: Array
-
-    def take(self, idx: NDArray[np.intp]) -> Feedback:
-        return Feedback(self.gain[idx], self.reference[idx])
-
-    def force(self, x: Array) -> Array:
-        """G (x − r), shape (B,N,d)."""
-        return np.einsum("bnij,bnj->bni", self.gain, x - self.reference)
-
-    def apply(self, v: Array, transpose: bool = False) -> Array:
-        """G v (or Gᵀ v), shape (B,N,d)."""
-        return np.einsum("bnji,bnj->bni" if transpose else "bnij,bnj->bni", self.gain, v)
 
 
 class PeriodicOperator:
@@ -434,9 +415,15 @@ def solve_periodic(
         if unstable.any():
             all_bad = tuple(int(j) for j in np.flatnonzero(unstable))
             i = all_bad[0]
+            why = (
+                "; the network has non-reciprocal (directed) couplings, whose flutter the "
+                "damping must outweigh"
+                if model.nonreciprocal
+                else ""
+            )
             raise UnstableOrbitError(
                 f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
-                f"modulus {mod[i]:.6f} > 1 (no bench can settle on it)",
+                f"modulus {mod[i]:.6f} > 1 (no bench can settle on it){why}",
                 sample=i,
                 multiplier=float(mod[i]),
                 samples=all_bad,

@@ -331,6 +331,33 @@ def linear_mode_frequencies(spec: NetworkSpec) -> np.ndarray:
     model = NetworkModel.from_spec(spec)
     theta = model.full_theta(spec.initial_parameters())
     K = model.mean_hessian(np.zeros((1, 1, model.d)), np.zeros(1), model.coefficients(theta))[0]
-    minv = 1.0 / np.sqrt(model.mass)
-    ev = np.linalg.eigvalsh(minv[:, None] * K * minv[None, :])
+    return mode_frequencies(K, model.mass, symmetric=not model.nonreciprocal)
+
+
+def mode_frequencies(K: Array, mass: Array, symmetric: bool = True) -> Array:
+    """Angular frequencies √λ (rad/s, ascending) of M^{-1/2} K M^{-1/2} for a stiffness K (d,d)
+    (N/m) and masses (d,) (kg); λ < 0 counts as 0. A non-symmetric K (directed couplings) has
+    possibly complex λ: the real parts are used (`rest_growth_rate` tells the instability)."""
+    minv = 1.0 / np.sqrt(np.asarray(mass, dtype=float))
+    Kt = minv[:, None] * K * minv[None, :]
+    if symmetric:
+        ev = np.linalg.eigvalsh(Kt)
+    else:
+        ev = np.sort(np.linalg.eigvals(Kt).real)
     return np.sqrt(np.clip(ev, 0.0, None))
+
+
+def rest_growth_rate(spec: NetworkSpec, params: Array | None = None) -> float:
+    """Largest real part (1/s) of the eigenvalues of the network linearised at rest,
+    ẍ = −M⁻¹(K + N) x − Γ ẋ (the 2d×2d state matrix): > 0 means the rest state is unstable
+    (a divergence, or a flutter when the eigenvalue is complex: non-reciprocal couplings)."""
+    model = NetworkModel.from_spec(spec)
+    p = spec.initial_parameters() if params is None else np.asarray(params, dtype=float)
+    theta = model.full_theta(p)
+    K = model.mean_hessian(np.zeros((1, 1, model.d)), np.zeros(1), model.coefficients(theta))[0]
+    d = model.d
+    A = np.zeros((2 * d, 2 * d))
+    A[:d, d:] = np.eye(d)
+    A[d:, :d] = -K / model.mass[:, None]
+    A[d:, d:] = -np.diag(model.damping)
+    return float(np.max(np.linalg.eigvals(A).real))

@@ -57,10 +57,11 @@ from physlearn.simulators.excitation import (
     GridExcitation,
     build_excitation,
 )
+from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.floquet import floquet_multipliers
 from physlearn.simulators.gradients import PeriodicSensitivity
 from physlearn.simulators.integrator import Integrator, State
-from physlearn.simulators.periodic import Feedback, PeriodicSolution, solve_periodic
+from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import NetworkModel
 from physlearn.spec.network import NetworkSpec
