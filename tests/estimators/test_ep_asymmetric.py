@@ -5,6 +5,7 @@ the refusals (reciprocal-only estimators, missing feedback elements, unstable ne
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import numpy as np
@@ -135,7 +136,7 @@ def test_vector_field_error_grows_with_asymmetry() -> None:
         errors.append(rel(g["ep_vector_field"], g["adjoint"]))
         assert rel(g["ep_asymmetric"], g["adjoint"]) < 1e-6
     assert errors[0] < 1e-6
-    assert all(b > a for a, b in zip(errors, errors[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(errors))
 
 
 def test_reciprocal_pair_is_a_product_coupling() -> None:
