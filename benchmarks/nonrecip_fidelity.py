@@ -69,52 +69,61 @@ async def point(setting: dict[str, Any], f: float, draw: int) -> dict[str, float
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--output", default=str(ROOT / "docs" / "fidelity-nonrecip.png"))
-    a = ap.parse_args(argv)
-    results: dict[str, dict[str, list[list[float]]]] = {}
-    for name, setting in SETTINGS.items():
-        res: dict[str, list[list[float]]] = {}
-        for f in FRACTIONS:
-            pts = [asyncio.run(point(setting, f, k)) for k in range(a.draws)]
-            for label in pts[0]:
-                res.setdefault(label, []).append([p[label] for p in pts])
-            print(
-                name,
-                f,
-                {
-                    k: f"{max(v):.2e}"
-                    for k, v in zip(
-                        pts[0], zip(*[p.values() for p in pts], strict=True), strict=True
-                    )
-                },
-                flush=True,
-            )
-        results[name] = res
+COLORS = {"ep_asymmetric": "C0", "ep_asymmetric, no echo": "C2", "ep_vector_field": "C3"}
+
+
+def plot(results: dict[str, dict[str, list[list[float]]]], out: Path) -> None:
+    """Two log panels (every estimator per setting) and one linear panel (VF-EP's error)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, (name, res) in zip(axes, results.items(), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, (name, res) in zip(axes[:2], results.items(), strict=True):
         for label, vals in res.items():
             v = np.maximum(np.array(vals), 1e-16)
-            ax.semilogy(FRACTIONS, v.mean(axis=1), "o-", label=label)
-            ax.fill_between(FRACTIONS, v.min(axis=1), v.max(axis=1), alpha=0.2)
-        ax.set_title(name)
+            ax.semilogy(FRACTIONS, v.mean(axis=1), "o-", color=COLORS[label], label=label)
+            ax.fill_between(FRACTIONS, v.min(axis=1), v.max(axis=1), color=COLORS[label], alpha=0.2)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("relative gradient error vs adjoint")
+    for style, (name, res) in zip(("o-", "s--"), results.items(), strict=True):
+        v = np.array(res["ep_vector_field"])
+        axes[2].plot(FRACTIONS, v.mean(axis=1), style, color="C3", label=f"ep_vector_field, {name}")
+        axes[2].fill_between(FRACTIONS, v.min(axis=1), v.max(axis=1), color="C3", alpha=0.15)
+    axes[2].set_title("Vector-Field EP's error (linear scale)", fontsize=10)
+    for ax in axes:
         ax.set_xlabel("antisymmetric fraction f of the couplings")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.42), ncol=2, fontsize=8)
-    axes[0].set_ylabel("relative gradient error vs adjoint")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, fontsize=8)
     fig.suptitle("Non-reciprocal networks, d = 6, β = 1e-3 (mean over draws, band = min–max)")
     fig.tight_layout()
-    fig.savefig(a.output, dpi=110, bbox_inches="tight")
-    Path(a.output).with_suffix(".json").write_text(
-        json.dumps({"fractions": FRACTIONS, "results": results}, indent=1) + "\n"
-    )
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--output", default=str(ROOT / "docs" / "fidelity-nonrecip.png"))
+    ap.add_argument("--replot", action="store_true", help="redraw from the JSON beside the PNG")
+    a = ap.parse_args(argv)
+    out = Path(a.output)
+    if a.replot:
+        results = json.loads(out.with_suffix(".json").read_text())["results"]
+    else:
+        results = {}
+        for name, setting in SETTINGS.items():
+            res: dict[str, list[list[float]]] = {}
+            for f in FRACTIONS:
+                pts = [asyncio.run(point(setting, f, k)) for k in range(a.draws)]
+                for label in pts[0]:
+                    res.setdefault(label, []).append([p[label] for p in pts])
+                print(name, f, {k: max(p[k] for p in pts) for k in pts[0]}, flush=True)
+            results[name] = res
+        out.with_suffix(".json").write_text(
+            json.dumps({"fractions": FRACTIONS, "results": results}, indent=1) + "\n"
+        )
+    plot(results, out)
     print("wrote", a.output)
     return 0
 

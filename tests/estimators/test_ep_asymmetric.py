@@ -80,8 +80,9 @@ def run(
     return asyncio.run(go())
 
 
+FAST = {("linear", 6, True), ("tanh_active", 6, False), ("feedforward", 6, False)}
 CASES = [
-    pytest.param(kind, d, static, marks=[pytest.mark.slow] if d == 12 else [])
+    pytest.param(kind, d, static, marks=[] if (kind, d, static) in FAST else [pytest.mark.slow])
     for kind in ("linear", "tanh_active", "feedforward")
     for static in (True, False)
     for d in (6, 12)
@@ -124,6 +125,7 @@ def test_ep_asymmetric_exact(kind: str, d: int, static: bool) -> None:
         assert np.abs(ref[:, idx]).max() > 1e-6
 
 
+@pytest.mark.slow
 def test_vector_field_error_grows_with_asymmetry() -> None:
     """VF-EP's error grows with the antisymmetric fraction f; ep_asymmetric stays exact. At f = 0
     (stationary: J symmetric) both are exact."""
@@ -167,6 +169,7 @@ def test_reciprocal_pair_is_a_product_coupling() -> None:
     np.testing.assert_allclose(ga[:, 1], gb[:, 1] + gb[:, 2], rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_adjoint_matches_finite_differences() -> None:
     spec = network("tanh_active", 6, static=False)
     g = run(spec, {"adjoint": {}, "fd": {"name": "finite_difference", "step": 1e-5}})
@@ -215,3 +218,39 @@ def test_unstable_nonreciprocal_network_named() -> None:
     assert rest_growth_rate(spec) > 0
     with pytest.raises(UnstableOrbitError, match="non-reciprocal"):
         run(spec, {"adjoint": {}})
+
+
+@pytest.mark.parametrize("kind", ["fixed_endpoints", "fixed_velocities", "initial_value"])
+def test_bvp_adjoint_with_directed_couplings(kind: str) -> None:
+    """The other boundary kinds: the discrete adjoint (true Jᵀ) against central differences."""
+    from physlearn.simulators.bvp import BoundaryValueProblem
+    from physlearn.simulators.excitation import build_excitation
+    from physlearn.spec.model import NetworkModel
+
+    base = random_nonreciprocal_network(
+        4, np.random.default_rng(3), family="tanh_active", damping=0.1, asymmetry=0.8, amplitude=0.3
+    )
+    data = base.model_dump()
+    d = base.nodes.count
+    data["boundary"] = {
+        "kind": kind,
+        "t_final_s": 3.0,
+        "steps": 200,
+        "x_initial": [0.1] * d,
+        "x_final": [0.0] * d,
+        "v_initial": [0.0] * d,
+        "v_final": [0.0] * d,
+    }
+    spec = NetworkSpec.model_validate(data)
+    model = NetworkModel.from_spec(spec)
+    prob = BoundaryValueProblem(spec, model, build_excitation(spec))
+    theta = model.full_theta(spec.initial_parameters())
+    grad = prob.adjoint_gradient(prob.solve(theta), theta)[0]
+    h = 1e-6
+    fd = np.zeros_like(grad)
+    for p, idx in enumerate(model.trainable):
+        tp, tm = theta.copy(), theta.copy()
+        tp[:, idx] += h
+        tm[:, idx] -= h
+        fd[p] = (prob.cost(prob.solve(tp).x)[0] - prob.cost(prob.solve(tm).x)[0]) / (2 * h)
+    assert rel(fd, grad) < 1e-6
