@@ -407,25 +407,41 @@ def solve_periodic(
         )
     mult = None
     if floquet == "full":
-        from physlearn.simulators.floquet import floquet_multipliers
-
-        mult = floquet_multipliers(model, theta, exc, grid, x, beta, feedback)
-        mod = np.abs(mult[:, 0])
-        unstable = mod > 1.0 + stability_tol
-        if unstable.any():
-            all_bad = tuple(int(j) for j in np.flatnonzero(unstable))
-            i = all_bad[0]
-            why = (
-                "; the network has non-reciprocal (directed) couplings, whose flutter the "
-                "damping must outweigh"
-                if model.nonreciprocal
-                else ""
-            )
-            raise UnstableOrbitError(
-                f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
-                f"modulus {mod[i]:.6f} > 1 (no bench can settle on it){why}",
-                sample=i,
-                multiplier=float(mod[i]),
-                samples=all_bad,
-            )
+        mult = _stable_multipliers(model, theta, exc, grid, x, beta, feedback, stability_tol)
     return PeriodicSolution(grid, x, beta, res, iters, mult)
+
+
+def _stable_multipliers(
+    model: NetworkModel,
+    theta: Array,
+    exc: GridExcitation,
+    grid: PeriodicGrid,
+    x: Array,
+    beta: float | Array,
+    feedback: Feedback | None,
+    stability_tol: float,
+) -> CArray:
+    """The orbits' Floquet multipliers (B, 2d); `UnstableOrbitError` if one has modulus
+    > 1 + stability_tol (naming the non-reciprocal couplings when the network has some)."""
+    from physlearn.simulators.floquet import floquet_multipliers
+
+    mult = floquet_multipliers(model, theta, exc, grid, x, beta, feedback)
+    mod = np.abs(mult[:, 0])
+    unstable = mod > 1.0 + stability_tol
+    if unstable.any():
+        all_bad = tuple(int(j) for j in np.flatnonzero(unstable))
+        i = all_bad[0]
+        why = (
+            "; the network has non-reciprocal (directed) couplings, whose flutter the "
+            "damping must outweigh"
+            if model.nonreciprocal
+            else ""
+        )
+        raise UnstableOrbitError(
+            f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
+            f"modulus {mod[i]:.6f} > 1 (no bench can settle on it){why}",
+            sample=i,
+            multiplier=float(mod[i]),
+            samples=all_bad,
+        )
+    return mult
