@@ -85,7 +85,9 @@ def run_one(
         row.update(
             test_accuracy=final["test_accuracy"],
             test_loss=final["test_loss"],
+            train_loss_epoch0=res.metrics[0]["train_loss"],
             train_loss_epoch1=res.metrics[min(1, len(res.metrics) - 1)]["train_loss"],
+            train_loss_curve=[m["train_loss"] for m in res.metrics],
             train_loss_end=res.metrics[-1]["train_loss"],
             epochs=res.summary["epochs_run"],
             solver_failures=int(res.summary["solver_failures"]),
