@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.calibration import plots
 from physlearn.calibration.acquire import drives_off, single_drive_transfer
 from physlearn.calibration.assemble import assemble
 from physlearn.calibration.bench import CalibrationBench
@@ -44,6 +45,15 @@ __all__ = ["measure_active", "step_active"]
 async def step_active(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
     """The step (module docstring), with the calibration of the steps before it."""
     result, raw = await measure_active(bench, assemble(bench, ctx), ctx.opts)
+    if result["maps"]:
+        plots.plot_active(
+            ctx.out / "active.png",
+            raw["biases_v"],
+            raw["gain"],
+            raw["gain_sigma"],
+            raw["reversed_gain"],
+            result["maps"],
+        )
     ctx.save("active", result, raw)
     return result
 

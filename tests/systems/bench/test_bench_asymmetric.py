@@ -148,6 +148,7 @@ def test_ep_asymmetric_through_the_calibrated_active_bench_matches_adjoint(
 
         cal = asyncio.run(calibrate())
         assert "active" in cal.steps
+        assert (tmp_path / "active.png").exists()
         maps = cal.active
         for i, m in enumerate(maps):
             assert m.k_per_v == pytest.approx(tr.active_gain_per_v[i], rel=0.05)
@@ -299,5 +300,40 @@ def test_ep_asymmetric_refused_on_a_bench_without_feedback_elements() -> None:
 
     try:
         asyncio.run(run())
+    finally:
+        bench.stop()
+
+
+def test_twin_active_element_force_gain_offset_delay_and_switch() -> None:
+    """The emulated element: −k (V − z)(x_in − τ ẋ_in + o) on its output node; the switch
+    channel above 0.5 V swaps input and output (the same amplifier reversed)."""
+    bench = active_bench()
+    try:
+        twin, tr = bench.twin, bench.twin.truth
+        volts = np.zeros(24)
+        volts[[4, 6]] = [0.7, -0.4]  # gain channels 5 and 7
+        twin.connect_dac("qdac", lambda t: np.tile(volts, (np.size(t), 1)))
+        x, v = np.array([0.1, -0.2, 0.3, 0.05]), np.array([2.0, 1.0, -3.0, 0.5])
+        k = tr.active_gain_per_v * (np.array([0.7, -0.4]) - tr.active_zero_v)
+        assert np.all(tr.active_offset != 0) and np.all(tr.active_delay_s > 0)
+
+        def expected(out: list[int], inp: list[int]) -> np.ndarray:
+            q = np.zeros(4)
+            for i in range(2):
+                drive = x[inp[i]] - tr.active_delay_s[i] * v[inp[i]] + tr.active_offset[i]
+                q[out[i]] += k[i] * drive
+            return q
+
+        elements = twin._active_elements(0, 1)
+        assert elements is not None
+        np.testing.assert_allclose(
+            twin.active_force(x, v, elements[0]), expected([1, 3], [2, 0]), rtol=1e-12
+        )
+        volts[[5, 7]] = 1.0  # switch channels 6 and 8: reversed
+        elements = twin._active_elements(0, 1)
+        assert elements is not None
+        np.testing.assert_allclose(
+            twin.active_force(x, v, elements[0]), expected([2, 0], [1, 3]), rtol=1e-12
+        )
     finally:
         bench.stop()
