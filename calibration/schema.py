@@ -260,8 +260,10 @@ class CalibrationFile(_Model):
 
     # ------------------------------------------------------------------ io
     def save(self, path: str | Path) -> None:
-        """Write atomically (temporary file + rename)."""
-        write_atomic(Path(path), self.model_dump_json(indent=2))
+        """Write atomically (temporary file + rename); a bench without active elements writes
+        the file it wrote before they existed (no `active` key)."""
+        exclude = None if self.active else {"active"}
+        write_atomic(Path(path), self.model_dump_json(indent=2, exclude=exclude))
 
     @classmethod
     def read(cls, path: str | Path) -> CalibrationFile:
