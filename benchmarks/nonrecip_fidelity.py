@@ -30,7 +30,7 @@ SETTINGS = {
     "linear, stationary (Γ = 2)": {"family": "linear", "static": True, "damping": 2.0},
     "tanh + active, periodic (Γ = 0.2)": {"family": "tanh_active", "static": False, "damping": 0.2},
 }
-ESTIMATORS = {
+ESTIMATORS: dict[str, dict[str, Any]] = {
     "ep_asymmetric": {"name": "ep_asymmetric"},
     "ep_asymmetric, no echo": {"name": "ep_asymmetric", "echo": False},
     "ep_vector_field": {"name": "ep_vector_field"},
