@@ -473,6 +473,10 @@ def headline(damp: list[Point], det: list[Point], beta: list[Point]) -> list[str
     return lines
 
 
+#: everything after this line of docs/fidelity.md belongs to other benchmarks and is kept
+KEEP_MARK = "<!-- kept: sections below are written by other benchmarks -->"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -575,7 +579,10 @@ Measured in the sweeps above at P = {P}: {", ".join(f"{k} {v}" for k, v in measu
 
 {exp_md}
 """
-    (out / "fidelity.md").write_text(md)
+    old = out / "fidelity.md"
+    if old.exists() and KEEP_MARK in old.read_text():  # sections of other benchmarks stay
+        md += "\n" + KEEP_MARK + old.read_text().split(KEEP_MARK, 1)[1]
+    old.write_text(md)
     print(md)
 
 

@@ -341,12 +341,39 @@ async def multisine_transfer(
     return m, raw
 
 
+async def single_drive_transfer(
+    bench: CalibrationBench,
+    plan: MultisinePlan,
+    drive: int,
+    *,
+    scope: Sequence[str],
+    settle_s: float,
+    what: str,
+    averages: int = 1,
+) -> Measurement:
+    """One column of the transfer matrix: drive ``drive`` alone plays every line of `plan`
+    (the others play zeros), every channel of ``scope`` recorded as in `multisine_transfer`;
+    the `Measurement`'s drive index is ``drive``."""
+    scopes = list(scope)
+    by_scope = channels_by_scope(bench, scopes)
+    played, t_origin = await _play_multisine(bench, plan, only=drive)
+    for s in scopes:
+        await configure_scope_for(bench, s, by_scope[s], {})
+    n_wait = max(1, math.ceil(settle_s / plan.period_s))
+    await bench.clock.sleep(n_wait * plan.period_s - 0.01)
+    waves = await _averaged_records(bench, plan, by_scope, t_origin, averages, what)
+    sp = scope_paths(bench, scopes)
+    m, _ = _transfer_of_records(plan, sp, scopes, waves, [played[drive]], what)
+    return Measurement(m.omega_rad_s, m.path, np.full_like(m.drive, drive), m.h, m.sigma)
+
+
 async def _play_multisine(
-    bench: CalibrationBench, plan: MultisinePlan
+    bench: CalibrationBench, plan: MultisinePlan, only: int | None = None
 ) -> tuple[list[Array], float]:
-    """Upload and play drive j's multisine on every drive, phase the generators, switch the sync
-    on (the sync generator's first drive channel) and the outputs on; returns the played
-    samples (V) per drive and the bench-clock time (s) of the arbs' origin."""
+    """Upload and play drive j's multisine on every drive (``only``: that drive plays every
+    line, the others zeros), phase the generators, switch the sync on (the sync generator's
+    first drive channel) and the outputs on; returns the played samples (V) per drive and the
+    bench-clock time (s) of the arbs' origin."""
     cfg = bench.config
     drives = cfg.wiring.drives
     n_drives = len(drives)
@@ -354,7 +381,10 @@ async def _play_multisine(
     gens = sorted({d.instrument for d in drives})
     for j, dw in enumerate(drives):
         gen = bench.generator(dw.instrument)
-        samples = plan.samples(j, n_drives)
+        if only is None:
+            samples = plan.samples(j, n_drives)
+        else:
+            samples = plan.samples(0, 1) if j == only else np.zeros(plan.n_points)
         await gen.clear_arbs(dw.channel)
         info = await gen.upload_arb(dw.channel, f"CAL{j}", samples, plan.sample_rate_hz)
         await gen.play_arb(dw.channel, f"CAL{j}")

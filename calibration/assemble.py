@@ -8,6 +8,7 @@ from typing import Any
 from physlearn.calibration.bench import CalibrationBench, config_hash
 from physlearn.calibration.context import STEPS, StepContext
 from physlearn.calibration.schema import (
+    ActiveMap,
     ActuatorCal,
     CalibrationFile,
     CouplingMap,
@@ -54,6 +55,10 @@ def assemble(bench: CalibrationBench, ctx: StepContext) -> CalibrationFile:
         _add_sensing(cal, ctx, cfg, joint)
     if "couplings" in steps:
         _add_couplings(cal, ctx, m_kg)
+    if "active" in steps:
+        for mp in ctx.load("active")["maps"]:
+            tau, tau_sigma = mp["delay_s"]
+            cal.active.append(ActiveMap(**{**mp, "delay_s": val(tau, tau_sigma, "s")}))
     return cal
 
 

@@ -36,6 +36,9 @@ class CalibrationOptions(BaseModel):
     base_bias_v: float = 0.0
     bias_points: int = Field(9, ge=5)
     bias_margin_v: float = Field(0.0, ge=0.0)
+    #: the active elements' gain-channel sweep (V) and its number of points (`active` step)
+    active_bias_v: tuple[float, float] = (-1.0, 1.0)
+    active_points: int = Field(5, ge=3)
     lockin_frequencies_hz: list[float] = Field(
         default_factory=lambda: [18.0, 22.0, 26.0, 29.0, 31.0, 33.0, 36.0, 42.0]
     )

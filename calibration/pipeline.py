@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from physlearn.calibration.active import step_active
 from physlearn.calibration.actuators import step_actuators
 from physlearn.calibration.assemble import assemble
 from physlearn.calibration.bench import CalibrationBench
@@ -28,6 +29,7 @@ STEP_FUNCTIONS: dict[str, StepFn] = {
     "sensing": step_sensing,
     "actuators": step_actuators,
     "couplings": step_couplings,
+    "active": step_active,
 }
 
 
@@ -53,9 +55,12 @@ async def run_step(
 async def run_all(
     bench: CalibrationBench, ctx: StepContext, *, force: bool = False
 ) -> CalibrationFile:
-    """Every step in dependency order; completed steps are skipped unless `force`."""
+    """Every step in dependency order; completed steps are skipped unless `force`, and the
+    `active` step on a bench without active coupling elements."""
     cal: CalibrationFile | None = None
     for step in STEPS:
+        if step == "active" and not bench.config.wiring.active:
+            continue
         cal = await run_step(bench, ctx, step, force=force)
     assert cal is not None
     return cal

@@ -108,3 +108,20 @@ def plot_couplings(path: Path, v: Array, k: Array, s: Array, maps: list[dict[str
     ax.set_ylabel("α/m (1/s²)")
     _legend_right(ax)
     _save(fig, path, "Couplings: α(V) per edge (points: per-bias fits, lines: joint tanh maps)")
+
+
+def plot_active(
+    path: Path, v: Array, g: Array, s: Array, g_rev: Array, maps: list[dict[str, Any]]
+) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    vv = np.linspace(v.min(), v.max(), 50)
+    for i, mp in enumerate(maps):
+        name = f"{mp['target']}<-{mp['source']}"
+        eb = ax.errorbar(v, g[:, i], yerr=s[:, i], fmt="o", label=f"element {name}")
+        color = eb[0].get_color()
+        ax.plot(vv, mp["k_per_v"] * (vv - mp["z_v"]), "-", color=color)
+        ax.plot([v[-1]], [g_rev[i]], "x", color=color, ms=9, label=f"{name} reversed")
+    ax.set_xlabel("gain channel (V)")
+    ax.set_ylabel("gain α (N/m)")
+    _legend_right(ax)
+    _save(fig, path, "Active elements: α(V) (points: per-bias medians, lines: k (V − z))")

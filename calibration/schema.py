@@ -184,6 +184,59 @@ class CouplingMap(_Model):
             )
 
 
+class ActiveMap(_Model):
+    """An active coupling element target ← source (`[[wiring.active]]`): gain α(V) = k (V − z)
+    (N/m) over [v_min, v_max] with `cov` the 2×2 covariance of (k, z), its bandwidth delay τ
+    (the element's input x(t − τ)), and the reversed element's gain relative to the forward one
+    at one bias (`reverse_rel_diff`: (α_rev − α)/|α|), all measured by the `active` step."""
+
+    target: int
+    source: int
+    instrument: str
+    channel: int
+    switch_channel: int
+    k_per_v: float
+    z_v: float
+    cov: list[list[float]]
+    v_min: float
+    v_max: float
+    delay_s: Value
+    chi2_per_dof: float
+    reverse_rel_diff: float
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.target, self.source)
+
+    def alpha(self, volts: Array | float) -> Array:
+        """α (N/m) at DAC volts; refuses volts outside the valid range."""
+        v = np.asarray(volts, dtype=np.float64)
+        if np.any(v < self.v_min - 1e-9) or np.any(v > self.v_max + 1e-9):
+            raise CalibrationError(
+                f"active element {self.target}<-{self.source} ({self.instrument} channel "
+                f"{self.channel}): {v} V outside the calibrated range [{self.v_min}, "
+                f"{self.v_max}] V"
+            )
+        out: Array = self.k_per_v * (v - self.z_v)
+        return out
+
+    def alpha_range(self) -> tuple[float, float]:
+        lo, hi = self.alpha(np.array([self.v_min, self.v_max]))
+        return float(min(lo, hi)), float(max(lo, hi))
+
+    def volts(self, alpha: Array | float) -> Array:
+        """DAC volts giving α (N/m); refuses α outside the calibrated range."""
+        a = np.asarray(alpha, dtype=np.float64)
+        lo, hi = self.alpha_range()
+        if np.any(a < lo - 1e-12) or np.any(a > hi + 1e-12) or not np.all(np.isfinite(a)):
+            raise CalibrationError(
+                f"active element {self.target}<-{self.source}: α {alpha} N/m outside the "
+                f"calibrated range [{lo:.6g}, {hi:.6g}] N/m"
+            )
+        out: Array = np.clip(self.z_v + a / self.k_per_v, self.v_min, self.v_max)
+        return out
+
+
 class CalibrationFile(_Model):
     """The whole calibration of one bench (docs/calibration.md)."""
 
@@ -201,13 +254,16 @@ class CalibrationFile(_Model):
     actuators: list[ActuatorCal] = Field(default_factory=list)
     sensing: list[SensingCal] = Field(default_factory=list)
     couplings: list[CouplingMap] = Field(default_factory=list)
+    active: list[ActiveMap] = Field(default_factory=list)
     fixed_couplings_per_s2: dict[str, Value] = Field(default_factory=dict)  # unwired pairs "a-b"
     notes: list[str] = Field(default_factory=list)
 
     # ------------------------------------------------------------------ io
     def save(self, path: str | Path) -> None:
-        """Write atomically (temporary file + rename)."""
-        write_atomic(Path(path), self.model_dump_json(indent=2))
+        """Write atomically (temporary file + rename); a bench without active elements writes
+        the file it wrote before they existed (no `active` key)."""
+        exclude = None if self.active else {"active"}
+        write_atomic(Path(path), self.model_dump_json(indent=2, exclude=exclude))
 
     @classmethod
     def read(cls, path: str | Path) -> CalibrationFile:
@@ -271,6 +327,15 @@ class CalibrationFile(_Model):
             if (min(c.nodes), max(c.nodes)) == key:
                 return c
         raise CalibrationError(f"no coupling map for edge {key} in the calibration file")
+
+    def active_map(self, target: int, source: int) -> ActiveMap:
+        for a in self.active:
+            if a.key == (target, source):
+                return a
+        raise CalibrationError(
+            f"no calibration of the active element {target}<-{source} in the calibration file "
+            "(physlearn calibrate active)"
+        )
 
     def alpha_to_volts(self, alpha: Array) -> Array:
         """α (N/m) per calibrated edge (file order) → DAC volts (inverse maps, range-checked)."""

@@ -11,6 +11,12 @@ Generated from a seed and nominal values (`TruthNominals`, the `[twin.truth]` ta
 - per sense wire s (node → scope channel or lock-in input), a gain G_s (V per node unit), an
   offset O_s (V), a delay τ_s (s) and a slow sinusoidal offset drift:
       v_s(t) = G_s x_node(t − τ_s) + O_s + D_s sin(2π t / P_s + φ_s);
+- per active coupling element a (`[[wiring.active]]`: an amplifier target ← source, gain set by a
+  DAC channel, a reversing switch on another), a gain map linear in the control voltage with
+  its own spread (the *gain calibration* error of a nominal map), an input offset o_a (node
+  units) and a bandwidth τ_a (s; a single pole, to first order in ωτ the input x(t − τ)):
+      F_out(t) = −k_a (V − z_a) · (x_in(t) − τ_a ẋ_in(t) + o_a),
+  (out, in) = (target, source) forward, (source, target) with the switch reversed;
 - the noise of each instrument kind (scope ADC input noise σ, lock-in input noise density), added by
   the instruments themselves from their own seeded generators.
 
@@ -21,7 +27,7 @@ read, never sent over an instrument protocol or the twin-control endpoint. Tests
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,6 +74,20 @@ class SensingNominals(_Model):
     drift_period_s: float = Field(600.0, gt=0.0)
 
 
+class ActiveNominals(_Model):
+    """Active coupling elements: gain k (V − z) (N/m) with k = ``gain_per_v`` (N/m per V) and
+    z = ``zero_v`` with their spreads, an input offset (node units) and a bandwidth delay τ (s)."""
+
+    gain_per_v: float = 0.2
+    gain_spread_rel: float = Field(0.1, ge=0.0)
+    zero_v: float = 0.0
+    zero_spread_v: float = Field(0.05, ge=0.0)
+    offset: float = 0.0
+    offset_spread: float = Field(1e-3, ge=0.0)
+    delay_s: float = Field(0.0, ge=0.0)
+    delay_spread_s: float = Field(0.0, ge=0.0)
+
+
 class NoiseNominals(_Model):
     """Input-referred white noise: the scope's σ per sample (V rms) and the lock-in's input
     noise density (V/√Hz)."""
@@ -82,6 +102,7 @@ class TruthNominals(_Model):
     coupling: CouplingMapNominals = Field(default_factory=CouplingMapNominals)
     actuator: ActuatorNominals = Field(default_factory=ActuatorNominals)
     sensing: SensingNominals = Field(default_factory=SensingNominals)
+    active: ActiveNominals = Field(default_factory=ActiveNominals)
     noise: NoiseNominals = Field(default_factory=NoiseNominals)
 
 
@@ -107,6 +128,11 @@ class BenchTruth:
     # noise
     scope_sigma_v: float
     lockin_noise_v_per_rthz: float
+    # active coupling elements, shape (A,)
+    active_gain_per_v: Array = field(default_factory=lambda: np.zeros(0))
+    active_zero_v: Array = field(default_factory=lambda: np.zeros(0))
+    active_offset: Array = field(default_factory=lambda: np.zeros(0))
+    active_delay_s: Array = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def generate(
@@ -116,6 +142,7 @@ class BenchTruth:
         n_drives: int,
         n_sense: int,
         rng: np.random.Generator,
+        n_active: int = 0,
     ) -> BenchTruth:
         """Draw a bench around `nominals`; `coupling_values` (E,) are the wired couplings' spec
         values (the map's nominal offset). Spreads are Gaussian (relative ones multiplicative,
@@ -135,6 +162,12 @@ class BenchTruth:
         drift_v = s.drift_v * rng.uniform(0.5, 1.5, n_sense)
         drift_period = s.drift_period_s * rng.uniform(0.7, 1.3, n_sense)
         drift_phase = rng.uniform(0.0, 2.0 * np.pi, n_sense)
+        # drawn last: a bench without active elements keeps its earlier draws
+        ac = nominals.active
+        act_k = ac.gain_per_v * (1.0 + ac.gain_spread_rel * rng.standard_normal(n_active))
+        act_z = ac.zero_v + ac.zero_spread_v * rng.standard_normal(n_active)
+        act_o = ac.offset + ac.offset_spread * rng.standard_normal(n_active)
+        act_tau = np.abs(ac.delay_s + ac.delay_spread_s * rng.standard_normal(n_active))
         return cls(
             map_offset=map_offset,
             map_span=map_span,
@@ -150,7 +183,15 @@ class BenchTruth:
             drift_phase_rad=drift_phase,
             scope_sigma_v=float(nominals.noise.scope_sigma_v),
             lockin_noise_v_per_rthz=float(nominals.noise.lockin_noise_v_per_rthz),
+            active_gain_per_v=act_k,
+            active_zero_v=act_z,
+            active_offset=act_o,
+            active_delay_s=act_tau,
         )
+
+    def active_gain(self, dac_v: Array) -> Array:
+        """Active elements' gains k_a (V − z_a) (N/m) for control volts of shape (..., A)."""
+        return self.active_gain_per_v * (np.asarray(dac_v, dtype=np.float64) - self.active_zero_v)
 
     def coupling(self, dac_v: Array) -> Array:
         """α_e(V) for DAC voltages of shape (..., E) → couplings of the same shape."""

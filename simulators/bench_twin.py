@@ -64,7 +64,13 @@ from physlearn.simulators.clock import PacedClock, TimeSource, VirtualClock
 from physlearn.simulators.history import HistoryError
 from physlearn.simulators.instruments.transports import InMemoryServer, PtyServer, TcpServer
 from physlearn.simulators.twin_control import TwinControl, TwinControlServer
-from physlearn.spec.bench import BenchConfig, InstrumentConfig, SenseWire, WiringConfig
+from physlearn.spec.bench import (
+    SWITCH_THRESHOLD_V,
+    BenchConfig,
+    InstrumentConfig,
+    SenseWire,
+    WiringConfig,
+)
 from physlearn.spec.model import Coefficients, NetworkModel
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import validate
@@ -72,6 +78,8 @@ from physlearn.spec.tomlconfig import validate
 logger = logging.getLogger(__name__)
 
 Array = NDArray[np.float64]
+#: per integration step, the active elements' (gain (A,), output node (A,), input node (A,))
+Elements = tuple[Array, NDArray[np.intp], NDArray[np.intp]]
 GeneratorOutput = Callable[[int, Array], Array]
 DacOutput = Callable[[Array], Array]
 SyncOutput = Callable[[Array], Array]
@@ -196,7 +204,9 @@ class BenchTwin:
             len(wiring.drives),
             len(wiring.sense),
             rng,
+            n_active=len(wiring.active),
         )
+        self._check_active()
         cap = math.ceil(twin.history_s / self.step_s) + 2
         self._ring = _Ring(cap, np.zeros((cap, d)), np.zeros((cap, d)))
         self._lock = threading.RLock()
@@ -227,6 +237,20 @@ class BenchTwin:
                 )
             out.append(found[0])  # couplings come first in terms() order
         return np.array(out, dtype=np.intp)
+
+    def _check_active(self) -> None:
+        """Every active element joins two nodes of the network that carry no directed term of the
+        twin network already (the element *is* that coupling, its gain the truth's map)."""
+        d = self.model.d
+        fixed = {(c.target, c.source) for c in self.spec.directed}
+        for i, a in enumerate(self.wiring.active):
+            if max(a.target, a.source) >= d:
+                raise ConfigError(f"wiring.active[{i}]: nodes not in the network ({d} nodes)")
+            if a.key in fixed or (a.source, a.target) in fixed:
+                raise ConfigError(
+                    f"wiring.active[{i}]: the twin network already has a directed coupling "
+                    f"between {a.target} and {a.source}; the wired element replaces it"
+                )
 
     @property
     def truth(self) -> BenchTruth:
@@ -287,17 +311,50 @@ class BenchTwin:
 
     def _dac_volts(self, n0: int, count: int) -> Array:
         """Wired edges' DAC voltages (count, E) at the step start times."""
+        return self._dac_channels(n0, count, [(e.instrument, e.channel) for e in self.wiring.edges])
+
+    def _dac_channels(self, n0: int, count: int, wires: list[tuple[str, int]]) -> Array:
+        """DAC voltages (count, len(wires)) of (instrument, channel) wires at the step starts."""
         t = (n0 + np.arange(count, dtype=np.float64)) * self.step_s
-        out = np.zeros((count, len(self.wiring.edges)))
+        out = np.zeros((count, len(wires)))
         cache: dict[str, Array] = {}
-        for e, ew in enumerate(self.wiring.edges):
-            dac = self._dacs.get(ew.instrument)
+        for e, (name, channel) in enumerate(wires):
+            dac = self._dacs.get(name)
             if dac is None:
                 continue
-            if ew.instrument not in cache:
-                cache[ew.instrument] = np.asarray(dac(t), dtype=np.float64).reshape(count, -1)
-            out[:, e] = cache[ew.instrument][:, ew.channel - 1]
+            if name not in cache:
+                cache[name] = np.asarray(dac(t), dtype=np.float64).reshape(count, -1)
+            out[:, e] = cache[name][:, channel - 1]
         return out
+
+    def _active_elements(self, n0: int, count: int) -> list[Elements] | None:
+        """Per step: the active elements' (gain (A,), output node (A,), input node (A,)),
+        the switch deciding the direction; None without active elements."""
+        act = self.wiring.active
+        if not act:
+            return None
+        gain = self._truth.active_gain(
+            self._dac_channels(n0, count, [(a.instrument, a.channel) for a in act])
+        )
+        rev = (
+            self._dac_channels(n0, count, [(a.instrument, a.switch_channel) for a in act])
+            > SWITCH_THRESHOLD_V
+        )
+        tgt = np.array([a.target for a in act], dtype=np.intp)
+        src = np.array([a.source for a in act], dtype=np.intp)
+        return [
+            (gain[i], np.where(rev[i], src, tgt), np.where(rev[i], tgt, src)) for i in range(count)
+        ]
+
+    def active_force(self, x: Array, v: Array, el: Elements | None) -> Array:
+        """The active elements' forces with the sign of ∂V/∂x (d,): on each output node
+        k (x_in − τ ẋ_in + o) (module bench_truth: gain, bandwidth, input offset)."""
+        q = np.zeros_like(x)
+        if el is not None:
+            k, out_i, in_i = el
+            tr = self._truth
+            np.add.at(q, out_i, k * (x[in_i] - tr.active_delay_s * v[in_i] + tr.active_offset))
+        return q
 
     def couplings_at(self, dac_v: Array) -> Array:
         """All term values θ (n_terms,) for wired-edge DAC voltages (E,) (the truth map)."""
@@ -343,16 +400,27 @@ class BenchTwin:
         grad = self.model.grad_potential
         f = self._stage_forces(n0, count)
         dac = self._dac_volts(n0, count)
+        elements = self._active_elements(n0, count)
         xs = np.empty((count, x.size))
         vs = np.empty((count, x.size))
         for i in range(count):
             coef = self._coefficients(dac[i])
+            el = None if elements is None else elements[i]
             t0 = (n0 + i) * h
             th, t1 = t0 + 0.5 * h, (n0 + i + 1) * h
             f0, fh, f1 = f[i, 0], f[i, 1], f[i, 2]
 
-            def acc(t: float, xx: Array, vv: Array, ff: Array, c: Coefficients = coef) -> Array:
+            def acc(
+                t: float,
+                xx: Array,
+                vv: Array,
+                ff: Array,
+                c: Coefficients = coef,
+                e: Elements | None = el,
+            ) -> Array:
                 g = grad(xx[None, None, :], np.array([t]), c)[0, 0]
+                if e is not None:
+                    g = g + self.active_force(xx, vv, e)
                 out: Array = (ff - g) / m - gamma * vv
                 return out
 

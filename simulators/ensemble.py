@@ -122,3 +122,83 @@ def _scale_gain(spec: NetworkSpec, amplitude: float, n: int) -> float:
     exc = build_excitation(s).on_grid(grid.t)
     solve_periodic(model, theta, exc, grid, x0=x0)  # raises if unstable
     return gain
+
+
+def random_nonreciprocal_network(
+    d: int,
+    rng: np.random.Generator,
+    *,
+    family: str = "linear",
+    asymmetry: float = 1.0,
+    damping: float = 0.2,
+    static: bool = False,
+    n_in: int = 2,
+    n_out: int = 1,
+    amplitude: float = 1.0,
+    k_range: tuple[float, float] = (2.0, 3.0),
+    coupling_scale: float = 0.25,
+    points_per_period: int = 65,
+    max_draws: int = 50,
+) -> NetworkSpec:
+    """A random network with non-reciprocal couplings (m = 1, ω = 1, k_j ~ U[k_range]).
+
+    The coupling matrix is W = √(1 − f²) S + f A with S symmetric and A antisymmetric, entries
+    ~ N(0, (coupling_scale/√d)²), f = ``asymmetry`` ∈ [0, 1] (‖A-part‖/‖W‖ ≈ f):
+    ``family="linear"``: ρ = identity, every W_jk a ``linear`` directed coupling j ← k;
+    ``family="tanh_active"``: S as tanh ``product`` couplings (conservative, nonlinear), f A as
+    ``linear`` directed couplings j ← k and k ← j (active elements). Biases ~ N(0, 0.1²).
+    ``static``: constant input forces and constant targets (stationary states); else cos(ωt)
+    drive and in-phase targets. Inputs the first ``n_in`` nodes (values ~ U[0.5, 1]), outputs
+    the last ``n_out`` (targets ~ U[−0.5, 0.5]); the input gain is scaled so that max|x| =
+    ``amplitude``, and a draw is kept only if its orbit converges and attracts.
+    """
+    if family not in ("linear", "tanh_active"):
+        raise ValueError(f"family: 'linear' or 'tanh_active', got {family!r}")
+    if not 0.0 <= asymmetry <= 1.0:
+        raise ValueError(f"asymmetry: must be in [0, 1], got {asymmetry}")
+    sym = np.sqrt(1.0 - asymmetry**2)
+    for draw in range(max_draws):
+        k = rng.uniform(*k_range, d)
+        s = rng.normal(0.0, coupling_scale / np.sqrt(d), (d, d))
+        a = rng.normal(0.0, coupling_scale / np.sqrt(d), (d, d))
+        S, A = np.triu(s, 1) + np.triu(s, 1).T, np.triu(a, 1) - np.triu(a, 1).T
+        pairs = [(j, kk) for j in range(d) for kk in range(d) if j != kk]
+        if family == "linear":
+            W = sym * S + asymmetry * A
+            couplings: list[dict[str, Any]] = []
+            directed = [{"target": j, "source": kk, "value": float(W[j, kk])} for j, kk in pairs]
+        else:
+            couplings = [
+                {"nodes": [j, kk], "value": float(sym * S[j, kk])} for j, kk in pairs if j < kk
+            ]
+            directed = [
+                {"target": j, "source": kk, "value": float(asymmetry * A[j, kk])} for j, kk in pairs
+            ]
+        data: dict[str, Any] = {
+            "nodes": {"count": d, "stiffness": k.tolist(), "damping": damping},
+            "nonlinearity": "identity" if family == "linear" else "tanh",
+            "couplings": couplings,
+            "directed": directed,
+            "biases": [{"node": j, "value": float(rng.normal(0.0, 0.1))} for j in range(d)],
+            "inputs": {
+                "nodes": list(range(n_in)),
+                "values": rng.uniform(0.5, 1.0, n_in).tolist(),
+                "gain": 1.0,
+                "waveform": "constant" if static else "cos",
+            },
+            "outputs": {
+                "nodes": list(range(d - n_out, d)),
+                "target": {
+                    "kind": "constant" if static else "inphase",
+                    "values": rng.uniform(-0.5, 0.5, n_out).tolist(),
+                },
+            },
+        }
+        spec = NetworkSpec.model_validate(data)
+        try:
+            data["inputs"]["gain"] = _scale_gain(spec, amplitude, points_per_period)
+        except SolverError as exc:
+            log.debug("draw %d rejected: %s", draw, exc)
+            continue
+        return NetworkSpec.model_validate(data)
+    raise SolverError(f"no acceptable non-reciprocal network in {max_draws} draws (d={d})")

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.simulators.excitation import GridExcitation
+from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import NetworkModel
 
@@ -26,14 +27,19 @@ def monodromy(
     x: Array,
     beta: float | Array = 0.0,
     steps: int | None = None,
+    feedback: Feedback | None = None,
 ) -> Array:
-    """Monodromy matrices (B, 2d, 2d) of the orbits x (B,N,d), state ordering (positions, velocities)."""
+    """Monodromy matrices (B, 2d, 2d) of the orbits x (B,N,d), state ordering (positions, velocities).
+
+    ``feedback``: a learning phase's linear feedback force G(t)(x − r) (its gain interpolated
+    like the orbit); the directed couplings' Jacobian N(t) is in ``model.hess_vec``."""
     B, N, d = x.shape
     n_steps = steps if steps is not None else max(16 * N, 512)
     h = grid.period_s / n_steps
     t_half = 0.5 * h * np.arange(2 * n_steps + 1)
     xs = grid.interpolate(x, t_half)  # (B, 2n+1, d)
     ks = grid.interpolate(exc.external_stiffness(beta), t_half)
+    gs = None if feedback is None else grid.interpolate(feedback.gain, t_half)  # (B,2n+1,d,d)
     coef = model.coefficients(theta)
     m, g = model.mass, model.damping
     cols = 2 * d
@@ -43,6 +49,8 @@ def monodromy(
         xi = np.broadcast_to(xs[:, i : i + 1, :], q.shape)
         ti = np.full(cols, t_half[i])
         kq = model.hess_vec(xi, ti, coef, q) + ks[:, i : i + 1, :] * q
+        if gs is not None:
+            kq = kq - np.einsum("bij,bcj->bci", gs[:, i], q)
         return -kq / m - g * p
 
     q = np.zeros((B, cols, d))
@@ -69,8 +77,10 @@ def floquet_multipliers(
     grid: PeriodicGrid,
     x: Array,
     beta: float | Array = 0.0,
+    feedback: Feedback | None = None,
 ) -> NDArray[np.complex128]:
     """Floquet multipliers (B, 2d), sorted by decreasing modulus."""
-    ev = np.linalg.eigvals(monodromy(model, theta, exc, grid, x, beta)).astype(np.complex128)
+    mono = monodromy(model, theta, exc, grid, x, beta, feedback=feedback)
+    ev = np.linalg.eigvals(mono).astype(np.complex128)
     order = np.argsort(-np.abs(ev), axis=1)
     return np.take_along_axis(ev, order, axis=1)

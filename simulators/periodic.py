@@ -4,7 +4,9 @@ Unknowns: the orbit x (B,N,d) on a `PeriodicGrid`. Equations (docs/physics.md si
 
     R(x) = m ẍ + m Γ ẋ + ∂V/∂x − F + δ (x − u) − β γ (x − y) = 0     (ẋ, ẍ spectral)
 
-Newton steps solve J δx = −R with J = m D² + m Γ D + K(t) by batched GMRES, right-preconditioned
+Networks with directed (non-reciprocal) couplings add Q(x, t) to ∂V/∂x (`NetworkModel`); a
+learning phase may add a linear feedback force G(t)(x − r(t)) (``feedback``: R gains −G(x − r)).
+Newton steps solve J δx = −R with J = m D² + m Γ D + K(t) (+ N(t) − G(t)) by batched GMRES, right-preconditioned
 with the exact inverse of the time-averaged Jacobian (harmonic balance: one complex d×d block per
 harmonic n, A_n = m(−n²ω² + i n ω Γ) + K̄), so that transients are never integrated and the cost
 does not grow with Q. Every converged orbit is checked for stability with its Floquet multipliers.
@@ -22,6 +24,7 @@ from numpy.typing import NDArray
 
 from physlearn.errors import SteadyStateError, UnstableOrbitError
 from physlearn.simulators.excitation import GridExcitation
+from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.krylov import gmres
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import Coefficients, NetworkModel
@@ -51,8 +54,12 @@ class PeriodicOperator:
         exc: GridExcitation,
         grid: PeriodicGrid,
         beta: float | Array = 0.0,
+        feedback: Feedback | None = None,
     ):
         self.model, self.exc, self.grid = model, exc, grid
+        self.feedback = feedback
+        #: J is not symmetric in space: transposed solves need hess_vec_T and transposed blocks
+        self.asymmetric = model.nonreciprocal or feedback is not None
         self.theta = theta
         _warn_if_not_smooth(model)
         self.coef: Coefficients = model.coefficients(theta)
@@ -65,8 +72,14 @@ class PeriodicOperator:
 
     def take(self, idx: NDArray[np.intp]) -> PeriodicOperator:
         """The operator of the samples ``idx`` alone (a sub-batch; orbit not set)."""
+        fb = None if self.feedback is None else self.feedback.take(idx)
         return PeriodicOperator(
-            self.model, self.theta[idx], self.exc.take(idx), self.grid, _take_beta(self.beta, idx)
+            self.model,
+            self.theta[idx],
+            self.exc.take(idx),
+            self.grid,
+            _take_beta(self.beta, idx),
+            fb,
         )
 
     # -- state ---------------------------------------------------------------------------------
@@ -79,12 +92,13 @@ class PeriodicOperator:
         m, g = self.model.mass, self.model.damping
         acc = self.grid.deriv(x, 2)
         vel = self.grid.deriv(x, 1)
-        return (
+        r = (
             m * acc
             + m * g * vel
             + self.model.grad_potential(x, self.grid.t, self.coef)
             - self.exc.external_force(x, self.beta)
         )
+        return r if self.feedback is None else r - self.feedback.force(x)
 
     def force_scale(self, x: Array) -> Array:
         """Per-sample scale (B,) of the terms of R, to make residuals relative."""
@@ -116,27 +130,32 @@ class PeriodicOperator:
     def jvp(self, v: Array) -> Array:
         """J v for v (B,N,d)."""
         m, g = self.model.mass, self.model.damping
-        return (
+        out = (
             m * self.grid.deriv(v, 2)
             + m * g * self.grid.deriv(v, 1)
             + self.model.hess_vec(self.x, self.grid.t, self.coef, v)
             + self.ext_stiff * v
         )
+        return out if self.feedback is None else out - self.feedback.apply(v)
 
     def vjp(self, v: Array) -> Array:
-        """Jᵀ v for v (B,N,d) (D is antisymmetric: the damping term changes sign)."""
+        """Jᵀ v for v (B,N,d) (D is antisymmetric: the damping term changes sign; directed
+        couplings and feedback enter transposed)."""
         m, g = self.model.mass, self.model.damping
-        return (
+        hv = self.model.hess_vec_T if self.asymmetric else self.model.hess_vec
+        out = (
             m * self.grid.deriv(v, 2)
             - m * g * self.grid.deriv(v, 1)
-            + self.model.hess_vec(self.x, self.grid.t, self.coef, v)
+            + hv(self.x, self.grid.t, self.coef, v)
             + self.ext_stiff * v
         )
+        return out if self.feedback is None else out - self.feedback.apply(v, transpose=True)
 
     def _mean_stiffness(self) -> Array:
         """K̄ (B,d,d): the time-averaged Hessian plus the clamp/nudge stiffness."""
         Kbar = self.model.mean_hessian(self.x, self.grid.t, self.coef)
-        return Kbar + np.einsum("bj,jk->bjk", self.ext_stiff.mean(axis=1), np.eye(self.d))
+        Kbar = Kbar + np.einsum("bj,jk->bjk", self.ext_stiff.mean(axis=1), np.eye(self.d))
+        return Kbar if self.feedback is None else Kbar - self.feedback.gain.mean(axis=1)
 
     def _harmonic_shifts(self) -> CArray:
         """s_n = −n²ω² + i n ω Γ (H,) for uniform damping Γ: A_n = K̄ + s_n M."""
@@ -196,7 +215,8 @@ class PeriodicOperator:
             return np.fft.irfft(Y[:, :H] + 1j * Y[:, H:], n=self.N, axis=1)
         minv = self._block_inverse()
         if transpose:
-            minv = np.conj(minv)
+            # (A_n)ᵀ⁻¹ for the transposed operator: conj(A_n) is its block at harmonic n
+            minv = np.conj(minv.swapaxes(-1, -2) if self.asymmetric else minv)
         return np.fft.irfft(np.einsum("bhij,bhj->bhi", minv, V), n=self.N, axis=1)
 
     def solve(
@@ -337,6 +357,7 @@ def solve_periodic(
     max_iter: int = 40,
     floquet: Literal["full", "none"] = "full",
     stability_tol: float = 1e-6,
+    feedback: Feedback | None = None,
 ) -> PeriodicSolution:
     """The periodic steady state(s) of the network under ``exc``, with closed-loop nudge ``beta``.
 
@@ -344,12 +365,13 @@ def solve_periodic(
     nudged phase); default the response of the linearisation at rest. Samples where plain Newton
     stalls are retried by continuation in the excitation amplitude. Raises `SteadyStateError`
     (sample index, residual) if a sample does not converge and `UnstableOrbitError` if a
-    converged orbit has a Floquet multiplier of modulus > 1 + stability_tol.
+    converged orbit has a Floquet multiplier of modulus > 1 + stability_tol. ``feedback``: a
+    learning phase's linear feedback force (`Feedback`).
     """
     B, N, d = exc.force.shape
     if theta.shape[0] != B:
         theta = np.broadcast_to(theta, (B, theta.shape[-1])).copy()
-    op = PeriodicOperator(model, theta, exc, grid, beta)
+    op = PeriodicOperator(model, theta, exc, grid, beta, feedback)
     x = np.zeros((B, N, d)) if x0 is None else np.array(x0, dtype=float)
     x, res, iters = _newton(op, x, np.ones(B, dtype=bool), tol, max_iter)
     failed = ~(res <= op.tolerance(x, tol))
@@ -364,7 +386,8 @@ def solve_periodic(
             scaled = GridExcitation(
                 lam * e.force, e.clamp_weight, lam * e.clamp_target, e.cost_weight, e.target
             )
-            op_c = PeriodicOperator(model, theta[idx], scaled, grid, beta_c)
+            fb_c = None if feedback is None else feedback.take(idx)
+            op_c = PeriodicOperator(model, theta[idx], scaled, grid, beta_c, fb_c)
             x_c, res_c, it_c = _newton(op_c, x_c, active, tol, max_iter)
             iters[idx] += it_c
         x[idx] = x_c
@@ -384,19 +407,41 @@ def solve_periodic(
         )
     mult = None
     if floquet == "full":
-        from physlearn.simulators.floquet import floquet_multipliers
-
-        mult = floquet_multipliers(model, theta, exc, grid, x, beta)
-        mod = np.abs(mult[:, 0])
-        unstable = mod > 1.0 + stability_tol
-        if unstable.any():
-            all_bad = tuple(int(j) for j in np.flatnonzero(unstable))
-            i = all_bad[0]
-            raise UnstableOrbitError(
-                f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
-                f"modulus {mod[i]:.6f} > 1 (no bench can settle on it)",
-                sample=i,
-                multiplier=float(mod[i]),
-                samples=all_bad,
-            )
+        mult = _stable_multipliers(model, theta, exc, grid, x, beta, feedback, stability_tol)
     return PeriodicSolution(grid, x, beta, res, iters, mult)
+
+
+def _stable_multipliers(
+    model: NetworkModel,
+    theta: Array,
+    exc: GridExcitation,
+    grid: PeriodicGrid,
+    x: Array,
+    beta: float | Array,
+    feedback: Feedback | None,
+    stability_tol: float,
+) -> CArray:
+    """The orbits' Floquet multipliers (B, 2d); `UnstableOrbitError` if one has modulus
+    > 1 + stability_tol (naming the non-reciprocal couplings when the network has some)."""
+    from physlearn.simulators.floquet import floquet_multipliers
+
+    mult = floquet_multipliers(model, theta, exc, grid, x, beta, feedback)
+    mod = np.abs(mult[:, 0])
+    unstable = mod > 1.0 + stability_tol
+    if unstable.any():
+        all_bad = tuple(int(j) for j in np.flatnonzero(unstable))
+        i = all_bad[0]
+        why = (
+            "; the network has non-reciprocal (directed) couplings, whose flutter the "
+            "damping must outweigh"
+            if model.nonreciprocal
+            else ""
+        )
+        raise UnstableOrbitError(
+            f"the periodic orbit of sample {i} is not attracting: Floquet multiplier of "
+            f"modulus {mod[i]:.6f} > 1 (no bench can settle on it){why}",
+            sample=i,
+            multiplier=float(mod[i]),
+            samples=all_bad,
+        )
+    return mult

@@ -5,7 +5,8 @@
                         [--twin-control tcp://HOST:PORT] [--force]
     physlearn calibrate show FILE
 
-STEP is dac, resonance, sensing, actuators, couplings or all (every step in dependency order;
+STEP is dac, resonance, sensing, actuators, couplings, active (the active coupling elements, when
+the bench has any) or all (every step in dependency order;
 completed steps are skipped unless --force, so an interrupted run resumes). Instruments are
 reached at --resources (default: the `resource` of each instrument in the bench file). With
 --connection (the file `physlearn twin serve` writes) every resource and, for a --virtual twin,
@@ -23,7 +24,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-STEP_CHOICES = ("dac", "resonance", "sensing", "actuators", "couplings", "all", "show")
+STEP_CHOICES = (
+    "dac",
+    "resonance",
+    "sensing",
+    "actuators",
+    "couplings",
+    "active",
+    "all",
+    "show",
+)
 
 
 def add_parser(sub: Any, name: str) -> None:
@@ -164,6 +174,14 @@ def show(path: Path) -> int:
         print(
             f"coupling {c.nodes} ({c.instrument} ch{c.channel}): α ∈ [{lo:.4g}, {hi:.4g}] N/m "
             f"over [{c.v_min}, {c.v_max}] V, χ²/dof {c.chi2_per_dof:.2f}"
+        )
+    for a in cal.active:
+        lo, hi = a.alpha_range()
+        print(
+            f"active element {a.target}<-{a.source} ({a.instrument} ch{a.channel}, switch "
+            f"ch{a.switch_channel}): α ∈ [{lo:.4g}, {hi:.4g}] N/m over [{a.v_min}, {a.v_max}] V, "
+            f"delay {a.delay_s.value * 1e6:.1f} ± {a.delay_s.sigma * 1e6:.1f} µs, reversed gain "
+            f"{a.reverse_rel_diff:+.2%}, χ²/dof {a.chi2_per_dof:.2f}"
         )
     print(json.dumps({"steps": cal.steps}))
     return 0

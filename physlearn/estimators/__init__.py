@@ -14,10 +14,12 @@ from typing import Any
 from physlearn.errors import ConfigError
 from physlearn.estimators.adjoint import Adjoint
 from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.estimators.ep_asymmetric import EPAsymmetric
 from physlearn.estimators.ep_echo import EPEcho
 from physlearn.estimators.ep_one_sided import EPOneSided
 from physlearn.estimators.ep_symmetric import EPSymmetric
 from physlearn.estimators.ep_time_reversed import EPTimeReversed
+from physlearn.estimators.ep_vector_field import EPVectorField
 from physlearn.estimators.finite_difference import FiniteDifference
 from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.estimators.spsa import SPSA
@@ -29,6 +31,8 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         EPOneSided,
         EPTimeReversed,
         EPEcho,
+        EPAsymmetric,
+        EPVectorField,
         FiniteDifference,
         SPSA,
         Adjoint,

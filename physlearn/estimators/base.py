@@ -30,8 +30,13 @@ class Estimator(abc.ABC):
     """Estimates dC/dα at the current parameters for a batch of inputs u (B, n_in)."""
 
     name: str = ""
+    #: True for the EP variants whose identity needs forces −∇V (reciprocal couplings): they
+    #: refuse a network with directed couplings when built (`ModelKnowledge.require_reciprocal`)
+    assumes_reciprocity: bool = False
 
     def __init__(self, knowledge: ModelKnowledge):
+        if self.assumes_reciprocity:
+            knowledge.require_reciprocal(self.name)
         self.knowledge = knowledge
 
     @abc.abstractmethod

@@ -8,13 +8,14 @@ import numpy as np
 
 from physlearn.errors import GradientError
 from physlearn.estimators._common import Array, reverse_time
-from physlearn.spec.system import Observation, PhysicalSystem
+from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
 from physlearn.spec.waveform import SampledWaveform
 
 __all__ = [
     "damped_nodes",
     "echo_drive",
     "echo_mismatch",
+    "enter_echo",
     "on_samples",
     "require_actuation",
     "spectral_derivative",
@@ -58,14 +59,46 @@ def echo_mismatch(echo: Array, free: Array) -> Array:
     return np.asarray(np.max(np.abs(echo - reverse_time(free)), axis=(1, 2)) / peak, dtype=float)
 
 
-def require_actuation(system: PhysicalSystem, nodes: list[int], why: str) -> None:
+def require_actuation(
+    system: PhysicalSystem, nodes: list[int], why: str, name: str = "ep_echo"
+) -> None:
     """Refuse (GradientError naming them) when some of ``nodes`` cannot receive a force."""
     missing = sorted(set(nodes) - set(system.actuated_nodes))
     if missing:
         raise GradientError(
-            f"ep_echo needs a force actuator on nodes {missing} ({why}); the system actuates "
+            f"{name} needs a force actuator on nodes {missing} ({why}); the system actuates "
             f"only {sorted(system.actuated_nodes)}"
         )
+
+
+async def enter_echo(
+    system: PhysicalSystem,
+    drive: Array,
+    free: Observation,
+    attractor_tol: float,
+    info: dict[str, object],
+    name: str = "ep_echo",
+) -> Observation:
+    """Set the echo drive (B, N, d), measure the echo orbit and check it against the reversed
+    free orbit: ``info`` gains ``echo_mismatch`` (B,) and ``echo_settle_s``; a mismatch above
+    ``attractor_tol`` is refused (`GradientError`). The caller restores `set_echo_drive(None)`."""
+    await system.set_echo_drive(ForceWaveform(drive, free.period_s))
+    echo = (await system.measure()).one_period()
+    mismatch = echo_mismatch(echo.x, free.x)
+    info["echo_mismatch"] = mismatch
+    if echo.settle is not None:
+        info["echo_settle_s"] = np.asarray(echo.settle.waited_s, dtype=float).copy()
+    bad = np.flatnonzero(~(mismatch <= attractor_tol))
+    if bad.size:
+        i = int(bad[0])
+        raise GradientError(
+            f"{name}: the echo orbit of sample {i} differs from the time-reversed free "
+            f"orbit by {mismatch[i]:.3g} (relative, max norm) > attractor_tol "
+            f"{attractor_tol:.3g}: the system settled on another attractor (or "
+            "m_jΓ_j, the drive or the sensing are miscalibrated); the gradient would be "
+            "that of another orbit, so it is refused"
+        )
+    return echo
 
 
 def damped_nodes(m_gamma: Array) -> list[int]:

@@ -42,7 +42,7 @@ import logging
 
 import numpy as np
 
-from physlearn.errors import ConfigError, GradientError
+from physlearn.errors import ConfigError
 from physlearn.estimators._common import (
     Array,
     check_beta,
@@ -58,7 +58,7 @@ from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.echo_common import (
     damped_nodes,
     echo_drive,
-    echo_mismatch,
+    enter_echo,
     require_actuation,
 )
 from physlearn.estimators.echo_fit import (
@@ -68,7 +68,7 @@ from physlearn.estimators.echo_fit import (
     shift_nodes,
 )
 from physlearn.estimators.knowledge import ModelKnowledge
-from physlearn.spec.system import ForceWaveform, PhysicalSystem
+from physlearn.spec.system import PhysicalSystem
 from physlearn.spec.task import Task
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class EPEcho(Estimator):
     well beyond the noise (docs/estimators.md)."""
 
     name = "ep_echo"
+    assumes_reciprocity = True
 
     def __init__(
         self,
@@ -167,22 +168,7 @@ class EPEcho(Estimator):
         err_rev = reverse_time(task.error_force(free.x, free.t_s))
         b = physical_beta(self.beta, await system.drive_peak(), err_rev)[:, None, None]
         try:
-            await system.set_echo_drive(ForceWaveform(drive, free.period_s))
-            echo = (await system.measure()).one_period()
-            mismatch = echo_mismatch(echo.x, free.x)
-            info["echo_mismatch"] = mismatch
-            if echo.settle is not None:
-                info["echo_settle_s"] = np.asarray(echo.settle.waited_s, dtype=float).copy()
-            bad = np.flatnonzero(~(mismatch <= self.attractor_tol))
-            if bad.size:
-                i = int(bad[0])
-                raise GradientError(
-                    f"ep_echo: the echo orbit of sample {i} differs from the time-reversed free "
-                    f"orbit by {mismatch[i]:.3g} (relative, max norm) > attractor_tol "
-                    f"{self.attractor_tol:.3g}: the system settled on another attractor (or "
-                    "m_jΓ_j, the drive or the sensing are miscalibrated); the gradient would be "
-                    "that of another orbit, so it is refused"
-                )
+            await enter_echo(system, drive, free, self.attractor_tol, info)
             plus = await measure_with(system, nudge(b * err_rev, free, system))
             minus = await measure_with(system, nudge(-b * err_rev, free, system))
         finally:

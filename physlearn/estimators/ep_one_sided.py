@@ -27,6 +27,7 @@ class EPOneSided(Estimator):
     """One-sided EP. ``beta``: dimensionless nudge (peak nudge force / peak drive force)."""
 
     name = "ep_one_sided"
+    assumes_reciprocity = True
 
     def __init__(self, knowledge: ModelKnowledge, *, beta: float = 1e-3):
         super().__init__(knowledge)

@@ -35,6 +35,7 @@ class EPSymmetric(Estimator):
     linear in time cancels."""
 
     name = "ep_symmetric"
+    assumes_reciprocity = True
 
     def __init__(
         self, knowledge: ModelKnowledge, *, beta: float = 1e-3, drift_cancel: bool = False

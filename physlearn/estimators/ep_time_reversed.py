@@ -39,6 +39,7 @@ class EPTimeReversed(Estimator):
     (two per sample, λ from δx₊β = x₊β − x_free, error O(β))."""
 
     name = "ep_time_reversed"
+    assumes_reciprocity = True
 
     def __init__(self, knowledge: ModelKnowledge, *, beta: float = 1e-3, symmetric: bool = True):
         super().__init__(knowledge)

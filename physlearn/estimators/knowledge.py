@@ -73,6 +73,35 @@ class ModelKnowledge:
         model = self._model
         return model.vjp_theta(x, t_s, lam)[:, model.trainable]
 
+    @property
+    def nonreciprocal_terms(self) -> list[str]:
+        """Names of the network's directed (non-reciprocal) couplings, trainable or fixed."""
+        return self.spec.nonreciprocal_terms()
+
+    def require_reciprocal(self, estimator: str) -> None:
+        """Refuse (`ConfigError` naming the terms) a network with directed couplings for an
+        estimator whose identity needs forces that derive from a potential."""
+        names = self.nonreciprocal_terms
+        if names:
+            raise ConfigError(
+                f"estimator {estimator!r} assumes reciprocal couplings (forces −∂V/∂x), but the "
+                f"network has non-reciprocal terms {', '.join(names)}; use 'ep_asymmetric' "
+                "(exact) or 'ep_vector_field' (the biased baseline)"
+            )
+
+    def directed_edges(self) -> list[tuple[int, int]]:
+        """(target, source) of every directed coupling, in spec order."""
+        return [(c.target, c.source) for c in self.spec.directed]
+
+    def directed_jacobian(self, x: Array, t_s: Array, alpha: Array) -> Array:
+        """N(t) = ∂Q/∂x along sampled waveforms x (B,N,d), shape (B,N,d,d): N[b,n,i,j] =
+        μ(t_n) α_{i←j} s′(x_j) for each directed coupling i ← j (s′ = 1 or ρ′). Needs the
+        directed gains α (the controller sets them: ``alpha`` (P,), fixed gains from the spec),
+        the topology, ρ′ and μ — unlike conjugates, it uses parameter *values*."""
+        model = self._model
+        theta = model.full_theta(np.asarray(alpha, dtype=float), batch=x.shape[0])
+        return model.directed_jacobian(x, t_s, model.coefficients(theta))
+
     def with_damping(self, damping: Array) -> ModelKnowledge:
         """The same knowledge with other damping rates (e.g. a calibrated Γ)."""
         return ModelKnowledge(self.spec, self.mass, np.asarray(damping, dtype=float), self.source)

@@ -138,6 +138,30 @@ class EdgeWire(_Model):
         return (min(self.nodes), max(self.nodes))
 
 
+class ActiveWire(_Model):
+    """An active (non-reciprocal) coupling element ``target`` ← ``source``: an amplifier fed by
+    x_source that pushes node ``target``, its gain set by DAC ``channel``; a reversing switch
+    driven by DAC ``switch_channel`` (below `SWITCH_THRESHOLD_V`: forward; above: the same
+    amplifier fed by x_target pushes ``source``) — the learning-phase transposition of
+    ``ep_asymmetric`` (docs/estimators.md)."""
+
+    target: int = Field(ge=0)
+    source: int = Field(ge=0)
+    instrument: str
+    channel: int = Field(ge=1)
+    switch_channel: int = Field(ge=1)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.target, self.source)
+
+
+#: An active element's switch is reversed above this DAC voltage (forward below).
+SWITCH_THRESHOLD_V = 0.5
+#: The volts the controller writes to a switch channel: forward, reversed.
+SWITCH_FORWARD_V, SWITCH_REVERSED_V = 0.0, 1.0
+
+
 class SyncWire(_Model):
     """The generator whose sync output is cabled to the scope EXT trigger and lock-in references."""
 
@@ -148,6 +172,7 @@ class WiringConfig(_Model):
     drives: list[DriveWire] = Field(default_factory=list)
     sense: list[SenseWire] = Field(default_factory=list)
     edges: list[EdgeWire] = Field(default_factory=list)
+    active: list[ActiveWire] = Field(default_factory=list)
     sync: SyncWire | None = None
 
 
@@ -223,6 +248,17 @@ class BenchConfig(_Model):
             inst = instrument(e.instrument, where, ("dac",))
             channel_ok(inst, e.channel, where)
             claim(e.instrument, e.channel, where)
+        seen_active: dict[tuple[int, int], int] = {}
+        for i, a in enumerate(w.active):
+            where = f"wiring.active[{i}]"
+            if a.target == a.source:
+                raise ValueError(f"{where}: target and source must differ, got {a.target}")
+            if seen_active.setdefault(a.key, i) != i:
+                raise ValueError(f"{where}: element {a.target}<-{a.source} is wired twice")
+            inst = instrument(a.instrument, where, ("dac",))
+            for ch in (a.channel, a.switch_channel):
+                channel_ok(inst, ch, where)
+                claim(a.instrument, ch, where)
         if w.sync is not None:
             instrument(w.sync.instrument, "wiring.sync", ("generator",))
         return self

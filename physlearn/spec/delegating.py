@@ -7,7 +7,14 @@ and every operation they do not override reach the inner system unchanged.
 
 from __future__ import annotations
 
-from physlearn.spec.system import Array, ForceWaveform, Level, Observation, PhysicalSystem
+from physlearn.spec.system import (
+    Array,
+    ForceWaveform,
+    Level,
+    LinearFeedback,
+    Observation,
+    PhysicalSystem,
+)
 
 __all__ = ["DelegatingSystem"]
 
@@ -56,6 +63,13 @@ class DelegatingSystem(PhysicalSystem):
 
     async def drive_peak(self) -> Array:
         return await self.inner.drive_peak()
+
+    @property
+    def feedback_pairs(self) -> frozenset[tuple[int, int]]:
+        return self.inner.feedback_pairs
+
+    async def set_feedback(self, feedback: LinearFeedback | None) -> None:
+        await self.inner.set_feedback(feedback)
 
     async def drive_forces(self) -> Array:
         return await self.inner.drive_forces()

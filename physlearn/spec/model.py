@@ -1,20 +1,26 @@
 """The compiled network: potential forces, Hessian-vector products and parameter derivatives.
 
 Everything is vectorised over a batch of samples and a time grid: node coordinates ``x`` have shape
-(batch, time, node), full term values ``theta`` shape (batch, n_terms) (every potential term,
-trainable or not, in `NetworkSpec.terms()` order). The potential is V = ½ Σ k_j x_j² + G(x, t; θ)
-with G *linear* in θ, so ∂²V/∂θ∂x · dθ is G's gradient evaluated with dθ in place of θ.
+(batch, time, node), full term values ``theta`` shape (batch, n_terms) (every term, trainable or
+not, in `NetworkSpec.terms()` order). The potential is V = ½ Σ k_j x_j² + G(x, t; θ) with G
+*linear* in θ, so ∂²V/∂θ∂x · dθ is G's gradient evaluated with dθ in place of θ.
+
+Non-reciprocal (directed) couplings add the position-dependent force −Q(x, t; θ),
+Q_i = μ(t) Σ_{i←j} α (x_j or ρ(x_j)), also linear in θ but with no potential: ``grad_potential``
+and ``hess_vec`` return ∂V/∂x + Q and its Jacobian K + N (N = ∂Q/∂x, not symmetric), and
+``hess_vec_T`` the transposed product (K + Nᵀ) v that adjoint solves need. Without directed
+couplings every method computes exactly what it computed before they existed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.spec.modulation import Modulation
-from physlearn.spec.network import Bias, Coupling, NetworkSpec
+from physlearn.spec.network import Bias, Coupling, DirectedCoupling, NetworkSpec
 from physlearn.spec.nonlinearity import Nonlinearity, get_nonlinearity
 
 Array = NDArray[np.float64]
@@ -24,12 +30,16 @@ IntArray = NDArray[np.intp]
 @dataclass(frozen=True)
 class Coefficients:
     """θ laid out for fast evaluation: product matrix A (B,d,d) symmetric, zero diagonal;
-    difference Laplacian Lap (B,d,d); bias (B,d); quartic (B,d)."""
+    difference Laplacian Lap (B,d,d); bias (B,d); quartic (B,d); directed gains Wlin, Wrho
+    (B,d,d) with W[b, i, j] = α of the directed coupling i ← j (None without directed couplings).
+    """
 
     A: Array
     Lap: Array
     bias: Array
     quartic: Array
+    Wlin: Array | None = None
+    Wrho: Array | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,11 @@ class NetworkModel:
     quart_j: IntArray
     theta0: Array
     trainable: IntArray
+    # directed couplings: term index, target node i, source node j, fed through ρ
+    dir_idx: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    dir_i: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    dir_j: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    dir_rho: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @classmethod
     def from_spec(cls, spec: NetworkSpec) -> NetworkModel:
@@ -65,11 +80,14 @@ class NetworkModel:
         diff: list[tuple[int, ...]] = []
         bias: list[tuple[int, ...]] = []
         quart: list[tuple[int, ...]] = []
+        dirc: list[tuple[int, ...]] = []
         for idx, (_, t) in enumerate(terms):
             if isinstance(t, Coupling):
                 (prod if t.kind == "product" else diff).append((idx, *t.nodes))
             elif isinstance(t, Bias):
                 bias.append((idx, t.node))
+            elif isinstance(t, DirectedCoupling):
+                dirc.append((idx, t.target, t.source, int(t.kind == "rho")))
             else:
                 quart.append((idx, t.node))  # type: ignore[attr-defined]
 
@@ -81,6 +99,7 @@ class NetworkModel:
         di, dj, dk = cols(diff, 3)
         bi, bj = cols(bias, 2)
         qi, qj = cols(quart, 2)
+        ei, etgt, esrc, erho = cols(dirc, 4)
         return cls(
             d=spec.nodes.count,
             mass=m,
@@ -102,7 +121,16 @@ class NetworkModel:
             quart_j=qj,
             theta0=np.array([t.value for _, t in terms], dtype=float),
             trainable=np.array([i for i, (_, t) in enumerate(terms) if t.trainable], dtype=np.intp),
+            dir_idx=ei,
+            dir_i=etgt,
+            dir_j=esrc,
+            dir_rho=erho.astype(bool),
         )
+
+    @property
+    def nonreciprocal(self) -> bool:
+        """True when the network has directed couplings (its forces derive from no potential)."""
+        return bool(self.dir_idx.size)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -141,7 +169,11 @@ class NetworkModel:
         bias[:, self.bias_j] = theta[:, self.bias_idx]
         quart = np.zeros((b, d))
         quart[:, self.quart_j] = theta[:, self.quart_idx]
-        return Coefficients(A, Lap, bias, quart)
+        if not self.nonreciprocal:
+            return Coefficients(A, Lap, bias, quart)
+        W = np.zeros((2, b, d, d))  # (linear, rho); (kind, i, j) pairs are unique
+        W[self.dir_rho.astype(np.intp), :, self.dir_i, self.dir_j] = theta[:, self.dir_idx].T
+        return Coefficients(A, Lap, bias, quart, W[0], W[1])
 
     def modulations(self, t: Array) -> tuple[Array, Array]:
         """μ(t), ν(t) on the time grid, shape (N,) each."""
@@ -156,14 +188,16 @@ class NetworkModel:
         g += x @ c.Lap
         g += nu[None, :, None] * r1 * c.bias[:, None, :]
         g += c.quartic[:, None, :] * x**3
+        if c.Wlin is not None and c.Wrho is not None:
+            g += mu[None, :, None] * (x @ c.Wlin.swapaxes(1, 2) + r @ c.Wrho.swapaxes(1, 2))
         return g
 
     def grad_potential(self, x: Array, t: Array, c: Coefficients) -> Array:
-        """∂V/∂x, shape (B,N,d)."""
+        """∂V/∂x (+ Q, the directed couplings' forces with the sign of ∂V/∂x), shape (B,N,d)."""
         return self.stiffness * x + self.grad_terms(x, t, c)
 
     def energy(self, x: Array, t: Array, c: Coefficients) -> Array:
-        """V(x(t), t), shape (B,N)."""
+        """V(x(t), t), shape (B,N) (directed couplings have no potential and are left out)."""
         mu, nu = self.modulations(t)
         r = self.rho.rho(x)
         e = 0.5 * np.sum(self.stiffness * x**2, axis=-1)
@@ -183,7 +217,28 @@ class NetworkModel:
         h += v @ c.Lap
         h += nu[None, :, None] * c.bias[:, None, :] * r2 * v
         h += 3.0 * c.quartic[:, None, :] * x**2 * v
+        if c.Wlin is not None and c.Wrho is not None:
+            h += muc * (v @ c.Wlin.swapaxes(1, 2) + (r1 * v) @ c.Wrho.swapaxes(1, 2))
         return h
+
+    def hess_vec_T(self, x: Array, t: Array, c: Coefficients, v: Array) -> Array:
+        """(∂²V/∂x² + Nᵀ) v, shape (B,N,d): the transpose of `hess_vec` (equal to it without
+        directed couplings, N = ∂Q/∂x)."""
+        if c.Wlin is None or c.Wrho is None:
+            return self.hess_vec(x, t, c, v)
+        c0 = Coefficients(c.A, c.Lap, c.bias, c.quartic)
+        h = self.hess_vec(x, t, c0, v)
+        mu = self.modulations(t)[0][None, :, None]
+        return h + mu * (v @ c.Wlin + self.rho.d1(x) * (v @ c.Wrho))
+
+    def directed_jacobian(self, x: Array, t: Array, c: Coefficients) -> Array:
+        """N = ∂Q/∂x along the orbit, shape (B,N,d,d): N[b,n,i,j] = μ(t_n) α_{i←j} s′(x_j)
+        (zero without directed couplings). The force Jacobian's non-symmetric part is −N."""
+        b, n, d = x.shape
+        if c.Wlin is None or c.Wrho is None:
+            return np.zeros((b, n, d, d))
+        mu = self.modulations(t)[0][None, :, None, None]
+        return mu * (c.Wlin[:, None] + c.Wrho[:, None] * self.rho.d1(x)[:, :, None, :])
 
     def hessian(self, x: Array, t: Array, c: Coefficients) -> Array:
         """Full Hessian ∂²V/∂x² at every time point, shape (B,N,d,d)."""
@@ -196,6 +251,8 @@ class NetworkModel:
         diag = diag + nu[None, :, None] * c.bias[:, None, :] * r2 + 3.0 * c.quartic[:, None] * x**2
         idx = np.arange(self.d)
         H[..., idx, idx] += diag
+        if c.Wlin is not None:
+            H = H + self.directed_jacobian(x, t, c)
         return H
 
     def mean_hessian(self, x: Array, t: Array, c: Coefficients) -> Array:
@@ -209,11 +266,17 @@ class NetworkModel:
         diag += 3.0 * c.quartic * np.mean(x**2, axis=1)
         idx = np.arange(self.d)
         K[:, idx, idx] += diag
+        if c.Wlin is not None and c.Wrho is not None:
+            mr1 = np.mean(mu[None, :, None] * r1, axis=1)  # (B,d)
+            K = K + np.mean(mu) * c.Wlin + c.Wrho * mr1[:, None, :]
         return K
 
     # ------------------------------------------------------------------ parameter derivatives
     def dV_dtheta(self, x: Array, t: Array) -> Array:
-        """∂V/∂θ for every term at every time point, shape (B,N,n_terms). ∂L/∂θ = −∂V/∂θ."""
+        """∂V/∂θ for every term at every time point, shape (B,N,n_terms). ∂L/∂θ = −∂V/∂θ.
+
+        Directed couplings have no potential: their columns are zero (their ∂R/∂θ is in
+        `vjp_theta` / `jvp_theta`; estimators that need conjugates refuse such networks)."""
         mu, nu = self.modulations(t)
         b, n = x.shape[:2]
         r = self.rho.rho(x)
@@ -242,6 +305,9 @@ class NetworkModel:
             nu[None, :, None] * lam[..., self.bias_j] * r1[..., self.bias_j], axis=1
         )
         out[:, self.quart_idx] = np.sum(lam[..., self.quart_j] * x[..., self.quart_j] ** 3, axis=1)
+        if self.nonreciprocal:
+            s = np.where(self.dir_rho, r[..., self.dir_j], x[..., self.dir_j])
+            out[:, self.dir_idx] = np.sum(mu[None, :, None] * lam[..., self.dir_i] * s, axis=1)
         return out
 
     def jvp_theta(self, x: Array, t: Array, dtheta: Array) -> Array:
@@ -265,6 +331,33 @@ def linear_mode_frequencies(spec: NetworkSpec) -> np.ndarray:
     model = NetworkModel.from_spec(spec)
     theta = model.full_theta(spec.initial_parameters())
     K = model.mean_hessian(np.zeros((1, 1, model.d)), np.zeros(1), model.coefficients(theta))[0]
-    minv = 1.0 / np.sqrt(model.mass)
-    ev = np.linalg.eigvalsh(minv[:, None] * K * minv[None, :])
+    return mode_frequencies(K, model.mass, symmetric=not model.nonreciprocal)
+
+
+def mode_frequencies(K: Array, mass: Array, symmetric: bool = True) -> Array:
+    """Angular frequencies √λ (rad/s, ascending) of M^{-1/2} K M^{-1/2} for a stiffness K (d,d)
+    (N/m) and masses (d,) (kg); λ < 0 counts as 0. A non-symmetric K (directed couplings) has
+    possibly complex λ: the real parts are used (`rest_growth_rate` tells the instability)."""
+    minv = 1.0 / np.sqrt(np.asarray(mass, dtype=float))
+    Kt = minv[:, None] * K * minv[None, :]
+    if symmetric:
+        ev = np.linalg.eigvalsh(Kt)
+    else:
+        ev = np.sort(np.linalg.eigvals(Kt).real)
     return np.sqrt(np.clip(ev, 0.0, None))
+
+
+def rest_growth_rate(spec: NetworkSpec, params: Array | None = None) -> float:
+    """Largest real part (1/s) of the eigenvalues of the network linearised at rest,
+    ẍ = −M⁻¹(K + N) x − Γ ẋ (the 2d×2d state matrix): > 0 means the rest state is unstable
+    (a divergence, or a flutter when the eigenvalue is complex: non-reciprocal couplings)."""
+    model = NetworkModel.from_spec(spec)
+    p = spec.initial_parameters() if params is None else np.asarray(params, dtype=float)
+    theta = model.full_theta(p)
+    K = model.mean_hessian(np.zeros((1, 1, model.d)), np.zeros(1), model.coefficients(theta))[0]
+    d = model.d
+    A = np.zeros((2 * d, 2 * d))
+    A[:d, d:] = np.eye(d)
+    A[d:, :d] = -K / model.mass[:, None]
+    A[d:, d:] = -np.diag(model.damping)
+    return float(np.max(np.linalg.eigvals(A).real))

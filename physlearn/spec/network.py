@@ -7,12 +7,20 @@ Lagrangian (docs/physics.md), node coordinates x_j, drive force F_j(t):
         + ν(t) Σ_bias α'_j ρ(x_j) + Σ_quartic ¼ α''_j x_j⁴
     C = γ(t) ½ Σ_out (x_j − y_j(t))²          (cost density; the cost is ∫ C dt)
 
-with viscous damping Γ_j per node: m_j ẍ_j + m_j Γ_j ẋ_j = −∂V/∂x_j + F_j − δ(x_j − u_j) + β γ (x_j − y_j).
+with viscous damping Γ_j per node: m_j ẍ_j + m_j Γ_j ẋ_j = −∂V/∂x_j − Q_j + F_j − δ(x_j − u_j) + β γ (x_j − y_j).
+
+Q collects the *non-reciprocal* (directed, active) couplings, which derive from no potential:
+a directed coupling i ← j with gain α pushes node i with the force −μ(t) α s(x_j) (s = identity
+for ``linear``, ρ for ``rho``) and has no partner force on j, so Q_i = μ(t) Σ_{i←j} α s(x_j).
+Two ``linear`` directed couplings i ← j and j ← i of equal gain are exactly one ``product``
+coupling with ρ = identity. With directed couplings the dynamics have no Lagrangian: only the
+estimators built for them (``ep_asymmetric``, ``ep_vector_field``, ``adjoint`` and the black-box
+ones) accept such a network (docs/estimators.md).
 Sign convention: with L = L0 + βC the nudge force is +β ∂C/∂x, so β > 0 pushes the outputs *away*
 from their targets. SI units throughout (x in the node's own unit, forces in that unit × kg/s²).
 
 Trainable parameters are the terms marked ``trainable``, in the order: couplings (as listed),
-biases, quartic terms; `parameter_names()` lists them.
+biases, quartic terms, directed couplings; `parameter_names()` lists them.
 """
 
 from __future__ import annotations
@@ -112,6 +120,17 @@ class Quartic(_Term):
     trainable: bool = False
 
 
+class DirectedCoupling(_Term):
+    """A non-reciprocal (active) coupling ``target`` ← ``source``: the force −μ(t) α s(x_source)
+    on node ``target`` (N), with no partner force on ``source``; s = identity (``linear``: an
+    amplifier of gain α fed by x_source) or ρ (``rho``: fed through the nonlinearity).
+    α in N/m (like a product coupling's: ρ reads the node coordinate in m)."""
+
+    kind: Literal["linear", "rho"] = "linear"
+    target: int
+    source: int
+
+
 class Modulations(_Model):
     """μ(t) (product couplings), ν(t) (biases), δ(t) (clamp weight), γ(t) (cost weight)."""
 
@@ -201,6 +220,7 @@ class NetworkSpec(_Model):
     couplings: list[Coupling] = Field(default_factory=list)
     biases: list[Bias] = Field(default_factory=list)
     quartic: list[Quartic] = Field(default_factory=list)
+    directed: list[DirectedCoupling] = Field(default_factory=list)
     modulations: Modulations = Field(default_factory=Modulations)
     drive: DriveSpec = Field(default_factory=DriveSpec)
     inputs: InputSpec = Field(default_factory=InputSpec)
@@ -251,11 +271,33 @@ class NetworkSpec(_Model):
                     raise ValueError(f"{name}[{i}].node: duplicates {name}[{nodes_seen[t.node]}]")
                 nodes_seen[t.node] = i
                 t._check_bounds(f"{name}[{i}]")
+        self._check_directed(node_ok)
         for i, tone in enumerate(self.drive.tones):
             node_ok(tone.node, f"drive.tones[{i}].node")
         self._check_io(node_ok)
         self._check_boundary()
         return self
+
+    def _check_directed(self, node_ok: object) -> None:
+        check = node_ok  # callable(n, where)
+        assert callable(check)
+        seen: dict[tuple[str, int, int], int] = {}
+        for i, c in enumerate(self.directed):
+            where = f"directed[{i}]"
+            check(c.target, f"{where}.target")
+            check(c.source, f"{where}.source")
+            if c.target == c.source:
+                raise ValueError(
+                    f"{where}: a directed coupling needs two different nodes, got target = "
+                    f"source = {c.target}"
+                )
+            key = (c.kind, c.target, c.source)
+            if key in seen:
+                raise ValueError(
+                    f"{where}: duplicates directed[{seen[key]}] ({c.kind} {c.target}<-{c.source})"
+                )
+            seen[key] = i
+            c._check_bounds(where)
 
     def _check_io(self, node_ok: object) -> None:
         check = node_ok  # callable(n, where)
@@ -315,7 +357,13 @@ class NetworkSpec(_Model):
             out.append((f"biases[{i}]:{b.node}", b))
         for i, q in enumerate(self.quartic):
             out.append((f"quartic[{i}]:{q.node}", q))
+        for i, e in enumerate(self.directed):
+            out.append((f"directed[{i}]:{e.kind}:{e.target}<-{e.source}", e))
         return out
+
+    def nonreciprocal_terms(self) -> list[str]:
+        """Names of the directed (non-reciprocal) couplings, trainable or fixed."""
+        return [name for name, t in self.terms() if isinstance(t, DirectedCoupling)]
 
     def parameter_names(self) -> list[str]:
         return [name for name, t in self.terms() if t.trainable]
@@ -323,8 +371,9 @@ class NetworkSpec(_Model):
     def parameter_units(self) -> list[str]:
         """SI unit of each trainable parameter, in parameter order: couplings α (product
         α ρ(x_j)ρ(x_k) and spring ½α(x_j − x_k)²) in N/m, biases α'ρ(x_j) in N, quartic
-        ¼α''x_j⁴ in N/m³ (ρ reads the node coordinate in m)."""
-        unit = {Coupling: "N/m", Bias: "N", Quartic: "N/m^3"}
+        ¼α''x_j⁴ in N/m³, directed couplings α s(x_source) in N/m (ρ reads the node coordinate
+        in m)."""
+        unit = {Coupling: "N/m", Bias: "N", Quartic: "N/m^3", DirectedCoupling: "N/m"}
         return [unit[type(t)] for _, t in self.terms() if t.trainable]
 
     def initial_parameters(self) -> Array:

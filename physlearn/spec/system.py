@@ -3,7 +3,8 @@
 The controller never knows which fidelity level it drives (ideal twin, emulated bench, real
 bench). It sets the trainable parameters α, sets the input drive for a batch of samples, adds
 per-node force waveforms (nudges), can replace its drive by an echo drive with its own time
-modulations reversed (`set_echo_drive`, for the echo nudge), and measures each sample's periodic steady state
+modulations reversed (`set_echo_drive`, for the echo nudge), can add a learning-phase linear
+feedback around a reference orbit (`set_feedback`, for non-reciprocal couplings), and measures each sample's periodic steady state
 as an `Observation`: node waveforms over whole periods on a uniform time grid.
 
 Arrays are float64 with shapes (batch, time, node). Times in seconds; node coordinates in the
@@ -61,6 +62,37 @@ class ForceWaveform:
     def nodes(self) -> list[int]:
         """Nodes that receive a non-zero force."""
         return [int(j) for j in np.flatnonzero(np.any(self.samples != 0.0, axis=(0, 1)))]
+
+
+@dataclass(frozen=True)
+class LinearFeedback:
+    """A learning-phase force G(t)(x − r(t)) over one drive period, on t_m = m T / M.
+
+    ``gain`` (B or 1, M, d, d): G[b, m, i, j] is the force on node i per unit of x_j − r_j
+    (N/m); ``reference`` (B or 1, M, d): the orbit r(t) the deviations are taken from (the
+    measured free orbit, replayed). ``ep_asymmetric`` uses it to transpose the non-reciprocal
+    couplings around the free orbit (docs/estimators.md).
+    """
+
+    gain: Array
+    reference: Array
+    period_s: float
+
+    def __post_init__(self) -> None:
+        g, r = self.gain, self.reference
+        if g.ndim != 4 or g.shape[2] != g.shape[3] or r.ndim != 3 or r.shape[1:] != g.shape[1:3]:
+            raise ValueError(
+                f"feedback gain must be (batch, time, node, node) and reference (batch, time, "
+                f"node) on the same grid, got {g.shape} and {r.shape}"
+            )
+        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(r))):
+            raise ValueError("feedback gain or reference contains NaN or inf")
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """(i, j) pairs with a non-zero gain: a force on i from x_j."""
+        nz = np.any(self.gain != 0.0, axis=(0, 1))
+        return [(int(i), int(j)) for i, j in zip(*np.nonzero(nz), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -196,6 +228,22 @@ class PhysicalSystem(abc.ABC):
         raise GradientError(
             f"{type(self).__name__} cannot run echo dynamics (set_echo_drive: replace the drive, "
             "reverse the modulations and clamps); the echo nudge needs it"
+        )
+
+    @property
+    def feedback_pairs(self) -> frozenset[tuple[int, int]]:
+        """(i, j) pairs for which the system can apply a learning-phase feedback force on node i
+        from x_j − r_j (`set_feedback`); empty (this default) when it has no such element."""
+        return frozenset()
+
+    async def set_feedback(self, feedback: LinearFeedback | None) -> None:
+        """Add the linear feedback force G(t)(x − r(t)) (`LinearFeedback`) to the dynamics, or
+        remove it (None), phase-locked to the drive; on top of the drive or echo drive and of
+        `set_forces`. A new `set_input` removes it. Systems without feedback elements raise
+        `GradientError` (this default)."""
+        raise GradientError(
+            f"{type(self).__name__} cannot apply a learning-phase feedback (set_feedback: "
+            "transposed non-reciprocal couplings); ep_asymmetric needs it"
         )
 
     @abc.abstractmethod

@@ -10,7 +10,11 @@ classification examples:
   u = 0 is exactly zero and the map u ↦ in-phase amplitude is odd);
 * trainable couplings between every node of consecutive layers, of one ``kind``: ``product``
   α ρ(x_j) ρ(x_k) (the nonlinear coupling of docs/physics.md) or ``difference`` ½ α (x_j − x_k)²
-  (linear springs, α ≥ 0; the nonlinearity then comes from the biases only);
+  (linear springs, α ≥ 0; the nonlinearity then comes from the biases only); or non-reciprocal
+  (directed, through ρ: node k pushed by −α ρ(x_j)): ``directed`` from each node j of a layer to
+  each node k of the next (a fully feedforward network), ``bidirected`` (both directions, with
+  independent gains: every coupling non-reciprocal), ``mixed`` (a product coupling plus a
+  forward directed one per pair: half the couplings non-reciprocal);
 * trainable biases α' ρ(x_j) on every hidden and output node;
 * inputs: the first layer, force encoding F_j = gain (u_j + offset) cos(ωt + φ_j);
   outputs: the last layer, in-phase targets (``y_j cos ωt``) unless told otherwise;
@@ -47,11 +51,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
-from physlearn.spec.model import NetworkModel, linear_mode_frequencies
+from physlearn.spec.model import NetworkModel, linear_mode_frequencies, mode_frequencies
 from physlearn.spec.network import NetworkSpec
 
 Array = NDArray[np.float64]
-CouplingKind = Literal["product", "difference"]
+CouplingKind = Literal["product", "difference", "directed", "bidirected", "mixed"]
+#: kinds made of directed (non-reciprocal) couplings, fed through ρ
+DIRECTED_KINDS = ("directed", "bidirected", "mixed")
 RegimeName = Literal["conservative", "lossy_resonant"]
 
 __all__ = [
@@ -135,8 +141,8 @@ class ModeGuard:
         m = self.model
         theta = m.full_theta(np.asarray(params, dtype=float))
         hess = m.mean_hessian(np.zeros((1, 1, m.d)), np.zeros(1), m.coefficients(theta))[0]
-        ev = np.linalg.eigvalsh(self._minv[:, None] * hess * self._minv[None, :])
-        return np.asarray(np.sqrt(np.clip(ev, 0.0, None)), dtype=float)
+        sym = not m.nonreciprocal
+        return np.asarray(mode_frequencies(hess, m.mass, symmetric=sym), dtype=float)
 
     def margin(self, params: Array) -> float:
         """min over modes and h ∈ {1, 2} of |ω_mode − h ω| / ω (dimensionless)."""
@@ -153,7 +159,7 @@ def spec_with_parameters(spec: NetworkSpec, params: Array) -> NetworkSpec:
         raise ConfigError(f"params: expected shape ({len(names)},), got {p.shape}")
     data = spec.model_dump()
     i = 0
-    for section in ("couplings", "biases", "quartic"):
+    for section in ("couplings", "biases", "quartic", "directed"):
         for term in data[section]:
             if term["trainable"]:
                 term["value"] = float(p[i])
@@ -242,7 +248,7 @@ def layered(
     data: dict[str, Any] = {
         "nodes": {"count": d, "mass": mass, "stiffness": k, "damping": gamma},
         "nonlinearity": nonlinearity,
-        "couplings": _draw_couplings(ls, kind, cb, init_scale, rng, bias_node, d - 1),
+        **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
         "biases": _hidden_biases(groups, bb),
         "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
         "inputs": _inputs(groups[0], gain, input_offset, input_phase_rad),
@@ -265,8 +271,11 @@ def _regime_values(
     given values, else the regime's defaults; checks the regime, kind and bounds."""
     if regime not in REGIMES:
         raise ConfigError(f"regime: unknown {regime!r}; known: {', '.join(REGIMES)}")
-    if kind not in ("product", "difference"):
-        raise ConfigError(f"kind: must be 'product' or 'difference', got {kind!r}")
+    if kind not in ("product", "difference", *DIRECTED_KINDS):
+        raise ConfigError(
+            "kind: must be 'product', 'difference', 'directed', 'bidirected' or 'mixed', "
+            f"got {kind!r}"
+        )
     defaults = REGIMES[regime]
     k = float(defaults["stiffness"] if stiffness is None else stiffness)
     gamma = float(defaults["damping"] if damping is None else damping)
@@ -326,6 +335,46 @@ def _draw_couplings(
                     }
                 )
     return couplings
+
+
+def _draw_terms(
+    ls: list[int],
+    kind: CouplingKind,
+    cb: float,
+    init_scale: float,
+    rng: np.random.Generator,
+    bias_node: bool,
+    bias_id: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """``couplings`` (and ``directed``) of a layered network: `_draw_couplings` for the
+    reciprocal kinds; for the directed kinds the same pairs and draws, each pair (j in layer l,
+    k in layer l+1, the bias node counting as a source) giving a directed coupling k ← j through
+    ρ, plus j ← k (``bidirected``, drawn next) or a product coupling j–k (``mixed``, drawn
+    first)."""
+    if kind not in DIRECTED_KINDS:
+        return {"couplings": _draw_couplings(ls, kind, cb, init_scale, rng, bias_node, bias_id)}
+    groups = layer_nodes(ls)
+    couplings: list[dict[str, Any]] = []
+    directed: list[dict[str, Any]] = []
+
+    def draw(fan_in: int) -> float:
+        return float(np.clip(rng.normal(0.0, init_scale / math.sqrt(fan_in)), -cb, cb))
+
+    for li in range(len(ls) - 1):
+        fan_in = ls[li] + (1 if bias_node else 0)
+        sources = list(groups[li]) + ([bias_id] if bias_node else [])
+        for a in sources:
+            for b in groups[li + 1]:
+                bounds = {"lower": -cb, "upper": cb}
+                if kind == "mixed":
+                    couplings.append({"kind": "product", "nodes": [a, b], "value": draw(fan_in)})
+                    couplings[-1].update(bounds)
+                edge = {"kind": "rho", "target": b, "source": a, "value": draw(fan_in)}
+                directed.append({**edge, **bounds})
+                if kind == "bidirected" and a != bias_id:
+                    back = {"kind": "rho", "target": a, "source": b, "value": draw(ls[li + 1])}
+                    directed.append({**back, **bounds})
+    return {"couplings": couplings, "directed": directed}
 
 
 def _hidden_biases(groups: list[list[int]], bb: float) -> list[dict[str, Any]]:

@@ -25,6 +25,10 @@ orbit last measured, a small perturbation of the attractor the system is on. Wit
 ``echo_settle="newton"`` (faster; for benchmarks) every echo phase starts Newton from the echo
 orbit, or from the time-reversed last orbit: it cannot see attractor changes.
 
+Learning-phase feedback (`set_feedback`, for ``ep_asymmetric``): a linear force G(t)(x − r(t))
+added to the dynamics (normal or echo). Its phases start Newton from the orbit the feedback is
+taken around (the echo orbit when an echo drive is set, else the free orbit of these inputs).
+
 Twin-only extras, for the `adjoint` estimator, tests and benchmarks: `sensitivity()` and
 `exact_gradient()` give the exact adjoint gradient of a `Task`'s cost at the free orbit
 (`ExactGradients`); `floquet_check()` the Floquet multipliers of the free orbits it settles on
@@ -53,6 +57,7 @@ from physlearn.simulators.excitation import (
     GridExcitation,
     build_excitation,
 )
+from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.floquet import floquet_multipliers
 from physlearn.simulators.gradients import PeriodicSensitivity
 from physlearn.simulators.integrator import Integrator, State
@@ -60,7 +65,14 @@ from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import NetworkModel
 from physlearn.spec.network import NetworkSpec
-from physlearn.spec.system import ForceWaveform, Level, Observation, PhysicalSystem, SettleInfo
+from physlearn.spec.system import (
+    ForceWaveform,
+    Level,
+    LinearFeedback,
+    Observation,
+    PhysicalSystem,
+    SettleInfo,
+)
 from physlearn.spec.task import Task, check_task
 from physlearn.spec.waveform import SampledWaveform
 
@@ -188,6 +200,7 @@ class IdealSystem(PhysicalSystem):
         self._force: Array | None = None
         self._echo: Array | None = None  # echo drive on the grid (B,N,d)
         self._echo_orbit: Array | None = None  # last unnudged echo steady state
+        self._feedback: Feedback | None = None  # learning-phase feedback on the grid
         self._last_x: Array | None = None  # the state the twin is in: last orbit measured
         self._cache: OrderedDict[bytes, tuple[Array, Array]] = OrderedDict()
         self.last_solution: PeriodicSolution | None = None
@@ -269,6 +282,7 @@ class IdealSystem(PhysicalSystem):
         exc = _take_batch(exc, a.shape[0])
         self._u, self._exc, self._force = a, exc, None
         self._echo, self._echo_orbit, self._last_x = None, None, None
+        self._feedback = None
 
     async def set_forces(self, forces: ForceWaveform | None) -> None:
         """Add force waveforms (B or 1, M, d) over one period; resampled onto the collocation
@@ -278,10 +292,12 @@ class IdealSystem(PhysicalSystem):
             return
         self._force = self._on_grid(forces, "forces")
 
-    def _on_grid(self, forces: ForceWaveform, what: str) -> Array:
-        """A force waveform checked against the batch and period, resampled onto the grid."""
+    def _on_grid(self, forces: ForceWaveform, what: str, width: int | None = None) -> Array:
+        """A force waveform checked against the batch and period, resampled onto the grid
+        (``width``: values per sample and time, default one per node)."""
         exc = self._require_input()
         B, N, d = exc.force.shape
+        d = d if width is None else width
         s = forces.samples
         if s.ndim != 3 or s.shape[2] != d or s.shape[0] not in (1, B) or s.shape[1] < 1:
             raise ConfigError(
@@ -313,6 +329,27 @@ class IdealSystem(PhysicalSystem):
             return
         self._echo = self._on_grid(drive, "echo drive")
         self._echo_orbit = None
+
+    @property
+    def feedback_pairs(self) -> frozenset[tuple[int, int]]:
+        """The twin can feed any node back to any node."""
+        d = self.n_nodes
+        return frozenset((i, j) for i in range(d) for j in range(d))
+
+    async def set_feedback(self, feedback: LinearFeedback | None) -> None:
+        """Add the learning-phase force G(t)(x − r(t)) (resampled onto the grid), or remove it."""
+        if feedback is None:
+            self._feedback = None
+            return
+        g, r, d = feedback.gain, feedback.reference, self.n_nodes
+        if g.shape[2] != d:
+            raise ConfigError(f"feedback gain: expected {d} nodes, got {g.shape[2]}")
+        flat = ForceWaveform(
+            np.ascontiguousarray(g.reshape(*g.shape[:2], d * d)), feedback.period_s
+        )
+        gain = self._on_grid(flat, "feedback gain", d * d)
+        ref = self._on_grid(ForceWaveform(r, feedback.period_s), "feedback reference")
+        self._feedback = Feedback(gain.reshape(*ref.shape, d), ref)
 
     async def drive_peak(self) -> Array:
         exc = self._require_input()
@@ -375,10 +412,22 @@ class IdealSystem(PhysicalSystem):
             exc = GridExcitation(
                 exc.force + force, exc.clamp_weight, exc.clamp_target, exc.cost_weight, exc.target
             )
-        check = self.floquet == "all" or (self.floquet == "free" and force is None)
+        fb = self._feedback
+        check = self.floquet == "all" or (self.floquet == "free" and force is None and fb is None)
         fl: Literal["full", "none"] = "full" if check else "none"
         theta = self.model.full_theta(alpha, batch=u.shape[0])
         x0 = self._warm_start(u)
+        if fb is not None:  # a learning phase: from the orbit the feedback is taken around
+            return solve_periodic(
+                self.model,
+                theta,
+                exc,
+                self.grid,
+                x0=fb.reference,
+                tol=self.tol,
+                floquet=fl,
+                feedback=fb,
+            )
         if x0 is not None:
             try:
                 return solve_periodic(
@@ -444,7 +493,7 @@ class IdealSystem(PhysicalSystem):
         settle = None
         if self._echo is not None:
             sol, settle = self._echo_solution(exc)
-        elif self._force is None:
+        elif self._force is None and self._feedback is None:
             sol = self._free_solution(self._alpha, self._u, exc)
         else:
             sol = self._solve(self._alpha, self._u, exc, self._force)
@@ -458,6 +507,7 @@ class IdealSystem(PhysicalSystem):
         meta: dict[str, object] = {
             "level": str(self.level),
             "echo": self._echo is not None,
+            "feedback": self._feedback is not None,
             "newton_iterations": np.asarray(sol.iterations).copy(),
             "max_floquet_multiplier": sol.max_multiplier,
         }
@@ -499,18 +549,29 @@ class IdealSystem(PhysicalSystem):
         assert self._u is not None
         ex = self._echo_excitation(exc)
         B = self._u.shape[0]
-        nudged = self._force is not None
+        nudged = self._force is not None or self._feedback is not None
         check = self.floquet == "all" or (self.floquet == "free" and not nudged)
         fl: Literal["full", "none"] = "full" if check else "none"
         theta = self.model.full_theta(self._alpha, batch=B)
         settle = None
-        if self._echo_orbit is not None and (nudged or self.echo_settle == "newton"):
+        if self._feedback is not None:  # a learning phase: from the orbit it is taken around
+            x0 = self._feedback.reference if self._echo_orbit is None else self._echo_orbit
+        elif self._echo_orbit is not None and (nudged or self.echo_settle == "newton"):
             x0 = self._echo_orbit
         elif self.echo_settle == "integrate":
             x0, settle = self._integrate(self.echo_model, theta, ex, self._current_state())
         else:
             x0 = self.grid.reverse(self._current_state())
-        sol = solve_periodic(self.echo_model, theta, ex, self.grid, x0=x0, tol=self.tol, floquet=fl)
+        sol = solve_periodic(
+            self.echo_model,
+            theta,
+            ex,
+            self.grid,
+            x0=x0,
+            tol=self.tol,
+            floquet=fl,
+            feedback=self._feedback,
+        )
         if not nudged:
             self._echo_orbit = sol.x.copy()
         return sol, settle

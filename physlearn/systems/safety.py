@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from physlearn.errors import InstrumentError, LimitError, SafetyError
 from physlearn.spec.delegating import DelegatingSystem
-from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
+from physlearn.spec.system import ForceWaveform, LinearFeedback, Observation, PhysicalSystem
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
@@ -174,6 +174,7 @@ class RetryingSystem(DelegatingSystem):
         self._forces: ForceWaveform | None = None
         self._echo: ForceWaveform | None = None
         self._echo_set = False
+        self._feedback: LinearFeedback | None = None
 
     async def _retry(self, what: str, op: Callable[[], Coroutine[Any, Any, T]]) -> T:
         last: BaseException | None = None
@@ -212,6 +213,8 @@ class RetryingSystem(DelegatingSystem):
             await self.inner.set_input(self._u)
         if self._echo_set:
             await self.inner.set_echo_drive(self._echo)
+        if self._feedback is not None:
+            await self.inner.set_feedback(self._feedback)
         await self.inner.set_forces(self._forces)
 
     async def set_parameters(self, alpha: Array) -> None:
@@ -223,6 +226,7 @@ class RetryingSystem(DelegatingSystem):
         uu = np.array(u, dtype=float)
         await self._retry("set_input", lambda: self.inner.set_input(uu))
         self._u, self._forces, self._echo, self._echo_set = uu, None, None, False
+        self._feedback = None
 
     async def set_forces(self, forces: ForceWaveform | None) -> None:
         await self._retry("set_forces", lambda: self.inner.set_forces(forces))
@@ -231,6 +235,10 @@ class RetryingSystem(DelegatingSystem):
     async def set_echo_drive(self, drive: ForceWaveform | None) -> None:
         await self._retry("set_echo_drive", lambda: self.inner.set_echo_drive(drive))
         self._echo, self._echo_set = drive, drive is not None
+
+    async def set_feedback(self, feedback: LinearFeedback | None) -> None:
+        await self._retry("set_feedback", lambda: self.inner.set_feedback(feedback))
+        self._feedback = feedback
 
     async def drive_peak(self) -> Array:
         return await self._retry("drive_peak", self.inner.drive_peak)

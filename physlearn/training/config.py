@@ -67,7 +67,7 @@ class LayeredTopology(_Model):
 
     kind: Literal["layered"] = "layered"
     layers: list[int] = Field(min_length=2)
-    coupling: Literal["product", "difference"] = "product"
+    coupling: Literal["product", "difference", "directed", "bidirected", "mixed"] = "product"
     regime: Literal["conservative", "lossy_resonant"] = "conservative"
     init_scale: float = Field(0.5, gt=0)
     seed: int = 0

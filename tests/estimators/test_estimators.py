@@ -248,6 +248,8 @@ def test_registry_refuses_unknown_names_and_options() -> None:
         "ep_one_sided",
         "ep_time_reversed",
         "ep_echo",
+        "ep_asymmetric",
+        "ep_vector_field",
         "finite_difference",
         "spsa",
         "adjoint",

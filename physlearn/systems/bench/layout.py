@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from physlearn.calibration.schema import CalibrationFile, CouplingMap
+from physlearn.calibration.schema import ActiveMap, CalibrationFile, CouplingMap
 from physlearn.errors import CalibrationError, ConfigError
-from physlearn.spec.bench import BenchConfig, EdgeWire
-from physlearn.spec.network import Coupling, NetworkSpec
+from physlearn.spec.bench import ActiveWire, BenchConfig, EdgeWire
+from physlearn.spec.network import Coupling, DirectedCoupling, NetworkSpec
 
 __all__ = ["BenchLayout", "check_layout"]
 
@@ -20,19 +20,21 @@ __all__ = ["BenchLayout", "check_layout"]
 class BenchLayout:
     """The checked wiring (see the module docstring).
 
-    param_edges, maps, names: per trainable parameter (spec order) its DAC wire, calibrated
-    α(V) map and name; drive_nodes: actuated nodes (sorted); scope_channels: per scope (wiring
+    param_edges, maps, names: per trainable parameter (spec order) its DAC wire (an edge, or an
+    active element's gain channel), calibrated α(V) map and name; active: the active elements
+    (spec order of the directed couplings they realise); drive_nodes: actuated nodes (sorted); scope_channels: per scope (wiring
     order) scope channel → sense wire index; reference_node: the node every scope senses (the
     stitch check), None with one scope and none configured; generators, dacs: names (sorted)."""
 
-    param_edges: list[EdgeWire]
-    maps: list[CouplingMap]
+    param_edges: list[EdgeWire | ActiveWire]
+    maps: list[CouplingMap | ActiveMap]
     names: list[str]
     drive_nodes: list[int]
     scope_channels: dict[str, dict[int, int]]
     reference_node: int | None
     generators: list[str]
     dacs: list[str]
+    active: list[ActiveWire]
 
 
 def check_layout(
@@ -66,6 +68,7 @@ def check_layout(
         ref,
         sorted(gens),
         sorted({e.instrument for e in edges}),
+        [e for e in edges if isinstance(e, ActiveWire)],
     )
 
 
@@ -81,15 +84,54 @@ def _check_network(spec: NetworkSpec, cal: CalibrationFile, version: str) -> Non
         )
 
 
+def _active_element(
+    config: BenchConfig, cal: CalibrationFile, name: str, term: DirectedCoupling, version: str
+) -> tuple[ActiveWire, ActiveMap]:
+    """The wired, calibrated active element realising directed coupling ``term``."""
+    wired = {a.key: a for a in config.wiring.active}
+    key = (term.target, term.source)
+    if key not in wired:
+        raise ConfigError(
+            f"network: directed coupling {name} has no active element on this bench "
+            "([[wiring.active]] target/source)"
+        )
+    if term.kind != "linear" or not term.trainable:
+        raise ConfigError(
+            f"network: {name}: a bench's active elements are linear amplifiers with a DAC-set "
+            'gain; the directed coupling must be kind = "linear" and trainable'
+        )
+    amap = cal.active_map(*key)
+    aw = wired[key]
+    if (amap.instrument, amap.channel) != (aw.instrument, aw.channel):
+        raise CalibrationError(
+            f"calibration {version}: active element {key[0]}<-{key[1]} was calibrated on "
+            f"{amap.instrument} channel {amap.channel}, the wiring has {aw.instrument} "
+            f"channel {aw.channel}"
+        )
+    return aw, amap
+
+
 def _trainable_edges(
     config: BenchConfig, cal: CalibrationFile, spec: NetworkSpec, version: str
-) -> tuple[list[EdgeWire], list[CouplingMap]]:
+) -> tuple[list[EdgeWire | ActiveWire], list[CouplingMap | ActiveMap]]:
     """Per trainable term: its DAC wire and calibrated map (a bench trains DAC-tuned couplings
-    only)."""
+    and the gains of its active elements only)."""
     edge_of = {e.key: e for e in config.wiring.edges}
-    edges: list[EdgeWire] = []
-    maps: list[CouplingMap] = []
+    edges: list[EdgeWire | ActiveWire] = []
+    maps: list[CouplingMap | ActiveMap] = []
+    used = {(d.target, d.source) for d in spec.directed}
+    unused = [f"{a.target}<-{a.source}" for a in config.wiring.active if a.key not in used]
+    if unused:
+        raise ConfigError(
+            f"wiring.active: elements {', '.join(unused)} are not directed couplings of the "
+            "network; an element left on would be an unmodelled coupling"
+        )
     for name, term in spec.terms():
+        if isinstance(term, DirectedCoupling):
+            aw, amap = _active_element(config, cal, name, term, version)
+            edges.append(aw)
+            maps.append(amap)
+            continue
         if not term.trainable:
             continue
         if not isinstance(term, Coupling):

@@ -9,6 +9,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from physlearn.spec.bench import SWITCH_FORWARD_V
 from physlearn.systems.bench.instruments import BenchTime, Instruments
 from physlearn.systems.bench.planner import Planner
 
@@ -47,6 +48,9 @@ class Outputs:
             for e in self.planner.layout.param_edges:
                 if e.instrument == name:
                     await dac.set_slew_rate(e.channel, slew)
+            for a in self.planner.layout.active:
+                if a.instrument == name:
+                    await dac.set_slew_rate(a.switch_channel, slew)
 
     async def arm_generators(self) -> None:
         """Every drive channel: high-Z load, a zero arb playing; the sync on the first channel
@@ -182,6 +186,14 @@ class Outputs:
             chans = {
                 e.channel: safe for e in self.planner.layout.param_edges if e.instrument == name
             }
+            # active elements forward (their gain channel at the safe value above)
+            chans.update(
+                {
+                    a.switch_channel: SWITCH_FORWARD_V
+                    for a in self.planner.layout.active
+                    if a.instrument == name
+                }
+            )
             try:
                 await self.instruments.dac(name).set_voltages(chans)
             except Exception as exc:

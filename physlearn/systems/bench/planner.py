@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.calibration.schema import CalibrationFile, CouplingMap
+from physlearn.calibration.schema import ActiveMap, CalibrationFile, CouplingMap
 from physlearn.drivers.rigol_ds1000z import V_DIVISIONS
 from physlearn.errors import CalibrationError, ConfigError, LimitError
-from physlearn.spec.bench import BenchConfig, EdgeWire
+from physlearn.spec.bench import ActiveWire, BenchConfig, EdgeWire
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import ForceWaveform
 from physlearn.systems.bench.acquisition import scale_125_at_least
@@ -31,6 +31,10 @@ from physlearn.systems.safety import check_finite
 Array = NDArray[np.float64]
 
 __all__ = ["Planner"]
+
+
+def _what(e: EdgeWire | ActiveWire) -> str:
+    return "edge" if isinstance(e, EdgeWire) else "active element"
 
 
 class Planner:
@@ -90,13 +94,15 @@ class Planner:
             hi.append(max(a1, a2))
         return np.array(lo), np.array(hi)
 
-    def volt_range(self, e: EdgeWire, m: CouplingMap) -> tuple[float, float]:
+    def volt_range(
+        self, e: EdgeWire | ActiveWire, m: CouplingMap | ActiveMap
+    ) -> tuple[float, float]:
         """The DAC volts both calibrated (the map's valid range) and allowed (output limits)."""
         lim = self.config.output_limits(e.instrument).limit_for(e.channel)
         v0, v1 = max(lim.min_v, m.v_min), min(lim.max_v, m.v_max)
         if not v0 < v1:
             raise CalibrationError(
-                f"edge {e.key}: the calibrated bias range [{m.v_min}, {m.v_max}] V and the "
+                f"{_what(e)} {e.key}: the calibrated bias range [{m.v_min}, {m.v_max}] V and the "
                 f"limits [{lim.min_v}, {lim.max_v}] V of {e.instrument} channel {e.channel} "
                 "do not overlap"
             )
@@ -115,7 +121,8 @@ class Planner:
             if not lo[i] <= ai <= hi[i]:
                 raise LimitError(
                     f"parameters[{i}] ({lay.names[i]}) = {ai} is outside the calibrated range "
-                    f"[{lo[i]}, {hi[i]}] of edge {e.key}; refused, nothing was written"
+                    f"[{lo[i]}, {hi[i]}] of {_what(e)} {e.key}; refused, nothing was "
+                    "written"
                 )
             v = float(lay.maps[i].volts(float(ai)))
             self.config.output_limits(e.instrument).check(e.channel, v)

@@ -51,12 +51,20 @@ from physlearn.errors import (
     InstrumentProtocolError,
     SafetyError,
 )
-from physlearn.spec.bench import BenchConfig
+from physlearn.spec.bench import SWITCH_FORWARD_V, BenchConfig
 from physlearn.spec.clock import Clock
 from physlearn.spec.modulation import Constant
 from physlearn.spec.network import NetworkSpec
-from physlearn.spec.system import ForceWaveform, Level, Observation, PhysicalSystem, SettleInfo
+from physlearn.spec.system import (
+    ForceWaveform,
+    Level,
+    LinearFeedback,
+    Observation,
+    PhysicalSystem,
+    SettleInfo,
+)
 from physlearn.systems.bench.chains import Chains, calibration_version
+from physlearn.systems.bench.feedback import bench_feedback_pairs, plan_feedback
 from physlearn.systems.bench.instruments import BenchTime, DriverFactory, Instruments
 from physlearn.systems.bench.journal import Journal, MeasurementRecord
 from physlearn.systems.bench.options import BenchOptions
@@ -140,6 +148,7 @@ class BenchSystem(PhysicalSystem):
         self._drive: Array | None = None
         self._extra: Array | None = None
         self._echo: Array | None = None
+        self._feedback: Array | None = None  # open-loop forces of the learning-phase feedback
         context = ReadoutContext(
             self.config,
             calibration,
@@ -351,7 +360,42 @@ class BenchSystem(PhysicalSystem):
             err.instrument = lost[0][0]  # type: ignore[attr-defined]
             raise err
 
+    @property
+    def feedback_pairs(self) -> frozenset[tuple[int, int]]:
+        return bench_feedback_pairs(self.planner.layout)
+
+    async def set_feedback(self, feedback: LinearFeedback | None) -> None:
+        """The active elements reversed and the open-loop forces that realise ``feedback``
+        (`physlearn.systems.bench.feedback`); None: every element forward again."""
+        if feedback is None:
+            if self._feedback is not None:
+                lay = self.planner.layout
+                sw = {(a.instrument, a.switch_channel): SWITCH_FORWARD_V for a in lay.active}
+                self._feedback = None
+                await self._write_switches(sw)
+            return
+        plan = plan_feedback(
+            self.planner, feedback, self.settler.alpha, self._require_input().shape[0]
+        )
+        self.readout.check_forces(plan.forces, "feedback force", GradientError)
+        self._require_armed()
+        self._feedback = plan.forces
+        await self._write_switches(plan.switches)
+
+    async def _write_switches(self, plan: dict[tuple[str, int], float]) -> None:
+        """Write switch volts; the settler waits from the end of their ramp."""
+        by_dac, ramp = self.outputs.dac_changes(plan)
+        if not by_dac:
+            return
+        with self.time.io():
+            await self.outputs.write_dacs(by_dac)
+            self.outputs.dac_v.update(plan)
+            end = await self.clock.now() + 1.01 * ramp / self.options.safety.dac_slew_v_per_s
+            self.settler.mark_change(end + 1e-3)
+
     async def set_input(self, u: Array) -> None:
+        if self._feedback is not None:
+            await self.set_feedback(None)
         a = check_finite("inputs", np.asarray(u, dtype=float))
         n_in = len(self.spec.inputs.nodes)
         if a.ndim != 2 or a.shape[1] != n_in or a.shape[0] < 1:
@@ -422,6 +466,8 @@ class BenchSystem(PhysicalSystem):
         samples = []
         for b in range(B):
             f = base[b] + (self._extra[b] if self._extra is not None else 0.0)
+            if self._feedback is not None:
+                f = f + self._feedback[b if self._feedback.shape[0] > 1 else 0]
             s = await self._measure_sample(f, ResponseMemory.key(base[b]))
             xs[b], waited[b], remaining[b] = s.x, s.waited_s, s.assessment.remaining
             periodic[b] = s.assessment.periodic
@@ -486,6 +532,7 @@ class BenchSystem(PhysicalSystem):
         """Drive outputs off, DACs ramped to the safe value at the slew limit (waited for)."""
         errors = await self.outputs.safe_state()
         self.armed = False
+        self._feedback = None
         if errors:
             log.error("safe state incomplete: %s", "; ".join(errors))
             raise SafetyError("safe state incomplete: " + "; ".join(errors))
