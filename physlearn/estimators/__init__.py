@@ -14,6 +14,7 @@ from typing import Any
 from physlearn.errors import ConfigError
 from physlearn.estimators.adjoint import Adjoint
 from physlearn.estimators.base import Estimator, GradientEstimate
+from physlearn.estimators.ep_autonomous import EPFixedAction, EPFixedEnergy, EPFixedPeriod
 from physlearn.estimators.ep_echo import EPEcho
 from physlearn.estimators.ep_one_sided import EPOneSided
 from physlearn.estimators.ep_symmetric import EPSymmetric
@@ -32,6 +33,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         FiniteDifference,
         SPSA,
         Adjoint,
+        EPFixedEnergy,
+        EPFixedAction,
+        EPFixedPeriod,
     )
 }
 
