@@ -229,6 +229,22 @@ def orbit_from_mode(
     return continue_orbit(problem, sol, con.kind, con.value, base=e_eq, tol=tol)
 
 
+def galerkin_start(
+    problem: AutonomousProblem, shape: Array, amplitude: Array
+) -> tuple[Array, Array]:
+    """A one-harmonic guess x = x_eq + a v cos τ with ω from harmonic balance of the force along
+    v (x (B,N,d), ω (B,)): for potentials with no linear frequency at their minimum (a pure
+    x⁴ well has no normal mode to continue from)."""
+    x_eq = static_equilibrium(problem)
+    v = np.asarray(shape, dtype=float).reshape(problem.batch, problem.d)
+    a = np.asarray(amplitude, dtype=float).reshape(problem.batch)
+    c = np.cos(problem.grid.t)
+    x = x_eq[:, None, :] + (a[:, None] * v)[:, None, :] * c[None, :, None]
+    f = np.einsum("bnj,bj,n->b", problem.force_gradient(x), v, c)
+    m = np.einsum("j,bj->b", problem.model.mass, v**2) * a * np.sum(c**2)
+    return x, np.sqrt(np.maximum(f / m, 1e-300))
+
+
 # ------------------------------------------------------------------------------------ scans
 @dataclass(frozen=True)
 class FamilyScan:
