@@ -59,17 +59,10 @@ def _legend_outside(fig: Figure, ax: Axes, ncol: int = 1) -> None:
         fig.legend(handles, labels, loc="outside right upper", ncols=ncol, fontsize="small")
 
 
-def learning_curves(run: RunData) -> Figure:
-    """Loss (log scale) and accuracy per completed epoch, for every evaluated split."""
+def _loss_accuracy_axes() -> tuple[Figure, Axes, Axes]:
+    """A figure of two panels over completed epochs: loss (log scale) above accuracy (%)."""
     fig = _figure(6.0)
     ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
-    for split, style in _SPLITS:
-        x, loss = _series(run, f"{split}_loss")
-        if not np.isfinite(loss).any():
-            continue
-        ax_loss.plot(x, loss, style, marker=".", label=f"{split}")
-        _, acc = _series(run, f"{split}_accuracy")
-        ax_acc.plot(x, 100.0 * acc, style, marker=".", label=f"{split}")
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel("mean task cost (m²·s)")
     ax_acc.set_ylabel("accuracy (%)")
@@ -77,6 +70,19 @@ def learning_curves(run: RunData) -> Figure:
     ax_acc.set_xlabel("completed epochs (0: before training)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
+    return fig, ax_loss, ax_acc
+
+
+def learning_curves(run: RunData) -> Figure:
+    """Loss (log scale) and accuracy per completed epoch, for every evaluated split."""
+    fig, ax_loss, ax_acc = _loss_accuracy_axes()
+    for split, style in _SPLITS:
+        x, loss = _series(run, f"{split}_loss")
+        if not np.isfinite(loss).any():
+            continue
+        ax_loss.plot(x, loss, style, marker=".", label=f"{split}")
+        _, acc = _series(run, f"{split}_accuracy")
+        ax_acc.plot(x, 100.0 * acc, style, marker=".", label=f"{split}")
     fig.suptitle(f"{run.name}: learning curves ({run.estimator}, {run.level})")
     _legend_outside(fig, ax_loss)
     return fig
@@ -215,8 +221,7 @@ def adjoint_agreement(run: RunData) -> Figure | None:
 
 def overlay_curves(runs: Sequence[RunData]) -> Figure:
     """Test (else train) loss and accuracy of several runs on shared axes."""
-    fig = _figure(6.0)
-    ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
+    fig, ax_loss, ax_acc = _loss_accuracy_axes()
     for k, run in enumerate(runs):
         split = "test" if np.isfinite(run.column("test_loss")).any() else "train"
         label = f"{run.name} ({run.estimator}, seed {run.seed})"
@@ -224,13 +229,6 @@ def overlay_curves(runs: Sequence[RunData]) -> Figure:
         _, acc = _series(run, f"{split}_accuracy")
         ax_loss.plot(x, loss, color=f"C{k % 10}", label=f"{label}: {split}")
         ax_acc.plot(x, 100.0 * acc, color=f"C{k % 10}")
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("mean task cost (m²·s)")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.set_ylim(-3, 103)
-    ax_acc.set_xlabel("completed epochs (0: before training)")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
     fig.suptitle(f"{len(runs)} runs: held-out loss and accuracy")
     _legend_outside(fig, ax_loss)
     return fig
