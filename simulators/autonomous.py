@@ -149,7 +149,7 @@ def dense_solve(J: Array, rhs: Array) -> Array:
     nothing from threads, and on a loaded machine OpenBLAS threads cost 100× (measured)."""
     with threadpool_limits(1, "blas"):
         try:
-            return np.linalg.solve(J, rhs)
+            return np.asarray(np.linalg.solve(J, rhs), dtype=np.float64)
         except np.linalg.LinAlgError:
             return np.stack(
                 [np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(J, rhs, strict=True)]

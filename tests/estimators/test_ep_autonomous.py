@@ -29,11 +29,11 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
+def _run(coro):
     return asyncio.run(coro)
 
 
-def _case(kind: str, constraint: str, norm: str):  # type: ignore[no-untyped-def]
+def _case(kind: str, constraint: str, norm: str):
     spec = network(4, kind)  # type: ignore[arg-type]
     twin = AutonomousTwin(
         spec, AutonomousOptions(constraint=constraint, value=SETPOINT[constraint])

@@ -35,7 +35,7 @@ from physlearn.systems.autonomous import input_load
 VALUES = {"energy": 0.4, "action": 2.0}
 
 
-def _setup(d: int, kind: str, constraint: str, seed: int = 0):  # type: ignore[no-untyped-def]
+def _setup(d: int, kind: str, constraint: str, seed: int = 0):
     spec = network(d, kind, seed)  # type: ignore[arg-type]
     model = model_of(spec)
     load = input_load(spec, np.array([[1.0, -0.5]]))
@@ -47,7 +47,7 @@ def _setup(d: int, kind: str, constraint: str, seed: int = 0):  # type: ignore[n
     def problem(a: np.ndarray) -> AutonomousProblem:
         return AutonomousProblem(model, model.full_theta(a), load, 33)
 
-    con = OrbitConstraint(constraint, np.array([VALUES[constraint]]))  # type: ignore[arg-type]
+    con = OrbitConstraint(constraint, np.array([VALUES[constraint]]))
     sol = orbit_from_mode(problem(a0), con, tol=1e-13)
     return spec, problem, a0, sol, OrbitCost(w, y)
 
@@ -64,7 +64,7 @@ def test_adjoint_matches_richardson(d: int, kind: str, constraint: str) -> None:
 
         def f(a: np.ndarray, norm: str = norm) -> float:
             s = solve_orbit(problem(a), sol.x, sol.omega, sol.constraint, tol=1e-14)
-            return float(orbit_cost(s, cost, norm)[0])  # type: ignore[arg-type]
+            return float(orbit_cost(s, cost, norm)[0])
 
         for _ in range(2):
             v = rng.normal(size=a0.size)

@@ -48,7 +48,7 @@ def _level(problem: AutonomousProblem, n: int, start: tuple[np.ndarray, np.ndarr
     return float(sol.energy[0])
 
 
-def bs_quadrature(v, n: int) -> float:  # type: ignore[no-untyped-def]
+def bs_quadrature(v, n: int) -> float:
     """E with 2 ∫ √(E − V) dx = 2π(n + ½) for an even, increasing V (m = ½, ħ = 1)."""
 
     def action(e: float) -> float:
