@@ -228,6 +228,11 @@ class TrainingConfig(_Model):
     epoch that solved every sample (with the same step shortening).
     ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
     this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
+    ``min_orbit_stiffness`` (autonomous systems, in (0, 1)): the `OrbitGuard`
+    (systems/autonomous_guard.py) — the initial parameters are scaled by ½ⁿ (smallest n) until
+    every training input's static equilibrium has its lowest ω² ≥ this fraction of the nodes'
+    bare k/m (and, at fixed energy, lies below E₀), and updates that would break that are
+    shortened (½, ¼, ⅛) or refused, so that every input keeps an orbit to train on.
     ``eval_batch_size``: samples per batched steady-state solve during evaluation.
     ``checkpoint_interval_s``: wall seconds (≥ 0) between the checkpoints that commit ordinary
     mini-batch steps; 0 (default) checkpoints after every step. Epoch ends, failed steps and the
@@ -252,6 +257,7 @@ class TrainingConfig(_Model):
     recovery_steps: int = Field(10, ge=1)
     revert_unsolved: bool = True
     min_mode_margin: float | None = Field(None, gt=0.0, lt=0.5)
+    min_orbit_stiffness: float | None = Field(None, gt=0.0, lt=1.0)
     checkpoint_interval_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
