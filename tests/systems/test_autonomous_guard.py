@@ -89,7 +89,7 @@ def test_guarded_update_shortens_or_refuses_steps_that_soften_an_equilibrium() -
 def test_make_guard_picks_the_orbit_guard_and_needs_an_autonomous_system() -> None:
     s = _setup()
     guard, margin = make_guard(s.config, s.spec, XOR)
-    assert isinstance(guard, OrbitGuard) and margin == 0.2
+    assert isinstance(guard, OrbitGuard) and margin == 0.05
     data = read_toml(EXAMPLES / "xor.toml")
     data["training"]["min_orbit_stiffness"] = 0.2
     cfg = validate(TrainConfig, data, "xor")
