@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep rows already in the jsonl")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument(
+        "--table-only", action="store_true", help="run nothing: the table of the rows file"
+    )
+    ap.add_argument(
         "--rows", type=Path, default=ROWS, help="the jsonl of rows (default %(default)s)"
     )
     args = ap.parse_args(argv)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         for e in args.estimators.split(","):
             est = f"ep_fixed_{c}" if e == "ep" else "adjoint"
             for seed in range(args.seeds):
-                if (c, est, seed) in done:
+                if (c, est, seed) in done or args.table_only:
                     continue
                 rows.append(run_one(c, est, seed, args.epochs))
                 print(json.dumps(rows[-1]), flush=True)
