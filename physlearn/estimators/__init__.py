@@ -15,6 +15,7 @@ from physlearn.errors import ConfigError
 from physlearn.estimators.adjoint import Adjoint
 from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.ep_asymmetric import EPAsymmetric
+from physlearn.estimators.ep_autonomous import EPFixedAction, EPFixedEnergy, EPFixedPeriod
 from physlearn.estimators.ep_echo import EPEcho
 from physlearn.estimators.ep_one_sided import EPOneSided
 from physlearn.estimators.ep_symmetric import EPSymmetric
@@ -36,6 +37,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         FiniteDifference,
         SPSA,
         Adjoint,
+        EPFixedEnergy,
+        EPFixedAction,
+        EPFixedPeriod,
     )
 }
 

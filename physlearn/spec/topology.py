@@ -204,6 +204,7 @@ def layered(
     input_gain: float | None = None,
     input_offset: float = 0.0,
     input_phase_rad: float | list[float] = 0.0,
+    input_waveform: Literal["cos", "constant"] = "cos",
     target_kind: Literal["inphase", "constant", "sine"] = "inphase",
     target_harmonic: int = 1,
     target_phase_rad: float = 0.0,
@@ -228,6 +229,8 @@ def layered(
         bias_amplitude: its drive, in units of ``input_gain`` (a bias "feature" value).
         input_gain, input_offset, input_phase_rad: force encoding gain (N per unit feature),
             offset (feature units) and drive phase(s) of the input nodes.
+        input_waveform: ``cos`` (the drive F = gain (u + offset) cos(ωt + φ)) or ``constant``
+            (a static force gain (u + offset): the inputs of an autonomous network).
         target_kind, target_harmonic, target_phase_rad: the output target shape (`TargetSpec`).
         detuning_linewidths: ``lossy_resonant`` only: where the nearest mode is put, in units of
             Γ from ω (ω_mode = ω + detuning·Γ).
@@ -251,7 +254,10 @@ def layered(
         **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
         "biases": _hidden_biases(groups, bb),
         "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
-        "inputs": _inputs(groups[0], gain, input_offset, input_phase_rad),
+        "inputs": {
+            **_inputs(groups[0], gain, input_offset, input_phase_rad),
+            "waveform": input_waveform,
+        },
         "outputs": _outputs(groups[-1], target_kind, target_harmonic, target_phase_rad),
     }
     return _regime_modes(data, regime, check_modes, stiffness is not None, detuning_linewidths)

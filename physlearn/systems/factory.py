@@ -2,6 +2,8 @@
 after its level, and the knowledge that level gives the estimators.
 
 * ``kind = "ideal"``: the ideal twin (`IdealSystem`, `Level.IDEAL`);
+* ``kind = "autonomous"``: the ideal twin of an autonomous network (`AutonomousTwin`,
+  `Level.IDEAL`), held at the set point of ``[system.autonomous]``;
 * ``kind = "bench"``: a `BenchSystem` (scope readout) or `LockinBenchSystem` (``readout =
   "lockin"``) of ``[system.bench]``, whose level follows ``twin_control``:
 
@@ -39,6 +41,7 @@ from physlearn.spec.system import Level, PhysicalSystem
 from physlearn.training.config import BenchSessionConfig, TrainConfig
 
 if TYPE_CHECKING:
+    from physlearn.systems.autonomous import AutonomousTwin
     from physlearn.systems.ideal import IdealSystem
 
 log = logging.getLogger(__name__)
@@ -81,13 +84,23 @@ def level_knowledge(
 
 def make_twin(
     cfg: TrainConfig, spec: NetworkSpec | None = None, floquet: str | None = None
-) -> IdealSystem:
+) -> IdealSystem | AutonomousTwin:
     """An ideal twin of ``[system]`` (collocation points, tolerance, echo settling), checking
-    the Floquet multipliers of ``floquet`` ("all", "free", "none"; default ``[system] floquet``)."""
+    the Floquet multipliers of ``floquet`` ("all", "free", "none"; default ``[system] floquet``);
+    the `AutonomousTwin` for ``kind = "autonomous"``."""
     from physlearn.systems.ideal import IdealSystem
 
     fl = cfg.system.floquet if floquet is None else floquet
     assert fl in ("all", "free", "none")
+    if cfg.system.kind == "autonomous":
+        from physlearn.systems.autonomous import AutonomousTwin
+
+        assert cfg.system.autonomous is not None
+        return AutonomousTwin(
+            spec if spec is not None else cfg.network.build(),
+            cfg.system.autonomous,
+            floquet=fl,  # type: ignore[arg-type]
+        )
     return IdealSystem(
         spec if spec is not None else cfg.network.build(),
         cfg.system.points_per_period,

@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from physlearn.spec.autonomous import AutonomousOptions
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import read_toml, validate
 from physlearn.systems.bench.options import BenchOptions, LockinOptions
@@ -83,6 +84,7 @@ class LayeredTopology(_Model):
     input_gain: float | None = None
     input_offset: float = 0.0
     input_phase_rad: float | list[float] = 0.0
+    input_waveform: Literal["cos", "constant"] = "cos"
     target_kind: Literal["inphase", "constant", "sine"] = "inphase"
     detuning_linewidths: float = 0.5
     check_modes: bool = True
@@ -115,6 +117,7 @@ class LayeredTopology(_Model):
             input_gain=self.input_gain,
             input_offset=self.input_offset,
             input_phase_rad=self.input_phase_rad,
+            input_waveform=self.input_waveform,
             target_kind=self.target_kind,
             detuning_linewidths=self.detuning_linewidths,
             check_modes=self.check_modes,
@@ -157,9 +160,13 @@ class DataConfig(_Model):
 
 
 class TargetsConfig(_Model):
-    """Targets and decoding (physlearn.training.encoding). Levels and amplitudes in node units (m)."""
+    """Targets and decoding (physlearn.training.encoding). Levels and amplitudes in node units (m).
+    ``kind = "level"`` (autonomous orbits, physlearn.training.orbit_targets): static target
+    levels, decoded from the time-averaged outputs; ``orbit_cost``: the cost trained, the
+    time-averaged ⟨c⟩ or the integrated ∮ c dt over the orbit's own period."""
 
-    kind: Literal["inphase", "sine"] | None = None  # None: "sine" for the sine data set
+    kind: Literal["inphase", "sine", "level"] | None = None  # None: "sine" for the sine data set
+    orbit_cost: Literal["averaged", "integrated"] = "averaged"
     on: float = 0.2
     off: float = 0.0
     amplitude: float = Field(0.2, gt=0)
@@ -227,6 +234,11 @@ class TrainingConfig(_Model):
     epoch that solved every sample (with the same step shortening).
     ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
     this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
+    ``min_orbit_stiffness`` (autonomous systems, in (0, 1)): the `OrbitGuard`
+    (systems/autonomous_guard.py) — the initial parameters are scaled by ½ⁿ (smallest n) until
+    every training input's static equilibrium has its lowest ω² ≥ this fraction of the nodes'
+    bare k/m (and, at fixed energy, lies below E₀), and updates that would break that are
+    shortened (½, ¼, ⅛) or refused, so that every input keeps an orbit to train on.
     ``eval_batch_size``: samples per batched steady-state solve during evaluation.
     ``checkpoint_interval_s``: wall seconds (≥ 0) between the checkpoints that commit ordinary
     mini-batch steps; 0 (default) checkpoints after every step. Epoch ends, failed steps and the
@@ -251,6 +263,7 @@ class TrainingConfig(_Model):
     recovery_steps: int = Field(10, ge=1)
     revert_unsolved: bool = True
     min_mode_margin: float | None = Field(None, gt=0.0, lt=0.5)
+    min_orbit_stiffness: float | None = Field(None, gt=0.0, lt=1.0)
     checkpoint_interval_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
@@ -317,19 +330,28 @@ class SystemConfig(_Model):
     so an epoch that trained the network into unstable orbits is not selected). ``echo_settle`` (ideal twin, ``ep_echo``): reach the
     echo orbit by RK4 integration from the current state as a bench would (``integrate``; ~1/Γ
     of simulated time per echo phase, slow at Γ·T ≪ 1) or by Newton from the reversed orbit
-    (``newton``; fast, blind to a change of attractor)."""
+    (``newton``; fast, blind to a change of attractor). ``kind = "autonomous"``: the ideal twin of an
+    autonomous network (physlearn.systems.autonomous.AutonomousTwin: no drive, Γ = 0, static
+    inputs), its orbit held at the set point of ``[system.autonomous]``
+    (`physlearn.spec.autonomous.AutonomousOptions`); ``floquet`` then checks the orbits'
+    nontrivial multipliers (≤ 1: neutrally stable)."""
 
-    kind: Literal["ideal", "bench"] = "ideal"
+    kind: Literal["ideal", "bench", "autonomous"] = "ideal"
     points_per_period: int = Field(33, ge=3)
     floquet: Literal["all", "free", "none"] = "none"
     tol: float = Field(1e-10, gt=0)
     echo_settle: Literal["integrate", "newton"] = "integrate"
     bench: BenchSessionConfig | None = None
+    autonomous: AutonomousOptions | None = None
 
     @model_validator(mode="after")
     def _bench(self) -> SystemConfig:
         if (self.kind == "bench") != (self.bench is not None):
             raise ValueError('[system.bench] is required with kind = "bench" and only then')
+        if (self.kind == "autonomous") != (self.autonomous is not None):
+            raise ValueError(
+                '[system.autonomous] is required with kind = "autonomous" and only then'
+            )
         return self
 
     @field_validator("points_per_period")

@@ -80,6 +80,7 @@ from physlearn.training.events import (
 )
 from physlearn.training.rules import (
     MIN_STEP_SCALE,
+    Guard,
     backed_off,
     cosine,
     guarded_update,
@@ -124,6 +125,23 @@ def pausable(system: object) -> Pausable | None:
         seen.add(id(obj))
         obj = getattr(obj, "inner", None)
     return None
+
+
+def make_guard(cfg: Any, spec: Any, x_fit: Array) -> tuple[Guard | None, float | None]:
+    """The update guard of ``training.min_mode_margin`` (`ModeGuard`) or, on an autonomous
+    system, ``training.min_orbit_stiffness`` (`OrbitGuard` over the fitted inputs ``x_fit``)."""
+    tc = cfg.training
+    if tc.min_orbit_stiffness is not None:
+        if cfg.system.autonomous is None:
+            raise ConfigError("training.min_orbit_stiffness: needs [system] kind = autonomous")
+        from physlearn.systems.autonomous_guard import OrbitGuard
+
+        return OrbitGuard(spec, cfg.system.autonomous, x_fit), float(tc.min_orbit_stiffness)
+    if tc.min_mode_margin is not None:
+        from physlearn.spec.topology import ModeGuard
+
+        return ModeGuard(spec), float(tc.min_mode_margin)
+    return None, None
 
 
 class TrainingError(PhyslearnError):
@@ -202,15 +220,25 @@ class Trainer:
         self.x_fit, self.y_fit, self.x_val, self.y_val = validation_split(
             setup.dataset, tc.validation_fraction, tc.seed
         )
-        self.guard = None
-        if tc.min_mode_margin is not None:
-            from physlearn.spec.topology import ModeGuard
-
-            self.guard = ModeGuard(spec)
+        self.guard, self.guard_margin = make_guard(cfg, spec, self.x_fit)
         self.events = events if events is not None else EventStream()
         self.control = control if control is not None else RunControl()
         self.state: TrainerState | None = None
         self._current: _Session | None = None
+
+    def _initial_parameters(self) -> Array:
+        """The spec's initial parameters, scaled by ½ⁿ until the `OrbitGuard` accepts them."""
+        p = np.asarray(self.setup.spec.initial_parameters(), dtype=float)
+        tc = self.setup.config.training
+        if tc.min_orbit_stiffness is None or self.guard is None:
+            return p
+        from physlearn.systems.autonomous_guard import OrbitGuard, shrink_to_margin
+
+        assert isinstance(self.guard, OrbitGuard)
+        p, n = shrink_to_margin(self.guard, p, float(tc.min_orbit_stiffness))
+        if n:
+            log.info("orbit guard: initial parameters scaled by 2^-%d", n)
+        return p
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -320,13 +348,13 @@ class Trainer:
     async def _start(self, store: RunStore | None, ck: Checkpoint | None) -> None:
         """The state to start from — fresh after the initial evaluation, or the checkpoint's —
         and the run's bookkeeping; emits `RunStarted` (and commits) or `RunResumed`."""
-        s, tc = self.setup, self.setup.config.training
+        tc = self.setup.config.training
         n_batches = math.ceil(int(self.x_fit.shape[0]) / tc.batch_size)
         # experiments already counted by the system (a resumed session's system starts at 0)
         exp_base = int(self.system.experiments) if ck is not None else 0
         metrics: list[dict[str, Any]] = []
         if ck is None:
-            self.state = TrainerState.fresh(s.spec.initial_parameters(), tc.seed)
+            self.state = TrainerState.fresh(self._initial_parameters(), tc.seed)
             self.state.initial = await self._evaluate(self.state.params)
             _log_initial(self.state.initial)
         else:
@@ -545,10 +573,10 @@ class Trainer:
             st.good_streak += 1
             if st.good_streak >= tc.recovery_steps:
                 st.step_scale, st.good_streak = min(1.0, 2.0 * st.step_scale), 0
-        new, accepted = guarded_update(self.guard, tc.min_mode_margin, st.params, new)
+        new, accepted = guarded_update(self.guard, self.guard_margin, st.params, new)
         if not accepted:
             self._count("mode_guard_refusals", 1)
-            log.info("step %d: update refused (a linear mode would near ω or 2ω)", st.step)
+            log.info("step %d: update refused (the guard's margin would fall)", st.step)
         measured_at, st.params = st.params, new
         st.step += 1
         self._count_clipped()

@@ -5,20 +5,25 @@ that the smallest step cannot avoid)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.training.config import TrainingConfig
 
-if TYPE_CHECKING:
-    from physlearn.spec.topology import ModeGuard
-
 Array = NDArray[np.float64]
+
+
+class Guard(Protocol):
+    """A margin of parameter vectors that updates must keep (`ModeGuard`, `OrbitGuard`)."""
+
+    def margin(self, params: Array) -> float: ...
+
 
 __all__ = [
     "MIN_STEP_SCALE",
+    "Guard",
     "backed_off",
     "cosine",
     "guarded_update",
@@ -45,11 +50,12 @@ def cosine(a: Array, b: Array) -> float:
 
 
 def guarded_update(
-    guard: ModeGuard | None, min_margin: float | None, params: Array, proposal: Array
+    guard: Guard | None, min_margin: float | None, params: Array, proposal: Array
 ) -> tuple[Array, bool]:
-    """The update params → proposal, shortened (½, ¼, ⅛) until no linear mode at rest comes
-    within ``min_margin``·ω of ω or 2ω (or at least no closer than before); (params, False) if
-    no shortening does. Without a guard the proposal stands."""
+    """The update params → proposal, shortened (½, ¼, ⅛) until the guard's margin is ≥
+    ``min_margin`` (`ModeGuard`: no linear mode at rest within ``min_margin``·ω of ω or 2ω;
+    `OrbitGuard`: every input's equilibrium stiff enough) or at least no lower than before;
+    (params, False) if no shortening does. Without a guard the proposal stands."""
     if guard is None or min_margin is None:
         return proposal, True
     floor = min(min_margin, guard.margin(params))

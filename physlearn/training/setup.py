@@ -70,6 +70,10 @@ def _load_dataset(cfg: TrainConfig, spec: NetworkSpec) -> Dataset:
 
 def _dataset_targets(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec) -> ClassTargets:
     kind = cfg.targets.kind
+    if kind == "level":
+        from physlearn.training.orbit_targets import make_level_targets
+
+        return make_level_targets(cfg.targets, ds, spec)
     if kind is None:
         kind = "sine" if ds.metadata.get("task") == "waveform" else "inphase"
     encoding = str(ds.metadata.get("encoding", "phase"))

@@ -1,0 +1,113 @@
+"""The orbit guard of autonomous networks (systems/autonomous_guard.py, training.min_orbit_stiffness)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from physlearn.errors import ConfigError
+from physlearn.spec.tomlconfig import read_toml, validate
+from physlearn.systems.autonomous_guard import OrbitGuard, shrink_to_margin
+from physlearn.training.config import TrainConfig
+from physlearn.training.loop import make_guard
+from physlearn.training.rules import guarded_update
+from physlearn.training.setup import TrainSetup, prepare
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+XOR = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+
+
+def _data(constraint: str, seed: int) -> dict[str, Any]:
+    data = copy.deepcopy(read_toml(EXAMPLES / f"autonomous-xor-{constraint}.toml"))
+    data["network"]["topology"]["seed"] = seed
+    return data
+
+
+def _setup(constraint: str = "energy", seed: int = 3) -> TrainSetup:
+    return prepare(validate(TrainConfig, _data(constraint, seed), "guard"))
+
+
+def _guard(s: TrainSetup) -> OrbitGuard:
+    assert s.config.system.autonomous is not None
+    return OrbitGuard(s.spec, s.config.system.autonomous, XOR)
+
+
+@pytest.mark.parametrize("constraint", ["energy", "action"])
+def test_margin_is_one_without_couplings_and_falls_with_them(constraint: str) -> None:
+    s = _setup(constraint)
+    g = _guard(s)
+    p = np.asarray(s.spec.initial_parameters(), dtype=float)
+    assert g.margin(np.zeros_like(p)) == pytest.approx(1.0, abs=1e-12)
+    # seed 3's draw softens some input's equilibrium below zero curvature (no small orbit)
+    assert g.margin(p) < 0.0
+    assert g.margin(0.5 * p) > g.margin(p)
+
+
+def test_shrink_keeps_the_direction_and_reaches_the_margin() -> None:
+    s = _setup()
+    g = _guard(s)
+    p = np.asarray(s.spec.initial_parameters(), dtype=float)
+    q, n = shrink_to_margin(g, p, 0.2)
+    assert n >= 1
+    np.testing.assert_allclose(q, p * 0.5**n)
+    assert g.margin(q) >= 0.2
+    assert g.margin(p * 0.5 ** (n - 1)) < 0.2
+    good, m = shrink_to_margin(g, q, 0.2)
+    assert m == 0
+    np.testing.assert_array_equal(good, q)
+
+
+def test_energy_at_or_below_the_equilibrium_is_refused() -> None:
+    s = _setup("energy", 0)
+    assert s.config.system.autonomous is not None
+    p = np.asarray(s.spec.initial_parameters(), dtype=float)
+    opts = s.config.system.autonomous
+    assert OrbitGuard(s.spec, opts, XOR).margin(p) > 0.2
+    low = opts.model_copy(update={"value": -10.0})  # below every input's V(x_eq)
+    assert OrbitGuard(s.spec, low, XOR).margin(p) == -math.inf
+    action = opts.model_copy(update={"constraint": "action", "value": 0.8})
+    assert OrbitGuard(s.spec, action, XOR).margin(p) == OrbitGuard(s.spec, opts, XOR).margin(p)
+
+
+def test_guarded_update_shortens_or_refuses_steps_that_soften_an_equilibrium() -> None:
+    s = _setup()
+    g = _guard(s)
+    p = np.asarray(s.spec.initial_parameters(), dtype=float)
+    safe, _ = shrink_to_margin(g, p, 0.2)
+    new, ok = guarded_update(g, 0.2, safe, p)  # the full step goes back to the bad draw
+    assert ok and g.margin(new) >= 0.2
+    assert np.linalg.norm(new - safe) < np.linalg.norm(p - safe)
+    _, ok = guarded_update(g, 0.2, safe, safe + 50.0 * (p - safe))
+    assert not ok
+
+
+def test_make_guard_picks_the_orbit_guard_and_needs_an_autonomous_system() -> None:
+    s = _setup()
+    guard, margin = make_guard(s.config, s.spec, XOR)
+    assert isinstance(guard, OrbitGuard) and margin == 0.05
+    data = read_toml(EXAMPLES / "xor.toml")
+    data["training"]["min_orbit_stiffness"] = 0.2
+    cfg = validate(TrainConfig, data, "xor")
+    with pytest.raises(ConfigError, match="min_orbit_stiffness"):
+        make_guard(cfg, None, XOR)
+
+
+def test_the_trainer_starts_from_the_shrunk_draw() -> None:
+    """Seed 3's draw has no orbit for some input; with the guard the run starts from ½ⁿ of it
+    and trains without solver failures."""
+    import asyncio
+
+    from physlearn.training.loop import Trainer
+
+    data = _data("energy", 3)
+    data["estimator"] = {"name": "adjoint"}
+    data["training"].update(epochs=2, log_cosine_to_adjoint=False)
+    s = prepare(validate(TrainConfig, data, "guard"))
+    res = asyncio.run(Trainer(s).run(None))
+    assert res.summary["solver_failures"] == 0
+    assert res.summary["epochs_run"] == 2
