@@ -253,6 +253,9 @@ def test_registry_refuses_unknown_names_and_options() -> None:
         "finite_difference",
         "spsa",
         "adjoint",
+        "ep_fixed_energy",
+        "ep_fixed_action",
+        "ep_fixed_period",
     }
 
 
