@@ -154,7 +154,7 @@ def test_sine_targets_encode_the_class() -> None:
 def test_registry_and_errors() -> None:
     assert get_dataset("iris", seed=2).n_test == 30
     assert get_dataset("sine", encoding="frequency").metadata["encoding"] == "frequency"
-    with pytest.raises(ConfigError, match=r"'mnist'.*digits, iris, sine, xor"):
+    with pytest.raises(ConfigError, match=r"'mnist'.*digits, iris, iris_cv, sine, xor"):
         get_dataset("mnist")
     with pytest.raises(ConfigError, match="colour"):
         get_dataset("digits", colour=True)
