@@ -1,0 +1,242 @@
+"""A discrete driven-dissipative Gross–Pitaevskii (GP) lattice: the spec and its density cost.
+
+d sites carry complex amplitudes ψ_j (dimensionless: |ψ_j|² is the site's occupation). In the
+frame rotating at the coherent pump's frequency ω_p the field obeys (docs/physics.md §9)
+
+    i dψ_j/dt = (V_j − ω_p − i γ_j/2) ψ_j + g_j |ψ_j|² ψ_j − Σ_k J_jk ψ_k + F_j
+
+with on-site potentials V_j (trainable), real symmetric hoppings J_jk = J_kj on the edges of a
+graph (trainable or fixed), Kerr coefficients g_j, loss rates γ_j ≥ 0 and the complex drive
+amplitudes F_j (the input). Every energy (V, ω_p, γ, g·|ψ|², J, F) is in one energy unit E and
+times are in ħ/E (ħ = 1): with E = 1 meV, as on a polariton bench, the time unit is 0.658 ps.
+
+The trainable parameters θ are the potentials V (d,) followed, when ``train_hopping``, by the
+hoppings J (E,) in the order of ``edges``. Every term of the equation is linear in θ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.errors import ConfigError
+
+Array = NDArray[np.float64]
+CArray = NDArray[np.complex128]
+IArray = NDArray[np.int64]
+
+
+def _site_array(name: str, value: Array | float, d: int) -> Array:
+    arr = np.broadcast_to(np.asarray(value, dtype=float), (d,)).copy()
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(f"gp_lattice.{name}: every value must be finite, got {arr}")
+    return arr
+
+
+@dataclass(frozen=True)
+class GPLattice:
+    """A driven-dissipative GP lattice of d sites (module docstring for the equation).
+
+    Attributes:
+        potential: V_j (d,), energy unit E; trainable.
+        edges: (E, 2) site pairs (j, k), j ≠ k, each pair once; the hopping graph.
+        hopping: J_e (E,), energy unit E; J_jk = J_kj = J_e on edge e.
+        kerr: g_j (d,), energy unit E per unit occupation (g > 0: repulsive).
+        loss: γ_j (d,) ≥ 0, energy unit E (the amplitude decays as e^{−γ t/2}).
+        pump_energy: ω_p, the coherent pump's frequency, energy unit E (ħ = 1).
+        train_hopping: whether the hoppings are trainable parameters after the potentials.
+    """
+
+    potential: Array
+    edges: IArray
+    hopping: Array
+    kerr: Array
+    loss: Array
+    pump_energy: float
+    train_hopping: bool = False
+
+    def __post_init__(self) -> None:
+        d = int(np.asarray(self.potential).shape[0])
+        if d < 1:
+            raise ConfigError("gp_lattice: at least one site is needed")
+        edges = np.asarray(self.edges, dtype=np.int64).reshape(-1, 2)
+        if edges.size and (edges.min() < 0 or edges.max() >= d):
+            raise ConfigError(f"gp_lattice.edges: site indices must lie in [0, {d})")
+        if np.any(edges[:, 0] == edges[:, 1]):
+            raise ConfigError("gp_lattice.edges: an edge joins a site to itself")
+        keys = np.sort(edges, axis=1)
+        if len({(int(a), int(b)) for a, b in keys}) != len(keys):
+            raise ConfigError("gp_lattice.edges: an edge is listed twice")
+        object.__setattr__(self, "edges", edges)
+        object.__setattr__(self, "potential", _site_array("potential", self.potential, d))
+        object.__setattr__(self, "kerr", _site_array("kerr", self.kerr, d))
+        object.__setattr__(self, "loss", _site_array("loss", self.loss, d))
+        hop = np.asarray(self.hopping, dtype=float).reshape(-1)
+        if hop.shape[0] != edges.shape[0] or not np.all(np.isfinite(hop)):
+            raise ConfigError(
+                f"gp_lattice.hopping: one finite value per edge ({edges.shape[0]}), got {hop.shape}"
+            )
+        object.__setattr__(self, "hopping", hop)
+        if np.any(self.loss < 0):
+            raise ConfigError(f"gp_lattice.loss: γ must be ≥ 0 (a loss), got {self.loss}")
+        if not np.isfinite(self.pump_energy):
+            raise ConfigError("gp_lattice.pump_energy must be finite")
+
+    @property
+    def n_sites(self) -> int:
+        return int(self.potential.shape[0])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edges.shape[0])
+
+    @property
+    def n_params(self) -> int:
+        return self.n_sites + (self.n_edges if self.train_hopping else 0)
+
+    def parameters(self) -> Array:
+        """θ (P,): the potentials V, then the hoppings J when they are trainable (energy E)."""
+        if self.train_hopping:
+            return np.concatenate([self.potential, self.hopping])
+        return self.potential.copy()
+
+    def parameter_names(self) -> list[str]:
+        names = [f"V[{j}]" for j in range(self.n_sites)]
+        if self.train_hopping:
+            names += [f"J[{int(a)},{int(b)}]" for a, b in self.edges]
+        return names
+
+    def with_parameters(self, theta: Array) -> GPLattice:
+        """The same lattice with θ (P,) set (the layout of `parameters`)."""
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (self.n_params,):
+            raise ConfigError(
+                f"gp_lattice: θ must have shape ({self.n_params},), got {theta.shape}"
+            )
+        d = self.n_sites
+        hop = theta[d:] if self.train_hopping else self.hopping
+        return replace(self, potential=theta[:d].copy(), hopping=np.array(hop, dtype=float))
+
+    def hopping_matrix(self) -> Array:
+        """J_jk (d, d), real symmetric with zero diagonal (energy E)."""
+        d = self.n_sites
+        mat = np.zeros((d, d))
+        a, b = self.edges[:, 0], self.edges[:, 1]
+        np.add.at(mat, (a, b), self.hopping)
+        np.add.at(mat, (b, a), self.hopping)
+        return mat
+
+    def hop(self, psi: CArray) -> CArray:
+        """Σ_k J_jk ψ_k for ψ (..., d) without forming the matrix (O(E) per row)."""
+        p = np.moveaxis(np.asarray(psi), -1, 0)
+        out = np.zeros_like(p)
+        a, b = self.edges[:, 0], self.edges[:, 1]
+        h = self.hopping.reshape((-1,) + (1,) * (p.ndim - 1))
+        np.add.at(out, a, h * p[b])
+        np.add.at(out, b, h * p[a])
+        return np.moveaxis(out, 0, -1)
+
+    def detuning(self) -> CArray:
+        """The complex on-site energies V_j − ω_p − i γ_j/2 (d,) of the rotating frame."""
+        return self.potential - self.pump_energy - 0.5j * self.loss
+
+
+def chain(
+    d: int,
+    *,
+    hopping: float = 1.0,
+    potential: Array | float = 0.0,
+    kerr: Array | float = 1.0,
+    loss: Array | float = 0.1,
+    pump_energy: float = 0.0,
+    ring: bool = False,
+    train_hopping: bool = False,
+) -> GPLattice:
+    """A chain of d sites with nearest-neighbour hopping (closed into a ring when ``ring``)."""
+    edges = [(j, j + 1) for j in range(d - 1)]
+    if ring and d > 2:
+        edges.append((d - 1, 0))
+    return GPLattice(
+        potential=_site_array("potential", potential, d),
+        edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
+        hopping=np.full(len(edges), float(hopping)),
+        kerr=_site_array("kerr", kerr, d),
+        loss=_site_array("loss", loss, d),
+        pump_energy=pump_energy,
+        train_hopping=train_hopping,
+    )
+
+
+def square(
+    nx: int,
+    ny: int,
+    *,
+    hopping: float = 1.0,
+    potential: Array | float = 0.0,
+    kerr: Array | float = 1.0,
+    loss: Array | float = 0.1,
+    pump_energy: float = 0.0,
+    train_hopping: bool = False,
+) -> GPLattice:
+    """An nx × ny square lattice (open boundaries), site j = ix·ny + iy."""
+    edges = []
+    for ix in range(nx):
+        for iy in range(ny):
+            j = ix * ny + iy
+            if ix + 1 < nx:
+                edges.append((j, j + ny))
+            if iy + 1 < ny:
+                edges.append((j, j + 1))
+    d = nx * ny
+    return GPLattice(
+        potential=_site_array("potential", potential, d),
+        edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
+        hopping=np.full(len(edges), float(hopping)),
+        kerr=_site_array("kerr", kerr, d),
+        loss=_site_array("loss", loss, d),
+        pump_energy=pump_energy,
+        train_hopping=train_hopping,
+    )
+
+
+@dataclass(frozen=True)
+class DensityCost:
+    """The cost on output densities: C = ½ Σ_{j ∈ outputs} w_j (|ψ_j|² − y_j)².
+
+    ``outputs`` (n_out,) site indices, ``targets`` y (n_out,) occupations, ``weights`` w
+    (n_out,) ≥ 0 (default ones). C is dimensionless (occupation²).
+    """
+
+    outputs: IArray
+    targets: Array
+    weights: Array | None = None
+
+    def __post_init__(self) -> None:
+        out = np.asarray(self.outputs, dtype=np.int64).reshape(-1)
+        y = np.asarray(self.targets, dtype=float).reshape(-1)
+        w = np.ones_like(y) if self.weights is None else np.asarray(self.weights, float)
+        if y.shape != out.shape or w.shape != out.shape:
+            raise ConfigError("density cost: outputs, targets and weights must have one length")
+        if np.any(w < 0):
+            raise ConfigError("density cost: weights must be ≥ 0")
+        object.__setattr__(self, "outputs", out)
+        object.__setattr__(self, "targets", y)
+        object.__setattr__(self, "weights", w)
+
+    def value(self, psi: CArray) -> float:
+        """C for the field ψ (d,)."""
+        rho = np.abs(psi[self.outputs]) ** 2
+        return float(0.5 * np.sum(np.asarray(self.weights) * (rho - self.targets) ** 2))
+
+    def gradient(self, psi: CArray) -> CArray:
+        """∂C/∂Re ψ + i ∂C/∂Im ψ (d,): 2 w_j (|ψ_j|² − y_j) ψ_j on the outputs, else 0."""
+        g = np.zeros_like(psi)
+        rho = np.abs(psi[self.outputs]) ** 2
+        np.add.at(
+            g,
+            self.outputs,
+            2.0 * np.asarray(self.weights) * (rho - self.targets) * psi[self.outputs],
+        )
+        return g

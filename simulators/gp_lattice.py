@@ -1,0 +1,241 @@
+"""Stationary states of a coherently driven GP lattice in the pump's rotating frame.
+
+A stationary state solves R(ψ) = 0 with (docs/physics.md §9; `physlearn.spec.gp_lattice`)
+
+    R_j(ψ) = (V_j − ω_p − i γ_j/2) ψ_j + g_j |ψ_j|² ψ_j − Σ_k J_jk ψ_k + F_j.
+
+R is not complex-differentiable (|ψ|² = ψ ψ̄), so Newton works on the real-ified field
+z = (Re ψ, Im ψ) (2d,), whose Jacobian is the real form of dR = M dψ + N dψ̄ with
+M = diag(V − ω_p − iγ/2 + 2g|ψ|²) − J and N = diag(g ψ²). Two linear solvers: ``dense``
+(LAPACK on the 2d × 2d Jacobian, the default for d ≤ 256) and ``krylov`` (GMRES on the
+matrix-free Jacobian-vector product, right-preconditioned by a sparse LU of the Jacobian at the
+iterate where the preconditioner was last refreshed).
+
+The documented start is the linear response ψ⁰ = −(diag(V − ω_p − iγ/2) − J)⁻¹ F (g = 0).
+Newton runs from it with a backtracking line search on ‖R‖²; if it fails, the drive is ramped
+from a small fraction up to F (natural continuation along the branch connected to ψ = 0).
+Amplitudes ψ are dimensionless (|ψ|² an occupation), energies in the spec's unit E.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+from scipy.sparse.linalg import LinearOperator, SuperLU, gmres, splu, spsolve
+
+from physlearn.errors import SolverError
+from physlearn.spec.gp_lattice import GPLattice
+
+Array = NDArray[np.float64]
+CArray = NDArray[np.complex128]
+Method = Literal["auto", "dense", "krylov"]
+
+log = logging.getLogger(__name__)
+
+#: the largest lattice ``method = "auto"`` solves with dense linear algebra
+DENSE_MAX_SITES = 256
+
+
+@dataclass(frozen=True)
+class GPSolveOptions:
+    """Newton's options: ``tol`` on max_j |R_j| relative to max(1, max_j |F_j|); ``max_iter``
+    Newton steps per solve; ``ramp_steps`` drive fractions tried when the direct solve fails;
+    ``gmres_rtol`` the Krylov tolerance (relative to ‖R‖)."""
+
+    tol: float = 1e-12
+    max_iter: int = 60
+    method: Method = "auto"
+    ramp_steps: int = 20
+    gmres_rtol: float = 1e-13
+
+
+@dataclass(frozen=True)
+class StationaryState:
+    """A converged stationary state: ψ (d,) complex, its residual max_j |R_j| (energy E ×
+    amplitude), the Newton steps taken (all ramp stages counted), the linear solver used and
+    whether the drive had to be ramped (the state is then on the branch connected to ψ = 0)."""
+
+    psi: CArray
+    residual: float
+    iterations: int
+    method: str
+    ramped: bool = False
+
+    @property
+    def density(self) -> Array:
+        """|ψ_j|² (d,), occupations."""
+        return np.abs(self.psi) ** 2
+
+
+def residual(lat: GPLattice, psi: CArray, drive: CArray) -> CArray:
+    """R(ψ) (d,) complex (module docstring)."""
+    return lat.detuning() * psi + lat.kerr * np.abs(psi) ** 2 * psi - lat.hop(psi) + drive
+
+
+def jvp(lat: GPLattice, psi: CArray, dpsi: CArray) -> CArray:
+    """The complex form of the Jacobian's action: M dψ + N dψ̄ (d,)."""
+    m_diag = lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2
+    return m_diag * dpsi - lat.hop(dpsi) + lat.kerr * psi**2 * np.conj(dpsi)
+
+
+def vjp(lat: GPLattice, psi: CArray, lam: CArray) -> CArray:
+    """The transpose of the real Jacobian in complex form: Mᴴ λ + Nᵀ λ̄ (d,) (real inner
+    product ⟨u, v⟩ = Re Σ ū v)."""
+    m_diag = np.conj(lat.detuning()) + 2.0 * lat.kerr * np.abs(psi) ** 2
+    return m_diag * lam - lat.hop(lam) + lat.kerr * psi**2 * np.conj(lam)
+
+
+def to_real(v: CArray) -> Array:
+    """(Re v, Im v) (2d,)."""
+    return np.concatenate([v.real, v.imag])
+
+
+def to_complex(z: Array) -> CArray:
+    """The inverse of `to_real`."""
+    d = z.shape[0] // 2
+    return z[:d] + 1j * z[d:]
+
+
+def _hopping_sparse(lat: GPLattice) -> sp.coo_matrix:
+    """J_jk (d, d) as a sparse matrix."""
+    d, (a, b) = lat.n_sites, (lat.edges[:, 0], lat.edges[:, 1])
+    values = np.concatenate([lat.hopping, lat.hopping])
+    return sp.coo_matrix((values, (np.r_[a, b], np.r_[b, a])), shape=(d, d))
+
+
+def real_jacobian(lat: GPLattice, psi: CArray, *, sparse: bool = False) -> Array | sp.csc_matrix:
+    """∂(Re R, Im R)/∂(Re ψ, Im ψ) (2d, 2d): [[Re M + Re N, −Im M + Im N],
+    [Im M + Im N, Re M − Re N]] (dense, or scipy CSC when ``sparse``)."""
+    m_diag = lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2
+    n_diag = lat.kerr * psi**2
+    hop = _hopping_sparse(lat)
+
+    def diag(v: Array) -> sp.dia_matrix:
+        return sp.diags(v)
+
+    blocks = [
+        [diag(m_diag.real + n_diag.real) - hop, diag(-m_diag.imag + n_diag.imag)],
+        [diag(m_diag.imag + n_diag.imag), diag(m_diag.real - n_diag.real) - hop],
+    ]
+    mat = sp.bmat(blocks, format="csc")
+    return mat if sparse else mat.toarray()
+
+
+def linear_response(lat: GPLattice, drive: CArray) -> CArray:
+    """ψ⁰ = −(diag(V − ω_p − iγ/2) − J)⁻¹ F (d,): the stationary state at g = 0."""
+    rhs = np.asarray(drive, dtype=np.complex128)
+    if lat.n_sites > DENSE_MAX_SITES:
+        lin = sp.csc_matrix(sp.diags(lat.detuning()) - _hopping_sparse(lat))
+        return np.asarray(-spsolve(lin, rhs), dtype=np.complex128)
+    dense = np.diag(lat.detuning()) - lat.hopping_matrix()
+    return np.asarray(-np.linalg.solve(dense, rhs), dtype=np.complex128)
+
+
+def _choose(lat: GPLattice, method: Method) -> Literal["dense", "krylov"]:
+    if method == "auto":
+        return "dense" if lat.n_sites <= DENSE_MAX_SITES else "krylov"
+    return method
+
+
+class _KrylovStep:
+    """Newton steps by GMRES on the matrix-free Jacobian, right-preconditioned by a sparse LU of
+    the Jacobian at the iterate where it was last refreshed (refreshed when GMRES is slow)."""
+
+    def __init__(self, lat: GPLattice, rtol: float) -> None:
+        self.lat, self.rtol = lat, rtol
+        self.lu: SuperLU | None = None
+
+    def __call__(self, psi: CArray, rhs: Array) -> Array:
+        lat, n = self.lat, rhs.shape[0]
+        if self.lu is None:
+            self.lu = splu(real_jacobian(lat, psi, sparse=True))
+        lu = self.lu
+        op = LinearOperator((n, n), matvec=lambda z: to_real(jvp(lat, psi, to_complex(z))))
+        pre = LinearOperator((n, n), matvec=lu.solve)
+        counter = {"n": 0}
+
+        def count(_: object) -> None:
+            counter["n"] += 1
+
+        step, info = gmres(
+            op,
+            rhs,
+            M=pre,
+            rtol=self.rtol,
+            atol=0.0,
+            restart=60,
+            maxiter=1,
+            callback=count,
+            callback_type="pr_norm",
+        )
+        if info != 0 or counter["n"] > 15:
+            self.lu = None
+        if info != 0:
+            self.lu = splu(real_jacobian(lat, psi, sparse=True))
+            step = self.lu.solve(rhs)
+        return step
+
+
+def _newton(
+    lat: GPLattice, drive: CArray, psi: CArray, opts: GPSolveOptions
+) -> tuple[CArray, float, int, bool]:
+    """Damped Newton from ψ: (ψ, residual, steps, converged)."""
+    scale = max(1.0, float(np.max(np.abs(drive), initial=0.0)))
+    method = _choose(lat, opts.method)
+    krylov = _KrylovStep(lat, opts.gmres_rtol) if method == "krylov" else None
+    r = residual(lat, psi, drive)
+    res = float(np.max(np.abs(r)))
+    for it in range(opts.max_iter):
+        if res <= opts.tol * scale:
+            return psi, res, it, True
+        rhs = -to_real(r)
+        if krylov is None:
+            step = to_complex(np.linalg.solve(real_jacobian(lat, psi), rhs))
+        else:
+            step = to_complex(krylov(psi, rhs))
+        norm0, t = float(np.sum(np.abs(r) ** 2)), 1.0
+        while True:
+            trial = psi + t * step
+            r_trial = residual(lat, trial, drive)
+            if float(np.sum(np.abs(r_trial) ** 2)) <= (1.0 - 1e-4 * t) * norm0 or t < 1e-6:
+                break
+            t *= 0.5
+        psi, r = trial, r_trial
+        res = float(np.max(np.abs(r)))
+    return psi, res, opts.max_iter, res <= opts.tol * scale
+
+
+def solve_stationary(
+    lat: GPLattice,
+    drive: CArray,
+    start: CArray | None = None,
+    opts: GPSolveOptions | None = None,
+) -> StationaryState:
+    """The stationary state for the drive F (d,) complex, from ``start`` (default: the linear
+    response), ramping the drive if the direct Newton fails; `SolverError` if no stage converges.
+    """
+    opts = opts or GPSolveOptions()
+    drive = np.asarray(drive, dtype=complex)
+    if drive.shape != (lat.n_sites,):
+        raise ValueError(f"drive must have shape ({lat.n_sites},), got {drive.shape}")
+    method = _choose(lat, opts.method)
+    psi0 = linear_response(lat, drive) if start is None else np.asarray(start, dtype=complex)
+    psi, res, steps, ok = _newton(lat, drive, psi0, opts)
+    total, ok0 = steps, ok
+    if not ok:
+        log.info("direct Newton failed (residual %.3g); ramping the drive", res)
+        psi = np.zeros(lat.n_sites, dtype=complex)
+        for s in np.linspace(1.0 / opts.ramp_steps, 1.0, opts.ramp_steps):
+            psi, res, steps, ok = _newton(lat, s * drive, psi, opts)
+            total += steps
+            if not ok:
+                raise SolverError(
+                    f"GP stationary state: Newton failed at drive fraction {s:.3f} "
+                    f"(residual {res:.3g}); a fold of the branch or too strong a Kerr term"
+                )
+    return StationaryState(psi=psi, residual=res, iterations=total, method=method, ramped=not ok0)

@@ -1,0 +1,109 @@
+"""Linear stability (Bogoliubov spectrum) and exact adjoint gradients of a GP lattice's
+stationary states (docs/physics.md §9).
+
+**Stability.** A small deviation δψ of a stationary state obeys i δψ̇ = M δψ + N δψ̄
+(`simulators.gp_lattice`). For z = (Re δψ, Im δψ) this is ż = S 𝒥 z with 𝒥 the real Jacobian of
+R and S = [[0, I], [−I, 0]]; its 2d eigenvalues λ are those of the Bogoliubov matrix
+−i [[M, N], [−N̄, −M̄]] and come in pairs (λ, λ̄). Re λ is a growth rate (1/time, time unit
+ħ/E), Im λ a frequency offset from ω_p. The state is stable when every Re λ < 0 (a coherent drive
+fixes the phase, so there is no zero mode).
+
+**Gradients.** For a cost C(ψ*) on the stationary state, dC/dθ = −μᵀ ∂R/∂θ with the adjoint
+𝒥ᵀ μ = ∂C/∂z. In complex form μ = μ_r + i μ_i solves Mᴴ μ + N μ̄ = ∂C/∂Re ψ + i ∂C/∂Im ψ, and
+
+    dC/dV_j  = −Re(μ̄_j ψ_j)
+    dC/dJ_e  = +Re(μ̄_a ψ_b + μ̄_b ψ_a)        (edge e = (a, b))
+    dC/dF_j  = −μ_j  (as ∂C/∂Re F_j + i ∂C/∂Im F_j)
+
+— one linear solve per cost, whatever the number of parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.sparse.linalg import LinearOperator, gmres, splu
+
+from physlearn.errors import SolverError
+from physlearn.simulators.gp_lattice import (
+    DENSE_MAX_SITES,
+    real_jacobian,
+    to_complex,
+    to_real,
+    vjp,
+)
+from physlearn.spec.gp_lattice import DensityCost, GPLattice
+
+Array = NDArray[np.float64]
+CArray = NDArray[np.complex128]
+
+
+@dataclass(frozen=True)
+class BogoliubovSpectrum:
+    """The 2d eigenvalues λ of the linearised flow, sorted by decreasing Re λ (1/time, time
+    unit ħ/E)."""
+
+    eigenvalues: NDArray[np.complex128]
+
+    @property
+    def max_growth_rate(self) -> float:
+        """max Re λ: < 0 for a stable stationary state."""
+        return float(self.eigenvalues[0].real)
+
+    @property
+    def stable(self) -> bool:
+        return self.max_growth_rate < 0.0
+
+
+def bogoliubov_spectrum(lat: GPLattice, psi: CArray) -> BogoliubovSpectrum:
+    """The Bogoliubov spectrum of the stationary state ψ (d,) (dense eigenvalues, O(d³))."""
+    jac = np.asarray(real_jacobian(lat, psi))
+    d = lat.n_sites
+    flow = np.concatenate([jac[d:], -jac[:d]])  # S 𝒥: (Im-rows, −Re-rows)
+    lam = np.linalg.eigvals(flow)
+    return BogoliubovSpectrum(eigenvalues=lam[np.argsort(-lam.real, kind="stable")])
+
+
+@dataclass(frozen=True)
+class GPGradient:
+    """dC/dθ (P,) in the layout of `GPLattice.parameters` (1/E), dC/dF (d,) complex, the cost
+    C and the adjoint μ (d,) complex."""
+
+    theta: Array
+    drive: CArray
+    cost: float
+    adjoint: CArray
+
+
+def solve_adjoint(
+    lat: GPLattice, psi: CArray, rhs: CArray, *, krylov: bool | None = None
+) -> CArray:
+    """μ (d,) complex with 𝒥ᵀ μ = rhs in real form (dense for d ≤ 256 unless ``krylov``;
+    otherwise GMRES on `vjp`, preconditioned by the sparse LU of 𝒥ᵀ)."""
+    use_krylov = lat.n_sites > DENSE_MAX_SITES if krylov is None else krylov
+    b = to_real(rhs)
+    if not use_krylov:
+        return to_complex(np.linalg.solve(np.asarray(real_jacobian(lat, psi)).T, b))
+    lu = splu(real_jacobian(lat, psi, sparse=True).T.tocsc())
+    n = b.shape[0]
+    op = LinearOperator((n, n), matvec=lambda z: to_real(vjp(lat, psi, to_complex(z))))
+    pre = LinearOperator((n, n), matvec=lu.solve)
+    mu, info = gmres(op, b, M=pre, rtol=1e-13, atol=0.0, restart=40, maxiter=10)
+    if info != 0:
+        raise SolverError(f"GP adjoint: GMRES did not converge (info {info})")
+    return to_complex(mu)
+
+
+def density_gradient(
+    lat: GPLattice, psi: CArray, cost: DensityCost, *, krylov: bool | None = None
+) -> GPGradient:
+    """The exact gradient of ``cost`` at the stationary state ψ (d,) (module docstring)."""
+    mu = solve_adjoint(lat, psi, cost.gradient(psi), krylov=krylov)
+    d_v = -np.real(np.conj(mu) * psi)
+    parts = [d_v]
+    if lat.train_hopping:
+        a, b = lat.edges[:, 0], lat.edges[:, 1]
+        parts.append(np.real(np.conj(mu[a]) * psi[b] + np.conj(mu[b]) * psi[a]))
+    return GPGradient(theta=np.concatenate(parts), drive=-mu, cost=cost.value(psi), adjoint=mu)
