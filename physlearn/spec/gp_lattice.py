@@ -143,6 +143,21 @@ class GPLattice:
         return self.potential - self.pump_energy - 0.5j * self.loss
 
 
+def energy(lat: GPLattice, psi: CArray, drive: CArray) -> float:
+    """The conservative energy functional of the rotating frame (energy E × occupation):
+
+        E[ψ] = Σ_j (V_j − ω_p) |ψ_j|² + ½ g_j |ψ_j|⁴ − Σ_jk J_jk ψ̄_j ψ_k + 2 Re Σ_j F̄_j ψ_j.
+
+    At γ = 0 the stationary equation is R = ∂E/∂ψ̄ = 0, i.e. (∂E/∂Re ψ, ∂E/∂Im ψ) = 2 (Re R,
+    Im R); ∂E/∂V_j = |ψ_j|² is the conjugate quantity of the potential (docs/physics.md §9).
+    The loss γ has no place in E: it is the non-conservative part the estimators must handle.
+    """
+    rho = np.abs(psi) ** 2
+    onsite = np.sum((lat.potential - lat.pump_energy) * rho + 0.5 * lat.kerr * rho**2)
+    hopping = np.real(np.vdot(psi, lat.hop(psi)))
+    return float(onsite - hopping + 2.0 * np.real(np.vdot(drive, psi)))
+
+
 def chain(
     d: int,
     *,

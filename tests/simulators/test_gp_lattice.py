@@ -58,6 +58,18 @@ def test_real_jacobian_and_its_transpose_match_the_complex_forms() -> None:
     np.testing.assert_array_equal(real_jacobian(lat, psi, sparse=True).toarray(), jac)
 
 
+def test_loss_is_the_only_non_symmetric_part_of_the_jacobian() -> None:
+    """𝒥 − 𝒥ᵀ = γ [[0, I], [−I, 0]] (per site): without loss 𝒥 is ½ the Hessian of the energy
+    functional, so the loss alone breaks the symmetry plain EP relies on (docs/physics.md §9)."""
+    lat, _ = random_chain(7, 3)
+    rng = np.random.default_rng(2)
+    psi = rng.normal(size=7) + 1j * rng.normal(size=7)
+    jac = real_jacobian(lat, psi)
+    gamma = np.diag(lat.loss)
+    expected = np.block([[np.zeros((7, 7)), gamma], [-gamma, np.zeros((7, 7))]])
+    np.testing.assert_allclose(jac - jac.T, expected, rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize("d", [4, 16, 64])
 def test_newton_converges_from_the_linear_response(d: int) -> None:
     """Ten random chains: every solve converges; at least nine without the drive ramp."""

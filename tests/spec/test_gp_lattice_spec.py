@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from physlearn.errors import ConfigError
-from physlearn.spec.gp_lattice import DensityCost, GPLattice, chain, square
+from physlearn.spec.gp_lattice import DensityCost, GPLattice, chain, energy, square
 
 
 def test_parameters_round_trip_in_the_documented_layout() -> None:
@@ -82,3 +82,24 @@ def test_density_cost_value_and_gradient() -> None:
             assert fd == pytest.approx(exact, rel=1e-7, abs=1e-9)
     with pytest.raises(ConfigError, match="weights"):
         DensityCost(outputs=np.array([0]), targets=np.array([1.0]), weights=np.array([-1.0]))
+
+
+def test_energy_is_the_potential_of_the_lossless_stationary_equation() -> None:
+    """At γ = 0: ∂E/∂Re ψ + i ∂E/∂Im ψ = 2 R(ψ) = 2 ∂E/∂ψ̄, and ∂E/∂V_j = |ψ_j|²."""
+    rng = np.random.default_rng(5)
+    lat = chain(5, potential=rng.normal(size=5), kerr=0.7, loss=0.0, pump_energy=0.3)
+    psi = rng.normal(size=5) + 1j * rng.normal(size=5)
+    drive = rng.normal(size=5) + 1j * rng.normal(size=5)
+    r = lat.detuning() * psi + lat.kerr * np.abs(psi) ** 2 * psi - lat.hop(psi) + drive
+    h = 1e-6
+    for j in range(5):
+        for unit, part in ((1.0, r[j].real), (1j, r[j].imag)):
+            e = np.zeros(5, complex)
+            e[j] = unit * h
+            fd = (energy(lat, psi + e, drive) - energy(lat, psi - e, drive)) / (2 * h)
+            assert fd == pytest.approx(2 * part, rel=1e-8, abs=1e-8)
+        dv = np.zeros(5)
+        dv[j] = h
+        plus = energy(lat.with_parameters(lat.potential + dv), psi, drive)
+        minus = energy(lat.with_parameters(lat.potential - dv), psi, drive)
+        assert (plus - minus) / (2 * h) == pytest.approx(abs(psi[j]) ** 2, rel=1e-8)
