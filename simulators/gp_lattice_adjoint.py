@@ -1,5 +1,5 @@
-"""Linear stability (Bogoliubov spectrum) and exact adjoint gradients of a GP lattice's
-stationary states (docs/physics.md §9).
+"""Linear stability (Bogoliubov spectrum), exact adjoint gradients and the exact near-EP limit
+of a GP lattice's stationary states (docs/physics.md §9).
 
 **Stability.** A small deviation δψ of a stationary state obeys i δψ̇ = M δψ + N δψ̄
 (`simulators.gp_lattice`). For z = (Re δψ, Im δψ) this is ż = S 𝒥 z with 𝒥 the real Jacobian of
@@ -96,14 +96,37 @@ def solve_adjoint(
     return to_complex(mu)
 
 
-def density_gradient(
-    lat: GPLattice, psi: CArray, cost: DensityCost, *, krylov: bool | None = None
-) -> GPGradient:
-    """The exact gradient of ``cost`` at the stationary state ψ (d,) (module docstring)."""
-    mu = solve_adjoint(lat, psi, cost.gradient(psi), krylov=krylov)
-    d_v = -np.real(np.conj(mu) * psi)
-    parts = [d_v]
+def _contract(lat: GPLattice, psi: CArray, mu: CArray, cost: DensityCost) -> GPGradient:
+    """−μᵀ ∂R/∂θ and −μ for the drive (module docstring), with the cost at ψ."""
+    parts = [-np.real(np.conj(mu) * psi)]
     if lat.train_hopping:
         a, b = lat.edges[:, 0], lat.edges[:, 1]
         parts.append(np.real(np.conj(mu[a]) * psi[b] + np.conj(mu[b]) * psi[a]))
     return GPGradient(theta=np.concatenate(parts), drive=-mu, cost=cost.value(psi), adjoint=mu)
+
+
+def density_gradient(
+    lat: GPLattice, psi: CArray, cost: DensityCost, *, krylov: bool | None = None
+) -> GPGradient:
+    """The exact gradient of ``cost`` at the stationary state ψ (d,) (module docstring)."""
+    return _contract(lat, psi, solve_adjoint(lat, psi, cost.gradient(psi), krylov=krylov), cost)
+
+
+def ep_limit_gradient(lat: GPLattice, psi: CArray, cost: DensityCost) -> GPGradient:
+    """The β → 0 limit of near-EP with density nudges (docs/physics.md §9): the response
+    𝒥⁻¹ ∂C/∂z in place of the adjoint 𝒥⁻ᵀ ∂C/∂z, i.e. −(∂R/∂θ)ᵀ 𝒥⁻¹ ∂C/∂z. Equal to
+    `density_gradient` when γ = 0 (𝒥 symmetric); their difference is near-EP's exact bias.
+    ``adjoint`` holds the response ν (d,) complex (dense, O(d³))."""
+    jac = np.asarray(real_jacobian(lat, psi))
+    nu = to_complex(np.linalg.solve(jac, to_real(cost.gradient(psi))))
+    return _contract(lat, psi, nu, cost)
+
+
+def nudge_potential(cost: DensityCost, psi: CArray, beta: float, n_sites: int) -> Array:
+    """The open-loop density nudge as a potential shift ΔV (d,) (energy E): −β w_j (|ψ_j|² − y_j)
+    on the outputs, from the free state ψ. Adding ΔV to V realises the nudged functional
+    E − βC to first order in β (a spatial light modulator can write it)."""
+    shift = np.zeros(n_sites)
+    rho = np.abs(psi[cost.outputs]) ** 2
+    np.add.at(shift, cost.outputs, -beta * np.asarray(cost.weights) * (rho - cost.targets))
+    return shift
