@@ -158,6 +158,19 @@ def energy(lat: GPLattice, psi: CArray, drive: CArray) -> float:
     return float(onsite - hopping + 2.0 * np.real(np.vdot(drive, psi)))
 
 
+def phase_conjugate_drive(lat: GPLattice, psi_free: CArray, drive: CArray) -> CArray:
+    """The drive of the exact (phase-conjugated) learning phase (d,) complex, energy E:
+
+        F' = F̄ + i γ ψ̄_free.
+
+    Under F' the same lossy lattice has the stationary state ψ̄_free, with the same Bogoliubov
+    spectrum, and its Jacobian there is C 𝒥ᵀ C (C: complex conjugation), so density nudges in
+    this phase measure the adjoint's response, not the forward one (docs/physics.md §9). The
+    term iγψ̄_free re-injects what the loss takes: it needs the measured complex free field.
+    """
+    return np.conj(np.asarray(drive, dtype=complex)) + 1j * lat.loss * np.conj(psi_free)
+
+
 def chain(
     d: int,
     *,
