@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from scipy.sparse.linalg import LinearOperator, SuperLU, gmres, splu, spsolve
 
 from physlearn.errors import SolverError
-from physlearn.spec.gp_lattice import GPLattice
+from physlearn.spec.gp_lattice import GPModel
 
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
@@ -72,18 +72,18 @@ class StationaryState:
         return np.abs(self.psi) ** 2
 
 
-def residual(lat: GPLattice, psi: CArray, drive: CArray) -> CArray:
+def residual(lat: GPModel, psi: CArray, drive: CArray) -> CArray:
     """R(ψ) (d,) complex (module docstring)."""
     return lat.detuning() * psi + lat.kerr * np.abs(psi) ** 2 * psi - lat.hop(psi) + drive
 
 
-def jvp(lat: GPLattice, psi: CArray, dpsi: CArray) -> CArray:
+def jvp(lat: GPModel, psi: CArray, dpsi: CArray) -> CArray:
     """The complex form of the Jacobian's action: M dψ + N dψ̄ (d,)."""
     m_diag = lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2
     return m_diag * dpsi - lat.hop(dpsi) + lat.kerr * psi**2 * np.conj(dpsi)
 
 
-def vjp(lat: GPLattice, psi: CArray, lam: CArray) -> CArray:
+def vjp(lat: GPModel, psi: CArray, lam: CArray) -> CArray:
     """The transpose of the real Jacobian in complex form: Mᴴ λ + Nᵀ λ̄ (d,) (real inner
     product ⟨u, v⟩ = Re Σ ū v)."""
     m_diag = np.conj(lat.detuning()) + 2.0 * lat.kerr * np.abs(psi) ** 2
@@ -101,19 +101,12 @@ def to_complex(z: Array) -> CArray:
     return z[:d] + 1j * z[d:]
 
 
-def _hopping_sparse(lat: GPLattice) -> sp.coo_matrix:
-    """J_jk (d, d) as a sparse matrix."""
-    d, (a, b) = lat.n_sites, (lat.edges[:, 0], lat.edges[:, 1])
-    values = np.concatenate([lat.hopping, lat.hopping])
-    return sp.coo_matrix((values, (np.r_[a, b], np.r_[b, a])), shape=(d, d))
-
-
-def real_jacobian(lat: GPLattice, psi: CArray, *, sparse: bool = False) -> Array | sp.csc_matrix:
+def real_jacobian(lat: GPModel, psi: CArray, *, sparse: bool = False) -> Array | sp.csc_matrix:
     """∂(Re R, Im R)/∂(Re ψ, Im ψ) (2d, 2d): [[Re M + Re N, −Im M + Im N],
     [Im M + Im N, Re M − Re N]] (dense, or scipy CSC when ``sparse``)."""
     m_diag = lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2
     n_diag = lat.kerr * psi**2
-    hop = _hopping_sparse(lat)
+    hop = lat.hopping_sparse()
 
     def diag(v: Array) -> sp.dia_matrix:
         return sp.diags(v)
@@ -126,17 +119,17 @@ def real_jacobian(lat: GPLattice, psi: CArray, *, sparse: bool = False) -> Array
     return mat if sparse else mat.toarray()
 
 
-def linear_response(lat: GPLattice, drive: CArray) -> CArray:
+def linear_response(lat: GPModel, drive: CArray) -> CArray:
     """ψ⁰ = −(diag(V − ω_p − iγ/2) − J)⁻¹ F (d,): the stationary state at g = 0."""
     rhs = np.asarray(drive, dtype=np.complex128)
     if lat.n_sites > DENSE_MAX_SITES:
-        lin = sp.csc_matrix(sp.diags(lat.detuning()) - _hopping_sparse(lat))
+        lin = sp.csc_matrix(sp.diags(lat.detuning()) - lat.hopping_sparse())
         return np.asarray(-spsolve(lin, rhs), dtype=np.complex128)
     dense = np.diag(lat.detuning()) - lat.hopping_matrix()
     return np.asarray(-np.linalg.solve(dense, rhs), dtype=np.complex128)
 
 
-def _choose(lat: GPLattice, method: Method) -> Literal["dense", "krylov"]:
+def _choose(lat: GPModel, method: Method) -> Literal["dense", "krylov"]:
     if method == "auto":
         return "dense" if lat.n_sites <= DENSE_MAX_SITES else "krylov"
     return method
@@ -146,7 +139,7 @@ class _KrylovStep:
     """Newton steps by GMRES on the matrix-free Jacobian, right-preconditioned by a sparse LU of
     the Jacobian at the iterate where it was last refreshed (refreshed when GMRES is slow)."""
 
-    def __init__(self, lat: GPLattice, rtol: float) -> None:
+    def __init__(self, lat: GPModel, rtol: float) -> None:
         self.lat, self.rtol = lat, rtol
         self.lu: SuperLU | None = None
 
@@ -182,7 +175,7 @@ class _KrylovStep:
 
 
 def _newton(
-    lat: GPLattice, drive: CArray, psi: CArray, opts: GPSolveOptions
+    lat: GPModel, drive: CArray, psi: CArray, opts: GPSolveOptions
 ) -> tuple[CArray, float, int, bool]:
     """Damped Newton from ψ: (ψ, residual, steps, converged)."""
     scale = max(1.0, float(np.max(np.abs(drive), initial=0.0)))
@@ -211,7 +204,7 @@ def _newton(
 
 
 def solve_stationary(
-    lat: GPLattice,
+    lat: GPModel,
     drive: CArray,
     start: CArray | None = None,
     opts: GPSolveOptions | None = None,

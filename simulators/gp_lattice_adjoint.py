@@ -34,7 +34,7 @@ from physlearn.simulators.gp_lattice import (
     to_real,
     vjp,
 )
-from physlearn.spec.gp_lattice import DensityCost, GPLattice
+from physlearn.spec.gp_lattice import DensityCost, GPModel
 
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
@@ -57,7 +57,7 @@ class BogoliubovSpectrum:
         return self.max_growth_rate < 0.0
 
 
-def bogoliubov_spectrum(lat: GPLattice, psi: CArray) -> BogoliubovSpectrum:
+def bogoliubov_spectrum(lat: GPModel, psi: CArray) -> BogoliubovSpectrum:
     """The Bogoliubov spectrum of the stationary state ψ (d,) (dense eigenvalues, O(d³))."""
     jac = np.asarray(real_jacobian(lat, psi))
     d = lat.n_sites
@@ -68,7 +68,7 @@ def bogoliubov_spectrum(lat: GPLattice, psi: CArray) -> BogoliubovSpectrum:
 
 @dataclass(frozen=True)
 class GPGradient:
-    """dC/dθ (P,) in the layout of `GPLattice.parameters` (1/E), dC/dF (d,) complex, the cost
+    """dC/dθ (P,) in the layout of `GPModel.parameters` (1/E), dC/dF (d,) complex, the cost
     C and the adjoint μ (d,) complex."""
 
     theta: Array
@@ -77,9 +77,7 @@ class GPGradient:
     adjoint: CArray
 
 
-def solve_adjoint(
-    lat: GPLattice, psi: CArray, rhs: CArray, *, krylov: bool | None = None
-) -> CArray:
+def solve_adjoint(lat: GPModel, psi: CArray, rhs: CArray, *, krylov: bool | None = None) -> CArray:
     """μ (d,) complex with 𝒥ᵀ μ = rhs in real form (dense for d ≤ 256 unless ``krylov``;
     otherwise GMRES on `vjp`, preconditioned by the sparse LU of 𝒥ᵀ)."""
     use_krylov = lat.n_sites > DENSE_MAX_SITES if krylov is None else krylov
@@ -96,23 +94,20 @@ def solve_adjoint(
     return to_complex(mu)
 
 
-def _contract(lat: GPLattice, psi: CArray, mu: CArray, cost: DensityCost) -> GPGradient:
+def _contract(lat: GPModel, psi: CArray, mu: CArray, cost: DensityCost) -> GPGradient:
     """−μᵀ ∂R/∂θ and −μ for the drive (module docstring), with the cost at ψ."""
-    parts = [-np.real(np.conj(mu) * psi)]
-    if lat.train_hopping:
-        a, b = lat.edges[:, 0], lat.edges[:, 1]
-        parts.append(np.real(np.conj(mu[a]) * psi[b] + np.conj(mu[b]) * psi[a]))
-    return GPGradient(theta=np.concatenate(parts), drive=-mu, cost=cost.value(psi), adjoint=mu)
+    theta = np.concatenate([-np.real(np.conj(mu) * psi), lat.hopping_contraction(psi, mu)])
+    return GPGradient(theta=theta, drive=-mu, cost=cost.value(psi), adjoint=mu)
 
 
 def density_gradient(
-    lat: GPLattice, psi: CArray, cost: DensityCost, *, krylov: bool | None = None
+    lat: GPModel, psi: CArray, cost: DensityCost, *, krylov: bool | None = None
 ) -> GPGradient:
     """The exact gradient of ``cost`` at the stationary state ψ (d,) (module docstring)."""
     return _contract(lat, psi, solve_adjoint(lat, psi, cost.gradient(psi), krylov=krylov), cost)
 
 
-def ep_limit_gradient(lat: GPLattice, psi: CArray, cost: DensityCost) -> GPGradient:
+def ep_limit_gradient(lat: GPModel, psi: CArray, cost: DensityCost) -> GPGradient:
     """The β → 0 limit of near-EP with density nudges (docs/physics.md §9): the response
     𝒥⁻¹ ∂C/∂z in place of the adjoint 𝒥⁻ᵀ ∂C/∂z, i.e. −(∂R/∂θ)ᵀ 𝒥⁻¹ ∂C/∂z. Equal to
     `density_gradient` when γ = 0 (𝒥 symmetric); their difference is near-EP's exact bias.

@@ -17,8 +17,10 @@ hoppings J (E,) in the order of ``edges``. Every term of the equation is linear 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
@@ -26,6 +28,44 @@ from physlearn.errors import ConfigError
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 IArray = NDArray[np.int64]
+
+
+class GPModel(Protocol):
+    """What the GP solvers need of a model: a lattice (`GPLattice`) or a field on a grid
+    (`physlearn.spec.gp_field`). R = (V − ω_p − iγ/2)ψ + g|ψ|²ψ − Hψ + F with H the real
+    symmetric coupling operator (`hop` applies it); θ = V, then any trainable couplings."""
+
+    @property
+    def potential(self) -> Array: ...
+
+    @property
+    def kerr(self) -> Array: ...
+
+    @property
+    def loss(self) -> Array: ...
+
+    @property
+    def pump_energy(self) -> float: ...
+
+    @property
+    def n_sites(self) -> int: ...
+
+    @property
+    def n_params(self) -> int: ...
+
+    def parameters(self) -> Array: ...
+
+    def with_parameters(self, theta: Array) -> GPModel: ...
+
+    def detuning(self) -> CArray: ...
+
+    def hop(self, psi: CArray) -> CArray: ...
+
+    def hopping_matrix(self) -> Array: ...
+
+    def hopping_sparse(self) -> sp.coo_matrix: ...
+
+    def hopping_contraction(self, psi: CArray, mu: CArray) -> Array: ...
 
 
 def _site_array(name: str, value: Array | float, d: int) -> Array:
@@ -127,6 +167,20 @@ class GPLattice:
         np.add.at(mat, (a, b), self.hopping)
         np.add.at(mat, (b, a), self.hopping)
         return mat
+
+    def hopping_sparse(self) -> sp.coo_matrix:
+        """J_jk (d, d) as a sparse matrix (energy E)."""
+        d, (a, b) = self.n_sites, (self.edges[:, 0], self.edges[:, 1])
+        values = np.concatenate([self.hopping, self.hopping])
+        return sp.coo_matrix((values, (np.r_[a, b], np.r_[b, a])), shape=(d, d))
+
+    def hopping_contraction(self, psi: CArray, mu: CArray) -> Array:
+        """−μᵀ ∂R/∂J_e = Re(μ̄_a ψ_b + μ̄_b ψ_a) per edge (E,) when the hoppings are trainable,
+        else empty: the hopping part of an adjoint (or response) contraction."""
+        if not self.train_hopping:
+            return np.zeros(0)
+        a, b = self.edges[:, 0], self.edges[:, 1]
+        return np.real(np.conj(mu[a]) * psi[b] + np.conj(mu[b]) * psi[a])
 
     def hop(self, psi: CArray) -> CArray:
         """Σ_k J_jk ψ_k for ψ (..., d) without forming the matrix (O(E) per row)."""
