@@ -212,7 +212,7 @@ def energy(lat: GPLattice, psi: CArray, drive: CArray) -> float:
     return float(onsite - hopping + 2.0 * np.real(np.vdot(drive, psi)))
 
 
-def phase_conjugate_drive(lat: GPLattice, psi_free: CArray, drive: CArray) -> CArray:
+def phase_conjugate_drive(lat: GPModel, psi_free: CArray, drive: CArray) -> CArray:
     """The drive of the exact (phase-conjugated) learning phase (d,) complex, energy E:
 
         F' = F̄ + i γ ψ̄_free.
