@@ -101,12 +101,11 @@ def to_complex(z: Array) -> CArray:
     return z[:d] + 1j * z[d:]
 
 
-def real_jacobian(lat: GPModel, psi: CArray, *, sparse: bool = False) -> Array | sp.csc_matrix:
-    """∂(Re R, Im R)/∂(Re ψ, Im ψ) (2d, 2d): [[Re M + Re N, −Im M + Im N],
-    [Im M + Im N, Re M − Re N]] (dense, or scipy CSC when ``sparse``)."""
-    m_diag = lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2
-    n_diag = lat.kerr * psi**2
-    hop = lat.hopping_sparse()
+def real_form(
+    m_diag: CArray, n_diag: CArray, hop: sp.spmatrix, *, sparse: bool = False
+) -> Array | sp.csc_matrix:
+    """The real (2d, 2d) form of dψ ↦ (diag(m) − H) dψ + diag(n) dψ̄ (H real symmetric):
+    [[Re M + Re N, −Im M + Im N], [Im M + Im N, Re M − Re N]]."""
 
     def diag(v: Array) -> sp.dia_matrix:
         return sp.diags(v)
@@ -117,6 +116,13 @@ def real_jacobian(lat: GPModel, psi: CArray, *, sparse: bool = False) -> Array |
     ]
     mat = sp.bmat(blocks, format="csc")
     return mat if sparse else mat.toarray()
+
+
+def real_jacobian(lat: GPModel, psi: CArray, *, sparse: bool = False) -> Array | sp.csc_matrix:
+    """∂(Re R, Im R)/∂(Re ψ, Im ψ) (2d, 2d) with M = diag(V − ω_p − iγ/2 + 2g|ψ|²) − J and
+    N = diag(g ψ²) (`real_form`; dense, or scipy CSC when ``sparse``)."""
+    m_diag = lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2
+    return real_form(m_diag, lat.kerr * psi**2, lat.hopping_sparse(), sparse=sparse)
 
 
 def linear_response(lat: GPModel, drive: CArray) -> CArray:

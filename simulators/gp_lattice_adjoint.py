@@ -43,27 +43,40 @@ CArray = NDArray[np.complex128]
 @dataclass(frozen=True)
 class BogoliubovSpectrum:
     """The 2d eigenvalues λ of the linearised flow, sorted by decreasing Re λ (1/time, time
-    unit ħ/E)."""
+    unit ħ/E). ``zero_modes`` eigenvalues nearest 0 are symmetry modes (the condensate's phase)
+    and are left out of the growth rate."""
 
     eigenvalues: NDArray[np.complex128]
+    zero_modes: int = 0
+
+    @property
+    def symmetry_eigenvalues(self) -> NDArray[np.complex128]:
+        """The ``zero_modes`` eigenvalues nearest 0."""
+        return self.eigenvalues[np.argsort(np.abs(self.eigenvalues))[: self.zero_modes]]
 
     @property
     def max_growth_rate(self) -> float:
-        """max Re λ: < 0 for a stable stationary state."""
-        return float(self.eigenvalues[0].real)
+        """max Re λ over the non-symmetry modes: < 0 for a stable stationary state."""
+        keep = np.argsort(np.abs(self.eigenvalues))[self.zero_modes :]
+        return float(np.max(self.eigenvalues[keep].real))
 
     @property
     def stable(self) -> bool:
         return self.max_growth_rate < 0.0
 
 
-def bogoliubov_spectrum(lat: GPModel, psi: CArray) -> BogoliubovSpectrum:
-    """The Bogoliubov spectrum of the stationary state ψ (d,) (dense eigenvalues, O(d³))."""
-    jac = np.asarray(real_jacobian(lat, psi))
-    d = lat.n_sites
-    flow = np.concatenate([jac[d:], -jac[:d]])  # S 𝒥: (Im-rows, −Re-rows)
+def spectrum_of(jacobian: Array, zero_modes: int = 0) -> BogoliubovSpectrum:
+    """The spectrum of the flow ż = S 𝒥 z for the real Jacobian 𝒥 (2d, 2d) of a residual R with
+    i dψ/dt = R (S = [[0, I], [−I, 0]]; dense eigenvalues, O(d³))."""
+    d = jacobian.shape[0] // 2
+    flow = np.concatenate([jacobian[d:], -jacobian[:d]])  # S 𝒥: (Im-rows, −Re-rows)
     lam = np.linalg.eigvals(flow)
-    return BogoliubovSpectrum(eigenvalues=lam[np.argsort(-lam.real, kind="stable")])
+    return BogoliubovSpectrum(lam[np.argsort(-lam.real, kind="stable")], zero_modes)
+
+
+def bogoliubov_spectrum(lat: GPModel, psi: CArray) -> BogoliubovSpectrum:
+    """The Bogoliubov spectrum of the coherently driven stationary state ψ (d,)."""
+    return spectrum_of(np.asarray(real_jacobian(lat, psi)))
 
 
 @dataclass(frozen=True)
