@@ -8,8 +8,8 @@ R is not complex-differentiable (|ψ|² = ψ ψ̄), so Newton works on the real-
 z = (Re ψ, Im ψ) (2d,), whose Jacobian is the real form of dR = M dψ + N dψ̄ with
 M = diag(V − ω_p − iγ/2 + 2g|ψ|²) − J and N = diag(g ψ²). Two linear solvers: ``dense``
 (LAPACK on the 2d × 2d Jacobian, the default for d ≤ 256) and ``krylov`` (GMRES on the
-matrix-free Jacobian-vector product, right-preconditioned by a sparse LU of the Jacobian at the
-iterate where the preconditioner was last refreshed).
+matrix-free Jacobian-vector product with a lagged `preconditioner`: the sparse LU of the Jacobian
+on a lattice, the Fourier-diagonal inverse of the linear part on a spectral field).
 
 The documented start is the linear response ψ⁰ = −(diag(V − ω_p − iγ/2) − J)⁻¹ F (g = 0).
 Newton runs from it with a backtracking line search on ‖R‖²; if it fails, the drive is ramped
@@ -20,16 +20,17 @@ Amplitudes ψ are dimensionless (|ψ|² an occupation), energies in the spec's u
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from scipy.sparse.linalg import LinearOperator, SuperLU, gmres, splu, spsolve
+from scipy.sparse.linalg import LinearOperator, gmres, splu, spsolve
 
 from physlearn.errors import SolverError
-from physlearn.spec.gp_lattice import GPModel
+from physlearn.spec.gp_lattice import GPModel, SpectralModel
 
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
@@ -126,13 +127,64 @@ def real_jacobian(lat: GPModel, psi: CArray, *, sparse: bool = False) -> Array |
 
 
 def linear_response(lat: GPModel, drive: CArray) -> CArray:
-    """ψ⁰ = −(diag(V − ω_p − iγ/2) − J)⁻¹ F (d,): the stationary state at g = 0."""
+    """ψ⁰ = −(diag(V − ω_p − iγ/2) − H)⁻¹ F (d,): the stationary state at g = 0 (dense, sparse
+    LU, or on a spectral field GMRES preconditioned in Fourier space)."""
     rhs = np.asarray(drive, dtype=np.complex128)
-    if lat.n_sites > DENSE_MAX_SITES:
+    if lat.n_sites <= DENSE_MAX_SITES:
+        dense = np.diag(lat.detuning()) - lat.hopping_matrix()
+        return np.asarray(-np.linalg.solve(dense, rhs), dtype=np.complex128)
+    if not isinstance(lat, SpectralModel):
         lin = sp.csc_matrix(sp.diags(lat.detuning()) - lat.hopping_sparse())
         return np.asarray(-spsolve(lin, rhs), dtype=np.complex128)
-    dense = np.diag(lat.detuning()) - lat.hopping_matrix()
-    return np.asarray(-np.linalg.solve(dense, rhs), dtype=np.complex128)
+    n, detuning = lat.n_sites, lat.detuning()
+    shift = complex(np.mean(detuning))
+    op = LinearOperator((n, n), matvec=lambda v: detuning * v - lat.hop(v), dtype=complex)
+    pre = LinearOperator((n, n), matvec=lambda v: lat.shifted_inverse(shift, v), dtype=complex)
+    x, info = gmres(op, -rhs, M=pre, rtol=1e-13, atol=0.0, restart=80, maxiter=20)
+    if info != 0:
+        raise SolverError(f"GP linear response: GMRES did not converge (info {info})")
+    return np.asarray(x, dtype=np.complex128)
+
+
+def preconditioner(
+    lat: GPModel, psi: CArray, *, transpose: bool = False
+) -> Callable[[Array], Array]:
+    """An approximate inverse of the real Jacobian 𝒥 (or 𝒥ᵀ) at ψ, acting on real (2d,) vectors:
+    on a `SpectralModel` the Fourier-diagonal inverse of the linear part with the mean on-site
+    term, (m̄ − H)⁻¹ with m̄ = mean(V − ω_p − iγ/2 + 2g|ψ|²) (m̄* for 𝒥ᵀ), ignoring the ψ̄
+    coupling; otherwise the exact sparse LU of 𝒥 (or 𝒥ᵀ)."""
+    if isinstance(lat, SpectralModel):
+        shift = complex(np.mean(lat.detuning() + 2.0 * lat.kerr * np.abs(psi) ** 2))
+        shift = shift.conjugate() if transpose else shift
+        return lambda z: to_real(lat.shifted_inverse(shift, to_complex(z)))
+    jac = sp.csc_matrix(real_jacobian(lat, psi, sparse=True))
+    lu = splu(jac.T.tocsc() if transpose else jac)
+    return lambda z: np.asarray(lu.solve(z), dtype=np.float64)
+
+
+def krylov_solve(
+    matvec: Callable[[Array], Array], rhs: Array, pre: Callable[[Array], Array], rtol: float
+) -> tuple[Array, bool, int]:
+    """GMRES(60) on a real system with the preconditioner ``pre``: (x, converged, iterations),
+    at most 10 restarts."""
+    n = rhs.shape[0]
+    counter = {"n": 0}
+
+    def count(_: object) -> None:
+        counter["n"] += 1
+
+    x, info = gmres(
+        LinearOperator((n, n), matvec=matvec),
+        rhs,
+        M=LinearOperator((n, n), matvec=pre),
+        rtol=rtol,
+        atol=0.0,
+        restart=60,
+        maxiter=10,
+        callback=count,
+        callback_type="pr_norm",
+    )
+    return np.asarray(x, dtype=np.float64), info == 0, counter["n"]
 
 
 def _choose(lat: GPModel, method: Method) -> Literal["dense", "krylov"]:
@@ -142,41 +194,33 @@ def _choose(lat: GPModel, method: Method) -> Literal["dense", "krylov"]:
 
 
 class _KrylovStep:
-    """Newton steps by GMRES on the matrix-free Jacobian, right-preconditioned by a sparse LU of
-    the Jacobian at the iterate where it was last refreshed (refreshed when GMRES is slow)."""
+    """Newton steps by GMRES on the matrix-free Jacobian with a lagged `preconditioner`,
+    refreshed at the current iterate when GMRES needs more than 30 iterations or fails."""
 
     def __init__(self, lat: GPModel, rtol: float) -> None:
         self.lat, self.rtol = lat, rtol
-        self.lu: SuperLU | None = None
+        self.pre: Callable[[Array], Array] | None = None
 
     def __call__(self, psi: CArray, rhs: Array) -> Array:
-        lat, n = self.lat, rhs.shape[0]
-        if self.lu is None:
-            self.lu = splu(real_jacobian(lat, psi, sparse=True))
-        lu = self.lu
-        op = LinearOperator((n, n), matvec=lambda z: to_real(jvp(lat, psi, to_complex(z))))
-        pre = LinearOperator((n, n), matvec=lu.solve)
-        counter = {"n": 0}
+        lat = self.lat
 
-        def count(_: object) -> None:
-            counter["n"] += 1
+        def matvec(z: Array) -> Array:
+            return to_real(jvp(lat, psi, to_complex(z)))
 
-        step, info = gmres(
-            op,
-            rhs,
-            M=pre,
-            rtol=self.rtol,
-            atol=0.0,
-            restart=60,
-            maxiter=1,
-            callback=count,
-            callback_type="pr_norm",
-        )
-        if info != 0 or counter["n"] > 15:
-            self.lu = None
-        if info != 0:
-            self.lu = splu(real_jacobian(lat, psi, sparse=True))
-            step = self.lu.solve(rhs)
+        fresh = self.pre is None
+        if self.pre is None:
+            self.pre = preconditioner(lat, psi)
+        step, ok, iterations = krylov_solve(matvec, rhs, self.pre, self.rtol)
+        if ok and iterations <= 30:
+            return step
+        self.pre = preconditioner(lat, psi)
+        if ok or fresh:
+            if not ok:
+                raise SolverError(f"GP Newton–Krylov: GMRES did not converge ({iterations} its)")
+            return step
+        step, ok, iterations = krylov_solve(matvec, rhs, self.pre, self.rtol)
+        if not ok:
+            raise SolverError(f"GP Newton–Krylov: GMRES did not converge ({iterations} its)")
         return step
 
 

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse.linalg import LinearOperator, gmres, splu
 
 from physlearn.errors import SolverError
 from physlearn.simulators.gp_lattice import (
     DENSE_MAX_SITES,
+    krylov_solve,
+    preconditioner,
     real_jacobian,
     to_complex,
     to_real,
@@ -92,18 +93,18 @@ class GPGradient:
 
 def solve_adjoint(lat: GPModel, psi: CArray, rhs: CArray, *, krylov: bool | None = None) -> CArray:
     """μ (d,) complex with 𝒥ᵀ μ = rhs in real form (dense for d ≤ 256 unless ``krylov``;
-    otherwise GMRES on `vjp`, preconditioned by the sparse LU of 𝒥ᵀ)."""
+    otherwise GMRES on `vjp` with the transposed `preconditioner`)."""
     use_krylov = lat.n_sites > DENSE_MAX_SITES if krylov is None else krylov
     b = to_real(rhs)
     if not use_krylov:
         return to_complex(np.linalg.solve(np.asarray(real_jacobian(lat, psi)).T, b))
-    lu = splu(real_jacobian(lat, psi, sparse=True).T.tocsc())
-    n = b.shape[0]
-    op = LinearOperator((n, n), matvec=lambda z: to_real(vjp(lat, psi, to_complex(z))))
-    pre = LinearOperator((n, n), matvec=lu.solve)
-    mu, info = gmres(op, b, M=pre, rtol=1e-13, atol=0.0, restart=40, maxiter=10)
-    if info != 0:
-        raise SolverError(f"GP adjoint: GMRES did not converge (info {info})")
+
+    def matvec(z: Array) -> Array:
+        return to_real(vjp(lat, psi, to_complex(z)))
+
+    mu, ok, iterations = krylov_solve(matvec, b, preconditioner(lat, psi, transpose=True), 1e-13)
+    if not ok:
+        raise SolverError(f"GP adjoint: GMRES did not converge ({iterations} iterations)")
     return to_complex(mu)
 
 

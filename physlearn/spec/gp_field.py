@@ -1,17 +1,20 @@
-"""A continuous 1-D driven-dissipative Gross–Pitaevskii field on a periodic grid.
+"""A continuous driven-dissipative Gross–Pitaevskii field on a periodic 1-D or 2-D grid.
 
-The field ψ(x) on a ring of length L (μm) obeys, in the pump's rotating frame (docs/physics.md §9),
+The field ψ(r) on a ring (1-D) or torus (2-D) of side L (μm) obeys, in the pump's rotating frame
+(docs/physics.md §9),
 
-    i ∂ψ/∂t = (−c ∂²/∂x² + V(x) − ω_p − i γ(x)/2 + g |ψ|²) ψ + F(x),    c = ħ²/2m,
+    i ∂ψ/∂t = (−c ∇² + V(r) − ω_p − i γ(r)/2 + g |ψ|²) ψ + F(r),    c = ħ²/2m,
 
-with no nodes at all: the trainable potential landscape V(x) is sampled on n grid points
-x_j = j L / n, and ∂² is the spectral (Fourier) second derivative, exact for band-limited fields.
+with no nodes at all: the trainable potential landscape V(r) is sampled on the grid points
+(x_j = j L / n per axis; 2-D fields flattened row-major, point (i, j) at index i·n_y + j), and ∇²
+is the spectral (Fourier) Laplacian, exact for band-limited fields.
 ψ_j = ψ(x_j) is the field at grid point j (|ψ_j|² a density); energies in the unit E (meV on a
 polariton bench), c in E·μm² (0.38 meV μm² for a polariton mass of 1e-4 electron masses).
 
 The field satisfies `physlearn.spec.gp_lattice.GPModel` with the coupling operator H = c ∂²
-(a real symmetric n × n matrix), so the lattice's solvers, Bogoliubov spectrum and adjoint apply
-unchanged; θ = V (n,).
+(a real symmetric n × n matrix, n the number of grid points), so the lattice's solvers, Bogoliubov
+spectrum and adjoint apply unchanged; θ = V (n,). The operator is diagonal in Fourier space
+(`shifted_inverse`), which the Newton–Krylov solver uses as its preconditioner on large grids.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ def _grid_array(name: str, value: Array | float, n: int) -> Array:
 
 
 @dataclass(frozen=True)
-class GPField1D:
-    """A periodic 1-D GP field (module docstring).
+class GPField:
+    """A periodic 1-D or 2-D GP field (module docstring).
 
     Attributes:
         potential: V(x_j) (n,), energy E; trainable.
@@ -46,6 +49,7 @@ class GPField1D:
         pump_energy: ω_p, energy E.
         length_um: the ring's length L (μm).
         kinetic: c = ħ²/2m (E·μm²), > 0.
+        grid: points per axis, (n,) or (n_x, n_y); default (len(potential),).
     """
 
     potential: Array
@@ -54,11 +58,14 @@ class GPField1D:
     pump_energy: float
     length_um: float
     kinetic: float
+    grid: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         n = int(np.asarray(self.potential).shape[0])
-        if n < 4:
-            raise ConfigError("gp_field: at least 4 grid points are needed")
+        grid = self.grid or (n,)
+        if len(grid) not in (1, 2) or int(np.prod(grid)) != n or min(grid) < 4:
+            raise ConfigError(f"gp_field: grid {grid} must be 1-D or 2-D, ≥ 4 per axis, {n} points")
+        object.__setattr__(self, "grid", tuple(int(g) for g in grid))
         for name in ("potential", "kerr", "loss"):
             object.__setattr__(self, name, _grid_array(name, getattr(self, name), n))
         if np.any(self.loss < 0):
@@ -81,8 +88,13 @@ class GPField1D:
 
     @property
     def x_um(self) -> Array:
-        """Grid positions x_j = j L / n (n,), μm."""
-        return np.arange(self.n_sites) * self.length_um / self.n_sites
+        """Grid positions along an axis, x_j = j L / n_axis (n_axis,), μm (the first axis)."""
+        return np.arange(self.grid[0]) * self.length_um / self.grid[0]
+
+    def coordinates_um(self) -> tuple[Array, ...]:
+        """Each grid point's coordinates, one flattened array (n,) per axis, μm."""
+        axes = [np.arange(g) * self.length_um / g for g in self.grid]
+        return tuple(c.reshape(-1) for c in np.meshgrid(*axes, indexing="ij"))
 
     def parameters(self) -> Array:
         """θ = V (n,), energy E."""
@@ -91,32 +103,44 @@ class GPField1D:
     def parameter_names(self) -> list[str]:
         return [f"V[{j}]" for j in range(self.n_sites)]
 
-    def with_parameters(self, theta: Array) -> GPField1D:
+    def with_parameters(self, theta: Array) -> GPField:
         theta = np.asarray(theta, dtype=float)
         if theta.shape != (self.n_sites,):
             raise ConfigError(f"gp_field: θ must have shape ({self.n_sites},), got {theta.shape}")
         return replace(self, potential=theta.copy())
 
     def _k2(self) -> Array:
-        k = 2 * np.pi * np.fft.fftfreq(self.n_sites, d=self.length_um / self.n_sites)
-        return np.asarray(k**2, dtype=np.float64)
+        """|k|² on the Fourier grid, shaped like the grid (1/μm²)."""
+        ks = [2 * np.pi * np.fft.fftfreq(g, d=self.length_um / g) for g in self.grid]
+        return np.asarray(sum(k**2 for k in np.meshgrid(*ks, indexing="ij")), dtype=np.float64)
+
+    def _fourier(self, psi: CArray, multiplier: Array | CArray) -> CArray:
+        """ifft(multiplier · fft(ψ)) over the grid axes of ψ (..., n)."""
+        axes = tuple(range(-len(self.grid), 0))
+        field = np.reshape(psi, (*np.shape(psi)[:-1], *self.grid))
+        out = np.fft.ifftn(np.fft.fftn(field, axes=axes) * multiplier, axes=axes)
+        return np.asarray(out.reshape(np.shape(psi)), dtype=np.complex128)
 
     def detuning(self) -> CArray:
         """V(x_j) − ω_p − i γ(x_j)/2 (n,)."""
         return self.potential - self.pump_energy - 0.5j * self.loss
 
     def hop(self, psi: CArray) -> CArray:
-        """c ∂²ψ/∂x² on the grid (spectral), for ψ (..., n)."""
-        spectrum = np.fft.fft(psi, axis=-1) * (-self.kinetic * self._k2())
-        return np.asarray(np.fft.ifft(spectrum, axis=-1), dtype=np.complex128)
+        """c ∇²ψ on the grid (spectral), for ψ (..., n)."""
+        return self._fourier(psi, -self.kinetic * self._k2())
+
+    def shifted_inverse(self, shift: complex, rhs: CArray) -> CArray:
+        """x (..., n) with (shift − c∇²) x = rhs, diagonal in Fourier space; ``shift`` (energy
+        E) must keep shift + c|k|² ≠ 0 on the grid (any shift with a non-zero imaginary part)."""
+        inverse = np.asarray(1.0 / (shift + self.kinetic * self._k2()), dtype=np.complex128)
+        return self._fourier(rhs, inverse)
 
     def hopping_matrix(self) -> Array:
-        """c D² (n, n): the spectral second derivative, real symmetric (energy E)."""
-        columns = np.fft.ifft(
-            np.fft.fft(np.eye(self.n_sites), axis=0) * -self._k2()[:, None], axis=0
-        )
-        mat = self.kinetic * columns.real
-        return 0.5 * (mat + mat.T)
+        """c ∇² (n, n): the spectral Laplacian, real symmetric (energy E); small grids only."""
+        if self.n_sites > 4096:
+            raise ConfigError(f"gp_field: no dense Laplacian for {self.n_sites} points")
+        mat = self.hop(np.eye(self.n_sites, dtype=np.complex128)).real.T
+        return np.asarray(0.5 * (mat + mat.T))
 
     def hopping_sparse(self) -> sp.coo_matrix:
         """`hopping_matrix` in sparse form (dense content: every point couples to every other)."""
@@ -144,12 +168,12 @@ def gaussian_field(
     kerr: float = 0.5,
     loss: float = 0.1,
     pump_energy: float = 0.0,
-) -> GPField1D:
+) -> GPField:
     """A ring with one smooth well at L/2 of depth ``depth`` (energy E) and width ~w (μm):
     V = −depth · `periodic_bump`(x, L/2, w)."""
     x = np.arange(n) * length_um / n
     potential = -depth * periodic_bump(x, length_um / 2, width_um, length_um)
-    return GPField1D(
+    return GPField(
         potential=potential,
         kerr=np.full(n, kerr),
         loss=np.full(n, loss),

@@ -17,7 +17,7 @@ hoppings J (E,) in the order of ``edges``. Every term of the equation is linear 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -66,6 +66,14 @@ class GPModel(Protocol):
     def hopping_sparse(self) -> sp.coo_matrix: ...
 
     def hopping_contraction(self, psi: CArray, mu: CArray) -> Array: ...
+
+
+@runtime_checkable
+class SpectralModel(Protocol):
+    """A model whose coupling operator H is diagonal in Fourier space (a field on a periodic
+    grid): it can solve (shift − H) x = rhs in O(n log n), the Krylov solvers' preconditioner."""
+
+    def shifted_inverse(self, shift: complex, rhs: CArray) -> CArray: ...
 
 
 def _site_array(name: str, value: Array | float, d: int) -> Array:

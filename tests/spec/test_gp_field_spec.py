@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from physlearn.errors import ConfigError
-from physlearn.spec.gp_field import GPField1D, gaussian_field, periodic_bump
+from physlearn.spec.gp_field import GPField, gaussian_field, periodic_bump
 
 
 def test_plane_waves_are_eigenfunctions_of_the_kinetic_operator() -> None:
@@ -39,9 +39,9 @@ def test_parameters_and_validation() -> None:
     with pytest.raises(ConfigError, match="shape"):
         field.with_parameters(np.zeros(3))
     with pytest.raises(ConfigError, match="loss"):
-        GPField1D(np.zeros(8), np.ones(8), -np.ones(8), 0.0, 10.0, 0.38)
+        GPField(np.zeros(8), np.ones(8), -np.ones(8), 0.0, 10.0, 0.38)
     with pytest.raises(ConfigError, match="kinetic"):
-        GPField1D(np.zeros(8), np.ones(8), np.ones(8), 0.0, 10.0, 0.0)
+        GPField(np.zeros(8), np.ones(8), np.ones(8), 0.0, 10.0, 0.0)
 
 
 def test_the_periodic_bump_is_a_gaussian_near_its_centre() -> None:
