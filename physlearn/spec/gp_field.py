@@ -181,3 +181,17 @@ def gaussian_field(
         length_um=length_um,
         kinetic=kinetic,
     )
+
+
+def example_torus(n: int) -> tuple[GPField, CArray]:
+    """The 2-D example of the tests and the benchmark: a 40 μm torus on an n × n grid with a
+    smooth 1 E well at its centre (c = 0.38 E μm², g = 0.5, γ = 0.2 E, ω_p = −0.3 E), and the
+    drive (n²,) of a pump spot of 3 μm at (12, 20) μm, amplitude 0.2 E, carrying three
+    wavelengths along x."""
+    ones = np.ones(n * n)
+    grid = GPField(0 * ones, 0.5 * ones, 0.2 * ones, -0.3, 40.0, 0.38, (n, n))
+    x, y = grid.coordinates_um()
+    well = -periodic_bump(x, 20.0, 4.0, 40.0) * periodic_bump(y, 20.0, 4.0, 40.0)
+    spot = periodic_bump(x, 12.0, 3.0, 40.0) * periodic_bump(y, 20.0, 3.0, 40.0)
+    field = GPField(well, grid.kerr, grid.loss, -0.3, 40.0, 0.38, (n, n))
+    return field, np.asarray(0.2 * spot * np.exp(2j * np.pi * 3 * x / 40.0), dtype=np.complex128)

@@ -139,3 +139,11 @@ def test_quick_modes_never_rewrite_the_tracked_docs() -> None:
 
     out = table._output(argparse.Namespace(output=None, quick=True))
     assert docs not in out.parents and out.name == "results.md"
+
+
+def test_gp_field_speed_quick_mode_writes_its_table(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    out = run_quick(ROOT / "benchmarks" / "gp_field_speed.py", "--docs", str(doc), timeout=120)
+    assert "| 32 × 32 | 2048 |" in out
+    text = doc.read_text()
+    assert "## GP field speed" in text and "<!-- gp_field_speed:begin -->" in text

@@ -9,7 +9,7 @@ import pytest
 
 from physlearn.simulators.gp_lattice import GPSolveOptions, residual, solve_stationary
 from physlearn.simulators.gp_lattice_adjoint import bogoliubov_spectrum, density_gradient
-from physlearn.spec.gp_field import GPField, gaussian_field, periodic_bump
+from physlearn.spec.gp_field import GPField, example_torus, gaussian_field, periodic_bump
 from physlearn.spec.gp_lattice import DensityCost, phase_conjugate_drive
 
 CArray = np.ndarray
@@ -82,16 +82,8 @@ def test_the_phase_conjugated_phase_is_exact_on_the_field() -> None:
 
 
 def disk(n: int) -> tuple[GPField, CArray]:
-    """A 40 μm torus on an n × n grid with a 1 E well at its centre (c = 0.38 E μm², g = 0.5,
-    γ = 0.2 E, ω_p = −0.3 E), pumped by a smooth spot at (12, 20) μm with 3 wavelengths along x."""
-    grid = GPField(
-        np.zeros(n * n), np.full(n * n, 0.5), np.full(n * n, 0.2), -0.3, 40.0, 0.38, (n, n)
-    )
-    x, y = grid.coordinates_um()
-    well = -periodic_bump(x, 20.0, 4.0, 40.0) * periodic_bump(y, 20.0, 4.0, 40.0)
-    spot = periodic_bump(x, 12.0, 3.0, 40.0) * periodic_bump(y, 20.0, 3.0, 40.0)
-    field = GPField(well, grid.kerr, grid.loss, -0.3, 40.0, 0.38, (n, n))
-    return field, 0.2 * spot * np.exp(2j * np.pi * 3 * x / 40.0)
+    """`example_torus`: a well at the centre of a 40 μm torus and a pump spot beside it."""
+    return example_torus(n)
 
 
 def test_the_2d_laplacian_is_the_sum_of_the_axes() -> None:
