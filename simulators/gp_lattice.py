@@ -1,6 +1,7 @@
-"""Stationary states of a coherently driven GP lattice in the pump's rotating frame.
+"""Stationary states of a coherently driven GP lattice or field in the pump's rotating frame.
 
-A stationary state solves R(ψ) = 0 with (docs/physics.md §9; `physlearn.spec.gp_lattice`)
+A stationary state solves R(ψ) = 0 with (docs/physics.md §9; `physlearn.spec.gp_lattice`; on a
+field `physlearn.spec.gp_field`, −c∇² in place of −J)
 
     R_j(ψ) = (V_j − ω_p − i γ_j/2) ψ_j + g_j |ψ_j|² ψ_j − Σ_k J_jk ψ_k + F_j.
 
