@@ -259,6 +259,33 @@ def chain(
     )
 
 
+def example_chain(
+    d: int,
+    seed: int,
+    *,
+    loss: float = 0.5,
+    pump_energy: float = 0.5,
+    drive_amplitude: float = 0.3,
+    kerr: float = 0.5,
+) -> tuple[GPLattice, CArray]:
+    """The random chain of the tests and benchmarks: V ∈ U[−0.5, 0.5], trainable J ∈ U[0.5, 1]
+    (drawn in that order from ``default_rng(seed)``), uniform Kerr and loss, and a drive (d,) of
+    amplitude ``drive_amplitude`` on every site with uniformly random phases (drawn last)."""
+    rng = np.random.default_rng(seed)
+    base = chain(d, potential=rng.uniform(-0.5, 0.5, d), kerr=kerr, loss=loss)
+    lat = GPLattice(
+        potential=base.potential,
+        edges=base.edges,
+        hopping=rng.uniform(0.5, 1.0, base.n_edges),
+        kerr=base.kerr,
+        loss=base.loss,
+        pump_energy=pump_energy,
+        train_hopping=True,
+    )
+    phases = rng.uniform(0.0, 2 * np.pi, d)
+    return lat, np.asarray(drive_amplitude * np.exp(1j * phases), dtype=np.complex128)
+
+
 def square(
     nx: int,
     ny: int,

@@ -27,26 +27,21 @@ from physlearn.simulators.gp_lattice_adjoint import (
     ep_limit_gradient,
     nudge_potential,
 )
-from physlearn.spec.gp_lattice import DensityCost, GPLattice, chain, phase_conjugate_drive
+from physlearn.spec.gp_lattice import (
+    DensityCost,
+    GPLattice,
+    chain,
+    example_chain,
+    phase_conjugate_drive,
+)
 
 CArray = np.ndarray
 
 
 def random_chain(d: int, seed: int) -> tuple[GPLattice, CArray]:
-    """A chain with random potentials and hoppings, pumped inside its band (ω_p = 0.5), with
-    loss γ = 0.5 and Kerr g = 0.5, driven on every site with |F| = 0.3 and random phases."""
-    rng = np.random.default_rng(seed)
-    base = chain(d, potential=rng.uniform(-0.5, 0.5, d), kerr=0.5, loss=0.5, pump_energy=0.5)
-    lat = GPLattice(
-        potential=base.potential,
-        edges=base.edges,
-        hopping=rng.uniform(0.5, 1.0, base.n_edges),
-        kerr=base.kerr,
-        loss=base.loss,
-        pump_energy=base.pump_energy,
-        train_hopping=True,
-    )
-    return lat, 0.3 * np.exp(1j * rng.uniform(0.0, 2 * np.pi, d))
+    """`example_chain`: random V and J, pumped inside the band (ω_p = 0.5), γ = 0.5, g = 0.5,
+    driven on every site with |F| = 0.3 and random phases."""
+    return example_chain(d, seed)
 
 
 def test_real_jacobian_and_its_transpose_match_the_complex_forms() -> None:
