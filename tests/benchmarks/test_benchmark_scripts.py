@@ -150,13 +150,14 @@ def test_gp_field_speed_quick_mode_writes_its_table(tmp_path: Path) -> None:
 
 
 def test_gp_fidelity_quick_mode_writes_its_tables_and_figure(tmp_path: Path) -> None:
-    """Near-EP's bias is linear in γ below the band and the exact variant within 1e-6."""
+    """Near-EP's bias is linear in γ below the band and the exact variant within 1e-6 off the
+    band (the quick run's three pumps)."""
     out = run_quick(ROOT / "benchmarks" / "gp_fidelity.py", "--out", str(tmp_path), timeout=120)
     md = (tmp_path / "gp_fidelity.md").read_text()
     assert out.strip() == md.strip()
     assert "## ω_p = -2.5 E — bias ∝ γ^p with p = 1.00" in md
     rows = [line.split("|") for line in md.splitlines() if line.startswith("| ")]
     exact = [float(cells[4]) for cells in rows if "e-" in cells[4]]  # solved points only
-    assert len(exact) >= 12 and max(exact) < 1e-6
+    assert len(exact) == 12 and max(exact) < 1e-6
     png = (tmp_path / "gp_fidelity.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
