@@ -99,7 +99,7 @@ def test_the_2d_laplacian_is_the_sum_of_the_axes() -> None:
 
 def test_newton_krylov_on_the_2d_field_agrees_with_dense_and_scales() -> None:
     """16 × 16: Newton–Krylov (Fourier preconditioner) = dense LAPACK; 48 × 48 solved by
-    Newton–Krylov by default (measured 6 Newton steps, 0.24 s; 64 × 64: 0.31 s)."""
+    Newton–Krylov by default (docs/benchmarks.md: 6 Newton steps, 64 × 64 in 0.27 s)."""
     field, drive = disk(16)
     dense = solve_stationary(field, drive, opts=GPSolveOptions(method="dense"))
     krylov = solve_stationary(field, drive, opts=GPSolveOptions(method="krylov"))
