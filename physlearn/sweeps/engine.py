@@ -20,6 +20,7 @@ Dask reschedules the tasks of a worker that died; a task that keeps killing its 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import logging
@@ -142,16 +143,18 @@ def execute(task: Task, root: str) -> PointRecord:
         return rec
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs tasks and yields their records as they finish (any order)."""
 
     description = "executor"
 
+    @abc.abstractmethod
     def run(self, tasks: Sequence[Task], root: Path) -> Iterator[PointRecord]:
-        raise NotImplementedError
+        """The record of every task in ``tasks``, each written under ``root`` as it finishes."""
 
     def close(self) -> None:
-        """Release what the executor started (a LocalCluster); idempotent."""
+        """Release what the executor started (a LocalCluster); idempotent. Nothing by default."""
+        return None
 
 
 class SerialExecutor(Executor):
