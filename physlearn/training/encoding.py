@@ -118,8 +118,10 @@ class ClassTargets(abc.ABC):
 
 
 @dataclass(frozen=True)
-class InphaseTargets(ClassTargets):
-    """One-hot in-phase amplitudes ``on``/``off`` (node units, e.g. m); see the module docstring."""
+class OneHotTargets(ClassTargets):
+    """One-hot targets: the class's output node at ``on``, the others at ``off`` (node units);
+    one output and two classes: ``on`` for class 1. What ``on``/``off`` mean (in-phase
+    amplitudes, static levels) is the subclass's."""
 
     n_classes: int
     n_outputs: int
@@ -140,13 +142,18 @@ class InphaseTargets(ClassTargets):
             )
 
     def values(self, labels: IntArray) -> Array:
-        """Target in-phase amplitudes (B, n_out)."""
+        """Target values (B, n_out) in node units."""
         lab = self._labels(labels)
         if self.n_outputs == 1:
             return np.where(lab == 1, self.on, self.off).astype(np.float64)[:, None]
         v = np.full((lab.size, self.n_outputs), self.off, dtype=np.float64)
         v[np.arange(lab.size), lab] = self.on
         return v
+
+
+@dataclass(frozen=True)
+class InphaseTargets(OneHotTargets):
+    """One-hot in-phase amplitudes ``on``/``off`` (node units, e.g. m); see the module docstring."""
 
     def task(self, spec: NetworkSpec, labels: IntArray) -> Task:
         if spec.outputs.target.kind != "inphase":

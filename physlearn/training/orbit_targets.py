@@ -23,7 +23,7 @@ from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Observation
 from physlearn.training.config import TargetsConfig
 from physlearn.training.datasets import Dataset
-from physlearn.training.encoding import ClassTargets
+from physlearn.training.encoding import OneHotTargets
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -37,36 +37,10 @@ def mean_levels(obs: Observation, nodes: list[int]) -> Array:
 
 
 @dataclass(frozen=True)
-class LevelTargets(ClassTargets):
+class LevelTargets(OneHotTargets):
     """One-hot static levels ``on``/``off`` (node units); see the module docstring."""
 
-    n_classes: int
-    n_outputs: int
-    on: float = 0.2
-    off: float = 0.0
     normalisation: CostNormalisation = "averaged"
-
-    def __post_init__(self) -> None:
-        if self.n_classes < 2:
-            raise ConfigError(f"n_classes: need ≥ 2 classes, got {self.n_classes}")
-        if not (self.n_outputs == self.n_classes or (self.n_outputs == 1 and self.n_classes == 2)):
-            raise ConfigError(
-                f"outputs: {self.n_outputs} output node(s) for {self.n_classes} classes; use one "
-                "output per class (or a single output for two classes)"
-            )
-        if not (np.isfinite(self.on) and np.isfinite(self.off)) or self.on == self.off:
-            raise ConfigError(
-                f"targets: on and off must be finite and differ, got {self.on}, {self.off}"
-            )
-
-    def values(self, labels: IntArray) -> Array:
-        """Target levels (B, n_out)."""
-        lab = self._labels(labels)
-        if self.n_outputs == 1:
-            return np.where(lab == 1, self.on, self.off).astype(np.float64)[:, None]
-        v = np.full((lab.size, self.n_outputs), self.off, dtype=np.float64)
-        v[np.arange(lab.size), lab] = self.on
-        return v
 
     def task(self, spec: NetworkSpec, labels: IntArray) -> OrbitTask:
         if spec.outputs.target.kind != "constant":
