@@ -8,9 +8,10 @@ thread). The link reconnects by itself with bounded exponential backoff (aiomqtt
 Buffer (`Outbox`), while the broker is away or slow: every message of class ``event`` (and
 ``params``) is kept up to ``buffer_events`` (then the oldest is dropped and counted); of
 ``metrics`` the newest ``buffer_metrics``; of ``status`` and ``waveforms`` the newest one. A
-message leaves the buffer only once the broker acknowledged it (QoS 1; waveforms QoS 0), so an
-outage loses nothing but the counted drops, which are reported on ``events`` (kind
-``telemetry_drops``) when the link returns. A subscriber may see a message twice around an
+message leaves the buffer only once the broker acknowledged it (QoS 1; waveforms QoS 0), so the
+link loses nothing but the counted drops, which are reported on ``events`` (kind
+``telemetry_drops``) when the link returns. A broker that dies (SIGKILL) loses the one message it
+had acknowledged but not yet forwarded; no publisher can count that. A subscriber may see a message twice around an
 outage (at-least-once); events carry a sequence number ``seq`` to tell.
 
 The last will (set at every connect) marks the run's ``status`` ``crashed``, retained: the
