@@ -124,23 +124,23 @@ def paired_seeds(runs: Sequence[RunData]) -> tuple[Row, list[Row]]:
     for seed in seeds:
         row = [_fmt(seed)]
         for r in recipes:
-            run = cells.get((seed, r))
-            if run is None:
+            cell = cells.get((seed, r))
+            if cell is None:
                 row.append("—")
                 acc[r].append(math.nan)
                 continue
-            a, loss = _final(run, "test_accuracy"), _final(run, "test_loss")
+            a, loss = _final(cell, "test_accuracy"), _final(cell, "test_loss")
             acc[r].append(a)
             row.append(f"{_pct(a)} / {_fmt(loss)}")
         rows.append(row)
     mean_row = ["mean ± sd"]
     for r in recipes:
-        a = np.asarray(acc[r], dtype=float)
-        a = a[np.isfinite(a)]
+        got = np.asarray(acc[r], dtype=float)
+        got = got[np.isfinite(got)]
         mean_row.append(
-            f"{100 * a.mean():.1f} ± {100 * a.std(ddof=1):.1f} %"
-            if a.size > 1
-            else _pct(a.mean() if a.size else math.nan)
+            f"{100 * got.mean():.1f} ± {100 * got.std(ddof=1):.1f} %"
+            if got.size > 1
+            else _pct(got.mean() if got.size else math.nan)
         )
     rows.append(mean_row)
     if len(recipes) > 1:

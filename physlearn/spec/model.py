@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.spec.modulation import Modulation
+from physlearn.spec.modulation import ModulationFn
 from physlearn.spec.network import Bias, Coupling, DirectedCoupling, NetworkSpec
 from physlearn.spec.nonlinearity import Nonlinearity, get_nonlinearity
 
@@ -51,8 +51,8 @@ class NetworkModel:
     stiffness: Array
     damping: Array
     rho: Nonlinearity
-    mu: Modulation
-    nu: Modulation
+    mu: ModulationFn
+    nu: ModulationFn
     period_s: float | None
     prod_idx: IntArray
     prod_j: IntArray

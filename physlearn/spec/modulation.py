@@ -8,7 +8,7 @@ Times in seconds, phases in radians.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,6 +109,13 @@ class Square(_Base):
                 b = a + k * period_s
                 on += 0.5 * (np.tanh(b / self.rise_s) - np.tanh((b - w) / self.rise_s))
         return self.low + (self.high - self.low) * on
+
+
+class ModulationFn(Protocol):
+    """What a model needs of a time modulation: f(t, period_s) → values (N,). Every `Modulation`
+    is one; so are derived ones such as a time-reversed modulation."""
+
+    def __call__(self, t: Array, period_s: float | None) -> Array: ...
 
 
 Modulation = Annotated[Constant | Cosine | GaussianPulse | Square, Field(discriminator="kind")]

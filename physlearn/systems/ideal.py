@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,6 +64,7 @@ from physlearn.simulators.integrator import Integrator, State
 from physlearn.simulators.periodic import PeriodicSolution, solve_periodic
 from physlearn.simulators.spectral import PeriodicGrid
 from physlearn.spec.model import NetworkModel
+from physlearn.spec.modulation import ModulationFn
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import (
     ForceWaveform,
@@ -81,12 +82,6 @@ Array = NDArray[np.float64]
 
 FloquetMode = Literal["all", "free", "none"]
 EchoSettle = Literal["integrate", "newton"]
-
-
-class ModulationFn(Protocol):
-    """A time modulation f(t, period_s) → values (N,) (μ, ν, δ, γ of a network)."""
-
-    def __call__(self, t: Array, period_s: float | None) -> Array: ...
 
 
 @dataclasses.dataclass(frozen=True)
