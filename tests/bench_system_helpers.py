@@ -7,13 +7,18 @@ bench's hidden truth (the answer key). Tests and the XOR example's committed cal
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from physlearn.calibration.bench import config_hash
+from physlearn.calibration.bench import config_hash, open_bench
+from physlearn.calibration.context import StepContext
+from physlearn.calibration.options import CalibrationOptions
+from physlearn.calibration.pipeline import run_all
 from physlearn.calibration.schema import (
     ActuatorCal,
     CalibrationFile,
@@ -24,7 +29,10 @@ from physlearn.calibration.schema import (
     val,
 )
 from physlearn.simulators.bench_twin import EmulatedBench
+from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
+from physlearn.systems.bench.options import BenchOptions
+from physlearn.systems.bench.system import BenchSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 XOR_BENCH = ROOT / "examples" / "bench-xor-bench.toml"
@@ -122,6 +130,57 @@ def controller_spec(bench: EmulatedBench) -> NetworkSpec:
     raw["inputs"] = {"nodes": [0], "mode": "force", "gain": 0.1}
     raw["outputs"] = {"nodes": [1], "target": {"kind": "inphase", "values": [0.0]}}
     return NetworkSpec.model_validate(raw)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The cosine of the angle between two gradients."""
+    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def declared_options(bench: EmulatedBench) -> CalibrationOptions:
+    """What an experimenter declares to the calibration pipeline (not identifiable from the
+    bench: the mass, the reference sensors' gains and the delay gauge), read from the truth."""
+    tr = bench.twin.truth
+    return CalibrationOptions(
+        mass_kg=float(bench.twin.model.mass[0]),
+        reference_gain_v_per_unit=[float(g) for g in tr.sensing_gain_v_per_unit[:4]],
+        reference_delay_s=float(tr.sensing_delay_s[0]),
+        averages=4,
+        coupling_averages=2,
+        bias_points=7,
+    )
+
+
+def calibrate_blind(
+    bench: EmulatedBench, res: Any, directory: Path, opts: CalibrationOptions
+) -> CalibrationFile:
+    """The whole calibration pipeline (`run_all`) on the served emulated bench, blind to the
+    truth but for ``opts``; plots go to ``directory``."""
+
+    async def run() -> CalibrationFile:
+        async with open_bench(bench.config, res, TwinClock(bench.control)) as b:
+            return await run_all(b, StepContext(directory, opts))
+
+    return asyncio.run(run())
+
+
+def noisy_bench_system(
+    bench: EmulatedBench, cal: CalibrationFile, spec: NetworkSpec, res: Any
+) -> BenchSystem:
+    """A `BenchSystem` on the served emulated bench with 4 periods per acquisition and the
+    noise-tolerant periodicity threshold of a noisy bench (tests/calibration/
+    test_calibration_bias.py explains why); non-periodicity is not under test where it is used."""
+    return BenchSystem(
+        bench.config,
+        cal,
+        spec,
+        TwinClock(bench.control),
+        BenchOptions(
+            safety={"max_response": 1.0},
+            settle={"periodic_residual": 0.5, "acquire_periods": 4},
+        ),
+        resources=res,
+    )
 
 
 if __name__ == "__main__":

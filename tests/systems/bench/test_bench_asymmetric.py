@@ -23,16 +23,18 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from bench_system_helpers import controller_spec, truth_calibration
+from bench_system_helpers import (
+    calibrate_blind,
+    controller_spec,
+    cosine,
+    declared_options,
+    noisy_bench_system,
+    truth_calibration,
+)
 
-from physlearn.calibration.bench import open_bench
-from physlearn.calibration.context import StepContext
-from physlearn.calibration.options import CalibrationOptions
-from physlearn.calibration.pipeline import run_all
 from physlearn.calibration.schema import ActiveMap, CalibrationFile, val
 from physlearn.errors import ConfigError, GradientError
 from physlearn.estimators import GradientEstimate, make_estimator
@@ -102,26 +104,6 @@ def answer_key_active(bench: EmulatedBench, cal: CalibrationFile) -> Calibration
     return cal.model_copy(update={"active": maps})
 
 
-def bench_system(
-    bench: EmulatedBench, cal: CalibrationFile, spec: NetworkSpec, res: Any
-) -> BenchSystem:
-    return BenchSystem(
-        bench.config,
-        cal,
-        spec,
-        TwinClock(bench.control),
-        BenchOptions(
-            safety={"max_response": 1.0},
-            settle={"periodic_residual": 0.5, "acquire_periods": 4},
-        ),
-        resources=res,
-    )
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ep_asymmetric_through_the_calibrated_active_bench_matches_adjoint(
@@ -131,22 +113,10 @@ def test_ep_asymmetric_through_the_calibrated_active_bench_matches_adjoint(
     res = bench.serve(memory_prefix="asym-active-", control=False)
     spec = designed(bench)
     tr = bench.twin.truth
-    opts = CalibrationOptions(  # what an experimenter declares (not identifiable), as test_bench_echo
-        mass_kg=float(bench.twin.model.mass[0]),
-        reference_gain_v_per_unit=[float(g) for g in tr.sensing_gain_v_per_unit[:4]],
-        reference_delay_s=float(tr.sensing_delay_s[0]),
-        averages=4,
-        coupling_averages=2,
-        bias_points=7,
-    )
+    opts = declared_options(bench)
     out: dict[str, GradientEstimate] = {}
     try:
-
-        async def calibrate() -> CalibrationFile:
-            async with open_bench(bench.config, res, TwinClock(bench.control)) as b:
-                return await run_all(b, StepContext(tmp_path, opts))
-
-        cal = asyncio.run(calibrate())
+        cal = calibrate_blind(bench, res, tmp_path, opts)
         assert "active" in cal.steps
         assert (tmp_path / "active.png").exists()
         maps = cal.active
@@ -156,7 +126,7 @@ def test_ep_asymmetric_through_the_calibrated_active_bench_matches_adjoint(
             assert abs(m.reverse_rel_diff) < 0.1  # the same amplifier, reversed
         knowledge = ModelKnowledge.from_calibration(spec, cal)
         for name in ("ep_asymmetric", "ep_vector_field"):
-            system = bench_system(bench, cal, spec, res)
+            system = noisy_bench_system(bench, cal, spec, res)
 
             async def run(s: BenchSystem = system, n: str = name) -> GradientEstimate:
                 try:
@@ -196,7 +166,7 @@ def test_active_bench_refuses_a_feedback_its_elements_cannot_realise() -> None:
     cal = answer_key_active(
         bench, truth_calibration(bench, created_utc=datetime.now(UTC).isoformat())
     )
-    system = bench_system(bench, cal, spec, res)
+    system = noisy_bench_system(bench, cal, spec, res)
     alpha = spec.initial_parameters()
     m, d = system.grid_t.size, spec.nodes.count
 

@@ -28,23 +28,24 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench_system_helpers import controller_spec, truth_calibration
+from bench_system_helpers import (
+    calibrate_blind,
+    controller_spec,
+    cosine,
+    declared_options,
+    noisy_bench_system,
+    truth_calibration,
+)
 
-from physlearn.calibration.bench import open_bench
-from physlearn.calibration.context import StepContext
-from physlearn.calibration.options import CalibrationOptions
-from physlearn.calibration.pipeline import run_all
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.errors import GradientError
 from physlearn.estimators import GradientEstimate, make_estimator
 from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.simulators.bench_twin import EmulatedBench, load_twin_config
 from physlearn.spec.bench import BenchConfig
-from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import PhysicalSystem
 from physlearn.spec.task import Task
-from physlearn.systems.bench.options import BenchOptions
 from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.ideal import IdealSystem
 
@@ -62,25 +63,6 @@ def emulated(path: Path, seed: int) -> EmulatedBench:
     return EmulatedBench(config, load_twin_config(config, str(path)), virtual=True, seed=seed)
 
 
-def bench_system(
-    bench: EmulatedBench, cal: CalibrationFile, spec: NetworkSpec, res: Any
-) -> BenchSystem:
-    # 4 periods per acquisition and the noise-tolerant periodicity threshold of the noisy
-    # reference bench (tests/calibration/test_calibration_bias.py explains why); non-periodicity is not under
-    # test here.
-    return BenchSystem(
-        bench.config,
-        cal,
-        spec,
-        TwinClock(bench.control),
-        BenchOptions(
-            safety={"max_response": 1.0},
-            settle={"periodic_residual": 0.5, "acquire_periods": 4},
-        ),
-        resources=res,
-    )
-
-
 async def batch_gradient(
     system: PhysicalSystem, knowledge: ModelKnowledge, name: str, spec: NetworkSpec
 ) -> tuple[np.ndarray, GradientEstimate]:
@@ -90,39 +72,22 @@ async def batch_gradient(
     return np.asarray(g.grad, dtype=float).mean(axis=0), g
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", [20240611, 7])
 def test_ep_echo_through_calibrated_bench_matches_adjoint(seed: int, tmp_path: Path) -> None:
     bench = emulated(ECHO_BENCH, seed)
     res = bench.serve(memory_prefix=f"echo{next(_names)}-", control=False)
-    tr = bench.twin.truth
     spec = controller_spec(bench)
-    opts = CalibrationOptions(
-        mass_kg=float(bench.twin.model.mass[0]),
-        reference_gain_v_per_unit=[float(g) for g in tr.sensing_gain_v_per_unit[:4]],
-        reference_delay_s=float(tr.sensing_delay_s[0]),
-        averages=4,
-        coupling_averages=2,
-        bias_points=7,
-    )
+    opts = declared_options(bench)
     out: dict[str, Any] = {}
     try:
-
-        async def calibrate() -> CalibrationFile:
-            async with open_bench(bench.config, res, TwinClock(bench.control)) as b:
-                return await run_all(b, StepContext(tmp_path, opts))
-
-        cal = asyncio.run(calibrate())
+        cal = calibrate_blind(bench, res, tmp_path, opts)
         assert {a.node for a in cal.actuators} == {0, 1, 2, 3}
         knowledge = ModelKnowledge.from_calibration(spec, cal)
         assert knowledge.source.startswith("calibration")
         for name in ("ep_echo", "ep_symmetric"):
-            system = bench_system(bench, cal, spec, res)
+            system = noisy_bench_system(bench, cal, spec, res)
 
             async def run(s: BenchSystem = system, n: str = name) -> Any:
                 try:
@@ -186,7 +151,7 @@ def test_echo_self_calibration_runs_on_the_noisy_bench_down_to_its_mismatch_floo
     shift = {1: 0.01 * period, 3: -0.007 * period}
     knowledge = ModelKnowledge.from_calibration(spec, cal)
     wrong = knowledge.with_damping(knowledge.damping * 1.05)
-    system = bench_system(bench, _with_scope_delays(cal, shift), spec, res)
+    system = noisy_bench_system(bench, _with_scope_delays(cal, shift), spec, res)
     est = make_estimator(
         "ep_echo",
         wrong,
@@ -231,7 +196,7 @@ def test_ep_echo_refused_on_a_bench_without_actuators_on_damped_nodes() -> None:
     res = bench.serve(memory_prefix=f"echo-refuse{next(_names)}-", control=False)
     spec = controller_spec(bench)
     cal = truth_calibration(bench, created_utc=datetime.now(UTC).isoformat())
-    system = bench_system(bench, cal, spec, res)
+    system = noisy_bench_system(bench, cal, spec, res)
 
     async def run() -> None:
         try:
