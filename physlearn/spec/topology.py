@@ -239,9 +239,8 @@ def layered(
             Γ from ω (ω_mode = ω + detuning·Γ).
         check_modes: ``conservative`` only: refuse a draw whose linear modes at rest come within
             0.1 ω of ω or 2ω.
-        onsite_bound: None (no on-site terms), or b (N/m): a trainable on-site stiffness
-            κ_j ∈ [−b, b], starting at 0, on every hidden and output node; b < k so that every
-            node keeps a positive spring k + κ_j.
+        onsite_bound: None, or b (N/m): a trainable on-site stiffness κ_j ∈ [−b, b] from 0 on
+            every hidden and output node; b < k (every node keeps a positive spring k + κ_j).
 
     Raises:
         ConfigError: bad layers or values; a conservative draw too close to resonance; a lossy
