@@ -27,9 +27,12 @@ import pytest
 import tomli_w
 from bench_system_helpers import truth_calibration
 
+from physlearn.calibration import plots
+from physlearn.calibration.assemble import assemble
 from physlearn.calibration.bench import open_bench
+from physlearn.calibration.context import StepContext
 from physlearn.calibration.options import CalibrationOptions
-from physlearn.calibration.schema import TunerMap
+from physlearn.calibration.schema import CalibrationFile, TunerMap
 from physlearn.calibration.tuners import measure_tuners
 from physlearn.cli import main
 from physlearn.errors import ConfigError, LimitError
@@ -127,13 +130,29 @@ def test_tuner_calibration_recovers_the_curve_and_xor_trains_through_the_tuners(
     )
     try:
 
-        async def calibrate() -> tuple[dict[str, Any], dict[str, Any]]:
+        async def calibrate() -> tuple[dict[str, Any], dict[str, Any], CalibrationFile]:
             async with open_bench(bench.config, res, TwinClock(bench.control)) as b:
-                return await measure_tuners(b, cal0, opts)
+                result, raw = await measure_tuners(b, cal0, opts)
+                # the step's result as the pipeline keeps it, and the file assembled from it
+                ctx = StepContext(tmp_path / "cal", opts)
+                ctx.save("tuners", dict(result), raw)
+                return result, raw, assemble(b, ctx)
 
-        result, raw = asyncio.run(calibrate())
+        result, raw, assembled = asyncio.run(calibrate())
     finally:
         bench.stop()
+    assembled.save(tmp_path / "cal" / "calibration.json")
+    reread = CalibrationFile.read(tmp_path / "cal" / "calibration.json")
+    assert reread.tuners == [TunerMap(**m) for m in result["maps"]]
+    assert "tuners" in reread.steps
+    plots.plot_tuners(
+        tmp_path / "cal" / "tuners.png",
+        raw["biases_v"],
+        raw["kappa"],
+        raw["kappa_sigma"],
+        result["maps"],
+    )
+    assert (tmp_path / "cal" / "tuners.png").stat().st_size > 0
     maps = [TunerMap(**m) for m in result["maps"]]
     truth = truth_tuner_maps(bench)
     for m, t in zip(maps, truth, strict=True):
