@@ -184,3 +184,31 @@ def test_ep_asymmetric_is_exact_for_kappa_on_a_non_reciprocal_network() -> None:
     cols = onsite_columns(spec)
     ref = res["adjoint"].grad
     assert rel_err(res["ep_asymmetric"].grad[:, cols], ref[:, cols]) <= 1e-4
+
+
+@pytest.mark.parametrize("constraint", ["energy", "action"])
+def test_autonomous_ep_is_exact_for_kappa(constraint: str) -> None:
+    """ep_fixed_energy / ep_fixed_action against the autonomous twin's adjoint on κ (the
+    regime and tolerance of tests/estimators/test_ep_autonomous.py)."""
+    from autonomous_helpers import network
+
+    from physlearn.spec.autonomous import AutonomousOptions, OrbitTask
+    from physlearn.systems.autonomous import AutonomousTwin
+
+    spec = with_onsite(network(4, "tanh"), 17, scale=0.1)
+    setpoint = {"energy": 0.4, "action": 2.0}[constraint]
+    norm = {"energy": "integrated", "action": "averaged"}[constraint]
+    twin = AutonomousTwin(spec, AutonomousOptions(constraint=constraint, value=setpoint))
+    u = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    task = OrbitTask.from_values(spec, np.array([[0.3], [0.0], [0.1]]), norm)  # type: ignore[arg-type]
+    a0 = spec.initial_parameters()
+    grad, _ = twin.exact_gradient(a0, u, task)
+    est = asyncio.run(
+        make_estimator(
+            f"ep_fixed_{constraint}", ModelKnowledge.from_spec(spec), beta=1e-3
+        ).estimate(twin, a0, u, task)
+    )
+    cols = onsite_columns(spec)
+    assert np.max(np.abs(grad[..., cols])) > 1e-4
+    err = np.max(np.abs(est.grad[..., cols] - grad[..., cols])) / np.max(np.abs(grad[..., cols]))
+    assert err <= 1e-5, err
