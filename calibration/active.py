@@ -201,7 +201,7 @@ async def dynamic_stiffness(
             )
             h[:, row, col] = m.h[sel] / conv
     assert h is not None
-    z: CArray = np.linalg.inv(h)
+    z: CArray = np.linalg.inv(h).astype(np.complex128)
     return omega, z
 
 
