@@ -39,7 +39,7 @@ from physlearn.spec.bench import SWITCH_FORWARD_V, SWITCH_REVERSED_V, ActiveWire
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 
-__all__ = ["measure_active", "step_active"]
+__all__ = ["dynamic_stiffness", "measure_active", "robust_mean", "step_active"]
 
 
 async def step_active(bench: CalibrationBench, ctx: StepContext) -> dict[str, Any]:
@@ -83,7 +83,7 @@ async def measure_active(
             for a in act:
                 await bench.dac(a.instrument).set_voltage(a.channel, float(v))
             omega, asym = await _antisymmetric(bench, cal, opts, scopes, act)
-            gb, sb = _robust_mean(asym.real)
+            gb, sb = robust_mean(asym.real)
             g.append(gb)
             sig.append(sb)
             lines.append(asym)
@@ -95,14 +95,14 @@ async def measure_active(
         for a in act:
             await bench.dac(a.instrument).set_voltage(a.channel, 0.0)
     gain, sigma, asym_all = np.array(g), np.array(sig), np.stack(lines)
-    g_rev = -_robust_mean(rev.real)[0]
+    g_rev = -robust_mean(rev.real)[0]
     maps = []
     for i, a in enumerate(act):
         k, z, cov, chi2 = _linear_fit(biases, gain[:, i], sigma[:, i])
         # Im Z_asym = −g ω τ: per bias and line −Im/(g ω), where the gain is well away from 0
         big = np.abs(gain[:, i]) >= 0.5 * np.max(np.abs(gain[:, i]))
         per = -asym_all[big, :, i].imag / (gain[big, i, None] * omega[None, :])
-        tau, tau_sigma = (float(x[0]) for x in _robust_mean(per.reshape(-1, 1)))
+        tau, tau_sigma = (float(x[0]) for x in robust_mean(per.reshape(-1, 1)))
         maps.append(
             {
                 "target": a.target,
@@ -144,13 +144,29 @@ async def _antisymmetric(
     act: list[ActiveWire],
 ) -> tuple[Array, CArray]:
     """(ω (L,), Z[t, s] − Z[s, t] (L, A) per element) from the full transfer matrix."""
+    omega, z = await dynamic_stiffness(bench, cal, opts, scopes, "active")
+    asym = np.stack([z[:, a.target, a.source] - z[:, a.source, a.target] for a in act], axis=1)
+    return omega, asym
+
+
+async def dynamic_stiffness(
+    bench: CalibrationBench,
+    cal: CalibrationFile,
+    opts: CalibrationOptions,
+    scopes: list[str],
+    what: str,
+) -> tuple[Array, CArray]:
+    """(ω (L,), Z(ω) = H(ω)⁻¹ (L, d, d) in N/m): the full transfer matrix H from forces to
+    node coordinates, measured column by column (each actuator alone plays the multisine)
+    through the calibrated actuators and sensors, inverted line by line. ``what`` names the
+    step in messages."""
     w = bench.config.wiring
     d = 1 + max([dw.node for dw in w.drives] + [sw.node for sw in w.sense])
     drive_of = {dw.node: j for j, dw in enumerate(w.drives)}
     missing = sorted(set(range(d)) - set(drive_of))
     if missing:
         raise CalibrationError(
-            f"active: the elements' antisymmetric stiffness needs the full transfer matrix; "
+            f"{what}: the dynamic stiffness needs the full transfer matrix; "
             f"nodes {missing} have no force actuator"
         )
     ref = reference_paths(bench, scopes, d)
@@ -165,7 +181,7 @@ async def _antisymmetric(
             j,
             scope=scopes,
             settle_s=opts.settle_s,
-            what=f"active: drive {j}",
+            what=f"{what}: drive {j}",
             averages=opts.coupling_averages,
         )
         act_cal = cal.actuator(col)
@@ -185,12 +201,11 @@ async def _antisymmetric(
             )
             h[:, row, col] = m.h[sel] / conv
     assert h is not None
-    z = np.linalg.inv(h)
-    asym = np.stack([z[:, a.target, a.source] - z[:, a.source, a.target] for a in act], axis=1)
-    return omega, asym
+    z: CArray = np.linalg.inv(h).astype(np.complex128)
+    return omega, z
 
 
-def _robust_mean(a: Array) -> tuple[Array, Array]:
+def robust_mean(a: Array) -> tuple[Array, Array]:
     """Median over the lines (axis 0) and its standard error from the median absolute
     deviation: far from the modes the response is weak and Z = H⁻¹ noisy, and a few such lines
     would dominate a mean."""

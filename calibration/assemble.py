@@ -16,6 +16,7 @@ from physlearn.calibration.schema import (
     Identity,
     NodeCal,
     SensingCal,
+    TunerMap,
     utc_now,
     val,
 )
@@ -59,6 +60,8 @@ def assemble(bench: CalibrationBench, ctx: StepContext) -> CalibrationFile:
         for mp in ctx.load("active")["maps"]:
             tau, tau_sigma = mp["delay_s"]
             cal.active.append(ActiveMap(**{**mp, "delay_s": val(tau, tau_sigma, "s")}))
+    if "tuners" in steps:
+        cal.tuners.extend(TunerMap(**mp) for mp in ctx.load("tuners")["maps"])
     return cal
 
 

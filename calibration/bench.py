@@ -35,9 +35,11 @@ def config_hash(config: BenchConfig) -> str:
     view = config.controller_view().model_dump(mode="json", exclude={"twin"})
     for inst in view["instruments"].values():
         inst.pop("resource", None)  # addresses change between sessions; the bench does not
-    if not view["wiring"].get("active"):
-        # a bench without active elements hashes as before they existed (its calibrations stay valid)
-        view["wiring"].pop("active", None)
+    for key in ("active", "tuners"):
+        if not view["wiring"].get(key):
+            # a bench without active elements or node tuners hashes as before they existed
+            # (its calibrations stay valid)
+            view["wiring"].pop(key, None)
     text = json.dumps(view, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

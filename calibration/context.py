@@ -18,7 +18,7 @@ from physlearn.errors import CalibrationError
 Array = NDArray[np.float64]
 
 #: every step, in dependency order (`run_all` runs them in this order)
-STEPS = ("dac", "resonance", "sensing", "actuators", "couplings", "active")
+STEPS = ("dac", "resonance", "sensing", "actuators", "couplings", "active", "tuners")
 #: the steps each step needs completed first
 DEPENDS: dict[str, tuple[str, ...]] = {
     "dac": (),
@@ -27,6 +27,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "actuators": ("resonance",),
     "couplings": ("resonance", "dac"),
     "active": ("sensing", "actuators", "couplings"),
+    "tuners": ("sensing", "actuators", "couplings"),
 }
 
 

@@ -39,6 +39,11 @@ class CalibrationOptions(BaseModel):
     #: the active elements' gain-channel sweep (V) and its number of points (`active` step)
     active_bias_v: tuple[float, float] = (-1.0, 1.0)
     active_points: int = Field(5, ge=3)
+    #: the node tuners' channel sweep (V), its number of points (≥ 4: a quadratic map is
+    #: fitted) and the reference volts (κ = 0: where the other steps leave the tuners)
+    tuner_bias_v: tuple[float, float] = (-1.0, 1.0)
+    tuner_points: int = Field(5, ge=4)
+    tuner_ref_v: float = 0.0
     lockin_frequencies_hz: list[float] = Field(
         default_factory=lambda: [18.0, 22.0, 26.0, 29.0, 31.0, 33.0, 36.0, 42.0]
     )

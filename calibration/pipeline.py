@@ -18,6 +18,7 @@ from physlearn.calibration.dac import step_dac
 from physlearn.calibration.resonance import step_resonance
 from physlearn.calibration.schema import CalibrationFile
 from physlearn.calibration.sensing import step_sensing
+from physlearn.calibration.tuners import step_tuners
 from physlearn.errors import CalibrationError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ STEP_FUNCTIONS: dict[str, StepFn] = {
     "actuators": step_actuators,
     "couplings": step_couplings,
     "active": step_active,
+    "tuners": step_tuners,
 }
 
 
@@ -56,10 +58,12 @@ async def run_all(
     bench: CalibrationBench, ctx: StepContext, *, force: bool = False
 ) -> CalibrationFile:
     """Every step in dependency order; completed steps are skipped unless `force`, and the
-    `active` step on a bench without active coupling elements."""
+    `active` (`tuners`) step on a bench without active coupling elements (node tuners)."""
     cal: CalibrationFile | None = None
     for step in STEPS:
         if step == "active" and not bench.config.wiring.active:
+            continue
+        if step == "tuners" and not bench.config.wiring.tuners:
             continue
         cal = await run_step(bench, ctx, step, force=force)
     assert cal is not None

@@ -125,3 +125,18 @@ def plot_active(
     ax.set_ylabel("gain α (N/m)")
     _legend_right(ax)
     _save(fig, path, "Active elements: α(V) (points: per-bias medians, lines: k (V − z))")
+
+
+def plot_tuners(path: Path, v: Array, k: Array, s: Array, maps: list[dict[str, Any]]) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    vv = np.linspace(v.min(), v.max(), 50)
+    for i, mp in enumerate(maps):
+        u = vv - mp["ref_v"]
+        eb = ax.errorbar(v, k[:, i], yerr=s[:, i], fmt="o", label=f"node {mp['node']}")
+        ax.plot(
+            vv, u * (mp["slope_per_v"] + mp["curvature_per_v2"] * u), "-", color=eb[0].get_color()
+        )
+    ax.set_xlabel("tuner channel (V)")
+    ax.set_ylabel("κ (N/m), relative to the reference volts")
+    _legend_right(ax)
+    _save(fig, path, "Node tuners: κ(V) (points: Re Z_jj medians, lines: s u + q u²)")

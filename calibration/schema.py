@@ -237,6 +237,63 @@ class ActiveMap(_Model):
         return out
 
 
+class TunerMap(_Model):
+    """A node tuner (`[[wiring.tuners]]`, a DAC-tuned on-site spring): its stiffness relative
+    to the node at the reference volts ``ref_v``, κ(V) = s (V − ref_v) + q (V − ref_v)² (N/m),
+    over [v_min, v_max] where it is monotone; `cov` the 2×2 covariance of (s, q); measured by
+    the `tuners` step from the shift of the node's diagonal dynamic stiffness (its resonance
+    ω_j² = (k_j + κ)/m). The network's ``nodes.stiffness[j]`` is the node with the tuner at
+    ``ref_v``; its ``[[onsite]]`` κ_j is this map's κ."""
+
+    node: int
+    instrument: str
+    channel: int
+    ref_v: float
+    slope_per_v: float
+    curvature_per_v2: float
+    cov: list[list[float]]
+    v_min: float
+    v_max: float
+    chi2_per_dof: float
+
+    @property
+    def key(self) -> int:
+        return self.node
+
+    def alpha(self, volts: Array | float) -> Array:
+        """κ (N/m) at DAC volts; refuses volts outside the calibrated range."""
+        v = np.asarray(volts, dtype=np.float64)
+        if np.any(v < self.v_min - 1e-9) or np.any(v > self.v_max + 1e-9):
+            raise CalibrationError(
+                f"tuner of node {self.node} ({self.instrument} channel {self.channel}): {v} V "
+                f"outside the calibrated range [{self.v_min}, {self.v_max}] V"
+            )
+        u = v - self.ref_v
+        out: Array = u * (self.slope_per_v + self.curvature_per_v2 * u)
+        return out
+
+    def alpha_range(self) -> tuple[float, float]:
+        lo, hi = self.alpha(np.array([self.v_min, self.v_max]))
+        return float(min(lo, hi)), float(max(lo, hi))
+
+    def volts(self, alpha: Array | float) -> Array:
+        """DAC volts giving κ (N/m): the root of the quadratic on the monotone branch;
+        refuses κ outside the calibrated range."""
+        a = np.asarray(alpha, dtype=np.float64)
+        lo, hi = self.alpha_range()
+        if np.any(a < lo - 1e-12) or np.any(a > hi + 1e-12) or not np.all(np.isfinite(a)):
+            raise CalibrationError(
+                f"tuner of node {self.node}: κ {alpha} N/m outside the calibrated range "
+                f"[{lo:.6g}, {hi:.6g}] N/m"
+            )
+        s, q = self.slope_per_v, self.curvature_per_v2
+        # q u² + s u − κ = 0, the root continuous in q → 0 (no cancellation)
+        root = np.sqrt(np.maximum(s * s + 4.0 * q * a, 0.0))
+        u = 2.0 * a / (s + np.copysign(root, s))
+        out: Array = np.clip(self.ref_v + u, self.v_min, self.v_max)
+        return out
+
+
 class CalibrationFile(_Model):
     """The whole calibration of one bench (docs/calibration.md)."""
 
@@ -255,15 +312,16 @@ class CalibrationFile(_Model):
     sensing: list[SensingCal] = Field(default_factory=list)
     couplings: list[CouplingMap] = Field(default_factory=list)
     active: list[ActiveMap] = Field(default_factory=list)
+    tuners: list[TunerMap] = Field(default_factory=list)
     fixed_couplings_per_s2: dict[str, Value] = Field(default_factory=dict)  # unwired pairs "a-b"
     notes: list[str] = Field(default_factory=list)
 
     # ------------------------------------------------------------------ io
     def save(self, path: str | Path) -> None:
-        """Write atomically (temporary file + rename); a bench without active elements writes
-        the file it wrote before they existed (no `active` key)."""
-        exclude = None if self.active else {"active"}
-        write_atomic(Path(path), self.model_dump_json(indent=2, exclude=exclude))
+        """Write atomically (temporary file + rename); a bench without active elements or node
+        tuners writes the file it wrote before they existed (no `active`, `tuners` keys)."""
+        exclude = {k for k in ("active", "tuners") if not getattr(self, k)}
+        write_atomic(Path(path), self.model_dump_json(indent=2, exclude=exclude or None))
 
     @classmethod
     def read(cls, path: str | Path) -> CalibrationFile:
@@ -335,6 +393,15 @@ class CalibrationFile(_Model):
         raise CalibrationError(
             f"no calibration of the active element {target}<-{source} in the calibration file "
             "(physlearn calibrate active)"
+        )
+
+    def tuner_map(self, node: int) -> TunerMap:
+        for t in self.tuners:
+            if t.node == node:
+                return t
+        raise CalibrationError(
+            f"no calibration of the tuner of node {node} in the calibration file "
+            "(physlearn calibrate tuners)"
         )
 
     def alpha_to_volts(self, alpha: Array) -> Array:

@@ -17,6 +17,11 @@ Generated from a seed and nominal values (`TruthNominals`, the `[twin.truth]` ta
   units) and a bandwidth τ_a (s; a single pole, to first order in ωτ the input x(t − τ)):
       F_out(t) = −k_a (V − z_a) · (x_in(t) − τ_a ẋ_in(t) + o_a),
   (out, in) = (target, source) forward, (source, target) with the switch reversed;
+- per node tuner t (`[[wiring.tuners]]`: a DAC-tuned on-site spring, e.g. a varactor or an
+  electrostatic spring), a stiffness curve with a quadratic nonideality and device spread,
+      κ_t(V) = κ0_t + s_t (V − z_t) + q_t (V − z_t)²   (N/m),
+  κ0_t the network spec's ``[[onsite]]`` value of the node plus spread; the node's stiffness is
+  its fixed k plus κ_t(V) (natural frequency √((k + κ_t)/m));
 - the noise of each instrument kind (scope ADC input noise σ, lock-in input noise density), added by
   the instruments themselves from their own seeded generators.
 
@@ -88,6 +93,20 @@ class ActiveNominals(_Model):
     delay_spread_s: float = Field(0.0, ge=0.0)
 
 
+class TunerNominals(_Model):
+    """Node tuners: κ(V) = κ0 + s (V − z) + q (V − z)² (N/m), s = ``slope_per_v`` (N/m per V),
+    q = ``curvature_per_v2`` (N/m per V²), z = ``zero_v``, each with its spread; κ0 the spec's
+    on-site value with ``offset_spread`` (N/m)."""
+
+    slope_per_v: float = 0.05
+    slope_spread_rel: float = Field(0.1, ge=0.0)
+    curvature_per_v2: float = 0.01
+    curvature_spread_rel: float = Field(0.3, ge=0.0)
+    zero_v: float = 0.0
+    zero_spread_v: float = Field(0.05, ge=0.0)
+    offset_spread: float = Field(0.0, ge=0.0)
+
+
 class NoiseNominals(_Model):
     """Input-referred white noise: the scope's σ per sample (V rms) and the lock-in's input
     noise density (V/√Hz)."""
@@ -103,6 +122,7 @@ class TruthNominals(_Model):
     actuator: ActuatorNominals = Field(default_factory=ActuatorNominals)
     sensing: SensingNominals = Field(default_factory=SensingNominals)
     active: ActiveNominals = Field(default_factory=ActiveNominals)
+    tuner: TunerNominals = Field(default_factory=TunerNominals)
     noise: NoiseNominals = Field(default_factory=NoiseNominals)
 
 
@@ -133,6 +153,11 @@ class BenchTruth:
     active_zero_v: Array = field(default_factory=lambda: np.zeros(0))
     active_offset: Array = field(default_factory=lambda: np.zeros(0))
     active_delay_s: Array = field(default_factory=lambda: np.zeros(0))
+    # node tuners, shape (T,)
+    tuner_offset: Array = field(default_factory=lambda: np.zeros(0))
+    tuner_slope_per_v: Array = field(default_factory=lambda: np.zeros(0))
+    tuner_curvature_per_v2: Array = field(default_factory=lambda: np.zeros(0))
+    tuner_zero_v: Array = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def generate(
@@ -143,9 +168,11 @@ class BenchTruth:
         n_sense: int,
         rng: np.random.Generator,
         n_active: int = 0,
+        tuner_values: Array | None = None,
     ) -> BenchTruth:
         """Draw a bench around `nominals`; `coupling_values` (E,) are the wired couplings' spec
-        values (the map's nominal offset). Spreads are Gaussian (relative ones multiplicative,
+        values (the map's nominal offset), `tuner_values` (T,) the tuned nodes' on-site values
+        (the tuners' nominal κ0). Spreads are Gaussian (relative ones multiplicative,
         delays folded to stay ≥ 0); the draw order is fixed so a seed always gives one bench."""
         cv = np.asarray(coupling_values, dtype=np.float64)
         e = cv.size
@@ -168,6 +195,14 @@ class BenchTruth:
         act_z = ac.zero_v + ac.zero_spread_v * rng.standard_normal(n_active)
         act_o = ac.offset + ac.offset_spread * rng.standard_normal(n_active)
         act_tau = np.abs(ac.delay_s + ac.delay_spread_s * rng.standard_normal(n_active))
+        # drawn after the active elements: a bench without tuners keeps every earlier draw
+        tn = nominals.tuner
+        tv = np.zeros(0) if tuner_values is None else np.asarray(tuner_values, dtype=np.float64)
+        nt = tv.size
+        tun_o = tv + tn.offset_spread * rng.standard_normal(nt)
+        tun_s = tn.slope_per_v * (1.0 + tn.slope_spread_rel * rng.standard_normal(nt))
+        tun_q = tn.curvature_per_v2 * (1.0 + tn.curvature_spread_rel * rng.standard_normal(nt))
+        tun_z = tn.zero_v + tn.zero_spread_v * rng.standard_normal(nt)
         return cls(
             map_offset=map_offset,
             map_span=map_span,
@@ -187,11 +222,23 @@ class BenchTruth:
             active_zero_v=act_z,
             active_offset=act_o,
             active_delay_s=act_tau,
+            tuner_offset=tun_o,
+            tuner_slope_per_v=tun_s,
+            tuner_curvature_per_v2=tun_q,
+            tuner_zero_v=tun_z,
         )
 
     def active_gain(self, dac_v: Array) -> Array:
         """Active elements' gains k_a (V − z_a) (N/m) for control volts of shape (..., A)."""
         return self.active_gain_per_v * (np.asarray(dac_v, dtype=np.float64) - self.active_zero_v)
+
+    def tuner_stiffness(self, dac_v: Array) -> Array:
+        """κ_t(V) (N/m) for the tuners' DAC volts of shape (..., T)."""
+        u = np.asarray(dac_v, dtype=np.float64) - self.tuner_zero_v
+        out: Array = self.tuner_offset + u * (
+            self.tuner_slope_per_v + self.tuner_curvature_per_v2 * u
+        )
+        return out
 
     def coupling(self, dac_v: Array) -> Array:
         """α_e(V) for DAC voltages of shape (..., E) → couplings of the same shape."""

@@ -7,6 +7,8 @@ from the truth seed) and the RK4 state of the network; it reads time from the be
 Signals in:  force_j(t) = g_j · V_gen(ch_j, t − τ_j)        per `[[wiring.drives]]` entry
              α_e(t)     = a_e + b_e tanh((V_dac,e(t) − c_e)/w_e)   per `[[wiring.edges]]` entry,
                           evaluated at each integration step's start and held over the step
+             κ_t(V)     = κ0_t + s_t (V − z_t) + q_t (V − z_t)²        per `[[wiring.tuners]]` entry
+                          (the node's on-site stiffness, held over each step like α_e)
 Signals out: v_s(t) = G_s · x_node(t − τ_s) + O_s + drift_s(t)      per `[[wiring.sense]]` entry
              (noise and quantisation are added by the scope / lock-in emulators themselves)
 
@@ -187,6 +189,7 @@ class BenchTwin:
         self.step_s = twin.step_s
         d = self.model.d
         self._edge_terms = self._match_edges()
+        self._tuner_terms = self._match_tuners()
         for i, dw in enumerate(wiring.drives):
             if dw.node >= d:
                 raise ConfigError(
@@ -205,6 +208,7 @@ class BenchTwin:
             len(wiring.sense),
             rng,
             n_active=len(wiring.active),
+            tuner_values=self.model.theta0[self._tuner_terms],
         )
         self._check_active()
         cap = math.ceil(twin.history_s / self.step_s) + 2
@@ -236,6 +240,20 @@ class BenchTwin:
                     f"{e.key[0]} and {e.key[1]}"
                 )
             out.append(found[0])  # couplings come first in terms() order
+        return np.array(out, dtype=np.intp)
+
+    def _match_tuners(self) -> NDArray[np.intp]:
+        """Term index of each tuned node's ``[[onsite]]`` term (its κ0 and the slot of κ(V))."""
+        offset = len(self.spec.terms()) - len(self.spec.onsite)  # onsite terms come last
+        by_node = {o.node: offset + i for i, o in enumerate(self.spec.onsite)}
+        out = []
+        for i, tw in enumerate(self.wiring.tuners):
+            if tw.node not in by_node:
+                raise ConfigError(
+                    f"wiring.tuners[{i}].node: the twin network has no [[onsite]] term on node "
+                    f"{tw.node} (its value is the tuner's nominal κ at zero volts)"
+                )
+            out.append(by_node[tw.node])
         return np.array(out, dtype=np.intp)
 
     def _check_active(self) -> None:
@@ -310,8 +328,11 @@ class BenchTwin:
         return out
 
     def _dac_volts(self, n0: int, count: int) -> Array:
-        """Wired edges' DAC voltages (count, E) at the step start times."""
-        return self._dac_channels(n0, count, [(e.instrument, e.channel) for e in self.wiring.edges])
+        """Wired edges' then tuners' DAC voltages (count, E + T) at the step start times."""
+        w = self.wiring
+        wires = [(e.instrument, e.channel) for e in w.edges]
+        wires += [(t.instrument, t.channel) for t in w.tuners]
+        return self._dac_channels(n0, count, wires)
 
     def _dac_channels(self, n0: int, count: int, wires: list[tuple[str, int]]) -> Array:
         """DAC voltages (count, len(wires)) of (instrument, channel) wires at the step starts."""
@@ -357,9 +378,14 @@ class BenchTwin:
         return q
 
     def couplings_at(self, dac_v: Array) -> Array:
-        """All term values θ (n_terms,) for wired-edge DAC voltages (E,) (the truth map)."""
+        """All term values θ (n_terms,) for the wired edges' DAC voltages (E,), then the
+        tuners' (T,) when the bench has tuners (the truth maps)."""
         theta = self.model.theta0.copy()
-        theta[self._edge_terms] = self._truth.coupling(dac_v)
+        v = np.asarray(dac_v, dtype=np.float64)
+        e = self._edge_terms.size
+        theta[self._edge_terms] = self._truth.coupling(v[:e])
+        if self._tuner_terms.size:
+            theta[self._tuner_terms] = self._truth.tuner_stiffness(v[e:])
         return theta
 
     def theta_at(self, t_s: float) -> Array:

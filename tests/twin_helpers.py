@@ -18,10 +18,15 @@ def richardson_directional(
     return (4 * d2 - d1) / 3
 
 
-def with_trainable_everything(spec: NetworkSpec, quartic: float = 0.2) -> NetworkSpec:
-    """The spec with a trainable quartic term on node 0 added (every term kind then trains)."""
+def with_trainable_everything(
+    spec: NetworkSpec, quartic: float = 0.2, onsite: float = 0.15
+) -> NetworkSpec:
+    """The spec with a trainable quartic term on node 0 and a trainable on-site spring ½κx² on
+    the last node added (every term kind then trains)."""
     data = spec.model_dump()
     data["quartic"] = [{"node": 0, "value": quartic, "trainable": True}]
+    last = spec.nodes.count - 1
+    data["onsite"] = [{"node": last, "value": onsite, "trainable": True}]
     return NetworkSpec.model_validate(data)
 
 

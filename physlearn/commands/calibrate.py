@@ -6,7 +6,7 @@
     physlearn calibrate show FILE
 
 STEP is dac, resonance, sensing, actuators, couplings, active (the active coupling elements, when
-the bench has any) or all (every step in dependency order;
+the bench has any), tuners (the node tuners' κ(V), when the bench has any) or all (every step in dependency order;
 completed steps are skipped unless --force, so an interrupted run resumes). Instruments are
 reached at --resources (default: the `resource` of each instrument in the bench file). With
 --connection (the file `physlearn twin serve` writes) every resource and, for a --virtual twin,
@@ -31,6 +31,7 @@ STEP_CHOICES = (
     "actuators",
     "couplings",
     "active",
+    "tuners",
     "all",
     "show",
 )
@@ -182,6 +183,13 @@ def show(path: Path) -> int:
             f"ch{a.switch_channel}): α ∈ [{lo:.4g}, {hi:.4g}] N/m over [{a.v_min}, {a.v_max}] V, "
             f"delay {a.delay_s.value * 1e6:.1f} ± {a.delay_s.sigma * 1e6:.1f} µs, reversed gain "
             f"{a.reverse_rel_diff:+.2%}, χ²/dof {a.chi2_per_dof:.2f}"
+        )
+    for t in cal.tuners:
+        lo, hi = t.alpha_range()
+        print(
+            f"tuner of node {t.node} ({t.instrument} ch{t.channel}): κ ∈ [{lo:.4g}, {hi:.4g}] N/m "
+            f"over [{t.v_min}, {t.v_max}] V (κ = 0 at {t.ref_v} V), slope {t.slope_per_v:.4g} "
+            f"N/m/V, curvature {t.curvature_per_v2:.3g} N/m/V², χ²/dof {t.chi2_per_dof:.2f}"
         )
     print(json.dumps({"steps": cal.steps}))
     return 0

@@ -20,6 +20,7 @@ simply has no `[twin]` table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,6 +157,21 @@ class ActiveWire(_Model):
         return (self.target, self.source)
 
 
+class TunerWire(_Model):
+    """A DAC-tuned on-site spring on ``node`` (a voltage-controlled stiffness, e.g. a varactor
+    or an electrostatic spring): DAC ``channel`` sets κ(V), added to the node's fixed stiffness
+    (the network's trainable ``[[onsite]]`` term of that node; natural frequency
+    √((k + κ)/m))."""
+
+    node: int = Field(ge=0)
+    instrument: str
+    channel: int = Field(ge=1)
+
+    @property
+    def key(self) -> int:
+        return self.node
+
+
 #: An active element's switch is reversed above this DAC voltage (forward below).
 SWITCH_THRESHOLD_V = 0.5
 #: The volts the controller writes to a switch channel: forward, reversed.
@@ -173,6 +189,7 @@ class WiringConfig(_Model):
     sense: list[SenseWire] = Field(default_factory=list)
     edges: list[EdgeWire] = Field(default_factory=list)
     active: list[ActiveWire] = Field(default_factory=list)
+    tuners: list[TunerWire] = Field(default_factory=list)
     sync: SyncWire | None = None
 
 
@@ -248,6 +265,19 @@ class BenchConfig(_Model):
             inst = instrument(e.instrument, where, ("dac",))
             channel_ok(inst, e.channel, where)
             claim(e.instrument, e.channel, where)
+        self._check_elements(instrument, channel_ok, claim)
+        if w.sync is not None:
+            instrument(w.sync.instrument, "wiring.sync", ("generator",))
+        return self
+
+    def _check_elements(
+        self,
+        instrument: Callable[[str, str, tuple[Role, ...]], InstrumentConfig],
+        channel_ok: Callable[[InstrumentConfig, int, str], None],
+        claim: Callable[[str, int, str], None],
+    ) -> None:
+        """The active elements and node tuners of the wiring (each DAC channel claimed once)."""
+        w = self.wiring
         seen_active: dict[tuple[int, int], int] = {}
         for i, a in enumerate(w.active):
             where = f"wiring.active[{i}]"
@@ -259,9 +289,17 @@ class BenchConfig(_Model):
             for ch in (a.channel, a.switch_channel):
                 channel_ok(inst, ch, where)
                 claim(a.instrument, ch, where)
-        if w.sync is not None:
-            instrument(w.sync.instrument, "wiring.sync", ("generator",))
-        return self
+        seen_tuners: dict[int, int] = {}
+        for i, tw in enumerate(w.tuners):
+            where = f"wiring.tuners[{i}]"
+            if seen_tuners.setdefault(tw.node, i) != i:
+                raise ValueError(
+                    f"{where}.node: node {tw.node} is already tuned by "
+                    f"tuners[{seen_tuners[tw.node]}]"
+                )
+            inst = instrument(tw.instrument, where, ("dac",))
+            channel_ok(inst, tw.channel, where)
+            claim(tw.instrument, tw.channel, where)
 
     # ------------------------------------------------------------------ loading / views
     @classmethod

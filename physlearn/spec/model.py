@@ -3,7 +3,7 @@
 Everything is vectorised over a batch of samples and a time grid: node coordinates ``x`` have shape
 (batch, time, node), full term values ``theta`` shape (batch, n_terms) (every term, trainable or
 not, in `NetworkSpec.terms()` order). The potential is V = ½ Σ k_j x_j² + G(x, t; θ) with G
-*linear* in θ, so ∂²V/∂θ∂x · dθ is G's gradient evaluated with dθ in place of θ.
+*linear* in θ (G holds the on-site springs ½ κ_j x_j² too: κ adds to the fixed k), so ∂²V/∂θ∂x · dθ is G's gradient evaluated with dθ in place of θ.
 
 Non-reciprocal (directed) couplings add the position-dependent force −Q(x, t; θ),
 Q_i = μ(t) Σ_{i←j} α (x_j or ρ(x_j)), also linear in θ but with no potential: ``grad_potential``
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.spec.modulation import ModulationFn
-from physlearn.spec.network import Bias, Coupling, DirectedCoupling, NetworkSpec
+from physlearn.spec.network import Bias, Coupling, DirectedCoupling, NetworkSpec, Onsite
 from physlearn.spec.nonlinearity import Nonlinearity, get_nonlinearity
 
 Array = NDArray[np.float64]
@@ -30,14 +30,16 @@ IntArray = NDArray[np.intp]
 @dataclass(frozen=True)
 class Coefficients:
     """θ laid out for fast evaluation: product matrix A (B,d,d) symmetric, zero diagonal;
-    difference Laplacian Lap (B,d,d); bias (B,d); quartic (B,d); directed gains Wlin, Wrho
-    (B,d,d) with W[b, i, j] = α of the directed coupling i ← j (None without directed couplings).
+    difference Laplacian Lap (B,d,d); bias (B,d); quartic (B,d); on-site stiffness κ (B,d);
+    directed gains Wlin, Wrho (B,d,d) with W[b, i, j] = α of the directed coupling i ← j (None
+    without directed couplings).
     """
 
     A: Array
     Lap: Array
     bias: Array
     quartic: Array
+    onsite: Array
     Wlin: Array | None = None
     Wrho: Array | None = None
 
@@ -71,6 +73,9 @@ class NetworkModel:
     dir_i: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     dir_j: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
     dir_rho: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # on-site springs ½ κ x²: term index, node
+    ons_idx: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    ons_j: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     @classmethod
     def from_spec(cls, spec: NetworkSpec) -> NetworkModel:
@@ -81,6 +86,7 @@ class NetworkModel:
         bias: list[tuple[int, ...]] = []
         quart: list[tuple[int, ...]] = []
         dirc: list[tuple[int, ...]] = []
+        ons: list[tuple[int, ...]] = []
         for idx, (_, t) in enumerate(terms):
             if isinstance(t, Coupling):
                 (prod if t.kind == "product" else diff).append((idx, *t.nodes))
@@ -88,6 +94,8 @@ class NetworkModel:
                 bias.append((idx, t.node))
             elif isinstance(t, DirectedCoupling):
                 dirc.append((idx, t.target, t.source, int(t.kind == "rho")))
+            elif isinstance(t, Onsite):
+                ons.append((idx, t.node))
             else:
                 quart.append((idx, t.node))  # type: ignore[attr-defined]
 
@@ -100,6 +108,7 @@ class NetworkModel:
         bi, bj = cols(bias, 2)
         qi, qj = cols(quart, 2)
         ei, etgt, esrc, erho = cols(dirc, 4)
+        oi, oj = cols(ons, 2)
         return cls(
             d=spec.nodes.count,
             mass=m,
@@ -125,6 +134,8 @@ class NetworkModel:
             dir_i=etgt,
             dir_j=esrc,
             dir_rho=erho.astype(bool),
+            ons_idx=oi,
+            ons_j=oj,
         )
 
     @property
@@ -169,11 +180,13 @@ class NetworkModel:
         bias[:, self.bias_j] = theta[:, self.bias_idx]
         quart = np.zeros((b, d))
         quart[:, self.quart_j] = theta[:, self.quart_idx]
+        ons = np.zeros((b, d))
+        ons[:, self.ons_j] = theta[:, self.ons_idx]
         if not self.nonreciprocal:
-            return Coefficients(A, Lap, bias, quart)
+            return Coefficients(A, Lap, bias, quart, ons)
         W = np.zeros((2, b, d, d))  # (linear, rho); (kind, i, j) pairs are unique
         W[self.dir_rho.astype(np.intp), :, self.dir_i, self.dir_j] = theta[:, self.dir_idx].T
-        return Coefficients(A, Lap, bias, quart, W[0], W[1])
+        return Coefficients(A, Lap, bias, quart, ons, W[0], W[1])
 
     def modulations(self, t: Array) -> tuple[Array, Array]:
         """μ(t), ν(t) on the time grid, shape (N,) each."""
@@ -188,6 +201,7 @@ class NetworkModel:
         g += x @ c.Lap
         g += nu[None, :, None] * r1 * c.bias[:, None, :]
         g += c.quartic[:, None, :] * x**3
+        g += c.onsite[:, None, :] * x
         if c.Wlin is not None and c.Wrho is not None:
             g += mu[None, :, None] * (x @ c.Wlin.swapaxes(1, 2) + r @ c.Wrho.swapaxes(1, 2))
         return g
@@ -205,6 +219,7 @@ class NetworkModel:
         e += 0.5 * np.einsum("bnj,bjk,bnk->bn", x, c.Lap, x)
         e += nu[None, :] * np.sum(c.bias[:, None, :] * r, axis=-1)
         e += 0.25 * np.sum(c.quartic[:, None, :] * x**4, axis=-1)
+        e += 0.5 * np.sum(c.onsite[:, None, :] * x**2, axis=-1)
         return e
 
     def hess_vec(self, x: Array, t: Array, c: Coefficients, v: Array) -> Array:
@@ -217,6 +232,7 @@ class NetworkModel:
         h += v @ c.Lap
         h += nu[None, :, None] * c.bias[:, None, :] * r2 * v
         h += 3.0 * c.quartic[:, None, :] * x**2 * v
+        h += c.onsite[:, None, :] * v
         if c.Wlin is not None and c.Wrho is not None:
             h += muc * (v @ c.Wlin.swapaxes(1, 2) + (r1 * v) @ c.Wrho.swapaxes(1, 2))
         return h
@@ -226,7 +242,7 @@ class NetworkModel:
         directed couplings, N = ∂Q/∂x)."""
         if c.Wlin is None or c.Wrho is None:
             return self.hess_vec(x, t, c, v)
-        c0 = Coefficients(c.A, c.Lap, c.bias, c.quartic)
+        c0 = Coefficients(c.A, c.Lap, c.bias, c.quartic, c.onsite)
         h = self.hess_vec(x, t, c0, v)
         mu = self.modulations(t)[0][None, :, None]
         return h + mu * (v @ c.Wlin + self.rho.d1(x) * (v @ c.Wrho))
@@ -249,6 +265,7 @@ class NetworkModel:
         H = H + c.Lap[:, None]
         diag = self.stiffness + muc * r2 * (r @ c.A)
         diag = diag + nu[None, :, None] * c.bias[:, None, :] * r2 + 3.0 * c.quartic[:, None] * x**2
+        diag = diag + c.onsite[:, None, :]
         idx = np.arange(self.d)
         H[..., idx, idx] += diag
         if c.Wlin is not None:
@@ -264,6 +281,7 @@ class NetworkModel:
         diag = self.stiffness + np.mean(mu[None, :, None] * r2 * (r @ c.A), axis=1)
         diag += np.mean(nu[None, :, None] * r2, axis=1) * c.bias
         diag += 3.0 * c.quartic * np.mean(x**2, axis=1)
+        diag += c.onsite
         idx = np.arange(self.d)
         K[:, idx, idx] += diag
         if c.Wlin is not None and c.Wrho is not None:
@@ -285,6 +303,7 @@ class NetworkModel:
         out[..., self.diff_idx] = 0.5 * (x[..., self.diff_j] - x[..., self.diff_k]) ** 2
         out[..., self.bias_idx] = nu[None, :, None] * r[..., self.bias_j]
         out[..., self.quart_idx] = 0.25 * x[..., self.quart_j] ** 4
+        out[..., self.ons_idx] = 0.5 * x[..., self.ons_j] ** 2
         return out
 
     def vjp_theta(self, x: Array, t: Array, lam: Array) -> Array:
@@ -305,6 +324,7 @@ class NetworkModel:
             nu[None, :, None] * lam[..., self.bias_j] * r1[..., self.bias_j], axis=1
         )
         out[:, self.quart_idx] = np.sum(lam[..., self.quart_j] * x[..., self.quart_j] ** 3, axis=1)
+        out[:, self.ons_idx] = np.sum(lam[..., self.ons_j] * x[..., self.ons_j], axis=1)
         if self.nonreciprocal:
             s = np.where(self.dir_rho, r[..., self.dir_j], x[..., self.dir_j])
             out[:, self.dir_idx] = np.sum(mu[None, :, None] * lam[..., self.dir_i] * s, axis=1)

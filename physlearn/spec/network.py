@@ -4,7 +4,7 @@ Lagrangian (docs/physics.md), node coordinates x_j, drive force F_j(t):
 
     L = Σ ½ m_j ẋ_j² − V(x, t; α) + Σ F_j(t) x_j − Σ_in δ(t) ½ (x_j − u_j(t))² + β C
     V = Σ ½ k_j x_j² + μ(t) Σ_prod α_jk ρ(x_j) ρ(x_k) + Σ_diff ½ α_jk (x_j − x_k)²
-        + ν(t) Σ_bias α'_j ρ(x_j) + Σ_quartic ¼ α''_j x_j⁴
+        + ν(t) Σ_bias α'_j ρ(x_j) + Σ_quartic ¼ α''_j x_j⁴ + Σ_onsite ½ κ_j x_j²
     C = γ(t) ½ Σ_out (x_j − y_j(t))²          (cost density; the cost is ∫ C dt)
 
 with viscous damping Γ_j per node: m_j ẍ_j + m_j Γ_j ẋ_j = −∂V/∂x_j − Q_j + F_j − δ(x_j − u_j) + β γ (x_j − y_j).
@@ -19,13 +19,19 @@ ones) accept such a network (docs/estimators.md).
 Sign convention: with L = L0 + βC the nudge force is +β ∂C/∂x, so β > 0 pushes the outputs *away*
 from their targets. SI units throughout (x in the node's own unit, forces in that unit × kg/s²).
 
+An on-site term ½ κ_j x_j² adds κ_j to node j's fixed stiffness k_j: trained, it tunes the
+node's natural frequency ω_j = √((k_j + κ_j)/m_j) (a DAC-tuned spring on a bench). Its EP
+conjugate is −∫ ½ x_j² dt.
+
 Trainable parameters are the terms marked ``trainable``, in the order: couplings (as listed),
-biases, quartic terms, directed couplings; `parameter_names()` lists them.
+biases, quartic terms, directed couplings, on-site stiffness terms; `parameter_names()` lists
+them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -118,6 +124,13 @@ class Quartic(_Term):
 
     node: int
     trainable: bool = False
+
+
+class Onsite(_Term):
+    """A trainable on-site spring ½ κ_j x_j² (κ in N/m) added to node j's fixed stiffness
+    ``nodes.stiffness[j]``: the node's natural frequency becomes √((k_j + κ_j)/m_j)."""
+
+    node: int
 
 
 class DirectedCoupling(_Term):
@@ -221,6 +234,7 @@ class NetworkSpec(_Model):
     biases: list[Bias] = Field(default_factory=list)
     quartic: list[Quartic] = Field(default_factory=list)
     directed: list[DirectedCoupling] = Field(default_factory=list)
+    onsite: list[Onsite] = Field(default_factory=list)
     modulations: Modulations = Field(default_factory=Modulations)
     drive: DriveSpec = Field(default_factory=DriveSpec)
     inputs: InputSpec = Field(default_factory=InputSpec)
@@ -262,10 +276,14 @@ class NetworkSpec(_Model):
                 raise ValueError(f"{where}: duplicates couplings[{seen[key]}] ({c.kind} {j}-{k})")
             seen[key] = i
             c._check_bounds(where)
-        for name, terms in (("biases", self.biases), ("quartic", self.quartic)):
+        per_node: tuple[tuple[str, Sequence[Bias | Quartic | Onsite]], ...] = (
+            ("biases", self.biases),
+            ("quartic", self.quartic),
+            ("onsite", self.onsite),
+        )
+        for name, terms in per_node:
             nodes_seen: dict[int, int] = {}
             for i, t in enumerate(terms):
-                assert isinstance(t, Bias | Quartic)
                 node_ok(t.node, f"{name}[{i}].node")
                 if t.node in nodes_seen:
                     raise ValueError(f"{name}[{i}].node: duplicates {name}[{nodes_seen[t.node]}]")
@@ -359,6 +377,8 @@ class NetworkSpec(_Model):
             out.append((f"quartic[{i}]:{q.node}", q))
         for i, e in enumerate(self.directed):
             out.append((f"directed[{i}]:{e.kind}:{e.target}<-{e.source}", e))
+        for i, o in enumerate(self.onsite):
+            out.append((f"onsite[{i}]:{o.node}", o))
         return out
 
     def nonreciprocal_terms(self) -> list[str]:
@@ -372,8 +392,14 @@ class NetworkSpec(_Model):
         """SI unit of each trainable parameter, in parameter order: couplings α (product
         α ρ(x_j)ρ(x_k) and spring ½α(x_j − x_k)²) in N/m, biases α'ρ(x_j) in N, quartic
         ¼α''x_j⁴ in N/m³, directed couplings α s(x_source) in N/m (ρ reads the node coordinate
-        in m)."""
-        unit = {Coupling: "N/m", Bias: "N", Quartic: "N/m^3", DirectedCoupling: "N/m"}
+        in m), on-site springs ½κ_j x_j² in N/m."""
+        unit = {
+            Coupling: "N/m",
+            Bias: "N",
+            Quartic: "N/m^3",
+            DirectedCoupling: "N/m",
+            Onsite: "N/m",
+        }
         return [unit[type(t)] for _, t in self.terms() if t.trainable]
 
     def initial_parameters(self) -> Array:

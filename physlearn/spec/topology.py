@@ -15,7 +15,9 @@ classification examples:
   each node k of the next (a fully feedforward network), ``bidirected`` (both directions, with
   independent gains: every coupling non-reciprocal), ``mixed`` (a product coupling plus a
   forward directed one per pair: half the couplings non-reciprocal);
-* trainable biases α' ρ(x_j) on every hidden and output node;
+* trainable biases α' ρ(x_j) on every hidden and output node; with ``onsite_bound`` also a
+  trainable on-site spring ½ κ_j x_j² (κ_j ∈ [−b, b] N/m, starting at 0) on each of them: the
+  node's natural frequency √((k + κ_j)/m) is learned alongside the couplings;
 * inputs: the first layer, force encoding F_j = gain (u_j + offset) cos(ωt + φ_j);
   outputs: the last layer, in-phase targets (``y_j cos ωt``) unless told otherwise;
 * initial couplings ~ N(0, (init_scale/√fan_in)²) from a seeded Generator, clipped into their
@@ -159,7 +161,7 @@ def spec_with_parameters(spec: NetworkSpec, params: Array) -> NetworkSpec:
         raise ConfigError(f"params: expected shape ({len(names)},), got {p.shape}")
     data = spec.model_dump()
     i = 0
-    for section in ("couplings", "biases", "quartic", "directed"):
+    for section in ("couplings", "biases", "quartic", "directed", "onsite"):
         for term in data[section]:
             if term["trainable"]:
                 term["value"] = float(p[i])
@@ -210,6 +212,7 @@ def layered(
     target_phase_rad: float = 0.0,
     detuning_linewidths: float = 0.5,
     check_modes: bool = True,
+    onsite_bound: float | None = None,
 ) -> NetworkSpec:
     """A layered input–hidden–output network (see the module docstring).
 
@@ -236,6 +239,8 @@ def layered(
             Γ from ω (ω_mode = ω + detuning·Γ).
         check_modes: ``conservative`` only: refuse a draw whose linear modes at rest come within
             0.1 ω of ω or 2ω.
+        onsite_bound: None, or b (N/m): a trainable on-site stiffness κ_j ∈ [−b, b] from 0 on
+            every hidden and output node; b < k (every node keeps a positive spring k + κ_j).
 
     Raises:
         ConfigError: bad layers or values; a conservative draw too close to resonance; a lossy
@@ -253,6 +258,7 @@ def layered(
         "nonlinearity": nonlinearity,
         **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
         "biases": _hidden_biases(groups, bb),
+        "onsite": _hidden_onsite(groups, onsite_bound, k),
         "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
         "inputs": {
             **_inputs(groups[0], gain, input_offset, input_phase_rad),
@@ -387,6 +393,23 @@ def _hidden_biases(groups: list[list[int]], bb: float) -> list[dict[str, Any]]:
     """A trainable bias in [−bb, bb] (N), starting at 0, on every node of every non-input layer."""
     return [
         {"node": j, "value": 0.0, "lower": -bb, "upper": bb} for group in groups[1:] for j in group
+    ]
+
+
+def _hidden_onsite(groups: list[list[int]], bound: float | None, k: float) -> list[dict[str, Any]]:
+    """With a ``bound`` b (N/m): a trainable on-site stiffness κ ∈ [−b, b], starting at 0, on
+    every node of every non-input layer; refused unless 0 < b < k (N/m)."""
+    if bound is None:
+        return []
+    if not (math.isfinite(bound) and 0 < bound < k):
+        raise ConfigError(
+            f"onsite_bound: must be in (0, k) = (0, {k}) N/m so that every node keeps a positive "
+            f"spring k + κ, got {bound!r}"
+        )
+    return [
+        {"node": j, "value": 0.0, "lower": -bound, "upper": bound}
+        for group in groups[1:]
+        for j in group
     ]
 
 

@@ -88,6 +88,7 @@ class LayeredTopology(_Model):
     target_kind: Literal["inphase", "constant", "sine"] = "inphase"
     detuning_linewidths: float = 0.5
     check_modes: bool = True
+    onsite_bound: float | None = Field(None, gt=0)
 
     @field_validator("layers")
     @classmethod
@@ -121,6 +122,7 @@ class LayeredTopology(_Model):
             target_kind=self.target_kind,
             detuning_linewidths=self.detuning_linewidths,
             check_modes=self.check_modes,
+            onsite_bound=self.onsite_bound,
         )
 
 

@@ -38,6 +38,22 @@ def test_valid_spec_and_parameter_layout() -> None:
     assert lo[1] == 0.0 and hi[1] == 1.0 and lo[0] == -float("inf")
 
 
+def test_onsite_stiffness_terms_come_last_in_parameter_order() -> None:
+    data = base()
+    data["onsite"] = [
+        {"node": 2, "value": 0.3, "lower": -1.0, "upper": 1.0},
+        {"node": 0, "value": -0.1, "trainable": False},
+        {"node": 1, "value": 0.2},
+    ]
+    data["quartic"] = [{"node": 0, "value": 0.1, "trainable": True}]
+    spec = validate(NetworkSpec, data, "test")
+    assert spec.parameter_names()[-3:] == ["quartic[0]:0", "onsite[0]:2", "onsite[2]:1"]
+    assert spec.parameter_units()[-2:] == ["N/m", "N/m"]
+    assert list(spec.initial_parameters()[-2:]) == [0.3, 0.2]
+    lo, hi = spec.parameter_bounds()
+    assert (lo[-2], hi[-2]) == (-1.0, 1.0)
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
@@ -73,6 +89,19 @@ def test_valid_spec_and_parameter_layout() -> None:
         (lambda d: d["nodes"].update(count=0), "nodes.count"),
         (lambda d: d["couplings"][0].update(kind="spring"), "couplings[0].kind"),
         (lambda d: d.update(colour="red"), "colour"),
+        (
+            lambda d: d.update(onsite=[{"node": 3, "value": 0.1}]),
+            "onsite[0].node: node 3 does not exist",
+        ),
+        (
+            lambda d: d.update(onsite=[{"node": 1}, {"node": 1, "value": 0.2}]),
+            "onsite[1].node: duplicates onsite[0]",
+        ),
+        (
+            lambda d: d.update(onsite=[{"node": 1, "value": 0.5, "lower": -0.2, "upper": 0.2}]),
+            "onsite[0].value: 0.5 is outside its bounds",
+        ),
+        (lambda d: d.update(onsite=[{"node": 1, "value": float("nan")}]), "onsite[0].value"),
     ],
 )
 def test_bad_spec_names_the_field(mutate: Any, expected: str) -> None:

@@ -95,3 +95,31 @@ def test_mode_guard_matches_mode_report_for_trained_parameters() -> None:
         rep = mode_report(spec, p)
         assert np.allclose(guard.modes(p), rep.modes_rad_s, rtol=1e-12, atol=1e-12)
         assert guard.margin(p) == pytest.approx(min(rep.margin_1w, rep.margin_2w), rel=1e-12)
+
+
+def test_layered_trainable_stiffness_moves_the_modes_the_report_sees() -> None:
+    """``onsite_bound``: a trainable κ_j ∈ [−b, b] at 0 on every hidden and output node, after
+    every other term; trained κ shifts the linear modes at rest (mode_report, ModeGuard)."""
+    plain = layered([2, 3, 1], seed=0)
+    spec = layered([2, 3, 1], seed=0, onsite_bound=0.5)
+    names = spec.parameter_names()
+    assert names[: len(plain.parameter_names())] == plain.parameter_names()
+    onsite = [n for n in names if n.startswith("onsite")]
+    assert onsite == [f"onsite[{i}]:{j}" for i, j in enumerate([2, 3, 4, 5])]
+    assert np.all(spec.initial_parameters()[-4:] == 0.0)
+    lo, hi = spec.parameter_bounds()
+    assert np.all(lo[-4:] == -0.5) and np.all(hi[-4:] == 0.5)
+    np.testing.assert_array_equal(mode_report(spec).modes_rad_s, mode_report(plain).modes_rad_s)
+    p = spec.initial_parameters()
+    p[-4:] = 0.4  # every hidden/output spring stiffer by 0.4 N/m
+    stiffer = mode_report(spec, p).modes_rad_s
+    assert np.all(stiffer[-4:] > mode_report(plain).modes_rad_s[-4:])
+    np.testing.assert_allclose(ModeGuard(spec).modes(p), stiffer, rtol=1e-12)
+    round_trip = spec_with_parameters(spec, p)
+    np.testing.assert_array_equal(round_trip.initial_parameters(), p)
+
+
+@pytest.mark.parametrize("bound", [0.0, -0.1, 2.4, 5.0, float("nan")])
+def test_onsite_bound_must_keep_every_spring_positive(bound: float) -> None:
+    with pytest.raises(ConfigError, match="onsite_bound"):
+        layered([2, 3, 1], seed=0, onsite_bound=bound)

@@ -45,6 +45,28 @@ def test_xor_reaches_full_accuracy(tmp_path: Path) -> None:
     assert store.param_epochs() == list(range(res.summary["epochs_run"]))
 
 
+def test_xor_with_trainable_stiffness_trains_the_natural_frequencies(tmp_path: Path) -> None:
+    """examples/xor-stiffness.toml: κ_j on every hidden and output node trains with the couplings
+    (EP conjugate −½∫x_j²dt; the cosine to the adjoint is logged), and the linear modes at rest
+    the stability report gives are those of the trained κ."""
+    from physlearn.spec.topology import mode_report
+
+    cfg = _cfg("xor-stiffness", **{"training.epochs": 4, "training.log_cosine_to_adjoint": True})
+    res = train(cfg, root=tmp_path, name="xs")
+    names = res.summary["parameter_names"]
+    onsite = [i for i, n in enumerate(names) if n.startswith("onsite")]
+    assert [names[i] for i in onsite] == [f"onsite[{k}]:{j}" for k, j in enumerate(range(2, 7))]
+    kappa = np.asarray(res.summary["final_params"])[onsite]
+    assert np.all(np.abs(kappa) > 1e-3) and np.all(np.abs(kappa) <= 0.3)  # moved, within bounds
+    assert min(m["cosine_to_adjoint"] for m in res.metrics) > 0.9999
+    assert res.metrics[-1]["train_loss"] < res.summary["initial"]["train_loss"]
+    spec = cfg.network.build()
+    modes = mode_report(spec, np.asarray(res.summary["final_params"])).modes_rad_s
+    reported = res.summary["stability"]["linear_modes_at_rest"]["modes_rad_s"]
+    np.testing.assert_allclose(reported, modes, rtol=1e-12)
+    assert not np.allclose(modes, mode_report(spec).modes_rad_s, rtol=1e-3)
+
+
 def test_short_iris_run_beats_chance(tmp_path: Path) -> None:
     res = train(_cfg("iris", **{"training.epochs": 4}), root=tmp_path, name="iris")
     accs = [m["test_accuracy"] for m in res.metrics]

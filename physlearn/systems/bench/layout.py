@@ -1,17 +1,22 @@
 """The bench layout: the wiring checked against the network spec and the calibration — which
-DAC wire tunes each trainable coupling, which nodes have actuators, which scope channel senses
+DAC wire tunes each trainable coupling and on-site stiffness, which nodes have actuators, which scope channel senses
 which node, the stitch reference node, the generators and DACs the loop drives."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
-from physlearn.calibration.schema import ActiveMap, CalibrationFile, CouplingMap
+from physlearn.calibration.schema import ActiveMap, CalibrationFile, CouplingMap, TunerMap
 from physlearn.errors import CalibrationError, ConfigError
-from physlearn.spec.bench import ActiveWire, BenchConfig, EdgeWire
-from physlearn.spec.network import Coupling, DirectedCoupling, NetworkSpec
+from physlearn.spec.bench import ActiveWire, BenchConfig, EdgeWire, TunerWire
+from physlearn.spec.network import Coupling, DirectedCoupling, NetworkSpec, Onsite
+
+#: a DAC wire that sets one trainable parameter, and its calibrated map
+ParamWire: TypeAlias = EdgeWire | ActiveWire | TunerWire
+ParamMap: TypeAlias = CouplingMap | ActiveMap | TunerMap
 
 __all__ = ["BenchLayout", "check_layout"]
 
@@ -20,14 +25,14 @@ __all__ = ["BenchLayout", "check_layout"]
 class BenchLayout:
     """The checked wiring (see the module docstring).
 
-    param_edges, maps, names: per trainable parameter (spec order) its DAC wire (an edge, or an
-    active element's gain channel), calibrated α(V) map and name; active: the active elements
+    param_edges, maps, names: per trainable parameter (spec order) its DAC wire (an edge, an
+    active element's gain channel or a node tuner), calibrated α(V) (κ(V)) map and name; active: the active elements
     (spec order of the directed couplings they realise); drive_nodes: actuated nodes (sorted); scope_channels: per scope (wiring
     order) scope channel → sense wire index; reference_node: the node every scope senses (the
     stitch check), None with one scope and none configured; generators, dacs: names (sorted)."""
 
-    param_edges: list[EdgeWire | ActiveWire]
-    maps: list[CouplingMap | ActiveMap]
+    param_edges: list[ParamWire]
+    maps: list[ParamMap]
     names: list[str]
     drive_nodes: list[int]
     scope_channels: dict[str, dict[int, int]]
@@ -111,14 +116,41 @@ def _active_element(
     return aw, amap
 
 
+def _tuner(
+    config: BenchConfig, cal: CalibrationFile, name: str, term: Onsite, version: str
+) -> tuple[TunerWire, TunerMap]:
+    """The wired, calibrated node tuner realising on-site term ``term``."""
+    wired = {t.node: t for t in config.wiring.tuners}
+    if term.node not in wired:
+        raise ConfigError(
+            f"network: on-site stiffness {name} has no tuner on node {term.node} on this bench "
+            "([[wiring.tuners]])"
+        )
+    if not term.trainable:
+        raise ConfigError(
+            f"network: {name}: a bench sets on-site stiffness through its node tuners only "
+            "while training it; make the term trainable, or fold a fixed κ into "
+            "nodes.stiffness"
+        )
+    tmap = cal.tuner_map(term.node)
+    tw = wired[term.node]
+    if (tmap.instrument, tmap.channel) != (tw.instrument, tw.channel):
+        raise CalibrationError(
+            f"calibration {version}: the tuner of node {term.node} was calibrated on "
+            f"{tmap.instrument} channel {tmap.channel}, the wiring has {tw.instrument} "
+            f"channel {tw.channel}"
+        )
+    return tw, tmap
+
+
 def _trainable_edges(
     config: BenchConfig, cal: CalibrationFile, spec: NetworkSpec, version: str
-) -> tuple[list[EdgeWire | ActiveWire], list[CouplingMap | ActiveMap]]:
-    """Per trainable term: its DAC wire and calibrated map (a bench trains DAC-tuned couplings
-    and the gains of its active elements only)."""
+) -> tuple[list[ParamWire], list[ParamMap]]:
+    """Per trainable term: its DAC wire and calibrated map (a bench trains DAC-tuned couplings,
+    the gains of its active elements and the stiffness of its node tuners only)."""
     edge_of = {e.key: e for e in config.wiring.edges}
-    edges: list[EdgeWire | ActiveWire] = []
-    maps: list[CouplingMap | ActiveMap] = []
+    edges: list[ParamWire] = []
+    maps: list[ParamMap] = []
     used = {(d.target, d.source) for d in spec.directed}
     unused = [f"{a.target}<-{a.source}" for a in config.wiring.active if a.key not in used]
     if unused:
@@ -126,18 +158,31 @@ def _trainable_edges(
             f"wiring.active: elements {', '.join(unused)} are not directed couplings of the "
             "network; an element left on would be an unmodelled coupling"
         )
+    onsite = {o.node for o in spec.onsite}
+    untuned = [t.node for t in config.wiring.tuners if t.node not in onsite]
+    if untuned:
+        raise ConfigError(
+            f"wiring.tuners: the tuners of nodes {untuned} are not on-site terms of the network "
+            "([[onsite]]); a tuner the controller never sets would be an unmodelled stiffness"
+        )
     for name, term in spec.terms():
         if isinstance(term, DirectedCoupling):
             aw, amap = _active_element(config, cal, name, term, version)
             edges.append(aw)
             maps.append(amap)
             continue
+        if isinstance(term, Onsite):
+            tw, tmap = _tuner(config, cal, name, term, version)
+            edges.append(tw)
+            maps.append(tmap)
+            continue
         if not term.trainable:
             continue
         if not isinstance(term, Coupling):
             raise ConfigError(
-                f"network: trainable term {name} is not a coupling; a bench trains only the "
-                "DAC-tuned couplings of [[wiring.edges]]"
+                f"network: trainable term {name} is not a coupling or an on-site stiffness; a "
+                "bench trains only the DAC-tuned couplings of [[wiring.edges]], the gains of "
+                "[[wiring.active]] and the node tuners of [[wiring.tuners]]"
             )
         key = (min(term.nodes), max(term.nodes))
         if key not in edge_of:

@@ -1,6 +1,6 @@
 """The bench planner: every setting the controller will write, computed and checked without I/O.
 
-α (trainable couplings, spec order) → DAC volts through the calibration's inverse maps, refused
+α (trainable couplings and on-site stiffness, spec order) → DAC volts through the calibration's inverse maps, refused
 (`LimitError`) outside the calibrated range or the DAC limits; one sample's total force F(t)
 (M, d) → one arbitrary waveform per generator channel, volts = F/g_j pre-compensated harmonic by
 harmonic for the actuator delay τ_j and the generator's zero-order hold (sample rate M_arb × f:
@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from physlearn.calibration.schema import ActiveMap, CalibrationFile, CouplingMap
+from physlearn.calibration.schema import CalibrationFile
 from physlearn.drivers.rigol_ds1000z import V_DIVISIONS
 from physlearn.errors import CalibrationError, ConfigError, LimitError
-from physlearn.spec.bench import ActiveWire, BenchConfig, EdgeWire
+from physlearn.spec.bench import BenchConfig, EdgeWire, TunerWire
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import ForceWaveform
 from physlearn.systems.bench.acquisition import scale_125_at_least
 from physlearn.systems.bench.chains import resolve_chains
-from physlearn.systems.bench.layout import check_layout
+from physlearn.systems.bench.layout import ParamMap, ParamWire, check_layout
 from physlearn.systems.bench.options import BenchOptions
 from physlearn.systems.safety import check_finite
 
@@ -33,8 +33,10 @@ Array = NDArray[np.float64]
 __all__ = ["Planner"]
 
 
-def _what(e: EdgeWire | ActiveWire) -> str:
-    return "edge" if isinstance(e, EdgeWire) else "active element"
+def _what(e: ParamWire) -> str:
+    if isinstance(e, EdgeWire):
+        return "edge"
+    return "node tuner" if isinstance(e, TunerWire) else "active element"
 
 
 class Planner:
@@ -94,9 +96,7 @@ class Planner:
             hi.append(max(a1, a2))
         return np.array(lo), np.array(hi)
 
-    def volt_range(
-        self, e: EdgeWire | ActiveWire, m: CouplingMap | ActiveMap
-    ) -> tuple[float, float]:
+    def volt_range(self, e: ParamWire, m: ParamMap) -> tuple[float, float]:
         """The DAC volts both calibrated (the map's valid range) and allowed (output limits)."""
         lim = self.config.output_limits(e.instrument).limit_for(e.channel)
         v0, v1 = max(lim.min_v, m.v_min), min(lim.max_v, m.v_max)
