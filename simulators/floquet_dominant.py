@@ -1,0 +1,308 @@
+"""The dominant Floquet multiplier of a periodic orbit without the dense monodromy matrix.
+
+`physlearn.simulators.floquet` integrates all 2d columns of the variational equations by RK4
+(max(16N, 512) steps) and takes the eigenvalues of the 2d×2d monodromy Φ. Here the Floquet
+exponents are found on the orbit's own collocation grid instead. An exponent λ (μ = e^{λT}) is an
+eigenvalue of the periodic operator
+
+    L z = A(t) z − ż,   z = (q, v) periodic,   A(t) = [[0, I], [−K(t)/m, −Γ]]
+
+(K(t): the Hessian of V along the orbit with the directed couplings, the clamp/nudge stiffness
+and the feedback, exactly the Jacobian `PeriodicOperator.jvp` applies), because
+z(t) e^{λt} then solves the variational equations. Harmonic balance gives every exponent's
+first estimate: the 2d eigenvalues s_k of the time-averaged Ā = [[0, I], [−K̄/m, −Γ]] (K̄ the
+preconditioner's averaged Jacobian), with the constant eigenvectors of Ā as eigenfunctions, and
+(L̄ − θ)⁻¹ is diagonal in (harmonic, eigenvector of Ā): 1/(s_k − i n ω − θ). Each estimate is
+refined by Rayleigh-quotient inverse iteration θ ← θ + 1/⟨c, (L − θ)⁻¹ z⟩ (quadratic convergence),
+the inner solves by batched GMRES right-preconditioned with that exact averaged resolvent, all
+candidates of a sample at once. Where two candidates converge to one exponent (a parametric or
+combination resonance: their averaged multipliers nearly coincide, e.g. a mode at 3ω/2 whose
+pair of real multipliers splits) the sample is redone with such candidates grouped: block
+inverse iteration with one shift per group and Rayleigh–Ritz on the group's span.
+
+Why refine every candidate, not only the one that looks dominant. For the common networks
+(reciprocal, one damping rate Γ) Φ = e^{−ΓT/2} Ψ with Ψ symplectic: every multiplier of an
+attracting orbit has modulus exactly e^{−ΓT/2} (measured: all 2d equal to 1e−10), and the
+harmonic-balance estimates all have Re s = −Γ/2 too. Nothing but the whole spectrum tells which
+exponent leaves the circle first (a parametric resonance), so a single inverse iteration — or
+Arnoldi on Φ, whose Ritz values converge slowly on a circle — has no cheap certificate of
+dominance. With every candidate refined, the safeguard is exact bookkeeping:
+
+- every refined pair has a small eigen-residual ‖(L − θ)z‖;
+- the 2d multipliers (refined ones with Im ≥ 0 and their conjugates) are pairwise distinct, so
+  they are *all* of Φ's multipliers and the one of largest modulus is the dominant one;
+- Liouville: Σ log|μ_k| = −T Σ_j Γ_j (det Φ = exp ∫ tr A).
+
+A sample that fails any check (near-degenerate or colliding exponents, a non-diagonalisable Ā, a
+stalled solve) falls back to the full RK4 monodromy, and the result says which samples did. The
+collocation is spectrally accurate, so on a converged grid it agrees with the full RK4 result to
+the latter's own integration error (≈1e−10 relative with the default steps).
+
+Cost (docs/benchmarks.md, "Floquet check"): this is not cheaper than the RK4 monodromy. Every
+exponent needs its own preconditioned solves, and near an exponent the averaged resolvent is
+itself nearly singular, so GMRES needs tens of iterations per inverse-iteration step; measured
+slower than `floquet_multipliers` at d ≤ 32. Its use is an independent, matrix-free,
+spectrally accurate check of the full result, not a fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+from numpy.typing import NDArray
+
+from physlearn.simulators.excitation import GridExcitation
+from physlearn.simulators.feedback import Feedback
+from physlearn.simulators.krylov import gmres
+from physlearn.simulators.periodic import PeriodicOperator
+from physlearn.simulators.spectral import PeriodicGrid
+from physlearn.spec.model import NetworkModel
+
+Array = NDArray[np.float64]
+CArray = NDArray[np.complex128]
+
+__all__ = ["DominantMultipliers", "dominant_multipliers"]
+
+
+@dataclass(frozen=True)
+class DominantMultipliers:
+    """Floquet multipliers found on the collocation grid, per sample."""
+
+    multipliers: CArray  # (B, 2d) sorted by decreasing modulus
+    fallback: NDArray[np.bool_]  # (B,) True where the full RK4 monodromy was used instead
+
+    @property
+    def dominant(self) -> CArray:
+        """The dominant multiplier of every sample (B,)."""
+        return self.multipliers[:, 0]
+
+    @property
+    def modulus(self) -> Array:
+        """|μ_dom| per sample (B,)."""
+        return np.abs(self.multipliers[:, 0])
+
+
+class _Hill:
+    """L − θ and the averaged resolvent for the candidates of one sample (complex z as re/im)."""
+
+    def __init__(self, op: PeriodicOperator, x: Array, evec: CArray, evinv: CArray, s: CArray):
+        self.op, self.grid = op, op.grid
+        self.N, self.d = x.shape[1], x.shape[2]
+        self.m, self.g = op.model.mass, op.model.damping
+        self.V, self.Vinv, self.s = evec, evinv, s
+        self.n = np.fft.fftfreq(self.N, 1.0 / self.N)  # integer harmonics of np.fft.fft
+        self.x = x
+
+    def for_batch(self, c: int) -> PeriodicOperator:
+        sub = self.op.take(np.zeros(2 * c, dtype=np.intp))
+        sub.set_orbit(np.broadcast_to(self.x, (2 * c, self.N, self.d)))
+        return sub
+
+    def apply_l(self, sub: PeriodicOperator, z: CArray) -> CArray:
+        """L z for z (C, N, 2d) complex."""
+        C, d = z.shape[0], self.d
+        q = np.concatenate([z[..., :d].real, z[..., :d].imag])
+        v = np.concatenate([z[..., d:].real, z[..., d:].imag])
+        m, g, grid = self.m, self.g, self.grid
+        kq = sub.jvp(q) - m * grid.deriv(q, 2) - m * g * grid.deriv(q, 1)
+        lq = v - grid.deriv(q, 1)
+        lv = -kq / m - g * v - grid.deriv(v, 1)
+        out = np.concatenate([lq, lv], axis=2)
+        return out[:C] + 1j * out[C:]
+
+    def resolvent(self, r: CArray, theta: CArray) -> CArray:
+        """(L̄ − θ)⁻¹ r: diagonal in harmonic n and eigenvector k of Ā."""
+        R = np.fft.fft(r, axis=1) @ self.Vinv.T  # (C, N, 2d) in Ā's eigenbasis
+        den = self.s[None, None, :] - 1j * self.grid.omega * self.n[None, :, None]
+        den = den - theta[:, None, None]
+        tiny = 1e-300 + 1e-14 * np.abs(self.s).max()
+        den = np.where(np.abs(den) < tiny, tiny, den)
+        return np.fft.ifft((R / den) @ self.V.T, axis=1)
+
+
+def _to_real(z: CArray) -> Array:
+    return np.concatenate([z.real, z.imag], axis=1).reshape(z.shape[0], -1)
+
+
+def _to_complex(v: Array, shape: tuple[int, ...]) -> CArray:
+    w = v.reshape(shape[0], 2 * shape[1], shape[2])
+    return w[:, : shape[1]] + 1j * w[:, shape[1] :]
+
+
+def _averaged_system(op: PeriodicOperator) -> Array:
+    """Ā (B, 2d, 2d) = [[0, I], [−K̄/m, −Γ]] around the operator's orbit."""
+    d = op.d
+    Kbar = op._mean_stiffness()
+    A = np.zeros((op.B, 2 * d, 2 * d))
+    A[:, :d, d:] = np.eye(d)
+    A[:, d:, :d] = -Kbar / op.model.mass[None, :, None]
+    A[:, d:, d:] = -np.diag(op.model.damping)
+    return A
+
+
+def _clusters(s: CArray, period: float, delta: float) -> list[NDArray[np.intp]]:
+    """Connected groups of candidates whose harmonic-balance multipliers e^{sT} lie within
+    ``delta`` (relative) of each other: exponents that may mix (resonances, near-collisions)."""
+    mu = np.exp(s * period)
+    close = np.abs(mu[:, None] - mu[None, :]) <= delta * np.abs(mu).max()
+    label = np.arange(s.size)
+    for _ in range(s.size):
+        new = np.array([label[close[i]].min() for i in range(s.size)])
+        if np.array_equal(new, label):
+            break
+        label = new
+    return [np.flatnonzero(label == v) for v in np.unique(label)]
+
+
+def _refine_clusters(
+    hill: _Hill, groups: list[NDArray[np.intp]], max_iter: int
+) -> tuple[CArray, Array]:
+    """Block inverse iteration with Rayleigh–Ritz, one shift per group of candidates.
+
+    Every group's candidates are shifted by multiples of iω next to its first member (the same
+    multipliers), iterated as W = (L − σ)⁻¹ Z with σ the mean of the group's Ritz values, and
+    projected: the Ritz values of Qᴴ L Q (Q an orthonormal basis of W) are the new exponents. A
+    group of one is Rayleigh-quotient iteration (quadratic); a larger group separates exponents
+    that its candidates alone would confuse. Returns (exponents, relative eigen-residuals) in
+    the order of the concatenated groups."""
+    s, V, w, N = hill.s, hill.V, hill.grid.omega, hill.N
+    cols = np.concatenate(groups)
+    ref = np.concatenate([np.full(g.size, s[g[0]].imag) for g in groups])
+    shift = np.round((ref - s[cols].imag) / w)  # s + i n ω next to the group's first member
+    th = s[cols] + 1j * w * shift
+    phase = np.exp(-1j * w * np.outer(shift, hill.grid.t))  # (C, N)
+    z = V[:, cols].T[:, None, :] * phase[:, :, None]
+    C, shape = cols.size, (cols.size, N, s.size)
+    bounds = np.cumsum([0] + [g.size for g in groups])
+    sub = hill.for_batch(C)
+    scale = np.abs(s).max() + w
+    resid = np.full(C, np.inf)
+    rtol = 1e-4
+    for _ in range(max_iter):
+        sigma = th.copy()
+        for a, b in pairwise(bounds):
+            sigma[a:b] = th[a:b].mean()
+
+        def matvec(v: Array, sig: CArray = sigma) -> Array:
+            zz = _to_complex(v, shape)
+            return _to_real(hill.apply_l(sub, zz) - sig[:, None, None] * zz)
+
+        def precond(v: Array, sig: CArray = sigma) -> Array:
+            return _to_real(hill.resolvent(_to_complex(v, shape), sig))
+
+        res = gmres(matvec, _to_real(z), precond=precond, rtol=rtol, restart=30, max_restarts=3)
+        W = _to_complex(res.x, shape).reshape(C, -1)
+        for a, b in pairwise(bounds):
+            Q, _ = np.linalg.qr(W[a:b].T)  # (n, g) orthonormal
+            W[a:b] = Q.T
+        LW = hill.apply_l(sub, W.reshape(shape)).reshape(C, -1)
+        for a, b in pairwise(bounds):
+            H = np.conj(W[a:b]) @ LW[a:b].T  # (g, g) = Qᴴ L Q
+            ev, Y = np.linalg.eig(H)
+            order = np.argsort(np.abs(ev - th[a:b].mean()))
+            ev, Y = ev[order], Y[:, order]
+            z_g = Y.T @ W[a:b]
+            r_g = Y.T @ LW[a:b] - ev[:, None] * z_g
+            th[a:b] = ev
+            resid[a:b] = np.linalg.norm(r_g, axis=1) / (np.linalg.norm(z_g, axis=1) * scale)
+            W[a:b] = z_g
+        z = W.reshape(shape)
+        if np.all(resid < 1e-11):
+            break
+        rtol = float(np.clip(0.01 * resid.max(), 1e-12, 1e-4))
+    return th, resid
+
+
+def _sample_multipliers(
+    hill: _Hill, period: float, gamma_sum: float, max_iter: int, delta: float
+) -> CArray | None:
+    """All 2d multipliers of one sample, or None if a check fails.
+
+    Groups of candidates (`_clusters`) closed under conjugation are refined whole; of a pair of
+    conjugate groups one is refined and its conjugate taken."""
+    s = hill.s
+    d2 = s.size
+    todo: list[NDArray[np.intp]] = []
+    mirrored: list[bool] = []
+    seen: set[int] = set()
+    for g in _clusters(s, period, delta):
+        if int(g[0]) in seen:
+            continue
+        partner = np.array([int(np.argmin(np.abs(s - np.conj(s[k])))) for k in g])
+        self_conj = set(partner.tolist()) == set(g.tolist())
+        seen.update(g.tolist())
+        seen.update(partner.tolist())
+        todo.append(g)
+        mirrored.append(not self_conj)
+    th, res = _refine_clusters(hill, todo, max_iter)
+    if not np.all(res < 1e-8):
+        return None
+    mu = np.exp(th * period)
+    sizes = [g.size for g in todo]
+    parts = np.split(mu, np.cumsum(sizes)[:-1])
+    mu_all = np.concatenate(
+        [np.concatenate([p, np.conj(p)]) if m else p for p, m in zip(parts, mirrored, strict=True)]
+    )
+    if mu_all.size != d2:
+        return None
+    top = np.abs(mu_all).max()
+    gaps = np.abs(mu_all[:, None] - mu_all[None, :]) + np.eye(d2) * top
+    if not gaps.min() > 1e-7 * top:
+        return None
+    liouville = np.sum(np.log(np.abs(mu_all))) + period * gamma_sum
+    if not abs(liouville) <= 1e-7 * max(1.0, period * gamma_sum):
+        return None
+    return mu_all
+
+
+def dominant_multipliers(
+    model: NetworkModel,
+    theta: Array,
+    exc: GridExcitation,
+    grid: PeriodicGrid,
+    x: Array,
+    beta: float | Array = 0.0,
+    feedback: Feedback | None = None,
+    *,
+    max_iter: int = 12,
+    delta: float = 0.1,
+) -> DominantMultipliers:
+    """Floquet multipliers (B, 2d) of the orbits x (B,N,d), sorted by decreasing modulus, from the
+    collocated periodic eigenproblem (module docstring); samples whose safeguards fail get the full
+    RK4 monodromy (`DominantMultipliers.fallback`). ``delta``: candidates whose averaged multipliers
+    lie this close (relative) are refined as one group."""
+    B, _, d = x.shape
+    if theta.shape[0] != B:
+        theta = np.broadcast_to(theta, (B, theta.shape[-1])).copy()
+    op = PeriodicOperator(model, theta, exc, grid, beta, feedback)
+    op.set_orbit(x)
+    A = _averaged_system(op)
+    out = np.zeros((B, 2 * d), dtype=np.complex128)
+    fallback = np.zeros(B, dtype=bool)
+    gamma_sum = float(np.sum(model.damping))
+    for b in range(B):
+        mu: CArray | None = None
+        try:
+            s, V = np.linalg.eig(A[b])
+            if np.linalg.cond(V) < 1e10:
+                sub = op.take(np.array([b]))
+                hill = _Hill(sub, x[b : b + 1], V, np.linalg.inv(V), s)
+                for dl in (0.0, delta):  # lone candidates first; groups where they collide
+                    mu = _sample_multipliers(hill, grid.period_s, gamma_sum, max_iter, dl)
+                    if mu is not None:
+                        break
+        except np.linalg.LinAlgError:
+            mu = None
+        if mu is None:
+            from physlearn.simulators.floquet import floquet_multipliers
+
+            fallback[b] = True
+            fb = None if feedback is None else feedback.take(np.array([b]))
+            beta_b = np.asarray(beta, dtype=float)[[b]] if np.ndim(beta) else beta
+            mu = floquet_multipliers(
+                model, theta[[b]], exc.take(np.array([b])), grid, x[[b]], beta_b, fb
+            )[0]
+        out[b] = mu[np.argsort(-np.abs(mu), kind="stable")]
+    return DominantMultipliers(out, fallback)
