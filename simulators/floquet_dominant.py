@@ -8,7 +8,7 @@ eigenvalue of the periodic operator
     L z = A(t) z − ż,   z = (q, v) periodic,   A(t) = [[0, I], [−K(t)/m, −Γ]]
 
 (K(t): the Hessian of V along the orbit with the directed couplings, the clamp/nudge stiffness
-and the feedback, exactly the Jacobian `PeriodicOperator.jvp` applies), because
+and the feedback: the Jacobian `PeriodicOperator.jvp` applies, less m D² + m Γ D), because
 z(t) e^{λt} then solves the variational equations. Harmonic balance gives every exponent's
 first estimate: the 2d eigenvalues s_k of the time-averaged Ā = [[0, I], [−K̄/m, −Γ]] (K̄ the
 preconditioner's averaged Jacobian), with the constant eigenvectors of Ā as eigenfunctions, and
@@ -47,7 +47,7 @@ spectrally accurate check of the full result, not a fast path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
@@ -56,9 +56,8 @@ from numpy.typing import NDArray
 from physlearn.simulators.excitation import GridExcitation
 from physlearn.simulators.feedback import Feedback
 from physlearn.simulators.krylov import gmres
-from physlearn.simulators.periodic import PeriodicOperator
 from physlearn.simulators.spectral import PeriodicGrid
-from physlearn.spec.model import NetworkModel
+from physlearn.spec.model import Coefficients, NetworkModel
 
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
@@ -84,10 +83,45 @@ class DominantMultipliers:
         return np.abs(self.multipliers[:, 0])
 
 
+@dataclass(frozen=True)
+class _Linearisation:
+    """K(t) along the orbits x (B,N,d): ∂²V/∂x² (with the directed couplings' Jacobian), the
+    clamp/nudge stiffness and a feedback gain — what `PeriodicOperator` adds to m D² + m Γ D
+    (rebuilt here: `periodic` imports this module for ``floquet="dominant"``)."""
+
+    model: NetworkModel
+    theta: Array
+    grid: PeriodicGrid
+    x: Array
+    ext: Array  # (B,N,d) clamp/nudge stiffness
+    gain: Array | None  # (B,N,d,d) feedback gain G(t), entering as −G
+    coef: Coefficients = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "coef", self.model.coefficients(self.theta))
+
+    def take(self, idx: NDArray[np.intp]) -> _Linearisation:
+        g = None if self.gain is None else self.gain[idx]
+        return _Linearisation(self.model, self.theta[idx], self.grid, self.x[idx], self.ext[idx], g)
+
+    def apply(self, q: Array) -> Array:
+        """K(t) q for q (B,N,d)."""
+        out = self.model.hess_vec(self.x, self.grid.t, self.coef, q) + self.ext * q
+        if self.gain is not None:
+            out = out - np.einsum("bnij,bnj->bni", self.gain, q)
+        return out
+
+    def mean(self) -> Array:
+        """K̄ (B,d,d), the time average (the Newton preconditioner's)."""
+        K = self.model.mean_hessian(self.x, self.grid.t, self.coef)
+        K = K + np.einsum("bj,jk->bjk", self.ext.mean(axis=1), np.eye(self.x.shape[2]))
+        return K if self.gain is None else K - self.gain.mean(axis=1)
+
+
 class _Hill:
     """L − θ and the averaged resolvent for the candidates of one sample (complex z as re/im)."""
 
-    def __init__(self, op: PeriodicOperator, x: Array, evec: CArray, evinv: CArray, s: CArray):
+    def __init__(self, op: _Linearisation, x: Array, evec: CArray, evinv: CArray, s: CArray):
         self.op, self.grid = op, op.grid
         self.N, self.d = x.shape[1], x.shape[2]
         self.m, self.g = op.model.mass, op.model.damping
@@ -95,18 +129,16 @@ class _Hill:
         self.n = np.fft.fftfreq(self.N, 1.0 / self.N)  # integer harmonics of np.fft.fft
         self.x = x
 
-    def for_batch(self, c: int) -> PeriodicOperator:
-        sub = self.op.take(np.zeros(2 * c, dtype=np.intp))
-        sub.set_orbit(np.broadcast_to(self.x, (2 * c, self.N, self.d)))
-        return sub
+    def for_batch(self, c: int) -> _Linearisation:
+        return self.op.take(np.zeros(2 * c, dtype=np.intp))
 
-    def apply_l(self, sub: PeriodicOperator, z: CArray) -> CArray:
+    def apply_l(self, sub: _Linearisation, z: CArray) -> CArray:
         """L z for z (C, N, 2d) complex."""
         C, d = z.shape[0], self.d
         q = np.concatenate([z[..., :d].real, z[..., :d].imag])
         v = np.concatenate([z[..., d:].real, z[..., d:].imag])
         m, g, grid = self.m, self.g, self.grid
-        kq = sub.jvp(q) - m * grid.deriv(q, 2) - m * g * grid.deriv(q, 1)
+        kq = sub.apply(q)
         lq = v - grid.deriv(q, 1)
         lv = -kq / m - g * v - grid.deriv(v, 1)
         out = np.concatenate([lq, lv], axis=2)
@@ -131,11 +163,11 @@ def _to_complex(v: Array, shape: tuple[int, ...]) -> CArray:
     return w[:, : shape[1]] + 1j * w[:, shape[1] :]
 
 
-def _averaged_system(op: PeriodicOperator) -> Array:
+def _averaged_system(op: _Linearisation) -> Array:
     """Ā (B, 2d, 2d) = [[0, I], [−K̄/m, −Γ]] around the operator's orbit."""
-    d = op.d
-    Kbar = op._mean_stiffness()
-    A = np.zeros((op.B, 2 * d, 2 * d))
+    B, _, d = op.x.shape
+    Kbar = op.mean()
+    A = np.zeros((B, 2 * d, 2 * d))
     A[:, :d, d:] = np.eye(d)
     A[:, d:, :d] = -Kbar / op.model.mass[None, :, None]
     A[:, d:, d:] = -np.diag(op.model.damping)
@@ -276,8 +308,8 @@ def dominant_multipliers(
     B, _, d = x.shape
     if theta.shape[0] != B:
         theta = np.broadcast_to(theta, (B, theta.shape[-1])).copy()
-    op = PeriodicOperator(model, theta, exc, grid, beta, feedback)
-    op.set_orbit(x)
+    gain = None if feedback is None else feedback.gain
+    op = _Linearisation(model, theta, grid, x, exc.external_stiffness(beta), gain)
     A = _averaged_system(op)
     out = np.zeros((B, 2 * d), dtype=np.complex128)
     fallback = np.zeros(B, dtype=bool)
