@@ -61,6 +61,9 @@ from physlearn.spec.model import Coefficients, NetworkModel
 
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
+Shape = tuple[int, int, int]
+#: the tightest inner GMRES tolerance (it follows the eigen-residual down to this)
+RTOL_FLOOR = 1e-12
 
 __all__ = ["DominantMultipliers", "dominant_multipliers"]
 
@@ -158,7 +161,7 @@ def _to_real(z: CArray) -> Array:
     return np.concatenate([z.real, z.imag], axis=1).reshape(z.shape[0], -1)
 
 
-def _to_complex(v: Array, shape: tuple[int, ...]) -> CArray:
+def _to_complex(v: Array, shape: Shape) -> CArray:
     w = v.reshape(shape[0], 2 * shape[1], shape[2])
     return w[:, : shape[1]] + 1j * w[:, shape[1] :]
 
@@ -205,45 +208,60 @@ def _refine_clusters(
     shift = np.round((ref - s[cols].imag) / w)  # s + i n ω next to the group's first member
     th = s[cols] + 1j * w * shift
     phase = np.exp(-1j * w * np.outer(shift, hill.grid.t))  # (C, N)
-    z = V[:, cols].T[:, None, :] * phase[:, :, None]
-    C, shape = cols.size, (cols.size, N, s.size)
-    bounds = np.cumsum([0] + [g.size for g in groups])
-    sub = hill.for_batch(C)
+    z = V[:, cols].T[:, None, :] * phase[:, :, None]  # (C, N, 2d)
+    C = cols.size
+    gid = np.repeat(np.arange(len(groups)), [g.size for g in groups])
     scale = np.abs(s).max() + w
     resid = np.full(C, np.inf)
+    best = np.full(len(groups), np.inf)
+    stalls = np.zeros(len(groups), dtype=int)
+    live = np.ones(len(groups), dtype=bool)  # groups still iterating
     rtol = 1e-4
     for _ in range(max_iter):
-        sigma = th.copy()
+        on = np.flatnonzero(live[gid])
+        gon = gid[on]
+        bounds = np.flatnonzero(np.r_[True, gon[1:] != gon[:-1], True])
+        shape = (on.size, N, s.size)
+        sub = hill.for_batch(on.size)
+        sigma = th[on].copy()
         for a, b in pairwise(bounds):
-            sigma[a:b] = th[a:b].mean()
+            sigma[a:b] = sigma[a:b].mean()
 
-        def matvec(v: Array, sig: CArray = sigma) -> Array:
+        def matvec(
+            v: Array, sig: CArray = sigma, sub: _Linearisation = sub, shape: Shape = shape
+        ) -> Array:
             zz = _to_complex(v, shape)
             return _to_real(hill.apply_l(sub, zz) - sig[:, None, None] * zz)
 
-        def precond(v: Array, sig: CArray = sigma) -> Array:
+        def precond(v: Array, sig: CArray = sigma, shape: Shape = shape) -> Array:
             return _to_real(hill.resolvent(_to_complex(v, shape), sig))
 
-        res = gmres(matvec, _to_real(z), precond=precond, rtol=rtol, restart=30, max_restarts=3)
-        W = _to_complex(res.x, shape).reshape(C, -1)
+        res = gmres(matvec, _to_real(z[on]), precond=precond, rtol=rtol, restart=30, max_restarts=3)
+        W = _to_complex(res.x, shape).reshape(on.size, -1)
         for a, b in pairwise(bounds):
             Q, _ = np.linalg.qr(W[a:b].T)  # (n, g) orthonormal
             W[a:b] = Q.T
-        LW = hill.apply_l(sub, W.reshape(shape)).reshape(C, -1)
+        LW = hill.apply_l(sub, W.reshape(shape)).reshape(on.size, -1)
         for a, b in pairwise(bounds):
             H = np.conj(W[a:b]) @ LW[a:b].T  # (g, g) = Qᴴ L Q
             ev, Y = np.linalg.eig(H)
-            order = np.argsort(np.abs(ev - th[a:b].mean()))
+            order = np.argsort(np.abs(ev - sigma[a]))
             ev, Y = ev[order], Y[:, order]
             z_g = Y.T @ W[a:b]
             r_g = Y.T @ LW[a:b] - ev[:, None] * z_g
-            th[a:b] = ev
-            resid[a:b] = np.linalg.norm(r_g, axis=1) / (np.linalg.norm(z_g, axis=1) * scale)
-            W[a:b] = z_g
-        z = W.reshape(shape)
-        if np.all(resid < 1e-11):
+            cols_g = on[a:b]
+            th[cols_g] = ev
+            resid[cols_g] = np.linalg.norm(r_g, axis=1) / (np.linalg.norm(z_g, axis=1) * scale)
+            z[cols_g] = z_g.reshape(b - a, N, s.size)
+            g = gon[a]
+            worst = resid[cols_g].max()
+            stalls[g] = stalls[g] + 1 if worst > 0.5 * best[g] else 0
+            best[g] = min(best[g], worst)
+            # converged, or no progress in three iterations: a collision the caller regroups
+            live[g] = worst >= 1e-11 and stalls[g] < 3
+        if not live.any():
             break
-        rtol = float(np.clip(0.01 * resid.max(), 1e-12, 1e-4))
+        rtol = float(np.clip(0.01 * resid[live[gid]].max(), RTOL_FLOOR, 1e-4))
     return th, resid
 
 
