@@ -210,7 +210,8 @@ def _refine_clusters(
     phase = np.exp(-1j * w * np.outer(shift, hill.grid.t))  # (C, N)
     z = V[:, cols].T[:, None, :] * phase[:, :, None]  # (C, N, 2d)
     C = cols.size
-    gid = np.repeat(np.arange(len(groups)), [g.size for g in groups])
+    sizes = np.array([g.size for g in groups])
+    gid = np.repeat(np.arange(len(groups)), sizes)
     scale = np.abs(s).max() + w
     resid = np.full(C, np.inf)
     best = np.full(len(groups), np.inf)
@@ -261,7 +262,9 @@ def _refine_clusters(
             live[g] = worst >= 1e-11 and stalls[g] < 3
         if not live.any():
             break
-        rtol = float(np.clip(0.01 * resid[live[gid]].max(), RTOL_FLOOR, 1e-4))
+        if np.any(live & (sizes > 1)):
+            # a block's shift stays off its exponents: its solves must follow the residual down
+            rtol = float(np.clip(0.01 * resid[live[gid]].max(), RTOL_FLOOR, 1e-4))
     return th, resid
 
 
