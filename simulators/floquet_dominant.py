@@ -131,6 +131,7 @@ class _Hill:
         self.V, self.Vinv, self.s = evec, evinv, s
         self.n = np.fft.fftfreq(self.N, 1.0 / self.N)  # integer harmonics of np.fft.fft
         self.x = x
+        self.modal = _modal_factors(op.mean()[0], self.m, self.g)
 
     def for_batch(self, c: int) -> _Linearisation:
         return self.op.take(np.zeros(2 * c, dtype=np.intp))
@@ -149,12 +150,45 @@ class _Hill:
 
     def resolvent(self, r: CArray, theta: CArray) -> CArray:
         """(L̄ − θ)⁻¹ r: diagonal in harmonic n and eigenvector k of Ā."""
+        if self.modal is not None:
+            return self._modal_resolvent(r, theta)
         R = np.fft.fft(r, axis=1) @ self.Vinv.T  # (C, N, 2d) in Ā's eigenbasis
         den = self.s[None, None, :] - 1j * self.grid.omega * self.n[None, :, None]
         den = den - theta[:, None, None]
         tiny = 1e-300 + 1e-14 * np.abs(self.s).max()
         den = np.where(np.abs(den) < tiny, tiny, den)
         return np.fft.ifft((R / den) @ self.V.T, axis=1)
+
+    def _modal_resolvent(self, r: CArray, theta: CArray) -> CArray:
+        """The same operator for one damping rate Γ and a symmetric K̄ (`_modal_factors`): with
+        λ = θ + i n ω, q̂ = M^{-1/2} U (Λ + λ(Γ + λ))⁻¹ Uᵀ M^{1/2} (−r_v − (Γ + λ) r_q) and
+        v̂ = r_q + λ q̂ — two real d×d products instead of two complex 2d×2d ones."""
+        assert self.modal is not None
+        U, kappa, msq = self.modal
+        d, g = self.d, float(self.g[0])
+        R = np.fft.fft(r, axis=1)
+        lam = theta[:, None] + 1j * self.grid.omega * self.n[None, :]  # (C, N)
+        rq, rv = R[..., :d], R[..., d:]
+        rhs = (-rv - (g + lam)[..., None] * rq) / msq
+        C = rhs.shape[0]
+        W = np.concatenate([rhs.real, rhs.imag]) @ U
+        den = kappa[None, None, :] + (lam * (g + lam))[..., None]
+        tiny = 1e-300 + 1e-14 * (np.abs(kappa).max() + 1.0)
+        den = np.where(np.abs(den) < tiny, tiny, den)
+        Y = (W[:C] + 1j * W[C:]) / den
+        Z = np.concatenate([Y.real, Y.imag]) @ U.T * msq
+        q = Z[:C] + 1j * Z[C:]
+        return np.fft.ifft(np.concatenate([q, rq + lam[..., None] * q], axis=2), axis=1)
+
+
+def _modal_factors(K: Array, m: Array, g: Array) -> tuple[Array, Array, Array] | None:
+    """(U, κ, m^{-1/2}) with M^{-1/2} K̄ M^{-1/2} = U diag(κ) Uᵀ when every node has the same Γ
+    and K̄ is symmetric (reciprocal couplings, no feedback); else None."""
+    if not np.all(g == g[0]) or np.abs(K - K.T).max() > 1e-12 * (np.abs(K).max() + 1.0):
+        return None
+    msq = 1.0 / np.sqrt(m)
+    kappa, U = np.linalg.eigh(msq[:, None] * (0.5 * (K + K.T)) * msq[None, :])
+    return U, kappa, msq
 
 
 def _to_real(z: CArray) -> Array:
@@ -226,7 +260,10 @@ def _refine_clusters(
         sub = hill.for_batch(on.size)
         sigma = th[on].copy()
         for a, b in pairwise(bounds):
-            sigma[a:b] = sigma[a:b].mean()
+            # one shift off the group's exponents while Rayleigh–Ritz separates them, then each
+            # Ritz value its own (Rayleigh-quotient iteration, quadratic) once they are close
+            if resid[on[a:b]].max() > 1e-4:
+                sigma[a:b] = sigma[a:b].mean()
 
         def matvec(
             v: Array, sig: CArray = sigma, sub: _Linearisation = sub, shape: Shape = shape
@@ -269,18 +306,17 @@ def _refine_clusters(
 
 
 def _sample_multipliers(
-    hill: _Hill, period: float, gamma_sum: float, max_iter: int, delta: float
-) -> CArray | None:
-    """All 2d multipliers of one sample, or None if a check fails.
-
-    Groups of candidates (`_clusters`) closed under conjugation are refined whole; of a pair of
-    conjugate groups one is refined and its conjugate taken."""
+    hill: _Hill, period: float, gamma_sum: float, max_iter: int, groups: list[NDArray[np.intp]]
+) -> tuple[CArray | None, set[int]]:
+    """All 2d multipliers of one sample refined in ``groups`` (a partition of the candidates,
+    closed under conjugation: of a pair of conjugate groups one is refined and its conjugate
+    taken), or None and the candidates that failed (unconverged, or coinciding with another)."""
     s = hill.s
     d2 = s.size
     todo: list[NDArray[np.intp]] = []
-    mirrored: list[bool] = []
+    mirrored: list[NDArray[np.intp] | None] = []
     seen: set[int] = set()
-    for g in _clusters(s, period, delta):
+    for g in groups:
         if int(g[0]) in seen:
             continue
         partner = np.array([int(np.argmin(np.abs(s - np.conj(s[k])))) for k in g])
@@ -288,26 +324,51 @@ def _sample_multipliers(
         seen.update(g.tolist())
         seen.update(partner.tolist())
         todo.append(g)
-        mirrored.append(not self_conj)
+        mirrored.append(None if self_conj else partner)
     th, res = _refine_clusters(hill, todo, max_iter)
-    if not np.all(res < 1e-8):
-        return None
+    cols = np.concatenate(todo)
+    bad = set(cols[res >= 1e-8].tolist())
     mu = np.exp(th * period)
-    sizes = [g.size for g in todo]
-    parts = np.split(mu, np.cumsum(sizes)[:-1])
+    parts = np.split(mu, np.cumsum([g.size for g in todo])[:-1])
     mu_all = np.concatenate(
-        [np.concatenate([p, np.conj(p)]) if m else p for p, m in zip(parts, mirrored, strict=True)]
+        [
+            p if q is None else np.concatenate([p, np.conj(p)])
+            for p, q in zip(parts, mirrored, strict=True)
+        ]
+    )
+    origin = np.concatenate(
+        [g if q is None else np.concatenate([g, q]) for g, q in zip(todo, mirrored, strict=True)]
     )
     if mu_all.size != d2:
-        return None
+        return None, bad | set(range(d2)) - set(origin.tolist())
     top = np.abs(mu_all).max()
-    gaps = np.abs(mu_all[:, None] - mu_all[None, :]) + np.eye(d2) * top
-    if not gaps.min() > 1e-7 * top:
-        return None
+    close = np.abs(mu_all[:, None] - mu_all[None, :]) <= 1e-7 * top
+    np.fill_diagonal(close, False)
+    bad |= set(origin[close.any(axis=1)].tolist())
+    if bad:
+        return None, bad
     liouville = np.sum(np.log(np.abs(mu_all))) + period * gamma_sum
     if not abs(liouville) <= 1e-7 * max(1.0, period * gamma_sum):
-        return None
-    return mu_all
+        return None, set(range(d2))
+    return mu_all, set()
+
+
+def _all_multipliers(
+    hill: _Hill, period: float, gamma_sum: float, max_iter: int, delta: float
+) -> CArray | None:
+    """Every candidate alone first; then the candidates that failed, each with the candidates
+    whose averaged multipliers lie within ``delta`` of its own (`_clusters`), as blocks."""
+    d2 = hill.s.size
+    alone = [np.array([k]) for k in range(d2)]
+    mu, bad = _sample_multipliers(hill, period, gamma_sum, max_iter, alone)
+    if mu is not None:
+        return mu
+    groups: list[NDArray[np.intp]] = []
+    for c in _clusters(hill.s, period, delta):
+        hit = bad & set(c.tolist())
+        groups += [c] if hit else [np.array([k]) for k in c]
+    mu, _ = _sample_multipliers(hill, period, gamma_sum, 2 * max_iter, groups)
+    return mu
 
 
 def dominant_multipliers(
@@ -342,10 +403,7 @@ def dominant_multipliers(
             if np.linalg.cond(V) < 1e10:
                 sub = op.take(np.array([b]))
                 hill = _Hill(sub, x[b : b + 1], V, np.linalg.inv(V), s)
-                for dl in (0.0, delta):  # lone candidates first; groups where they collide
-                    mu = _sample_multipliers(hill, grid.period_s, gamma_sum, max_iter, dl)
-                    if mu is not None:
-                        break
+                mu = _all_multipliers(hill, grid.period_s, gamma_sum, max_iter, delta)
         except np.linalg.LinAlgError:
             mu = None
         if mu is None:
