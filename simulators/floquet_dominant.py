@@ -12,13 +12,16 @@ and the feedback: the Jacobian `PeriodicOperator.jvp` applies, less m D² + m Γ
 z(t) e^{λt} then solves the variational equations. Harmonic balance gives every exponent's
 first estimate: the 2d eigenvalues s_k of the time-averaged Ā = [[0, I], [−K̄/m, −Γ]] (K̄ the
 preconditioner's averaged Jacobian), with the constant eigenvectors of Ā as eigenfunctions, and
-(L̄ − θ)⁻¹ is diagonal in (harmonic, eigenvector of Ā): 1/(s_k − i n ω − θ). Each estimate is
-refined by Rayleigh-quotient inverse iteration θ ← θ + 1/⟨c, (L − θ)⁻¹ z⟩ (quadratic convergence),
-the inner solves by batched GMRES right-preconditioned with that exact averaged resolvent, all
-candidates of a sample at once. Where two candidates converge to one exponent (a parametric or
-combination resonance: their averaged multipliers nearly coincide, e.g. a mode at 3ω/2 whose
-pair of real multipliers splits) the sample is redone with such candidates grouped: block
-inverse iteration with one shift per group and Rayleigh–Ritz on the group's span.
+(L̄ − θ)⁻¹ is diagonal in (harmonic, eigenvector of Ā): 1/(s_k − i n ω − θ) (for one damping
+rate and a symmetric K̄, two real d×d products in the modes of K̄). Each estimate is refined by
+Rayleigh-quotient iteration (inverse iteration W = (L − θ)⁻¹ z, θ the Rayleigh quotient of W;
+quadratic convergence), the inner solves by batched GMRES right-preconditioned with that exact
+averaged resolvent, all candidates of a sample at once. A candidate that does not converge alone
+or lands on another's exponent (a parametric or combination resonance: averaged multipliers
+that nearly coincide, e.g. a mode at 3ω/2 whose pair of real multipliers splits) is refined again
+in a block with the candidates whose averaged multipliers lie within ``delta`` of its own: block
+inverse iteration with one shift off the group's exponents and Rayleigh–Ritz on the block's span
+until they are separated, then each Ritz value as its own shift.
 
 Why refine every candidate, not only the one that looks dominant. For the common networks
 (reciprocal, one damping rate Γ) Φ = e^{−ΓT/2} Ψ with Ψ symplectic: every multiplier of an
@@ -36,13 +39,15 @@ dominance. With every candidate refined, the safeguard is exact bookkeeping:
 A sample that fails any check (near-degenerate or colliding exponents, a non-diagonalisable Ā, a
 stalled solve) falls back to the full RK4 monodromy, and the result says which samples did. The
 collocation is spectrally accurate, so on a converged grid it agrees with the full RK4 result to
-the latter's own integration error (≈1e−10 relative with the default steps).
+the latter's own integration error (≈1e−9 relative with the default steps where all multipliers
+share one circle; a few 1e−8 with a hyperbolic pair, where this is the closer of the two to an RK4
+run with 8× the steps).
 
-Cost (docs/benchmarks.md, "Floquet check"): this is not cheaper than the RK4 monodromy. Every
-exponent needs its own preconditioned solves, and near an exponent the averaged resolvent is
-itself nearly singular, so GMRES needs tens of iterations per inverse-iteration step; measured
-slower than `floquet_multipliers` at d ≤ 32. Its use is an independent, matrix-free,
-spectrally accurate check of the full result, not a fast path.
+Cost (docs/benchmarks.md, "Floquet check"): this does not meet issue 16's target (≤ 2× a Newton
+solve) and is not cheaper than the RK4 monodromy: every one of the 2d exponents needs a few
+preconditioned solves (≈20 GMRES iterations each, on (N, 2d) complex functions), which costs
+about what 2d RK4 columns cost, and more in Python overhead at small d. Its use: an independent,
+matrix-free (memory O(N d) per exponent), spectrally accurate check of the full result.
 """
 
 from __future__ import annotations

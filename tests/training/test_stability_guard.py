@@ -75,3 +75,20 @@ def test_not_for_autonomous_systems() -> None:
     )
     with pytest.raises(ConfigError, match="stability_check"):
         Trainer(prepare(cfg))
+
+
+def test_twin_floquet_check_dominant_matches_full() -> None:
+    from physlearn.systems.factory import make_twin
+
+    cfg = _cfg()
+    setup = prepare(cfg)
+    twin = make_twin(cfg, setup.spec, "none")
+    u = setup.dataset.x_train[:4]
+    task = setup.targets.task(setup.spec, setup.dataset.y_train[:4])
+    params = setup.spec.initial_parameters()
+    full = asyncio.run(twin.floquet_check(params, u, task))
+    dom = asyncio.run(twin.floquet_check(params, u, task, method="dominant"))
+    assert full.shape == dom.shape == (4,)
+    assert abs(dom - full).max() <= 1e-8 * full.max()
+    with pytest.raises(ConfigError):
+        asyncio.run(twin.floquet_check(params, u, task, method="arnoldi"))
