@@ -311,11 +311,17 @@ def _refine_clusters(
 
 
 def _sample_multipliers(
-    hill: _Hill, period: float, gamma_sum: float, max_iter: int, groups: list[NDArray[np.intp]]
+    hill: _Hill,
+    period: float,
+    gamma_sum: float,
+    max_iter: int,
+    groups: list[NDArray[np.intp]],
+    known: dict[int, complex],
 ) -> tuple[CArray | None, set[int]]:
     """All 2d multipliers of one sample refined in ``groups`` (a partition of the candidates,
     closed under conjugation: of a pair of conjugate groups one is refined and its conjugate
-    taken), or None and the candidates that failed (unconverged, or coinciding with another)."""
+    taken), or None and the candidates that failed (unconverged, or coinciding with another).
+    ``known``: converged exponents of lone candidates, reused (and filled in)."""
     s = hill.s
     d2 = s.size
     todo: list[NDArray[np.intp]] = []
@@ -330,8 +336,19 @@ def _sample_multipliers(
         seen.update(partner.tolist())
         todo.append(g)
         mirrored.append(None if self_conj else partner)
-    th, res = _refine_clusters(hill, todo, max_iter)
     cols = np.concatenate(todo)
+    new = [g for g in todo if g.size > 1 or int(g[0]) not in known]
+    th = np.array([known.get(int(k), 0j) for k in cols], dtype=complex)
+    res = np.zeros(cols.size)
+    if new:
+        th_n, res_n = _refine_clusters(hill, new, max_iter)
+        order = np.concatenate(new)
+        pos = {int(k): i for i, k in enumerate(cols)}
+        where = np.array([pos[int(k)] for k in order])
+        th[where], res[where] = th_n, res_n
+    for k, t, r in zip(cols, th, res, strict=True):
+        if r < 1e-8 and not any(int(k) in g and g.size > 1 for g in new):
+            known[int(k)] = complex(t)
     bad = set(cols[res >= 1e-8].tolist())
     mu = np.exp(th * period)
     parts = np.split(mu, np.cumsum([g.size for g in todo])[:-1])
@@ -365,14 +382,15 @@ def _all_multipliers(
     whose averaged multipliers lie within ``delta`` of its own (`_clusters`), as blocks."""
     d2 = hill.s.size
     alone = [np.array([k]) for k in range(d2)]
-    mu, bad = _sample_multipliers(hill, period, gamma_sum, max_iter, alone)
+    known: dict[int, complex] = {}
+    mu, bad = _sample_multipliers(hill, period, gamma_sum, max_iter, alone, known)
     if mu is not None:
         return mu
     groups: list[NDArray[np.intp]] = []
     for c in _clusters(hill.s, period, delta):
         hit = bad & set(c.tolist())
         groups += [c] if hit else [np.array([k]) for k in c]
-    mu, _ = _sample_multipliers(hill, period, gamma_sum, 2 * max_iter, groups)
+    mu, _ = _sample_multipliers(hill, period, gamma_sum, 2 * max_iter, groups, known)
     return mu
 
 
