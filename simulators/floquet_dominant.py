@@ -287,7 +287,7 @@ def _refine_clusters(
         LW = hill.apply_l(sub, W.reshape(shape)).reshape(on.size, -1)
         for a, b in pairwise(bounds):
             H = np.conj(W[a:b]) @ LW[a:b].T  # (g, g) = Qᴴ L Q
-            ev, Y = np.linalg.eig(H)
+            ev, Y = (np.diag(H), np.ones((1, 1))) if b - a == 1 else np.linalg.eig(H)
             order = np.argsort(np.abs(ev - sigma[a]))
             ev, Y = ev[order], Y[:, order]
             z_g = Y.T @ W[a:b]
@@ -423,9 +423,11 @@ def dominant_multipliers(
         mu: CArray | None = None
         try:
             s, V = np.linalg.eig(A[b])
-            if np.linalg.cond(V) < 1e10:
+            Vinv = np.linalg.inv(V)
+            # condition number in the 1-norm (an SVD of the 2d×2d V costs more than the rest)
+            if np.linalg.norm(V, 1) * np.linalg.norm(Vinv, 1) < 1e10:
                 sub = op.take(np.array([b]))
-                hill = _Hill(sub, x[b : b + 1], V, np.linalg.inv(V), s)
+                hill = _Hill(sub, x[b : b + 1], V, Vinv, s)
                 mu = _all_multipliers(hill, grid.period_s, gamma_sum, max_iter, delta)
         except np.linalg.LinAlgError:
             mu = None
