@@ -8,7 +8,13 @@ where the orbit it trains on stops attracting: the twin's Newton solver still co
 a bench would not settle. The final stability report finds that only at the end of the run;
 this guard keeps every step on attracting orbits of the inputs it trains on. It works at any
 level (the check runs on a twin of the spec, whatever system measured the gradient); the twin's
-solves are not counted as experiments.
+solves are not counted as experiments. The twin warm-starts every check from the orbits it last
+found for those inputs; that cache is not in the checkpoint, so a resumed run re-solves its
+first checks from rest (the same orbits unless the network has several attractors there).
+
+Cost: a free-phase solve of the mini-batch plus its Floquet check per trial (up to
+1 + ``stability_backtracks`` per step); the full RK4 check is the cheaper method at every d
+measured (docs/benchmarks.md, "Floquet check").
 """
 
 from __future__ import annotations
