@@ -243,7 +243,7 @@ class TrainingConfig(_Model):
     after every optimizer step, the free orbits of the mini-batch at the new parameters are solved
     on an ideal twin of the network and their largest Floquet multiplier checked (``"full"``: the
     RK4 monodromy; ``"dominant"``: the collocated eigenproblem,
-    `physlearn.simulators.floquet_dominant`); a step after which an orbit does not attract —
+    `physlearn.simulators.floquet_dominant` — as exact, but slower: docs/benchmarks.md); a step after which an orbit does not attract —
     |μ| > 1 − ``stability_margin``, or > 1 + 1e-6 when the margin is 0 — or has no steady state is
     halved up to ``stability_backtracks`` times, then refused (parameters kept)
     (training/stability_guard.py; counted as ``stability_shortened`` / ``stability_refusals``,
