@@ -1,6 +1,7 @@
 """Issue 16: Floquet multipliers from the collocated periodic eigenproblem agree with the full
 RK4 monodromy (dominant modulus to 1e-8 relative) — lossy, conservative, directed couplings,
-clamped inputs — and `solve_periodic(floquet="dominant")` uses them."""
+springs with clamped inputs, a learning phase's feedback gain — and
+`solve_periodic(floquet="dominant")` uses them."""
 
 from __future__ import annotations
 
@@ -66,3 +67,20 @@ def test_solve_periodic_dominant_option() -> None:
     dom = solve_periodic(prob.model, theta, prob.exc, prob.grid, floquet="dominant")
     assert dom.multipliers is not None and full.multipliers is not None
     np.testing.assert_allclose(dom.max_multiplier, full.max_multiplier, rtol=1e-8)
+
+
+def test_feedback_gain_agrees() -> None:
+    from physlearn.simulators.feedback import Feedback
+
+    spec = ensemble.random_network(4, np.random.default_rng(6), damping=0.1)
+    prob = PeriodicProblem.from_spec(spec, 33)
+    theta = prob.theta()
+    x = solve_periodic(prob.model, theta, prob.exc, prob.grid, floquet="none").x
+    B, N, d = x.shape
+    cos = np.cos(prob.grid.omega * prob.grid.t)[None, :, None, None]
+    gain = 0.05 * np.random.default_rng(7).normal(size=(B, 1, d, d)) * (1.0 + cos)
+    fb = Feedback(np.ascontiguousarray(np.broadcast_to(gain, (B, N, d, d))), x.copy())
+    full = floquet_multipliers(prob.model, theta, prob.exc, prob.grid, x, feedback=fb)
+    dom = dominant_multipliers(prob.model, theta, prob.exc, prob.grid, x, feedback=fb)
+    assert not dom.fallback.any()
+    np.testing.assert_allclose(dom.modulus, np.abs(full[:, 0]), rtol=1e-8, atol=0)
