@@ -146,7 +146,9 @@ def render(rows: list[Row], args: argparse.Namespace, commit: str) -> str:
     lines = [
         f"`{cmd.strip()}` at commit {commit} — batch {args.batch}, Q = {args.q:g}, "
         f"N = {args.n}, BLAS on 1 thread, median of {args.repeats} runs (collocation: 1 run); "
-        "seconds for the whole batch. Ratios are to the cold Newton solve.",
+        "seconds for the whole batch. Ratios are to the cold Newton solve. Load average at the "
+        f"end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine: ratios "
+        "between columns of one row are the meaningful numbers).",
         "",
         "| d | Newton cold s | Newton warm s | full s (×cold) | collocation s (×cold) "
         "| fallback | dominant modulus rel. diff | spectrum max diff "
