@@ -9,8 +9,8 @@ thread), the median of ``repeats`` runs of each:
   at rest); **Newton warm**: from the orbits of inputs 1 % larger (a training step's warm start);
 - **full**: `floquet_multipliers` — all 2d columns of the variational equations by RK4 over one
   period (max(16N, 512) steps), then `np.linalg.eigvals` of the 2d×2d monodromy;
-- **collocation**: `dominant_multipliers` — every Floquet exponent refined on the collocation grid
-  from its harmonic-balance estimate (`physlearn.simulators.floquet_dominant`); run only up to
+- **collocation**: `collocation_multipliers` — every Floquet exponent refined on the collocation grid
+  from its harmonic-balance estimate (`physlearn.simulators.floquet_collocation`); run only up to
   ``--collocation-max-d`` (it grows much faster than the others); ``fallback`` counts samples it
   handed to the full computation.
 
@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from physlearn.simulators.ensemble import random_network
 from physlearn.simulators.floquet import floquet_multipliers, monodromy
-from physlearn.simulators.floquet_dominant import dominant_multipliers
+from physlearn.simulators.floquet_collocation import collocation_multipliers
 from physlearn.simulators.periodic import solve_periodic
 from physlearn.simulators.problem import PeriodicProblem
 
@@ -104,7 +104,7 @@ def measure(d: int, batch: int, q: float, n: int, repeats: int, colloc_max_d: in
             np.linalg.eigvals(monodromy(model, theta, prob.exc, grid, x, steps=steps))
         ).max(axis=1)
         fine_full = float(np.max(np.abs(ref - fine) / fine))
-        t_col, dom = _median(lambda: dominant_multipliers(model, theta, prob.exc, grid, x), 1)
+        t_col, dom = _median(lambda: collocation_multipliers(model, theta, prob.exc, grid, x), 1)
         mu = dom.multipliers  # type: ignore[attr-defined]
         fb = int(np.sum(dom.fallback))  # type: ignore[attr-defined]
         mod_err = float(np.max(np.abs(np.abs(mu[:, 0]) - ref) / ref))

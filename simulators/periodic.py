@@ -355,7 +355,7 @@ def solve_periodic(
     x0: Array | None = None,
     tol: float = 1e-12,
     max_iter: int = 40,
-    floquet: Literal["full", "dominant", "none"] = "full",
+    floquet: Literal["full", "collocation", "none"] = "full",
     stability_tol: float = 1e-6,
     feedback: Feedback | None = None,
 ) -> PeriodicSolution:
@@ -366,8 +366,8 @@ def solve_periodic(
     stalls are retried by continuation in the excitation amplitude. Raises `SteadyStateError`
     (sample index, residual) if a sample does not converge and `UnstableOrbitError` if a
     converged orbit has a Floquet multiplier of modulus > 1 + stability_tol. ``feedback``: a
-    learning phase's linear feedback force (`Feedback`). ``floquet="dominant"``: the multipliers
-    from the collocated periodic eigenproblem (`physlearn.simulators.floquet_dominant`) instead of
+    learning phase's linear feedback force (`Feedback`). ``floquet="collocation"``: the multipliers
+    from the collocated periodic eigenproblem (`physlearn.simulators.floquet_collocation`) instead of
     the RK4 monodromy; ``"none"``: no stability check.
     """
     B, N, d = exc.force.shape
@@ -410,7 +410,7 @@ def solve_periodic(
     mult = None
     if floquet != "none":
         mult = _stable_multipliers(
-            model, theta, exc, grid, x, beta, feedback, stability_tol, floquet == "dominant"
+            model, theta, exc, grid, x, beta, feedback, stability_tol, floquet == "collocation"
         )
     return PeriodicSolution(grid, x, beta, res, iters, mult)
 
@@ -424,14 +424,14 @@ def _stable_multipliers(
     beta: float | Array,
     feedback: Feedback | None,
     stability_tol: float,
-    dominant: bool = False,
+    collocation: bool = False,
 ) -> CArray:
     """The orbits' Floquet multipliers (B, 2d); `UnstableOrbitError` if one has modulus
     > 1 + stability_tol (naming the non-reciprocal couplings when the network has some)."""
-    if dominant:
-        from physlearn.simulators.floquet_dominant import dominant_multipliers
+    if collocation:
+        from physlearn.simulators.floquet_collocation import collocation_multipliers
 
-        mult = dominant_multipliers(model, theta, exc, grid, x, beta, feedback).multipliers
+        mult = collocation_multipliers(model, theta, exc, grid, x, beta, feedback).multipliers
     else:
         from physlearn.simulators.floquet import floquet_multipliers
 

@@ -283,8 +283,8 @@ class StabilityCheck(Protocol):
         """Largest |Floquet multiplier| per sample (B,) of the free steady states at parameters
         α (P,) for inputs u (B, n_in), measured as `measure` would (warm-started; counted as
         experiments). An orbit attracts when it is ≤ 1; `SolverError` if a sample has none.
-        ``method``: ``"full"`` (the monodromy matrix) or ``"dominant"`` (the collocated
-        eigenproblem, `physlearn.simulators.floquet_dominant`) where the system has it."""
+        ``method``: ``"full"`` (the monodromy matrix) or ``"collocation"`` (the collocated
+        eigenproblem, `physlearn.simulators.floquet_collocation`) where the system has it."""
         ...
 
 

@@ -77,7 +77,7 @@ def test_not_for_autonomous_systems() -> None:
         Trainer(prepare(cfg))
 
 
-def test_twin_floquet_check_dominant_matches_full() -> None:
+def test_twin_floquet_check_collocation_matches_full() -> None:
     from physlearn.systems.factory import make_twin
 
     cfg = _cfg()
@@ -87,7 +87,7 @@ def test_twin_floquet_check_dominant_matches_full() -> None:
     task = setup.targets.task(setup.spec, setup.dataset.y_train[:4])
     params = setup.spec.initial_parameters()
     full = asyncio.run(twin.floquet_check(params, u, task))
-    dom = asyncio.run(twin.floquet_check(params, u, task, method="dominant"))
+    dom = asyncio.run(twin.floquet_check(params, u, task, method="collocation"))
     assert full.shape == dom.shape == (4,)
     assert abs(dom - full).max() <= 1e-8 * full.max()
     with pytest.raises(ConfigError):

@@ -1,7 +1,7 @@
 """Issue 16: Floquet multipliers from the collocated periodic eigenproblem agree with the full
 RK4 monodromy (dominant modulus to 1e-8 relative) — lossy, conservative, directed couplings,
 springs with clamped inputs, a learning phase's feedback gain — and
-`solve_periodic(floquet="dominant")` uses them."""
+`solve_periodic(floquet="collocation")` uses them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from physlearn.simulators import ensemble
 from physlearn.simulators.floquet import floquet_multipliers
-from physlearn.simulators.floquet_dominant import dominant_multipliers
+from physlearn.simulators.floquet_collocation import collocation_multipliers
 from physlearn.simulators.periodic import solve_periodic
 from physlearn.simulators.problem import PeriodicProblem
 from physlearn.spec.network import NetworkSpec
@@ -27,7 +27,7 @@ def _agree(spec: NetworkSpec, batch: int = 2, clamp: bool = False, exact: bool =
     theta = np.broadcast_to(prob.theta(), (batch, prob.theta().shape[-1])).copy()
     sol = solve_periodic(prob.model, theta, exc, prob.grid, floquet="none")
     full = floquet_multipliers(prob.model, theta, exc, prob.grid, sol.x)
-    dom = dominant_multipliers(prob.model, theta, exc, prob.grid, sol.x)
+    dom = collocation_multipliers(prob.model, theta, exc, prob.grid, sol.x)
     # ``exact``: every sample solved on the collocation grid (no fallback to the RK4 monodromy)
     assert not (exact and dom.fallback.any())
     ref = np.abs(full[:, 0])
@@ -59,12 +59,12 @@ def test_directed_couplings_agree() -> None:
     _agree(spec)
 
 
-def test_solve_periodic_dominant_option() -> None:
+def test_solve_periodic_collocation_option() -> None:
     spec = ensemble.random_network(4, np.random.default_rng(5), damping=0.05)
     prob = PeriodicProblem.from_spec(spec, 33)
     full = prob.solve()
     theta = prob.theta()
-    dom = solve_periodic(prob.model, theta, prob.exc, prob.grid, floquet="dominant")
+    dom = solve_periodic(prob.model, theta, prob.exc, prob.grid, floquet="collocation")
     assert dom.multipliers is not None and full.multipliers is not None
     np.testing.assert_allclose(dom.max_multiplier, full.max_multiplier, rtol=1e-8)
 
@@ -81,6 +81,6 @@ def test_feedback_gain_agrees() -> None:
     gain = 0.05 * np.random.default_rng(7).normal(size=(B, 1, d, d)) * (1.0 + cos)
     fb = Feedback(np.ascontiguousarray(np.broadcast_to(gain, (B, N, d, d))), x.copy())
     full = floquet_multipliers(prob.model, theta, prob.exc, prob.grid, x, feedback=fb)
-    dom = dominant_multipliers(prob.model, theta, prob.exc, prob.grid, x, feedback=fb)
+    dom = collocation_multipliers(prob.model, theta, prob.exc, prob.grid, x, feedback=fb)
     assert not dom.fallback.any()
     np.testing.assert_allclose(dom.modulus, np.abs(full[:, 0]), rtol=1e-8, atol=0)

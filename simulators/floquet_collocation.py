@@ -1,4 +1,4 @@
-"""The dominant Floquet multiplier of a periodic orbit without the dense monodromy matrix.
+"""Floquet multipliers without the dense monodromy matrix: every exponent on the collocation grid.
 
 `physlearn.simulators.floquet` integrates all 2d columns of the variational equations by RK4
 (max(16N, 512) steps) and takes the eigenvalues of the 2d×2d monodromy Φ. Here the Floquet
@@ -70,11 +70,11 @@ Shape = tuple[int, int, int]
 #: the tightest inner GMRES tolerance (it follows the eigen-residual down to this)
 RTOL_FLOOR = 1e-12
 
-__all__ = ["DominantMultipliers", "dominant_multipliers"]
+__all__ = ["CollocationMultipliers", "collocation_multipliers"]
 
 
 @dataclass(frozen=True)
-class DominantMultipliers:
+class CollocationMultipliers:
     """Floquet multipliers found on the collocation grid, per sample."""
 
     multipliers: CArray  # (B, 2d) sorted by decreasing modulus
@@ -95,7 +95,7 @@ class DominantMultipliers:
 class _Linearisation:
     """K(t) along the orbits x (B,N,d): ∂²V/∂x² (with the directed couplings' Jacobian), the
     clamp/nudge stiffness and a feedback gain — what `PeriodicOperator` adds to m D² + m Γ D
-    (rebuilt here: `periodic` imports this module for ``floquet="dominant"``)."""
+    (rebuilt here: `periodic` imports this module for ``floquet="collocation"``)."""
 
     model: NetworkModel
     theta: Array
@@ -394,7 +394,7 @@ def _all_multipliers(
     return mu
 
 
-def dominant_multipliers(
+def collocation_multipliers(
     model: NetworkModel,
     theta: Array,
     exc: GridExcitation,
@@ -405,10 +405,10 @@ def dominant_multipliers(
     *,
     max_iter: int = 12,
     delta: float = 0.1,
-) -> DominantMultipliers:
+) -> CollocationMultipliers:
     """Floquet multipliers (B, 2d) of the orbits x (B,N,d), sorted by decreasing modulus, from the
     collocated periodic eigenproblem (module docstring); samples whose safeguards fail get the full
-    RK4 monodromy (`DominantMultipliers.fallback`). ``delta``: candidates whose averaged multipliers
+    RK4 monodromy (`CollocationMultipliers.fallback`). ``delta``: candidates whose averaged multipliers
     lie this close (relative) are refined as one group."""
     B, _, d = x.shape
     if theta.shape[0] != B:
@@ -441,4 +441,4 @@ def dominant_multipliers(
                 model, theta[[b]], exc.take(np.array([b])), grid, x[[b]], beta_b, fb
             )[0]
         out[b] = mu[np.argsort(-np.abs(mu), kind="stable")]
-    return DominantMultipliers(out, fallback)
+    return CollocationMultipliers(out, fallback)
