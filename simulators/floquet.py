@@ -2,7 +2,8 @@
 
 The variational equations q̇ = p, ṗ = −(K(t) q)/m − Γ p, with K(t) the Hessian of the potential
 plus the clamp/nudge stiffness along the orbit (trigonometric interpolation of the collocated
-orbit), are integrated over one period by classical RK4 for all 2d columns at once.
+orbit), are integrated over one period by classical RK4 for all 2d columns at once, K(t) built
+densely once per half-step so that every stage is one matrix product.
 An orbit attracts exactly when every multiplier has modulus < 1.
 """
 
@@ -43,19 +44,30 @@ def monodromy(
     coef = model.coefficients(theta)
     m, g = model.mass, model.damping
     cols = 2 * d
+    idx = np.arange(d)
+
+    def stiffness_t(i: int) -> Array:
+        """Kᵀ(t_i)/m (B,d,d) at half-step i: the dense Hessian (with the directed couplings'
+        Jacobian), clamp/nudge stiffness and feedback, so that every stage is one BLAS product
+        (B,2d,d)@(B,d,d) instead of a Hessian-vector product per column."""
+        K = model.hessian(xs[:, i : i + 1, :], t_half[i : i + 1], coef)[:, 0]
+        K[:, idx, idx] += ks[:, i, :]
+        if gs is not None:
+            K = K - gs[:, i]
+        return np.ascontiguousarray((K / m[:, None]).swapaxes(1, 2))
+
+    cache: dict[int, Array] = {}  # the step's three half-step times (i1 shared by two stages)
 
     def accel(i: int, q: Array, p: Array) -> Array:
         # q, p: (B, 2d, d) — one column of the fundamental matrix per row of axis 1.
-        xi = np.broadcast_to(xs[:, i : i + 1, :], q.shape)
-        ti = np.full(cols, t_half[i])
-        kq = model.hess_vec(xi, ti, coef, q) + ks[:, i : i + 1, :] * q
-        if gs is not None:
-            kq = kq - np.einsum("bij,bcj->bci", gs[:, i], q)
-        return -kq / m - g * p
+        if i not in cache:
+            if len(cache) > 2:
+                cache.clear()
+            cache[i] = stiffness_t(i)
+        return -(q @ cache[i]) - g * p
 
     q = np.zeros((B, cols, d))
     p = np.zeros((B, cols, d))
-    idx = np.arange(d)
     q[:, idx, idx] = 1.0
     p[:, d + idx, idx] = 1.0
     for s in range(n_steps):

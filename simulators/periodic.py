@@ -355,7 +355,7 @@ def solve_periodic(
     x0: Array | None = None,
     tol: float = 1e-12,
     max_iter: int = 40,
-    floquet: Literal["full", "none"] = "full",
+    floquet: Literal["full", "collocation", "none"] = "full",
     stability_tol: float = 1e-6,
     feedback: Feedback | None = None,
 ) -> PeriodicSolution:
@@ -366,7 +366,9 @@ def solve_periodic(
     stalls are retried by continuation in the excitation amplitude. Raises `SteadyStateError`
     (sample index, residual) if a sample does not converge and `UnstableOrbitError` if a
     converged orbit has a Floquet multiplier of modulus > 1 + stability_tol. ``feedback``: a
-    learning phase's linear feedback force (`Feedback`).
+    learning phase's linear feedback force (`Feedback`). ``floquet="collocation"``: the multipliers
+    from the collocated periodic eigenproblem (`physlearn.simulators.floquet_collocation`) instead of
+    the RK4 monodromy; ``"none"``: no stability check.
     """
     B, N, d = exc.force.shape
     if theta.shape[0] != B:
@@ -406,8 +408,10 @@ def solve_periodic(
             samples=all_bad,
         )
     mult = None
-    if floquet == "full":
-        mult = _stable_multipliers(model, theta, exc, grid, x, beta, feedback, stability_tol)
+    if floquet != "none":
+        mult = _stable_multipliers(
+            model, theta, exc, grid, x, beta, feedback, stability_tol, floquet == "collocation"
+        )
     return PeriodicSolution(grid, x, beta, res, iters, mult)
 
 
@@ -420,12 +424,18 @@ def _stable_multipliers(
     beta: float | Array,
     feedback: Feedback | None,
     stability_tol: float,
+    collocation: bool = False,
 ) -> CArray:
     """The orbits' Floquet multipliers (B, 2d); `UnstableOrbitError` if one has modulus
     > 1 + stability_tol (naming the non-reciprocal couplings when the network has some)."""
-    from physlearn.simulators.floquet import floquet_multipliers
+    if collocation:
+        from physlearn.simulators.floquet_collocation import collocation_multipliers
 
-    mult = floquet_multipliers(model, theta, exc, grid, x, beta, feedback)
+        mult = collocation_multipliers(model, theta, exc, grid, x, beta, feedback).multipliers
+    else:
+        from physlearn.simulators.floquet import floquet_multipliers
+
+        mult = floquet_multipliers(model, theta, exc, grid, x, beta, feedback)
     mod = np.abs(mult[:, 0])
     unstable = mod > 1.0 + stability_tol
     if unstable.any():

@@ -277,10 +277,14 @@ class StabilityCheck(Protocol):
     (Floquet multipliers of its own steady states). No bench has it; the trainer then checks on
     an extra twin."""
 
-    async def floquet_check(self, alpha: Array, u: Array, task: Task) -> Array:
+    async def floquet_check(
+        self, alpha: Array, u: Array, task: Task, method: str = "full"
+    ) -> Array:
         """Largest |Floquet multiplier| per sample (B,) of the free steady states at parameters
         α (P,) for inputs u (B, n_in), measured as `measure` would (warm-started; counted as
-        experiments). An orbit attracts when it is ≤ 1; `SolverError` if a sample has none."""
+        experiments). An orbit attracts when it is ≤ 1; `SolverError` if a sample has none.
+        ``method``: ``"full"`` (the monodromy matrix) or ``"collocation"`` (the collocated
+        eigenproblem, `physlearn.simulators.floquet_collocation`) where the system has it."""
         ...
 
 

@@ -436,8 +436,11 @@ class AutonomousTwin(AutonomousSystem):
         sens = self.sensitivity(alpha, u, task)
         return sens.adjoint_gradient(kind), orbit_cost(sens.sol, sens.cost, kind)
 
-    async def floquet_check(self, alpha: Array, u: Array, task: Task) -> Array:
-        """Largest nontrivial |Floquet multiplier| per sample (B,) of the free orbits at (α, u)."""
+    async def floquet_check(
+        self, alpha: Array, u: Array, task: Task, method: str = "full"
+    ) -> Array:
+        """Largest nontrivial |Floquet multiplier| per sample (B,) of the free orbits at (α, u)
+        (always from the reduced monodromy: ``method`` is accepted for `StabilityCheck`)."""
         await self.set_parameters(alpha)
         await self.set_input(u)
         await self.measure()

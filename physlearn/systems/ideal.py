@@ -660,10 +660,17 @@ class IdealSystem(PhysicalSystem):
         return sens.adjoint_gradient(), cost
 
     # ------------------------------------------------------------------ twin-only: stability
-    async def floquet_check(self, alpha: Array, u: Array, task: Task) -> Array:
+    async def floquet_check(
+        self, alpha: Array, u: Array, task: Task, method: str = "full"
+    ) -> Array:
         """Largest |Floquet multiplier| per sample (B,) of the free orbits at (α, u): measured
         as `measure()` measures them (warm-started, counted as experiments), so these are the
-        orbits an evaluation saw, not a fresh solve from rest (`StabilityCheck`)."""
+        orbits an evaluation saw, not a fresh solve from rest (`StabilityCheck`). ``method``:
+        ``"full"`` (RK4 monodromy) or ``"collocation"`` (`simulators.floquet_collocation`)."""
+        if method not in ("full", "collocation"):
+            raise ConfigError(
+                f"floquet_check: method must be 'full' or 'collocation', got {method!r}"
+            )
         await self.set_parameters(alpha)
         await self.set_input(u)
         await self.set_forces(None)
@@ -672,6 +679,11 @@ class IdealSystem(PhysicalSystem):
         assert sol is not None
         exc = self.task_excitation(u, task)
         theta = self.model.full_theta(np.asarray(alpha, dtype=float), batch=u.shape[0])
+        if method == "collocation":
+            from physlearn.simulators.floquet_collocation import collocation_multipliers
+
+            dom = collocation_multipliers(self.model, theta, exc, self.grid, sol.x, 0.0)
+            return np.asarray(dom.modulus, dtype=float)
         mult = floquet_multipliers(self.model, theta, exc, self.grid, sol.x, 0.0)
         return np.asarray(np.abs(mult[:, 0]), dtype=float)
 

@@ -241,6 +241,15 @@ class TrainingConfig(_Model):
     every training input's static equilibrium has its lowest ω² ≥ this fraction of the nodes'
     bare k/m (and, at fixed energy, lies below E₀), and updates that would break that are
     shortened (½, ¼, ⅛) or refused, so that every input keeps an orbit to train on.
+    ``stability_check`` (``"none"``, ``"full"`` or ``"collocation"``; not on autonomous systems):
+    after every optimizer step, the free orbits of the mini-batch at the new parameters are solved
+    on an ideal twin of the network and their largest Floquet multiplier checked (``"full"``: the
+    RK4 monodromy; ``"collocation"``: the collocated eigenproblem,
+    `physlearn.simulators.floquet_collocation` — as exact, but slower: docs/benchmarks.md); a step after which an orbit does not attract —
+    |μ| > 1 − ``stability_margin``, or > 1 + 1e-6 when the margin is 0 — or has no steady state is
+    halved up to ``stability_backtracks`` times, then refused (parameters kept)
+    (training/stability_guard.py; counted as ``stability_shortened`` / ``stability_refusals``,
+    reported as `StabilityGuarded` events). The final stability report then uses the same method.
     ``eval_batch_size``: samples per batched steady-state solve during evaluation.
     ``checkpoint_interval_s``: wall seconds (≥ 0) between the checkpoints that commit ordinary
     mini-batch steps; 0 (default) checkpoints after every step. Epoch ends, failed steps and the
@@ -267,6 +276,9 @@ class TrainingConfig(_Model):
     min_mode_margin: float | None = Field(None, gt=0.0, lt=0.5)
     min_orbit_stiffness: float | None = Field(None, gt=0.0, lt=1.0)
     checkpoint_interval_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    stability_check: Literal["none", "full", "collocation"] = "none"
+    stability_margin: float = Field(0.0, ge=0.0, lt=1.0)
+    stability_backtracks: int = Field(3, ge=0, le=20)
 
     @model_validator(mode="after")
     def _selection(self) -> TrainingConfig:

@@ -36,6 +36,7 @@ __all__ = [
     "RunPaused",
     "RunResumed",
     "RunStarted",
+    "StabilityGuarded",
     "StepDone",
     "Suspended",
 ]
@@ -115,6 +116,24 @@ class Fault(RunEvent):
     consecutive: int
     step_scale: float
     unsolved: int = 0
+
+
+@dataclass(frozen=True)
+class StabilityGuarded(RunEvent):
+    """The stability guard (``training.stability_check``) changed a step: ``outcome``
+    ``"shortened"`` (the update × ``fraction`` kept every free orbit of the mini-batch
+    attracting) or ``"refused"`` (no fraction did: parameters kept). ``max_multiplier``: the
+    largest |μ| at the full step (inf where a sample had no steady state); ``threshold``: the
+    bound it had to keep."""
+
+    kind: ClassVar[str] = "stability_guard"
+    epoch: int
+    batch: int
+    step: int
+    outcome: str
+    fraction: float
+    max_multiplier: float
+    threshold: float
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from numpy.typing import NDArray
 from physlearn.errors import ConfigError, GradientError, PhyslearnError, SafetyError, SolverError
 from physlearn.estimators import Estimator, GradientEstimate, make_estimator
 from physlearn.spec.system import Pausable, PhysicalSystem, StabilityCheck
+from physlearn.spec.task import Task
 from physlearn.systems.factory import make_twin
 from physlearn.systems.safety import PersistentFault
 from physlearn.training.control import Command, ControlRequest, RunControl, RunStopped
@@ -90,6 +91,7 @@ from physlearn.training.rules import (
 from physlearn.training.runstore import Checkpoint, RunStore
 from physlearn.training.setup import TrainSetup
 from physlearn.training.stability import stability_report
+from physlearn.training.stability_guard import make_stability_guard
 from physlearn.training.state import (
     TrainerState,
     get_rng_state,
@@ -221,6 +223,8 @@ class Trainer:
             setup.dataset, tc.validation_fraction, tc.seed
         )
         self.guard, self.guard_margin = make_guard(cfg, spec, self.x_fit)
+        on = tc.stability_check != "none"
+        self.stability = make_stability_guard(cfg, make_twin(cfg, spec, "none") if on else None)
         self.events = events if events is not None else EventStream()
         self.control = control if control is not None else RunControl()
         self.state: TrainerState | None = None
@@ -510,7 +514,7 @@ class Trainer:
         except SolverError as exc:
             self._revert_after_solver_failure(epoch, bi, exc)
             return await self._failed(epoch, bi, "solver_failures", exc)
-        await self._apply(epoch, bi, g, grad, new, cos, t_step, u)
+        await self._apply(epoch, bi, g, grad, new, cos, t_step, u, task)
         return False
 
     def _revert_after_solver_failure(self, epoch: int, bi: int, exc: SolverError) -> None:
@@ -560,6 +564,7 @@ class Trainer:
         cos: float,
         t_step: float,
         u: Array,
+        task: Task,
     ) -> None:
         """Apply a measured step (shortened while recovering, mode-guarded), report it, then
         commit it: the report comes first, so a kill in between makes the resumed run redo
@@ -577,6 +582,8 @@ class Trainer:
         if not accepted:
             self._count("mode_guard_refusals", 1)
             log.info("step %d: update refused (the guard's margin would fall)", st.step)
+        if self.stability is not None:
+            new = await self.stability.apply(st, self.events, (epoch, bi), new, u, task)
         measured_at, st.params = st.params, new
         st.step += 1
         self._count_clipped()
@@ -750,7 +757,9 @@ class Trainer:
         if not isinstance(twin, StabilityCheck):
             twin = make_twin(s.config, s.spec, "none")
         assert isinstance(twin, StabilityCheck)
-        return await stability_report(twin, s.spec, s.dataset, s.targets, params)
+        method = s.config.training.stability_check
+        method = "full" if method == "none" else method
+        return await stability_report(twin, s.spec, s.dataset, s.targets, params, method=method)
 
     async def _paused(self, exc: BaseException) -> None:
         reason = "persistent_fault" if isinstance(exc, PersistentFault) else "interrupted"

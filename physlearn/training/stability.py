@@ -31,16 +31,19 @@ async def stability_report(
     targets: ClassTargets,
     params: Array,
     max_samples: int = 64,
+    method: str = "full",
 ) -> dict[str, Any]:
     """Floquet multipliers of the free orbits of up to ``max_samples`` training samples at
     ``params`` — on the evaluation twin these are the orbits the evaluation measured
     (warm-started, as a bench would have them), not a fresh solve from rest, which can fail or
-    land elsewhere — and the linear modes at rest (`physlearn.spec.topology.mode_report`)."""
+    land elsewhere — and the linear modes at rest (`physlearn.spec.topology.mode_report`).
+    ``method``: the Floquet computation (`StabilityCheck.floquet_check`), ``training.stability_check``
+    when that is set."""
     u = dataset.x_train[:max_samples]
     lab = dataset.y_train[:max_samples]
     out: dict[str, Any] = {"samples_checked": int(u.shape[0]), "orbits": "evaluated"}
     try:
-        mult = await twin.floquet_check(params, u, targets.task(spec, lab))
+        mult = await twin.floquet_check(params, u, targets.task(spec, lab), method=method)
         worst = float(np.max(mult))
         out.update(
             stable=bool(worst <= 1.0 + STABILITY_TOL),
@@ -49,5 +52,7 @@ async def stability_report(
         )
     except SolverError as exc:
         out.update(stable=False, error=str(exc))
+    if method != "full":
+        out["floquet_method"] = method
     out["linear_modes_at_rest"] = mode_report(spec, params).as_dict()
     return out

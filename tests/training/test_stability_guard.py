@@ -1,0 +1,94 @@
+"""Issue 16: stability as part of training (``training.stability_check``). A large learning rate
+carries XOR's network across a bifurcation — the unguarded run ends on free orbits that do not
+attract — and the guarded run shortens or refuses those steps and ends on attracting ones; with
+the option off (or when it never intervenes) the run is bit-identical."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from physlearn.errors import ConfigError
+from physlearn.training.config import TrainConfig, load_train_config
+from physlearn.training.events import RunEvent, StabilityGuarded
+from physlearn.training.loop import Trainer
+from physlearn.training.session import train
+from physlearn.training.setup import prepare
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _cfg(**overrides: Any) -> TrainConfig:
+    base = {
+        "system.floquet": "none",  # the twin itself does not refuse unstable orbits
+        "training.log_cosine_to_adjoint": False,
+        "training.epochs": 3,
+        "training.target_accuracy": None,
+        "training.target_loss": None,
+    }
+    return load_train_config(EXAMPLES / "xor.toml", {**base, **overrides})
+
+
+def test_guard_keeps_the_free_orbits_attracting() -> None:
+    # lr = 1: the third step crosses a bifurcation (final |μ| = 1.109 unguarded, measured)
+    free = train(_cfg(**{"optimizer.lr": 1.0}), write=False)
+    assert not free.summary["stability"]["stable"]
+    assert "stability_refusals" not in free.summary
+
+    cfg = _cfg(**{"optimizer.lr": 1.0, "training.stability_check": "full"})
+    trainer = Trainer(prepare(cfg))
+    seen: list[RunEvent] = []
+    trainer.events.subscribe(seen.append)
+    res = asyncio.run(trainer.run(None))
+    s = res.summary
+    assert s["stability"]["stable"], s["stability"]
+    assert s["stability"]["max_floquet_multiplier"] <= 1.0
+    guarded = [e for e in seen if isinstance(e, StabilityGuarded)]
+    assert s["stability_shortened"] + s["stability_refusals"] == len(guarded) > 0
+    assert all(e.max_multiplier > e.threshold for e in guarded)
+    assert {e.outcome for e in guarded} <= {"shortened", "refused"}
+
+
+def test_guard_off_or_idle_is_bit_identical() -> None:
+    off = train(_cfg(), write=False)
+    idle = train(_cfg(**{"training.stability_check": "full"}), write=False)
+    assert idle.summary["stability_shortened"] == idle.summary["stability_refusals"] == 0
+    assert off.params.tobytes() == idle.params.tobytes()
+    assert [m["train_loss"] for m in off.metrics] == [m["train_loss"] for m in idle.metrics]
+    assert "stability_shortened" not in off.summary
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+def test_margin_sets_the_threshold(margin: float) -> None:
+    cfg = _cfg(**{"training.stability_check": "full", "training.stability_margin": margin})
+    trainer = Trainer(prepare(cfg))
+    assert trainer.stability is not None
+    assert trainer.stability.threshold == (1.0 - margin if margin else 1.0 + 1e-6)
+
+
+def test_not_for_autonomous_systems() -> None:
+    cfg = load_train_config(
+        EXAMPLES / "autonomous-xor-energy.toml", {"training.stability_check": "full"}
+    )
+    with pytest.raises(ConfigError, match="stability_check"):
+        Trainer(prepare(cfg))
+
+
+def test_twin_floquet_check_collocation_matches_full() -> None:
+    from physlearn.systems.factory import make_twin
+
+    cfg = _cfg()
+    setup = prepare(cfg)
+    twin = make_twin(cfg, setup.spec, "none")
+    u = setup.dataset.x_train[:4]
+    task = setup.targets.task(setup.spec, setup.dataset.y_train[:4])
+    params = setup.spec.initial_parameters()
+    full = asyncio.run(twin.floquet_check(params, u, task))
+    dom = asyncio.run(twin.floquet_check(params, u, task, method="collocation"))
+    assert full.shape == dom.shape == (4,)
+    assert abs(dom - full).max() <= 1e-8 * full.max()
+    with pytest.raises(ConfigError):
+        asyncio.run(twin.floquet_check(params, u, task, method="arnoldi"))
