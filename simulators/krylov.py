@@ -30,11 +30,12 @@ def gmres(
     b: Array,
     precond: Op | None = None,
     x0: Array | None = None,
-    rtol: float = 1e-10,
+    rtol: float | Array = 1e-10,
     restart: int = 40,
     max_restarts: int = 10,
 ) -> GmresResult:
-    """Right-preconditioned GMRES(restart) on a batch of systems (rows of ``b``)."""
+    """Right-preconditioned GMRES(restart) on a batch of systems (rows of ``b``); ``rtol`` is
+    one relative tolerance or one per row (B,)."""
     M = precond if precond is not None else (lambda v: v)
     B, n = b.shape
     x = np.zeros_like(b) if x0 is None else x0.copy()
@@ -43,8 +44,11 @@ def gmres(
     iters = np.zeros(B, dtype=int)
     m = min(restart, n)
     rel = np.zeros(B)
-    for _ in range(max_restarts + 1):
-        r = b - matvec(x)
+    # the residual of x (no matvec for the zero start; after a cycle, the one the loop computed)
+    r = b.copy() if x0 is None else b - matvec(x)
+    for cycle in range(max_restarts + 1):
+        if cycle > 0:
+            r = b - matvec(x)
         beta = np.linalg.norm(r, axis=1)
         rel = beta / bnorm_safe
         active = rel > rtol
@@ -96,6 +100,7 @@ def gmres(
             k = k_used[bi]
             Y[bi, :k] = solve_triangular(H[bi, :k, :k], g[bi, :k], check_finite=False)
         x = x + M(np.einsum("bi,bin->bn", Y, V[:, :m]))
-    r = b - matvec(x)
-    rel = np.linalg.norm(r, axis=1) / bnorm_safe
+    else:
+        r = b - matvec(x)
+        rel = np.linalg.norm(r, axis=1) / bnorm_safe
     return GmresResult(x, rel, iters, rel <= rtol)
