@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.linalg import solve_triangular
 
 Array = NDArray[np.float64]
 Op = Callable[[Array], Array]
@@ -95,11 +94,14 @@ def gmres(
             live = live & (np.abs(g[:, j + 1]) / bnorm_safe > rtol) & ok
             if not live.any():
                 break
+        # Back substitution R y = g on every row at once (row b uses its first k_used[b] columns).
         Y = np.zeros((B, m))
-        for bi in np.flatnonzero(active & (k_used > 0)):
-            k = k_used[bi]
-            Y[bi, :k] = solve_triangular(H[bi, :k, :k], g[bi, :k], check_finite=False)
-        x = x + M(np.einsum("bi,bin->bn", Y, V[:, :m]))
+        kmax = int(k_used.max())
+        for i in range(kmax - 1, -1, -1):
+            rows = active & (k_used > i)
+            s = g[:, i] - np.einsum("bj,bj->b", H[:, i, i + 1 : kmax], Y[:, i + 1 : kmax])
+            Y[:, i] = np.where(rows, s / np.where(rows, H[:, i, i], 1.0), 0.0)
+        x = x + M(np.einsum("bi,bin->bn", Y[:, :kmax], V[:, :kmax]))
     else:
         r = b - matvec(x)
         rel = np.linalg.norm(r, axis=1) / bnorm_safe

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,6 +49,33 @@ DENSE_MAX_POINTS = 49
 #: a Newton step larger than this fraction of the orbit's peak (any sample) recomputes the
 #: preconditioner; smaller ones keep it (the time-averaged Jacobian barely moves)
 PRECOND_REFRESH_STEP = 0.05
+
+
+#: samples per thread below which a solve is not split over threads
+MIN_THREAD_BATCH = 16
+
+
+def solver_threads() -> int:
+    """Threads a batched solve is split over: ``PHYSLEARN_SOLVER_THREADS`` (default 2, at most
+    the CPU count). The samples' Newton iterations are independent, and numpy releases the GIL in
+    its GEMMs, LAPACK calls and ufunc loops, so two halves of a batch run on two cores; 1 keeps
+    every solve in the calling thread (e.g. one sweep point per core)."""
+    raw = os.environ.get("PHYSLEARN_SOLVER_THREADS", "2")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 1
+    return max(1, min(n, os.cpu_count() or 1))
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(1, solver_threads() - 1))
+    return _pool
 
 
 @functools.lru_cache(maxsize=32)
@@ -80,6 +109,20 @@ class Preconditioner:
     def take(self, idx: NDArray[np.intp]) -> Preconditioner:
         eig = None if self.eig is None else (self.eig[0][idx], self.eig[1][idx], self.eig[2])
         return Preconditioner(eig, None if self.minv is None else self.minv[idx])
+
+    @staticmethod
+    def concatenate(parts: list[Preconditioner]) -> Preconditioner:
+        """The preconditioner of the batch made of ``parts`` (empty unless all have the same
+        kind of factors)."""
+        if all(p.eig is not None for p in parts):
+            eigs = [p.eig for p in parts if p.eig is not None]
+            U = np.concatenate([e[0] for e in eigs])
+            return Preconditioner((U, np.concatenate([e[1] for e in eigs]), eigs[0][2]))
+        if all(p.minv is not None for p in parts):
+            return Preconditioner(
+                minv=np.concatenate([p.minv for p in parts if p.minv is not None])
+            )
+        return Preconditioner()
 
     def inverse_shifts(self, s: CArray, transpose: bool) -> CArray:
         """1 / (λ + s_n) (B, H+1, d), or with conj(s_n) for the transpose (cached)."""
@@ -438,6 +481,32 @@ def _newton(
     return x, res, iters
 
 
+def _newton_threaded(
+    op: PeriodicOperator, x: Array, tol: float, max_iter: int
+) -> tuple[Array, Array, Array]:
+    """`_newton` on the whole batch, split into `solver_threads` parts solved concurrently (each
+    sample's iterations are its own; the parts' preconditioners are put back together in
+    ``op``)."""
+    B = x.shape[0]
+    n = min(solver_threads(), B // MIN_THREAD_BATCH)
+    if n <= 1:
+        return _newton(op, x, np.ones(B, dtype=bool), tol, max_iter)
+    parts = np.array_split(np.arange(B), n)
+    ops = [op.take(p) for p in parts]
+    futures = [
+        _executor().submit(_newton, o, x[p], np.ones(p.size, dtype=bool), tol, max_iter)
+        for o, p in zip(ops[1:], parts[1:], strict=True)
+    ]
+    first = _newton(ops[0], x[parts[0]], np.ones(parts[0].size, dtype=bool), tol, max_iter)
+    results = [first, *(f.result() for f in futures)]
+    x = np.concatenate([r[0] for r in results])
+    res = np.concatenate([r[1] for r in results])
+    iters = np.concatenate([r[2] for r in results])
+    op.pc = Preconditioner.concatenate([o.pc for o in ops])
+    op.set_orbit(x, keep_preconditioner=True)
+    return x, res, iters
+
+
 def solve_periodic(
     model: NetworkModel,
     theta: Array,
@@ -468,7 +537,7 @@ def solve_periodic(
         theta = np.broadcast_to(theta, (B, theta.shape[-1])).copy()
     op = PeriodicOperator(model, theta, exc, grid, beta, feedback, preconditioner)
     x = np.zeros((B, N, d)) if x0 is None else np.array(x0, dtype=float)
-    x, res, iters = _newton(op, x, np.ones(B, dtype=bool), tol, max_iter)
+    x, res, iters = _newton_threaded(op, x, tol, max_iter)
     failed = ~(res <= op.tolerance(x, tol))
     if failed.any():
         log.info("Newton stalled on %d samples; retrying by amplitude continuation", failed.sum())
