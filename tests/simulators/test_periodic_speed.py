@@ -1,7 +1,6 @@
 """Issue 16 (speed of the twin's EP step): the faster solve path gives the same operators and
 the same steady states — dense matrices on short grids equal the FFTs, per-sample GMRES
-tolerances, nudged phases started from the free orbit's preconditioner and from the opposite
-nudge's orbit equal solves from scratch."""
+tolerances, nudged phases started with the free orbit's preconditioner equal plain solves."""
 
 from __future__ import annotations
 
@@ -52,8 +51,8 @@ def test_gmres_takes_one_tolerance_per_row() -> None:
 
 
 def test_nudged_phases_equal_solves_from_the_free_orbit() -> None:
-    """+F then −F after a free measurement (ep_symmetric's order; the second starts from
-    2 x_free − x₊ with the free orbit's preconditioner) give the orbits of plain solves."""
+    """+F, −F, −F, +F after a free measurement (from the free orbit with its preconditioner;
+    the repeats from their own orbits) give the orbits of plain solves."""
     rng = np.random.default_rng(5)
     spec = random_network(5, rng, damping=0.05, kinds=("product", "difference"))
     u = rng.uniform(0.5, 1.0, (4, 2))
