@@ -24,6 +24,18 @@ class GmresResult:
     converged: Array  # (B,) bool
 
 
+def _back_substitute(H: Array, g: Array, k_used: NDArray[np.int_]) -> Array:
+    """Solve the triangular R y = g of every row at once, row b on its first k_used[b] columns
+    (zeros beyond); returns y (B, max k_used)."""
+    kmax = int(k_used.max())
+    Y = np.zeros((H.shape[0], kmax))
+    for i in range(kmax - 1, -1, -1):
+        rows = k_used > i
+        s = g[:, i] - np.einsum("bj,bj->b", H[:, i, i + 1 : kmax], Y[:, i + 1 :])
+        Y[:, i] = np.where(rows, s / np.where(rows, H[:, i, i], 1.0), 0.0)
+    return Y
+
+
 def gmres(
     matvec: Op,
     b: Array,
@@ -94,14 +106,8 @@ def gmres(
             live = live & (np.abs(g[:, j + 1]) / bnorm_safe > rtol) & ok
             if not live.any():
                 break
-        # Back substitution R y = g on every row at once (row b uses its first k_used[b] columns).
-        Y = np.zeros((B, m))
-        kmax = int(k_used.max())
-        for i in range(kmax - 1, -1, -1):
-            rows = active & (k_used > i)
-            s = g[:, i] - np.einsum("bj,bj->b", H[:, i, i + 1 : kmax], Y[:, i + 1 : kmax])
-            Y[:, i] = np.where(rows, s / np.where(rows, H[:, i, i], 1.0), 0.0)
-        x = x + M(np.einsum("bi,bin->bn", Y[:, :kmax], V[:, :kmax]))
+        Y = _back_substitute(H, g, np.where(active, k_used, 0))
+        x = x + M(np.einsum("bi,bin->bn", Y, V[:, : Y.shape[1]]))
     else:
         r = b - matvec(x)
         rel = np.linalg.norm(r, axis=1) / bnorm_safe
