@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.linalg import solve_triangular
 
 Array = NDArray[np.float64]
 Op = Callable[[Array], Array]
@@ -25,16 +24,29 @@ class GmresResult:
     converged: Array  # (B,) bool
 
 
+def _back_substitute(H: Array, g: Array, k_used: NDArray[np.int_]) -> Array:
+    """Solve the triangular R y = g of every row at once, row b on its first k_used[b] columns
+    (zeros beyond); returns y (B, max k_used)."""
+    kmax = int(k_used.max())
+    Y = np.zeros((H.shape[0], kmax))
+    for i in range(kmax - 1, -1, -1):
+        rows = k_used > i
+        s = g[:, i] - np.einsum("bj,bj->b", H[:, i, i + 1 : kmax], Y[:, i + 1 :])
+        Y[:, i] = np.where(rows, s / np.where(rows, H[:, i, i], 1.0), 0.0)
+    return Y
+
+
 def gmres(
     matvec: Op,
     b: Array,
     precond: Op | None = None,
     x0: Array | None = None,
-    rtol: float = 1e-10,
+    rtol: float | Array = 1e-10,
     restart: int = 40,
     max_restarts: int = 10,
 ) -> GmresResult:
-    """Right-preconditioned GMRES(restart) on a batch of systems (rows of ``b``)."""
+    """Right-preconditioned GMRES(restart) on a batch of systems (rows of ``b``); ``rtol`` is
+    one relative tolerance or one per row (B,)."""
     M = precond if precond is not None else (lambda v: v)
     B, n = b.shape
     x = np.zeros_like(b) if x0 is None else x0.copy()
@@ -43,8 +55,11 @@ def gmres(
     iters = np.zeros(B, dtype=int)
     m = min(restart, n)
     rel = np.zeros(B)
-    for _ in range(max_restarts + 1):
-        r = b - matvec(x)
+    # the residual of x (no matvec for the zero start; after a cycle, the one the loop computed)
+    r = b.copy() if x0 is None else b - matvec(x)
+    for cycle in range(max_restarts + 1):
+        if cycle > 0:
+            r = b - matvec(x)
         beta = np.linalg.norm(r, axis=1)
         rel = beta / bnorm_safe
         active = rel > rtol
@@ -91,11 +106,9 @@ def gmres(
             live = live & (np.abs(g[:, j + 1]) / bnorm_safe > rtol) & ok
             if not live.any():
                 break
-        Y = np.zeros((B, m))
-        for bi in np.flatnonzero(active & (k_used > 0)):
-            k = k_used[bi]
-            Y[bi, :k] = solve_triangular(H[bi, :k, :k], g[bi, :k], check_finite=False)
-        x = x + M(np.einsum("bi,bin->bn", Y, V[:, :m]))
-    r = b - matvec(x)
-    rel = np.linalg.norm(r, axis=1) / bnorm_safe
+        Y = _back_substitute(H, g, np.where(active, k_used, 0))
+        x = x + M(np.einsum("bi,bin->bn", Y, V[:, : Y.shape[1]]))
+    else:
+        r = b - matvec(x)
+        rel = np.linalg.norm(r, axis=1) / bnorm_safe
     return GmresResult(x, rel, iters, rel <= rtol)

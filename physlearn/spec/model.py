@@ -14,6 +14,7 @@ couplings every method computes exactly what it computed before they existed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -237,6 +238,28 @@ class NetworkModel:
             h += muc * (v @ c.Wlin.swapaxes(1, 2) + (r1 * v) @ c.Wrho.swapaxes(1, 2))
         return h
 
+    def hess_operator(self, x: Array, t: Array, c: Coefficients) -> Callable[[Array], Array]:
+        """v ↦ (∂²V/∂x²) v at the orbit x, as `hess_vec`, with the orbit's factors (ρ, ρ′, ρ″,
+        the diagonal) computed once for the many products of a Krylov solve."""
+        mu, nu = self.modulations(t)
+        r, r1, r2 = self.rho.rho(x), self.rho.d1(x), self.rho.d2(x)
+        muc = mu[None, :, None]
+        diag = self.stiffness + muc * r2 * (r @ c.A)
+        diag += nu[None, :, None] * c.bias[:, None, :] * r2
+        diag += 3.0 * c.quartic[:, None, :] * x**2
+        mur1 = muc * r1
+        Wlin, Wrho = c.Wlin, c.Wrho
+
+        def apply(v: Array) -> Array:
+            h = diag * v
+            h += mur1 * ((r1 * v) @ c.A)
+            h += v @ c.Lap
+            if Wlin is not None and Wrho is not None:
+                h += muc * (v @ Wlin.swapaxes(1, 2) + (r1 * v) @ Wrho.swapaxes(1, 2))
+            return h
+
+        return apply
+
     def hess_vec_T(self, x: Array, t: Array, c: Coefficients, v: Array) -> Array:
         """(∂²V/∂x² + Nᵀ) v, shape (B,N,d): the transpose of `hess_vec` (equal to it without
         directed couplings, N = ∂Q/∂x)."""
@@ -306,6 +329,22 @@ class NetworkModel:
         out[..., self.ons_idx] = 0.5 * x[..., self.ons_j] ** 2
         return out
 
+    def integrated_dV_dtheta(self, x: Array, t: Array, weights: Array | float) -> Array:
+        """Σ_n w_n ∂V/∂θ(x_n, t_n) for every term, shape (B, n_terms): `dV_dtheta` summed with
+        the quadrature weights (scalar or (N,)) without forming the (B,N,n_terms) array — the
+        product terms as one d×d moment matrix per sample."""
+        mu, nu = self.modulations(t)
+        w = np.broadcast_to(np.asarray(weights, dtype=float), (x.shape[1],))
+        r = self.rho.rho(x)
+        out = np.zeros((x.shape[0], self.n_terms))
+        M = ((w * mu)[None, :, None] * r).swapaxes(1, 2) @ r
+        out[:, self.prod_idx] = M[:, self.prod_j, self.prod_k]
+        dx = x[..., self.diff_j] - x[..., self.diff_k]
+        out[:, self.diff_idx] = 0.5 * np.einsum("n,bnp->bp", w, dx**2)
+        out[:, self.bias_idx] = np.einsum("n,bnp->bp", w * nu, r[..., self.bias_j])
+        out[:, self.quart_idx] = 0.25 * np.einsum("n,bnp->bp", w, x[..., self.quart_j] ** 4)
+        return out
+
     def vjp_theta(self, x: Array, t: Array, lam: Array) -> Array:
         """Σ_time λ(t) · ∂²V/∂θ∂x(x(t)) for every term, shape (B, n_terms).
 
@@ -341,9 +380,7 @@ def conjugates(model: NetworkModel, x: Array, t: Array, weights: Array | float) 
     Works on any sampled trajectory x (B,N,d) — solver output or measured waveforms — given the
     sample times t (N,) and quadrature weights (scalar Δt or (N,)).
     """
-    dens = model.dV_dtheta(x, t)[..., model.trainable]  # (B,N,P)
-    w = np.broadcast_to(np.asarray(weights, dtype=float), (x.shape[1],))
-    return -np.einsum("n,bnp->bp", w, dens)
+    return -model.integrated_dV_dtheta(x, t, weights)[:, model.trainable]
 
 
 def linear_mode_frequencies(spec: NetworkSpec) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Where sweep points run: Dask distributed, or one process for a serial baseline.
 
 * `DaskExecutor.local`: the embedded default, a ``LocalCluster`` with one single-threaded
-  worker process per core and BLAS/OpenMP pinned to one thread in each (the worker environment
-  and, in every point, ``threadpoolctl``), so that two workers do not oversubscribe two cores.
+  worker process per core and BLAS/OpenMP and the twin's solver pinned to one thread in each (the
+  worker environment and, in every point, ``threadpoolctl`` and ``PHYSLEARN_SOLVER_THREADS``), so that two workers do not oversubscribe two cores.
 * `DaskExecutor.connect`: an existing Dask cluster by its scheduler address
   (``tcp://HOST:PORT``); its workers must import physlearn and see the sweep root (a shared
   folder). An unreachable scheduler is a `SweepError` after ``timeout`` seconds.
@@ -49,8 +49,29 @@ __all__ = [
     "open_executor",
 ]
 
-#: the environment of every worker process: one BLAS/OpenMP thread per point
-PIN_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: the environment of every worker process: one BLAS/OpenMP thread and one twin solver thread
+#: (`physlearn.simulators.periodic.solver_threads`) per point
+PIN_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PHYSLEARN_SOLVER_THREADS": "1",
+}
+
+
+@contextlib.contextmanager
+def _solver_threads_pinned() -> Iterator[None]:
+    """``PHYSLEARN_SOLVER_THREADS=1`` for the duration (restored after)."""
+    key = "PHYSLEARN_SOLVER_THREADS"
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 class SweepError(PhyslearnError):
@@ -127,6 +148,7 @@ def execute(task: Task, root: str) -> PointRecord:
         if task.lock is not None:
             stack.enter_context(file_lock(locks / f"bench-{task.lock}.lock"))
         stack.enter_context(threadpool_limits(limits=1))
+        stack.enter_context(_solver_threads_pinned())
         t0 = time.perf_counter()
         rec = PointRecord(task.name, "done", dict(task.labels), worker=worker_name())
         try:

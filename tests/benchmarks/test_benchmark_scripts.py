@@ -6,6 +6,8 @@ No timing is asserted: benchmarks report times, tests only check that the script
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +163,24 @@ def test_gp_fidelity_quick_mode_writes_its_tables_and_figure(tmp_path: Path) -> 
     assert len(exact) == 12 and max(exact) < 1e-6
     png = (tmp_path / "gp_fidelity.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ep_step_speed_worker_measures_this_tree() -> None:
+    """The worker of benchmarks/ep_step_speed.py (the base-commit comparison needs a git
+    worktree and is left to the full run): one small EP gradient, free solve and step."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "ep_step_speed.py"),
+            *("--worker", "--batch", "16", "--steps", "1", "--repeats", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["nodes"] == 91 and out["steps"] == 1
+    assert out["periodic"].startswith(str(ROOT))
+    assert 0 < out["free_cpu"] and 0 < out["ep_cpu"] and math.isfinite(out["grad_norm"])
