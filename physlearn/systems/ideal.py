@@ -115,6 +115,42 @@ class _PeriodicTable:
         return self.values[:, np.rint(pos).astype(np.intp) % self.k, :]
 
 
+def _check_options(
+    spec: NetworkSpec,
+    points_per_period: int,
+    floquet: str,
+    echo_settle: str,
+    echo_substeps: int,
+    echo_settle_rtol: float,
+    echo_max_periods: int,
+) -> None:
+    """`IdealSystem`'s arguments, each refused with a `ConfigError` that names it."""
+    if spec.boundary.kind != "periodic":
+        raise ConfigError(
+            f"boundary.kind: the ideal system needs a periodic network, got {spec.boundary.kind!r}"
+        )
+    if (
+        not isinstance(points_per_period, int)
+        or points_per_period < 3
+        or points_per_period % 2 == 0
+    ):
+        raise ConfigError(
+            f"points_per_period: must be an odd integer ≥ 3, got {points_per_period!r}"
+        )
+    if floquet not in ("all", "free", "none"):
+        raise ConfigError(f"floquet: must be 'all', 'free' or 'none', got {floquet!r}")
+    if echo_settle not in ("integrate", "newton"):
+        raise ConfigError(f"echo_settle: must be 'integrate' or 'newton', got {echo_settle!r}")
+    for name, value in (
+        ("echo_substeps", echo_substeps),
+        ("echo_max_periods", echo_max_periods),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+    if not (isinstance(echo_settle_rtol, int | float) and 0 < echo_settle_rtol < 1):
+        raise ConfigError(f"echo_settle_rtol: must be in (0, 1), got {echo_settle_rtol!r}")
+
+
 class IdealSystem(PhysicalSystem):
     """The ideal twin of a periodic network spec.
 
@@ -149,30 +185,15 @@ class IdealSystem(PhysicalSystem):
         echo_settle_rtol: float = 1e-5,
         echo_max_periods: int = 5000,
     ):
-        if spec.boundary.kind != "periodic":
-            raise ConfigError(
-                f"boundary.kind: the ideal system needs a periodic network, got {spec.boundary.kind!r}"
-            )
-        if (
-            not isinstance(points_per_period, int)
-            or points_per_period < 3
-            or points_per_period % 2 == 0
-        ):
-            raise ConfigError(
-                f"points_per_period: must be an odd integer ≥ 3, got {points_per_period!r}"
-            )
-        if floquet not in ("all", "free", "none"):
-            raise ConfigError(f"floquet: must be 'all', 'free' or 'none', got {floquet!r}")
-        if echo_settle not in ("integrate", "newton"):
-            raise ConfigError(f"echo_settle: must be 'integrate' or 'newton', got {echo_settle!r}")
-        for name, value in (
-            ("echo_substeps", echo_substeps),
-            ("echo_max_periods", echo_max_periods),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
-        if not (isinstance(echo_settle_rtol, int | float) and 0 < echo_settle_rtol < 1):
-            raise ConfigError(f"echo_settle_rtol: must be in (0, 1), got {echo_settle_rtol!r}")
+        _check_options(
+            spec,
+            points_per_period,
+            floquet,
+            echo_settle,
+            echo_substeps,
+            echo_settle_rtol,
+            echo_max_periods,
+        )
         self.spec = spec
         self.model = NetworkModel.from_spec(spec)
         # Echo dynamics: μ(−t), ν(−t) (the model only calls them as f(t, period_s)).
