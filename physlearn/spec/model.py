@@ -247,6 +247,7 @@ class NetworkModel:
         diag = self.stiffness + muc * r2 * (r @ c.A)
         diag += nu[None, :, None] * c.bias[:, None, :] * r2
         diag += 3.0 * c.quartic[:, None, :] * x**2
+        diag += c.onsite[:, None, :]
         mur1 = muc * r1
         Wlin, Wrho = c.Wlin, c.Wrho
 
@@ -343,6 +344,7 @@ class NetworkModel:
         out[:, self.diff_idx] = 0.5 * np.einsum("n,bnp->bp", w, dx**2)
         out[:, self.bias_idx] = np.einsum("n,bnp->bp", w * nu, r[..., self.bias_j])
         out[:, self.quart_idx] = 0.25 * np.einsum("n,bnp->bp", w, x[..., self.quart_j] ** 4)
+        out[:, self.ons_idx] = 0.5 * np.einsum("n,bnp->bp", w, x[..., self.ons_j] ** 2)
         return out
 
     def vjp_theta(self, x: Array, t: Array, lam: Array) -> Array:
