@@ -245,12 +245,18 @@ def test_a_finished_run_can_be_extended_by_more_epochs(tmp_path: Path) -> None:
 
 def test_log_lines_go_above_the_progress_bar(tmp_path: Path) -> None:
     """Warnings during training are printed on lines of their own (the bar is cleared and
-    redrawn), not into the middle of the bar's line."""
-    r = _train("--config", str(XOR), "--epochs", "31", "--run-dir", str(tmp_path), "--name", "w")
+    redrawn), not into the middle of the bar's line. XOR at learning rate 1 crosses a
+    bifurcation in its first epochs: steps are refused and evaluation samples go unsolved, each
+    with a warning."""
+    cfg = tmp_path / "xor-lr1.toml"
+    text = XOR.read_text()
+    assert "\nlr = 0.05\n" in text
+    cfg.write_text(text.replace("\nlr = 0.05\n", "\nlr = 1.0\n"))
+    r = _train("--config", str(cfg), "--epochs", "6", "--run-dir", str(tmp_path), "--name", "w")
     assert r.returncode == 0, r.stderr
     err = r.stderr
     starts = [i for i in range(len(err)) if err.startswith("WARNING", i)]
-    assert starts, "the XOR run warns about unsolved evaluation samples around epoch 28"
+    assert starts, "XOR at learning rate 1 warns about refused steps and unsolved samples"
     assert all(i == 0 or err[i - 1] in "\r\n" for i in starts), [err[i - 60 : i] for i in starts]
 
 
