@@ -11,7 +11,8 @@ response and, if Newton fails, ramps the pump from zero (the state a bench reach
 the pump slowly). A nudged phase or a replaced pump starts from the last free state of the same
 sample (a bench nudges the state it sits in); under a replaced pump the start is its complex
 conjugate (the phase-conjugated learning phase's own state). A free state must be stable: its
-Bogoliubov spectrum is checked, and a state with a growing mode raises `UnstableOrbitError`
+Bogoliubov spectrum is checked, and a state with a growing mode (Re λ > `NEUTRAL_TOL`; at γ = 0
+a state is at best neutral) raises `UnstableOrbitError`
 naming the samples (no bench can sit there). ``check_nudged`` checks the other phases too.
 
 Twin-only: `exact_gradient` (the adjoint of the density cost, `ExactGradients`) and
@@ -45,7 +46,11 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 
-__all__ = ["GPLatticeTwin"]
+__all__ = ["NEUTRAL_TOL", "GPLatticeTwin"]
+
+#: the largest Bogoliubov growth rate (E/ħ) taken as neutral: a lossless lattice's states are at
+#: best neutrally stable (Re λ = 0 up to rounding)
+NEUTRAL_TOL = 1e-9
 
 
 class GPLatticeTwin(GPSystem):
@@ -212,12 +217,12 @@ class GPLatticeTwin(GPSystem):
         return out
 
     def _check_stable(self, rates: Array) -> None:
-        bad = np.flatnonzero(rates >= 0.0)
+        bad = np.flatnonzero(rates > NEUTRAL_TOL)
         if bad.size:
             i = int(bad[0])
             raise UnstableOrbitError(
                 f"the stationary state of sample {i} is unstable: Bogoliubov growth rate "
-                f"{rates[i]:.4g} E/ħ ≥ 0",
+                f"{rates[i]:.4g} E/ħ > 0",
                 sample=i,
                 multiplier=float(np.exp(rates[i])),
                 samples=tuple(int(j) for j in bad),
