@@ -96,8 +96,7 @@ def make_twin(
     """An ideal twin of ``[system]`` (collocation points, tolerance, echo settling), checking
     the Floquet multipliers of ``floquet`` ("all", "free", "none"; default ``[system] floquet``);
     the `AutonomousTwin` for ``kind = "autonomous"``; the `GPLatticeTwin` of a GP lattice (its
-    free states' Bogoliubov stability always checked; ``floquet = "all"`` checks the nudged
-    states too)."""
+    states' Bogoliubov stability checked as ``floquet`` says: free states, all, none)."""
     from physlearn.systems.ideal import IdealSystem
 
     fl = cfg.system.floquet if floquet is None else floquet
@@ -107,7 +106,7 @@ def make_twin(
     if isinstance(spec, GPNetworkSpec):
         from physlearn.systems.gp_lattice import GPLatticeTwin
 
-        return GPLatticeTwin(spec, check_nudged=fl == "all")
+        return GPLatticeTwin(spec, stability=fl)  # type: ignore[arg-type]
     if cfg.system.kind == "autonomous":
         from physlearn.systems.autonomous import AutonomousTwin
 

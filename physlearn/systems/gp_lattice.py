@@ -13,7 +13,10 @@ sample (a bench nudges the state it sits in); under a replaced pump the start is
 conjugate (the phase-conjugated learning phase's own state). A free state must be stable: its
 Bogoliubov spectrum is checked, and a state with a growing mode (Re λ > `NEUTRAL_TOL`; at γ = 0
 a state is at best neutral) raises `UnstableOrbitError`
-naming the samples (no bench can sit there). ``check_nudged`` checks the other phases too.
+naming the samples (no bench can sit there) — when ``stability`` asks for it: ``free`` (the free
+phases), ``all`` (every phase) or ``none`` (no check while training: an eigenvalue problem of size
+2d per sample, on an 80-site lattice four times the cost of the state itself; the trainer still
+checks the final parameters through `floquet_check`).
 
 Twin-only: `exact_gradient` (the adjoint of the density cost, `ExactGradients`) and
 `floquet_check` (the stability of the free states as multipliers over one unit time ħ/E,
@@ -23,6 +26,7 @@ e^{max Re λ}: ≤ 1 for a stable state, `StabilityCheck`).
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,7 +63,8 @@ class GPLatticeTwin(GPSystem):
     Args:
         spec: the lattice, its inputs and outputs.
         options: Newton's options (`GPSolveOptions`).
-        check_nudged: also check the Bogoliubov stability of nudged / replaced-pump states.
+        stability: which states' Bogoliubov stability `measure` checks: ``free``, ``all``
+            (nudged and replaced-pump states too) or ``none``.
     """
 
     level = Level.IDEAL
@@ -69,11 +74,13 @@ class GPLatticeTwin(GPSystem):
         spec: GPNetworkSpec,
         options: GPSolveOptions | None = None,
         *,
-        check_nudged: bool = False,
+        stability: Literal["all", "free", "none"] = "free",
     ):
+        if stability not in ("all", "free", "none"):
+            raise ConfigError(f"stability: 'all', 'free' or 'none', got {stability!r}")
         self.spec = spec
         self.options = options or GPSolveOptions()
-        self.check_nudged = bool(check_nudged)
+        self.stability = stability
         self.experiments = 0
         self._theta = spec.initial_parameters()
         self._lower, self._upper = spec.parameter_bounds()
@@ -238,7 +245,7 @@ class GPLatticeTwin(GPSystem):
             starts = self._free_psi if self._replaced is None else np.conj(self._free_psi)
         psi = self.stationary(self._theta, drive, self._shift, starts)
         rates = np.full(B, np.nan)
-        if free or self.check_nudged:
+        if self.stability == "all" or (free and self.stability == "free"):
             rates = self.growth_rates(self._theta, psi, self._shift)
             self._check_stable(rates)
         if free:
