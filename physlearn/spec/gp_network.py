@@ -1,11 +1,14 @@
 """A GP lattice as a trainable network: the ``[network.gp_lattice]`` table of ``physlearn train``.
 
 The lattice (docs/physics.md §9, `physlearn.spec.gp_lattice`) is built by name — a ``chain``,
-a ``ring``, an ``nx × ny`` ``square`` or an explicit ``graph`` of ``edges`` — with uniform
+a ``ring``, an ``nx × ny`` ``square``, an explicit ``graph`` of ``edges``, or a ``bipartite``
+coupler of ``sites`` sites in which every input site is coupled to every output site (a one-layer
+network: each output mode hybridises with every pumped mode) — with uniform
 hopping J, Kerr g, loss γ and pump frequency ω_p (energy unit E, ħ = 1). The trainable
 parameters are the potentials V_j of every site (then the hoppings, ``train_hopping``), bounded
 by ``potential_bound`` (|V_j| ≤ bound) and ``hopping_bounds``; they start at ``potential`` plus a
-uniform draw in ±``init_scale`` (``seed``).
+uniform draw in ±``init_scale``, and trainable hoppings at ``hopping`` plus a uniform draw in
+±``hopping_init_scale`` (drawn after the potentials from ``default_rng(seed)``).
 
 **Inputs** are pump profiles: a feature vector u (n_in,) becomes the coherent drive amplitude
 
@@ -95,7 +98,7 @@ class GPNetworkSpec(_Model):
     """
 
     kind: Literal["gp_lattice"] = "gp_lattice"
-    lattice: Literal["chain", "ring", "square", "graph"] = "chain"
+    lattice: Literal["chain", "ring", "square", "graph", "bipartite"] = "chain"
     sites: int | None = Field(None, ge=1)
     shape: tuple[int, int] | None = None
     edges: list[tuple[int, int]] | None = None
@@ -105,6 +108,7 @@ class GPNetworkSpec(_Model):
     pump_energy: float = Field(0.0, allow_inf_nan=False)
     potential: float | list[float] = 0.0
     init_scale: float = Field(0.0, ge=0, allow_inf_nan=False)
+    hopping_init_scale: float = Field(0.0, ge=0, allow_inf_nan=False)
     seed: int = 0
     train_hopping: bool = False
     potential_bound: float = Field(5.0, gt=0, allow_inf_nan=False)
@@ -134,8 +138,13 @@ class GPNetworkSpec(_Model):
         lo, hi = self.hopping_bounds
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"hopping_bounds: need finite lo < hi, got {self.hopping_bounds}")
-        if self.train_hopping and not lo <= self.hopping <= hi:
-            raise ValueError(f"hopping: {self.hopping} is outside hopping_bounds {lo, hi}")
+        j = self._initial()[1]
+        if self.train_hopping and not (np.all(lo <= j) and np.all(j <= hi)):
+            raise ValueError(
+                f"hopping / hopping_init_scale: initial hoppings leave hopping_bounds {lo, hi}"
+            )
+        if self.hopping_init_scale > 0 and not self.train_hopping:
+            raise ValueError("hopping_init_scale: only with train_hopping = true")
         if np.max(np.abs(self._initial_potential())) > self.potential_bound:
             raise ValueError(
                 f"potential: initial values exceed potential_bound {self.potential_bound}"
@@ -147,7 +156,7 @@ class GPNetworkSpec(_Model):
         return self
 
     def _count(self) -> int:
-        if self.lattice in ("chain", "ring", "graph"):
+        if self.lattice in ("chain", "ring", "graph", "bipartite"):
             if self.sites is None:
                 raise ValueError(f"sites: lattice = {self.lattice!r} needs the number of sites")
             if self.shape is not None:
@@ -173,11 +182,18 @@ class GPNetworkSpec(_Model):
         return len(self.inputs.nodes)
 
     def _initial_potential(self) -> Array:
-        d = self._count()
+        return self._initial()[0]
+
+    def _initial(self) -> tuple[Array, Array]:
+        """(V₀ (d,), J₀ (E,)): the initial potentials and hoppings (module docstring)."""
+        d, n = self._count(), self._edge_count()
+        rng = np.random.default_rng(self.seed)
         v = np.broadcast_to(np.asarray(self.potential, dtype=float), (d,)).copy()
-        if self.init_scale > 0:
-            v += np.random.default_rng(self.seed).uniform(-self.init_scale, self.init_scale, d)
-        return v
+        v += rng.uniform(-self.init_scale, self.init_scale, d)
+        j = np.full(n, self.hopping)
+        if self.train_hopping:
+            j += rng.uniform(-self.hopping_init_scale, self.hopping_init_scale, n)
+        return v, j
 
     def lattice_model(self, theta: Array | None = None) -> GPLattice:
         """The `GPLattice` at parameters θ (default: the initial ones)."""
@@ -192,11 +208,12 @@ class GPNetworkSpec(_Model):
         if self.lattice == "square":
             assert self.shape is not None
             lat = square(self.shape[0], self.shape[1], **common)  # type: ignore[arg-type]
-        elif self.lattice == "graph":
+        elif self.lattice in ("graph", "bipartite"):
+            edges = self._edge_list()
             lat = GPLattice(
                 potential=np.zeros(d),
-                edges=np.array(self.edges, dtype=np.int64).reshape(-1, 2),
-                hopping=np.full(len(self.edges or []), self.hopping),
+                edges=np.array(edges, dtype=np.int64).reshape(-1, 2),
+                hopping=np.full(len(edges), self.hopping),
                 kerr=np.full(d, self.kerr),
                 loss=np.full(d, self.loss),
                 pump_energy=self.pump_energy,
@@ -210,15 +227,18 @@ class GPNetworkSpec(_Model):
 
     def initial_parameters(self) -> Array:
         """θ₀: the potentials V (d,), then the hoppings when trainable (energy E)."""
-        v = self._initial_potential()
-        if not self.train_hopping:
-            return v
-        n_edges = self._edge_count()
-        return np.concatenate([v, np.full(n_edges, self.hopping)])
+        v, j = self._initial()
+        return np.concatenate([v, j]) if self.train_hopping else v
+
+    def _edge_list(self) -> list[tuple[int, int]]:
+        """The explicit edges of a ``graph`` or the input × output pairs of a ``bipartite``."""
+        if self.lattice == "bipartite":
+            return [(k, c) for k in self.inputs.nodes for c in self.outputs.nodes]
+        return list(self.edges or [])
 
     def _edge_count(self) -> int:
-        if self.lattice == "graph":
-            return len(self.edges or [])
+        if self.lattice in ("graph", "bipartite"):
+            return len(self._edge_list())
         if self.lattice == "square":
             assert self.shape is not None
             nx, ny = self.shape
