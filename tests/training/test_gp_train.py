@@ -184,3 +184,25 @@ def test_gp_estimator_refuses_an_oscillator_network(tmp_path: Path) -> None:
     path.write_text(tomli_w.dumps(data))
     with pytest.raises(ConfigError, match=r"density.*need \[network\.gp_lattice\]"):
         prepare(load_train_config(path))
+
+
+def test_bipartite_coupler_and_seeded_hoppings() -> None:
+    spec = _spec(
+        lattice="bipartite",
+        hopping=0.0,
+        hopping_init_scale=0.1,
+        train_hopping=True,
+        hopping_bounds=(-1.0, 1.0),
+    )
+    lat = spec.lattice_model()
+    pairs = {(int(a), int(b)) for a, b in lat.edges}
+    assert pairs == {(k, c) for k in (0, 2) for c in (3, 4)}
+    theta = spec.initial_parameters()
+    assert theta.shape == (5 + 4,) and np.all(np.abs(theta[5:]) <= 0.1) and np.any(theta[5:])
+    np.testing.assert_array_equal(theta, _spec(**{**spec.model_dump()}).initial_parameters())
+    other = _spec(**{**spec.model_dump(), "seed": 4}).initial_parameters()
+    assert not np.array_equal(theta, other)
+    with pytest.raises(ValueError, match="hopping_init_scale: only with train_hopping"):
+        _spec(hopping_init_scale=0.1)
+    with pytest.raises(ValueError, match="initial hoppings leave hopping_bounds"):
+        _spec(lattice="bipartite", train_hopping=True, hopping=0.0, hopping_init_scale=0.5)
