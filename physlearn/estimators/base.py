@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +34,10 @@ class Estimator(abc.ABC):
     #: True for the EP variants whose identity needs forces −∇V (reciprocal couplings): they
     #: refuse a network with directed couplings when built (`ModelKnowledge.require_reciprocal`)
     assumes_reciprocity: bool = False
+    #: the network families it estimates on: ``oscillator`` (a `NetworkSpec`, `ModelKnowledge`)
+    #: and/or ``gp`` (a GP lattice, `physlearn.spec.gp_system.GPKnowledge`); `make_estimator`
+    #: refuses the others
+    families: ClassVar[frozenset[str]] = frozenset({"oscillator"})
 
     def __init__(self, knowledge: ModelKnowledge):
         if self.assumes_reciprocity:

@@ -111,7 +111,7 @@ class RunData:
 
 def _parameters(run_dir: Path, config: dict[str, Any], n_params: int) -> ParameterInfo:
     """Names, units and bounds from the built network (``network.toml``, written at the start
-    of every run)."""
+    of every run), else from ``parameters.json`` (a GP lattice's run)."""
     path = run_dir / "network.toml"
     if path.is_file():
         try:
@@ -120,6 +120,22 @@ def _parameters(run_dir: Path, config: dict[str, Any], n_params: int) -> Paramet
             raise ConfigError(f"{path}: not a network written by physlearn train ({exc})") from None
         lo, hi = spec.parameter_bounds()
         return ParameterInfo(spec.parameter_names(), spec.parameter_units(), lo, hi)
+    described = run_dir / "parameters.json"  # a GP lattice's run has no network.toml
+    if described.is_file():
+        import json
+
+        info = json.loads(described.read_text())
+        if len(info.get("names", [])) == n_params:
+
+            def bounds(key: str, default: float) -> np.ndarray:
+                return np.array([default if v is None else float(v) for v in info[key]])
+
+            return ParameterInfo(
+                list(info["names"]),
+                list(info["units"]),
+                bounds("lower", -np.inf),
+                bounds("upper", np.inf),
+            )
     names = [f"p{i}" for i in range(n_params)]
     return ParameterInfo(
         names, ["?"] * n_params, np.full(n_params, -np.inf), np.full(n_params, np.inf)

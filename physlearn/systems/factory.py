@@ -1,7 +1,8 @@
 """The one factory of physical systems: the system of a train config's ``[system]``, named
 after its level, and the knowledge that level gives the estimators.
 
-* ``kind = "ideal"``: the ideal twin (`IdealSystem`, `Level.IDEAL`);
+* ``kind = "ideal"``: the ideal twin (`IdealSystem`, `Level.IDEAL`); for a GP lattice
+  (``[network.gp_lattice]``) its twin `GPLatticeTwin` (`Level.IDEAL`);
 * ``kind = "autonomous"``: the ideal twin of an autonomous network (`AutonomousTwin`,
   `Level.IDEAL`), held at the set point of ``[system.autonomous]``;
 * ``kind = "bench"``: a `BenchSystem` (scope readout) or `LockinBenchSystem` (``readout =
@@ -21,7 +22,8 @@ the session that uses it. `make_twin` builds the extra ideal twins a trainer use
 adjoint reference, stability check) synchronously.
 
 `level_knowledge`: what the estimators may know (masses, damping rates) — the network spec on
-the twin, the calibration file on a bench (the designed Γ may differ from the bench's).
+the twin, the calibration file on a bench (the designed Γ may differ from the bench's); for a
+GP lattice, `GPKnowledge` (its parameter layout and declared loss rates).
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ from typing import TYPE_CHECKING, Any
 from physlearn.errors import ConfigError
 from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.spec.clock import Clock, TwinClock, WallClock
+from physlearn.spec.gp_network import GPNetworkSpec
+from physlearn.spec.gp_system import GPKnowledge
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Level, PhysicalSystem
 from physlearn.training.config import BenchSessionConfig, TrainConfig
 
 if TYPE_CHECKING:
     from physlearn.systems.autonomous import AutonomousTwin
+    from physlearn.systems.gp_lattice import GPLatticeTwin
     from physlearn.systems.ideal import IdealSystem
 
 log = logging.getLogger(__name__)
@@ -70,10 +75,13 @@ def bench_level(b: BenchSessionConfig) -> Level:
 
 
 def level_knowledge(
-    cfg: TrainConfig, spec: NetworkSpec, config_dir: Path | None = None
-) -> ModelKnowledge:
+    cfg: TrainConfig, spec: NetworkSpec | GPNetworkSpec, config_dir: Path | None = None
+) -> ModelKnowledge | GPKnowledge:
     """What the estimators may know at the config's level: the spec's masses and damping on
-    the ideal twin; on a bench, the calibration file's (paths relative to ``config_dir``)."""
+    the ideal twin; on a bench, the calibration file's (paths relative to ``config_dir``); a GP
+    lattice's layout and loss rates from its spec."""
+    if isinstance(spec, GPNetworkSpec):
+        return GPKnowledge.from_spec(spec)
     if cfg.system.kind != "bench":
         return ModelKnowledge.from_spec(spec)
     from physlearn.calibration.schema import CalibrationFile
@@ -83,26 +91,33 @@ def level_knowledge(
 
 
 def make_twin(
-    cfg: TrainConfig, spec: NetworkSpec | None = None, floquet: str | None = None
-) -> IdealSystem | AutonomousTwin:
+    cfg: TrainConfig, spec: NetworkSpec | GPNetworkSpec | None = None, floquet: str | None = None
+) -> IdealSystem | AutonomousTwin | GPLatticeTwin:
     """An ideal twin of ``[system]`` (collocation points, tolerance, echo settling), checking
     the Floquet multipliers of ``floquet`` ("all", "free", "none"; default ``[system] floquet``);
-    the `AutonomousTwin` for ``kind = "autonomous"``."""
+    the `AutonomousTwin` for ``kind = "autonomous"``; the `GPLatticeTwin` of a GP lattice (its
+    states' Bogoliubov stability checked as ``floquet`` says: free states, all, none)."""
     from physlearn.systems.ideal import IdealSystem
 
     fl = cfg.system.floquet if floquet is None else floquet
     assert fl in ("all", "free", "none")
+    if spec is None:
+        spec = cfg.network.build()
+    if isinstance(spec, GPNetworkSpec):
+        from physlearn.systems.gp_lattice import GPLatticeTwin
+
+        return GPLatticeTwin(spec, stability=fl)  # type: ignore[arg-type]
     if cfg.system.kind == "autonomous":
         from physlearn.systems.autonomous import AutonomousTwin
 
         assert cfg.system.autonomous is not None
         return AutonomousTwin(
-            spec if spec is not None else cfg.network.build(),
+            spec,
             cfg.system.autonomous,
             floquet=fl,  # type: ignore[arg-type]
         )
     return IdealSystem(
-        spec if spec is not None else cfg.network.build(),
+        spec,
         cfg.system.points_per_period,
         floquet=fl,  # type: ignore[arg-type]
         tol=cfg.system.tol,
@@ -112,7 +127,10 @@ def make_twin(
 
 @asynccontextmanager
 async def make_system(
-    cfg: TrainConfig, config_dir: Path | None = None, *, spec: NetworkSpec | None = None
+    cfg: TrainConfig,
+    config_dir: Path | None = None,
+    *,
+    spec: NetworkSpec | GPNetworkSpec | None = None,
 ) -> AsyncIterator[PhysicalSystem]:
     """The system of ``[system]`` for the network ``spec`` (default: built from the config);
     ``config_dir`` resolves the relative paths of ``[system.bench]``. See the module docstring."""
@@ -121,6 +139,8 @@ async def make_system(
     if cfg.system.kind != "bench":
         yield make_twin(cfg, spec)
         return
+    if isinstance(spec, GPNetworkSpec):
+        raise ConfigError("system.kind: no bench class exists for a GP lattice yet")
     async with AsyncExitStack() as stack:
         yield await _bench_system(cfg, config_dir, spec, stack)
 

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.telemetry.config import TelemetryConfig
 from physlearn.telemetry.link import MqttLink
@@ -46,7 +47,7 @@ def topic_root(tc: TelemetryConfig | None, bench: str, run: str) -> str:
 def open_telemetry(
     cfg: TrainConfig,
     run_dir: Path,
-    spec: NetworkSpec,
+    spec: NetworkSpec | GPNetworkSpec,
     control: RunControl,
     config_dir: Path | None = None,
 ) -> TelemetryPublisher:

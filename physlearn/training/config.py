@@ -2,10 +2,13 @@
 
 Tables (every error names the field path and the bad value, through `physlearn.spec.tomlconfig`)::
 
-    [network]            either [network.topology] (a documented topology, physlearn.spec.topology)
-                         or [network.spec] (an inline NetworkSpec), not both
+    [network]            one of [network.topology] (a documented topology, physlearn.spec.topology),
+                         [network.spec] (an inline NetworkSpec) or [network.gp_lattice] (a
+                         driven-dissipative GP lattice, physlearn.spec.gp_network; optional
+                         kind = "oscillator" | "gp_lattice" must agree with the table)
     [data]               name = "xor" | "iris" | "digits" | "sine", [data.options] for get_dataset
-    [targets]            kind = "inphase" (one-hot in-phase amplitudes on/off) or "sine"
+    [targets]            kind = "inphase" (one-hot in-phase amplitudes on/off), "sine", "level"
+                         (autonomous orbits) or "density" (GP lattices: output occupations)
     [estimator]          name, beta (dimensionless), [estimator.options]
     [optimizer]          name, lr, schedule, [optimizer.options]
     [training]           epochs, batch_size, seed, log_cosine_to_adjoint, target_accuracy, ...
@@ -37,7 +40,9 @@ from pydantic import (
     model_validator,
 )
 
+from physlearn.errors import ConfigError
 from physlearn.spec.autonomous import AutonomousOptions
+from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import read_toml, validate
 from physlearn.systems.bench.options import BenchOptions, LockinOptions
@@ -127,21 +132,47 @@ class LayeredTopology(_Model):
 
 
 class NetworkConfig(_Model):
-    """Either ``topology`` (built by physlearn.spec.topology) or an inline ``spec``."""
+    """Exactly one of ``topology`` (built by physlearn.spec.topology), an inline ``spec`` (both
+    oscillator networks) or ``gp_lattice`` (a GP lattice, `GPNetworkSpec`). ``kind``, when
+    given, names the family and must agree with the table."""
 
+    kind: Literal["oscillator", "gp_lattice"] | None = None
     topology: LayeredTopology | None = None
     spec: NetworkSpec | None = None
+    gp_lattice: GPNetworkSpec | None = None
 
     @model_validator(mode="after")
     def _one(self) -> NetworkConfig:
-        if (self.topology is None) == (self.spec is None):
-            raise ValueError("give exactly one of [network.topology] or [network.spec]")
+        given = [t for t in (self.topology, self.spec, self.gp_lattice) if t is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of [network.topology], [network.spec] or [network.gp_lattice]"
+            )
+        family = "gp_lattice" if self.gp_lattice is not None else "oscillator"
+        if self.kind is not None and self.kind != family:
+            table = (
+                "[network.gp_lattice]"
+                if self.kind == "gp_lattice"
+                else ("[network.topology] or [network.spec]")
+            )
+            raise ValueError(f"kind: {self.kind!r} needs {table}")
         return self
 
-    def build(self) -> NetworkSpec:
+    @property
+    def is_gp(self) -> bool:
+        return self.gp_lattice is not None
+
+    def build(self) -> NetworkSpec | GPNetworkSpec:
+        if self.gp_lattice is not None:
+            return self.gp_lattice
+        return self.build_oscillator()
+
+    def build_oscillator(self) -> NetworkSpec:
+        """The oscillator network (ConfigError for a GP lattice)."""
         if self.spec is not None:
             return self.spec
-        assert self.topology is not None
+        if self.topology is None:
+            raise ConfigError("network: [network.gp_lattice] is not an oscillator network")
         return self.topology.build()
 
 
@@ -163,11 +194,14 @@ class DataConfig(_Model):
 
 class TargetsConfig(_Model):
     """Targets and decoding (physlearn.training.encoding). Levels and amplitudes in node units (m).
+    ``kind = "density"`` (GP lattices, physlearn.training.gp_targets): one-hot target occupations
+    |ψ_j|² = ``on`` / ``off`` on the output sites, decoded by the largest output occupation.
     ``kind = "level"`` (autonomous orbits, physlearn.training.orbit_targets): static target
     levels, decoded from the time-averaged outputs; ``orbit_cost``: the cost trained, the
     time-averaged ⟨c⟩ or the integrated ∮ c dt over the orbit's own period."""
 
-    kind: Literal["inphase", "sine", "level"] | None = None  # None: "sine" for the sine data set
+    kind: Literal["inphase", "sine", "level", "density"] | None = None
+    # None: "sine" for the sine data set, "density" on a GP lattice, else "inphase"
     orbit_cost: Literal["averaged", "integrated"] = "averaged"
     on: float = 0.2
     off: float = 0.0
@@ -396,6 +430,30 @@ class TrainConfig(_Model):
     output: OutputConfig = Field(default_factory=OutputConfig)
     telemetry: TelemetryConfig | None = None
     suspenders: SuspendersConfig | None = None
+
+    @model_validator(mode="after")
+    def _gp(self) -> TrainConfig:
+        if self.network.is_gp and self.system.kind != "ideal":
+            raise ValueError(
+                f'system.kind: a GP lattice trains on its ideal twin (kind = "ideal"), got '
+                f"{self.system.kind!r} (no GP bench class exists yet)"
+            )
+        tc = self.training
+        if self.network.is_gp and (
+            tc.min_mode_margin is not None or tc.min_orbit_stiffness is not None
+        ):
+            raise ValueError(
+                "training.min_mode_margin / min_orbit_stiffness: guards of oscillator networks; "
+                "a GP lattice has no modes at rest or orbits to guard"
+            )
+        if self.targets.kind == "density" and not self.network.is_gp:
+            raise ValueError('targets.kind: "density" targets need [network.gp_lattice]')
+        if self.network.is_gp and self.targets.kind not in (None, "density"):
+            raise ValueError(
+                f'targets.kind: a GP lattice has density targets ("density"), got '
+                f"{self.targets.kind!r}"
+            )
+        return self
 
     def resolved(self) -> dict[str, Any]:
         """Plain data for the run directory's config.toml (None fields left out)."""

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
+from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Observation
 from physlearn.spec.task import Task
@@ -41,22 +42,33 @@ from physlearn.training.datasets import SineEncoding, sine_target
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+#: what ``physlearn train`` trains: an oscillator network or a GP lattice
+TrainNetwork = NetworkSpec | GPNetworkSpec
 
 __all__ = [
     "ClassTargets",
     "InphaseTargets",
     "SineTargets",
+    "TrainNetwork",
     "check_inputs",
     "drive_amplitudes",
     "inphase_amplitudes",
     "make_targets",
+    "oscillator_network",
 ]
+
+
+def oscillator_network(spec: TrainNetwork, what: str = "these targets") -> NetworkSpec:
+    """``spec`` as an oscillator network; ConfigError naming ``what`` for a GP lattice."""
+    if not isinstance(spec, NetworkSpec):
+        raise ConfigError(f"network: {what} need an oscillator network, not a GP lattice")
+    return spec
 
 
 # ---------------------------------------------------------------------------------- inputs
 
 
-def check_inputs(spec: NetworkSpec, features: Array) -> Array:
+def check_inputs(spec: TrainNetwork, features: Array) -> Array:
     """Features (B, n_in) as a float64 array; ConfigError on a wrong count or non-finite values."""
     u = np.asarray(features, dtype=np.float64)
     n_in = len(spec.inputs.nodes)
@@ -99,11 +111,11 @@ class ClassTargets(abc.ABC):
     n_classes: int
 
     @abc.abstractmethod
-    def task(self, spec: NetworkSpec, labels: IntArray) -> Task:
+    def task(self, spec: TrainNetwork, labels: IntArray) -> Task:
         """The cost of a batch with these labels (B,)."""
 
     @abc.abstractmethod
-    def predict(self, obs: Observation, spec: NetworkSpec) -> IntArray:
+    def predict(self, obs: Observation, spec: TrainNetwork) -> IntArray:
         """Decoded classes (B,) of free steady states."""
 
     @abc.abstractmethod
@@ -155,7 +167,8 @@ class OneHotTargets(ClassTargets):
 class InphaseTargets(OneHotTargets):
     """One-hot in-phase amplitudes ``on``/``off`` (node units, e.g. m); see the module docstring."""
 
-    def task(self, spec: NetworkSpec, labels: IntArray) -> Task:
+    def task(self, net: TrainNetwork, labels: IntArray) -> Task:
+        spec = oscillator_network(net, "in-phase targets")
         if spec.outputs.target.kind != "inphase":
             raise ConfigError(
                 f"outputs.target.kind: in-phase targets need kind 'inphase', got "
@@ -167,7 +180,8 @@ class InphaseTargets(OneHotTargets):
             )
         return Task.from_spec(spec, values=self.values(labels))
 
-    def predict(self, obs: Observation, spec: NetworkSpec) -> IntArray:
+    def predict(self, obs: Observation, net: TrainNetwork) -> IntArray:
+        spec = oscillator_network(net, "in-phase targets")
         a = inphase_amplitudes(obs, list(spec.outputs.nodes), spec.drive.omega_rad_s)
         if self.n_outputs == 1:
             mid = 0.5 * (self.on + self.off)
@@ -207,7 +221,8 @@ class SineTargets(ClassTargets):
             self._labels(labels), t_s, period_s, self.n_classes, self.encoding, self.amplitude
         )
 
-    def task(self, spec: NetworkSpec, labels: IntArray) -> Task:
+    def task(self, net: TrainNetwork, labels: IntArray) -> Task:
+        spec = oscillator_network(net, "sine targets")
         if len(spec.outputs.nodes) != 1:
             raise ConfigError(
                 f"outputs.nodes: the sine task needs exactly one output node, got "
@@ -221,7 +236,7 @@ class SineTargets(ClassTargets):
 
         return Task.from_spec(spec, waveforms=wave)
 
-    def predict(self, obs: Observation, spec: NetworkSpec) -> IntArray:
+    def predict(self, obs: Observation, spec: TrainNetwork) -> IntArray:
         one = obs.one_period()
         x = one.x[:, :, spec.outputs.nodes[0]]  # (B, N)
         classes = np.arange(self.n_classes, dtype=np.int64)

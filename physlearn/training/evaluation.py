@@ -14,10 +14,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError, SolverError
-from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import PhysicalSystem
 from physlearn.training.datasets import Dataset
-from physlearn.training.encoding import ClassTargets, check_inputs
+from physlearn.training.encoding import ClassTargets, TrainNetwork, check_inputs
 
 log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
@@ -38,7 +37,11 @@ class EvalResult:
 
 
 async def _free_outputs(
-    system: PhysicalSystem, spec: NetworkSpec, targets: ClassTargets, x: Array, y: NDArray[np.int64]
+    system: PhysicalSystem,
+    spec: TrainNetwork,
+    targets: ClassTargets,
+    x: Array,
+    y: NDArray[np.int64],
 ) -> tuple[Array, NDArray[np.int64]]:
     """Costs (n,) and predictions (n,) of one batch. A sample without a steady state gets cost NaN
     and prediction −1: when the error names the failing samples they are set aside and the rest is
@@ -73,7 +76,7 @@ async def _free_outputs(
 
 async def evaluate_split(
     system: PhysicalSystem,
-    spec: NetworkSpec,
+    spec: TrainNetwork,
     targets: ClassTargets,
     params: Array,
     x: Array,
@@ -100,7 +103,7 @@ async def evaluate_split(
 
 async def evaluate(
     system: PhysicalSystem,
-    spec: NetworkSpec,
+    spec: TrainNetwork,
     targets: ClassTargets,
     params: Array,
     x: Array,
@@ -138,7 +141,7 @@ def validation_split(
 
 async def evaluate_splits(
     system: PhysicalSystem,
-    spec: NetworkSpec,
+    spec: TrainNetwork,
     targets: ClassTargets,
     params: Array,
     splits: list[tuple[str, Array, Labels]],

@@ -23,7 +23,7 @@ from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Observation
 from physlearn.training.config import TargetsConfig
 from physlearn.training.datasets import Dataset
-from physlearn.training.encoding import OneHotTargets
+from physlearn.training.encoding import OneHotTargets, TrainNetwork, oscillator_network
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -42,7 +42,8 @@ class LevelTargets(OneHotTargets):
 
     normalisation: CostNormalisation = "averaged"
 
-    def task(self, spec: NetworkSpec, labels: IntArray) -> OrbitTask:
+    def task(self, net: TrainNetwork, labels: IntArray) -> OrbitTask:
+        spec = oscillator_network(net, "level targets")
         if spec.outputs.target.kind != "constant":
             raise ConfigError(
                 "outputs.target.kind: level targets need kind 'constant', got "
@@ -54,7 +55,7 @@ class LevelTargets(OneHotTargets):
             )
         return OrbitTask.from_values(spec, self.values(labels), self.normalisation)
 
-    def predict(self, obs: Observation, spec: NetworkSpec) -> IntArray:
+    def predict(self, obs: Observation, spec: TrainNetwork) -> IntArray:
         a = mean_levels(obs, list(spec.outputs.nodes))
         if self.n_outputs == 1:
             mid = 0.5 * (self.on + self.off)

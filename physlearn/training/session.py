@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from physlearn.errors import ConfigError
+from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.spec.system import PhysicalSystem
 from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.safety import RetryingSystem, RetryPolicy, run_with_safe_exit
@@ -83,6 +84,8 @@ async def _bench_session(
     if store is None:
         raise ConfigError("a bench run needs a run directory (its per-step records go there)")
     wrapped = RetryingSystem(bench, RetryPolicy(attempts=b.retries), on_fault=bench.reconnect)
+    if not isinstance(setup.knowledge, ModelKnowledge):
+        raise ConfigError("a bench session trains an oscillator network (no GP bench class yet)")
     records = BenchStepRecords(bench, wrapped, setup.knowledge, Path(store.run_dir))
     events = EventStream([records, *listeners])
     control = control if control is not None else RunControl()

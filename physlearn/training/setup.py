@@ -13,11 +13,12 @@ from typing import Any
 from physlearn.errors import ConfigError
 from physlearn.estimators import Estimator, make_estimator
 from physlearn.estimators.knowledge import ModelKnowledge
-from physlearn.spec.network import NetworkSpec
+from physlearn.spec.gp_network import GPNetworkSpec
+from physlearn.spec.gp_system import GPKnowledge
 from physlearn.systems.factory import level_knowledge
 from physlearn.training.config import TrainConfig
 from physlearn.training.datasets import Dataset, check_feature_count, get_dataset
-from physlearn.training.encoding import ClassTargets, make_targets
+from physlearn.training.encoding import ClassTargets, TrainNetwork, make_targets
 from physlearn.training.optimizers import Optimizer, make_optimizer
 from physlearn.training.runstore import RunStore, atomic_write_bytes
 
@@ -29,19 +30,22 @@ class TrainSetup:
     """Everything a run needs, built and checked from a config before anything is written."""
 
     config: TrainConfig
-    spec: NetworkSpec
+    spec: TrainNetwork
     dataset: Dataset
     targets: ClassTargets
-    knowledge: ModelKnowledge
+    knowledge: ModelKnowledge | GPKnowledge
     estimator: Estimator
     optimizer: Optimizer
 
 
-def _build_spec(cfg: TrainConfig) -> NetworkSpec:
+def _build_spec(cfg: TrainConfig) -> TrainNetwork:
     try:
-        spec = cfg.network.build()
+        built = cfg.network.build()
     except ConfigError as exc:
         raise ConfigError(f"network: {exc}") from None
+    if isinstance(built, GPNetworkSpec):
+        return built  # inputs, outputs and parameters are required by its own validation
+    spec = built
     if spec.boundary.kind != "periodic":
         raise ConfigError(
             f"network.spec.boundary.kind: training needs a periodic network, got "
@@ -54,7 +58,7 @@ def _build_spec(cfg: TrainConfig) -> NetworkSpec:
     return spec
 
 
-def _load_dataset(cfg: TrainConfig, spec: NetworkSpec) -> Dataset:
+def _load_dataset(cfg: TrainConfig, spec: TrainNetwork) -> Dataset:
     try:
         ds = get_dataset(cfg.data.name, **cfg.data.options)
     except ConfigError as exc:
@@ -68,8 +72,14 @@ def _load_dataset(cfg: TrainConfig, spec: NetworkSpec) -> Dataset:
     return ds
 
 
-def _dataset_targets(cfg: TrainConfig, ds: Dataset, spec: NetworkSpec) -> ClassTargets:
+def _dataset_targets(cfg: TrainConfig, ds: Dataset, spec: TrainNetwork) -> ClassTargets:
     kind = cfg.targets.kind
+    if isinstance(spec, GPNetworkSpec):
+        from physlearn.training.gp_targets import make_density_targets
+
+        return make_density_targets(cfg.targets, ds, spec)
+    if kind == "density":
+        raise ConfigError('targets.kind: "density" targets need [network.gp_lattice]')
     if kind == "level":
         from physlearn.training.orbit_targets import make_level_targets
 
@@ -101,7 +111,7 @@ def n_fit_samples(cfg: TrainConfig, ds: Dataset) -> int:
     return ds.n_train - max(ds.n_classes, math.ceil(tc.validation_fraction * ds.n_train))
 
 
-def _optimizer(cfg: TrainConfig, spec: NetworkSpec, ds: Dataset) -> Optimizer:
+def _optimizer(cfg: TrainConfig, spec: TrainNetwork, ds: Dataset) -> Optimizer:
     lo, hi = spec.parameter_bounds()
     okw: dict[str, Any] = dict(cfg.optimizer.options)
     if cfg.optimizer.schedule is not None:
@@ -144,16 +154,23 @@ def default_run_name(cfg: TrainConfig, config_path: Path | None = None) -> str:
 PARAMETERS_FILE = "parameters.json"
 
 
-def write_network(store: RunStore, spec: NetworkSpec) -> None:
-    """The built network (initial parameter values) as ``network.toml`` beside config.toml, and
-    its trainable parameters described in ``parameters.json``."""
+def write_network(store: RunStore, spec: TrainNetwork) -> None:
+    """The built network (initial parameter values) as ``network.toml`` beside config.toml (a
+    GP lattice: ``gp_lattice.toml``), and its trainable parameters described in
+    ``parameters.json``."""
     import json
     import math
 
     import tomli_w
 
     data = spec.model_dump(mode="json", exclude_none=True)
-    atomic_write_bytes(store.run_dir / "network.toml", tomli_w.dumps({"network": data}).encode())
+    if isinstance(spec, GPNetworkSpec):
+        text = tomli_w.dumps({"gp_lattice": data})
+        atomic_write_bytes(store.run_dir / "gp_lattice.toml", text.encode())
+    else:
+        atomic_write_bytes(
+            store.run_dir / "network.toml", tomli_w.dumps({"network": data}).encode()
+        )
     lo, hi = spec.parameter_bounds()
 
     def bound(v: float) -> float | None:

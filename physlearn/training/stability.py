@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import SolverError
+from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import StabilityCheck
 from physlearn.spec.topology import mode_report
@@ -26,7 +27,7 @@ STABILITY_TOL = 1e-6
 
 async def stability_report(
     twin: StabilityCheck,
-    spec: NetworkSpec,
+    spec: NetworkSpec | GPNetworkSpec,
     dataset: Dataset,
     targets: ClassTargets,
     params: Array,
@@ -36,7 +37,9 @@ async def stability_report(
     """Floquet multipliers of the free orbits of up to ``max_samples`` training samples at
     ``params`` — on the evaluation twin these are the orbits the evaluation measured
     (warm-started, as a bench would have them), not a fresh solve from rest, which can fail or
-    land elsewhere — and the linear modes at rest (`physlearn.spec.topology.mode_report`).
+    land elsewhere — and the linear modes at rest (`physlearn.spec.topology.mode_report`). On a
+    GP lattice the "multipliers" are e^{max Re λ} of the free stationary states' Bogoliubov
+    spectra over one unit time ħ/E (≤ 1: stable), and there are no modes at rest to report.
     ``method``: the Floquet computation (`StabilityCheck.floquet_check`), ``training.stability_check``
     when that is set."""
     u = dataset.x_train[:max_samples]
@@ -54,5 +57,8 @@ async def stability_report(
         out.update(stable=False, error=str(exc))
     if method != "full":
         out["floquet_method"] = method
-    out["linear_modes_at_rest"] = mode_report(spec, params).as_dict()
+    if isinstance(spec, NetworkSpec):
+        out["linear_modes_at_rest"] = mode_report(spec, params).as_dict()
+    else:
+        out["orbits"] = "stationary states (Bogoliubov spectra)"
     return out

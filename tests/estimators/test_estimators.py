@@ -256,6 +256,8 @@ def test_registry_refuses_unknown_names_and_options() -> None:
         "ep_fixed_energy",
         "ep_fixed_action",
         "ep_fixed_period",
+        "gp_near_ep",
+        "gp_phase_conjugate",
     }
 
 

@@ -92,3 +92,13 @@ def test_twin_floquet_check_collocation_matches_full() -> None:
     assert abs(dom - full).max() <= 1e-8 * full.max()
     with pytest.raises(ConfigError):
         asyncio.run(twin.floquet_check(params, u, task, method="arnoldi"))
+
+
+def test_the_guard_refuses_a_gp_lattice() -> None:
+    from physlearn.errors import ConfigError
+    from physlearn.training.config import load_train_config
+    from physlearn.training.stability_guard import make_stability_guard
+
+    cfg = load_train_config(EXAMPLES / "gp-xor.toml", {"training.stability_check": "full"})
+    with pytest.raises(ConfigError, match=r"training\.stability_check: not for a GP lattice"):
+        make_stability_guard(cfg, None)
