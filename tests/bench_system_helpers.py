@@ -165,11 +165,17 @@ def calibrate_blind(
 
 
 def noisy_bench_system(
-    bench: EmulatedBench, cal: CalibrationFile, spec: NetworkSpec, res: Any
+    bench: EmulatedBench,
+    cal: CalibrationFile,
+    spec: NetworkSpec,
+    res: Any,
+    acquire_periods: int = 4,
 ) -> BenchSystem:
-    """A `BenchSystem` on the served emulated bench with 4 periods per acquisition and the
-    noise-tolerant periodicity threshold of a noisy bench (tests/calibration/
-    test_calibration_bias.py explains why); non-periodicity is not under test where it is used."""
+    """A `BenchSystem` on the served emulated bench with ``acquire_periods`` periods per
+    acquisition and the noise-tolerant periodicity threshold of a noisy bench: on the smallest
+    scope channel of examples/bench.toml the modelled noise is ~20 % of the swing, which the
+    single-period harmonic-fit check would read as a non-periodic response. Non-periodicity is
+    not under test where this is used."""
     return BenchSystem(
         bench.config,
         cal,
@@ -177,7 +183,7 @@ def noisy_bench_system(
         TwinClock(bench.control),
         BenchOptions(
             safety={"max_response": 1.0},
-            settle={"periodic_residual": 0.5, "acquire_periods": 4},
+            settle={"periodic_residual": 0.5, "acquire_periods": acquire_periods},
         ),
         resources=res,
     )

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_system_helpers import noisy_bench_system
 
 from physlearn.calibration.bench import open_bench
 from physlearn.calibration.context import StepContext
@@ -54,7 +55,6 @@ from physlearn.spec.clock import TwinClock
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import PhysicalSystem
 from physlearn.spec.task import Task
-from physlearn.systems.bench.options import BenchOptions
 from physlearn.systems.bench.system import BenchSystem
 from physlearn.systems.ideal import IdealSystem
 
@@ -179,20 +179,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         fitted = asyncio.run(calibrate())
         out["fitted"] = fitted
         for label, cal in (("fitted", fitted), ("nominal", nominal_calibration(fitted, spec))):
-            sysb = BenchSystem(
-                bench.config,
-                cal,
-                spec,
-                TwinClock(bench.control),
-                # examples/bench.toml models realistic scope noise; on its smallest channel the
-                # noise is ~20 % of the swing, which the single-period harmonic-fit check would
-                # read as a non-periodic response. Non-periodicity is not under test here.
-                BenchOptions(
-                    safety={"max_response": 1.0},
-                    settle={"periodic_residual": 0.5, "acquire_periods": 8},
-                ),
-                resources=res,
-            )
+            sysb = noisy_bench_system(bench, cal, spec, res, acquire_periods=8)
 
             async def run(s: BenchSystem = sysb) -> np.ndarray:
                 try:
