@@ -10,8 +10,9 @@ Buffer (`Outbox`), while the broker is away or slow: every message of class ``ev
 ``metrics`` the newest ``buffer_metrics``; of ``status`` and ``waveforms`` the newest one. A
 message leaves the buffer only once the broker acknowledged it (QoS 1; waveforms QoS 0), so the
 link loses nothing but the counted drops, which are reported on ``events`` (kind
-``telemetry_drops``) when the link returns. A broker that dies (SIGKILL) loses the one message it
-had acknowledged but not yet forwarded; no publisher can count that. A subscriber may see a message twice around an
+``telemetry_drops``) when the link returns, and while connected (at most once a second) when
+it fell behind the run. A broker that dies (SIGKILL) loses what it had acknowledged but not yet
+delivered; no publisher can count that. A subscriber may see a message twice around an
 outage (at-least-once); events carry a sequence number ``seq`` to tell.
 
 The last will (set at every connect) marks the run's ``status`` ``crashed``, retained: the
@@ -322,10 +323,19 @@ class MqttLink:
 
     async def _write(self, client: Any, reader: asyncio.Future[None] | None) -> None:
         assert self._wake is not None
+        last_report = time.monotonic()
         while True:
             if reader is not None and reader.done():
                 reader.result()  # the reader's error ends this connection
                 raise ConnectionError("the control subscription ended")
+            now = time.monotonic()
+            if now - last_report >= 1.0 or len(self.outbox) == 0:
+                # a connected link that fell behind the run (slow acknowledgements) drops too:
+                # report those (at most once a second), not only at the next reconnection
+                last_report = now
+                drops = self.outbox.take_drops()
+                if drops and self.on_drops is not None:
+                    self.outbox.put(self.on_drops(drops, 0.0))
             msg = self.outbox.peek()
             if msg is None:
                 if self._closing:
