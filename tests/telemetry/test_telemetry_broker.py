@@ -53,7 +53,7 @@ from physlearn.telemetry.payloads import iso_time
 pytestmark = pytest.mark.timeout(600)
 
 #: epochs of the runs that are paused or sent commands while they train (~0.1 s per epoch)
-LONG = 100
+LONG = 400  # epochs: long enough (≥ 4 s on a fast machine) for a command to arrive mid-run
 
 
 @pytest.fixture(scope="module")
@@ -481,7 +481,7 @@ def test_tls_with_the_test_ca_works_and_a_wrong_ca_is_refused(
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_watch_shows_a_live_run_under_tmux(broker: Mosquitto, tmp_path: Path) -> None:
     cfg = xor_config(tmp_path, "xor.toml", telemetry_table(broker.url))
-    proc = start_train(cfg, tmp_path / "runs", "watched", "--epochs", "300")
+    proc = start_train(cfg, tmp_path / "runs", "watched", "--epochs", "100000")  # killed below
     session = f"plwatch{uuid.uuid4().hex[:8]}"
     watch = (
         f"PHYSLEARN_MQTT_PASSWORD={PASSWORDS['viewer']} {sys.executable} -m physlearn.cli "
@@ -498,7 +498,7 @@ def test_watch_shows_a_live_run_under_tmux(broker: Mosquitto, tmp_path: Path) ->
             screen = subprocess.run(
                 ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
             ).stdout
-            if "twin/watched" in screen and "running" in screen and "/300" in screen:
+            if "twin/watched" in screen and "running" in screen and "/100000" in screen:
                 if any(c in screen for c in "▁▂▃▄▅▆▇█"):
                     break
         print(screen)
