@@ -467,3 +467,56 @@ def test_throttled_checkpoints_resume_bit_identical(
     assert (ck.epoch, ck.step, ck.extra["next_batch"]) == (1, BATCHES, 0)  # steps 5-7 lost
     train(cfg, root=tmp_path, name="run", resume=True)
     assert_same_run(tmp_path / "ref", tmp_path / "run")
+
+
+# --------------------------------------------------------------------------------------------
+# a GP lattice (examples/gp-xor.toml): stopped mid-run, `physlearn train --resume RUN`
+# --------------------------------------------------------------------------------------------
+
+GP_XOR = ROOT / "examples" / "gp-xor.toml"
+
+
+def gp_small_config(tmp: Path) -> Path:
+    """examples/gp-xor.toml cut like `small_config`: 4 epochs of mini-batches of 1, no early
+    stop (the adjoint cosine is logged: a third GP twin)."""
+    text = GP_XOR.read_text()
+    for old, new in (
+        ("epochs = 100", f"epochs = {EPOCHS}"),
+        ("batch_size = 4", "batch_size = 1"),
+        ("target_accuracy = 1.0", ""),
+        ("target_loss = 0.001", ""),
+    ):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = tmp / "gp-xor-small.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("method", "n"), [("write_checkpoint", 7), ("append_metrics", 2)])
+def test_gp_lattice_stopped_and_resumed_through_the_cli_is_bit_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, n: int
+) -> None:
+    """The GP twin keeps no warm starts between steps (every free state starts from the linear
+    response), so the checkpoint's parameters, optimizer state and shuffle order are all a
+    resumed GP run needs: the same parameters at every epoch as the uninterrupted run."""
+    from physlearn.cli import main
+
+    cfg_path = gp_small_config(tmp_path)
+    root = tmp_path / "runs"
+    common = ["--quiet", "--no-report"]
+    assert (
+        main(["train", "--config", str(cfg_path), "--run-dir", str(root), "--name", "ref", *common])
+        == 0
+    )
+    cfg = load_train_config(cfg_path)
+    with monkeypatch.context() as m:
+        crash_at(m, method, n, True)
+        with pytest.raises(Killed):
+            train(cfg, root=root, name="run")
+    run = root / "run"
+    assert not (run / "summary.json").exists()
+    assert 0 < load_checkpoint(run).step < EPOCHS * BATCHES
+    assert main(["train", "--resume", str(run), *common]) == 0
+    assert_same_run(root / "ref", run)
+    assert RunStore.open(run).read_summary()["steps"] == EPOCHS * BATCHES
