@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from config_helpers import edited_config
 from threadpoolctl import threadpool_limits
 
 from physlearn.cli import main
@@ -141,21 +142,7 @@ def test_a_2d_field_on_grid_parameters_is_exact_too() -> None:
 
 
 def _config(tmp_path: Path, edit: dict[str, Any]) -> Path:
-    import tomli_w
-
-    data = tomllib.loads(EXAMPLE.read_text())
-    for key, value in edit.items():
-        node = data
-        *head, last = key.split(".")
-        for part in head:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    path = tmp_path / "bad-field.toml"
-    path.write_text(tomli_w.dumps(data))
-    return path
+    return edited_config(EXAMPLE, tmp_path / "bad-field.toml", edit)
 
 
 F = "network.gp_field"
