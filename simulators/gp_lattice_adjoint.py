@@ -35,7 +35,7 @@ from physlearn.simulators.gp_lattice import (
     to_real,
     vjp,
 )
-from physlearn.spec.gp_lattice import DensityCost, GPModel
+from physlearn.spec.gp_lattice import DensityCost, GPCost, GPModel
 
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
@@ -108,20 +108,20 @@ def solve_adjoint(lat: GPModel, psi: CArray, rhs: CArray, *, krylov: bool | None
     return to_complex(mu)
 
 
-def _contract(lat: GPModel, psi: CArray, mu: CArray, cost: DensityCost) -> GPGradient:
+def _contract(lat: GPModel, psi: CArray, mu: CArray, cost: GPCost) -> GPGradient:
     """−μᵀ ∂R/∂θ and −μ for the drive (module docstring), with the cost at ψ."""
     theta = np.concatenate([-np.real(np.conj(mu) * psi), lat.hopping_contraction(psi, mu)])
     return GPGradient(theta=theta, drive=-mu, cost=cost.value(psi), adjoint=mu)
 
 
 def density_gradient(
-    lat: GPModel, psi: CArray, cost: DensityCost, *, krylov: bool | None = None
+    lat: GPModel, psi: CArray, cost: GPCost, *, krylov: bool | None = None
 ) -> GPGradient:
     """The exact gradient of ``cost`` at the stationary state ψ (d,) (module docstring)."""
     return _contract(lat, psi, solve_adjoint(lat, psi, cost.gradient(psi), krylov=krylov), cost)
 
 
-def ep_limit_gradient(lat: GPModel, psi: CArray, cost: DensityCost) -> GPGradient:
+def ep_limit_gradient(lat: GPModel, psi: CArray, cost: GPCost) -> GPGradient:
     """The β → 0 limit of near-EP with density nudges (docs/physics.md §9): the response
     𝒥⁻¹ ∂C/∂z in place of the adjoint 𝒥⁻ᵀ ∂C/∂z, i.e. −(∂R/∂θ)ᵀ 𝒥⁻¹ ∂C/∂z. Equal to
     `density_gradient` when γ = 0 (𝒥 symmetric); their difference is near-EP's exact bias.

@@ -151,6 +151,42 @@ class GPField:
         return np.zeros(0)
 
 
+@dataclass(frozen=True)
+class RegionDensityCost:
+    """The cost on integrated densities: C = ½ Σ_k w_k (N_k − y_k)², N = R |ψ|².
+
+    ``readout`` R (K, n): N_k = Σ_j R_kj |ψ_j|² (R_kj = ΔA on region k,
+    `physlearn.spec.gp_field_network.GPFieldNetworkSpec.readout_matrix`); ``targets`` y (K,),
+    ``weights`` w (K,) ≥ 0. A `physlearn.spec.gp_lattice.GPCost` for the adjoint.
+    """
+
+    readout: Array
+    targets: Array
+    weights: Array
+
+    def __post_init__(self) -> None:
+        r = np.atleast_2d(np.asarray(self.readout, dtype=float))
+        y = np.asarray(self.targets, dtype=float).reshape(-1)
+        w = np.asarray(self.weights, dtype=float).reshape(-1)
+        if y.shape != (r.shape[0],) or w.shape != y.shape or np.any(w < 0):
+            raise ConfigError("region cost: one target and one weight ≥ 0 per region")
+        object.__setattr__(self, "readout", r)
+        object.__setattr__(self, "targets", y)
+        object.__setattr__(self, "weights", w)
+
+    def integrals(self, psi: CArray) -> Array:
+        """N (K,) for the field ψ (n,)."""
+        return np.asarray(self.readout @ (np.abs(psi) ** 2))
+
+    def value(self, psi: CArray) -> float:
+        return float(0.5 * np.sum(self.weights * (self.integrals(psi) - self.targets) ** 2))
+
+    def gradient(self, psi: CArray) -> CArray:
+        """∂C/∂Re ψ + i ∂C/∂Im ψ (n,): 2 ψ_j Σ_k w_k (N_k − y_k) R_kj."""
+        dn = self.readout.T @ (self.weights * (self.integrals(psi) - self.targets))
+        return np.asarray(2.0 * dn * psi, dtype=np.complex128)
+
+
 def periodic_bump(x_um: Array, center_um: float, width_um: float, length_um: float) -> Array:
     """exp((cos(2π(x − x₀)/L) − 1)(L/2πw)²): a Gaussian of width w near x₀ that is smooth and
     periodic on the ring (a truncated Gaussian would spoil the spectral accuracy)."""

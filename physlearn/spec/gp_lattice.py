@@ -68,6 +68,16 @@ class GPModel(Protocol):
     def hopping_contraction(self, psi: CArray, mu: CArray) -> Array: ...
 
 
+class GPCost(Protocol):
+    """What the adjoint needs of a cost on a stationary field ψ (d,): its value and
+    ∂C/∂Re ψ + i ∂C/∂Im ψ (d,) (`DensityCost`, a field's
+    `physlearn.spec.gp_field.RegionDensityCost`)."""
+
+    def value(self, psi: CArray) -> float: ...
+
+    def gradient(self, psi: CArray) -> CArray: ...
+
+
 @runtime_checkable
 class SpectralModel(Protocol):
     """A model whose coupling operator H is diagonal in Fourier space (a field on a periodic

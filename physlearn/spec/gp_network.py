@@ -37,11 +37,22 @@ from physlearn.spec.gp_lattice import GPLattice, chain, square
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 
-__all__ = ["GPInputs", "GPNetworkSpec", "GPOutputs"]
+__all__ = ["GPInputs", "GPNetworkSpec", "GPOutputs", "input_phases"]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def input_phases(phase_rad: float | list[float], n: int, what: str) -> Array:
+    """φ_k (n,) rad of ``phase_rad`` (one value, or one per input ``what``); ValueError naming
+    ``phase_rad`` for a wrong count or a non-finite value."""
+    if isinstance(phase_rad, list) and len(phase_rad) != n:
+        raise ValueError(f"phase_rad: one phase per input {what} ({n}), got {len(phase_rad)}")
+    p = np.broadcast_to(np.asarray(phase_rad, dtype=float), (n,))
+    if not np.all(np.isfinite(p)):
+        raise ValueError("phase_rad: must be finite")
+    return np.array(p, dtype=float)
 
 
 class GPInputs(_Model):
@@ -57,20 +68,13 @@ class GPInputs(_Model):
 
     def phases(self) -> Array:
         """φ_k (n_in,) rad."""
-        p = np.broadcast_to(np.asarray(self.phase_rad, dtype=float), (len(self.nodes),))
-        return np.array(p, dtype=float)
+        return input_phases(self.phase_rad, len(self.nodes), "node")
 
     @model_validator(mode="after")
     def _check(self) -> GPInputs:
         if len(set(self.nodes)) != len(self.nodes):
             raise ValueError(f"nodes: a site is listed twice in {self.nodes}")
-        if isinstance(self.phase_rad, list) and len(self.phase_rad) != len(self.nodes):
-            raise ValueError(
-                f"phase_rad: one phase per input node ({len(self.nodes)}), got "
-                f"{len(self.phase_rad)}"
-            )
-        if not np.all(np.isfinite(np.asarray(self.phase_rad, dtype=float))):
-            raise ValueError("phase_rad: must be finite")
+        self.phases()
         if self.bias_nodes and self.bias_amplitude == 0.0:
             raise ValueError("bias_amplitude: bias_nodes are listed but their amplitude is 0")
         return self
@@ -180,6 +184,28 @@ class GPNetworkSpec(_Model):
     @property
     def n_inputs(self) -> int:
         return len(self.inputs.nodes)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.outputs.nodes)
+
+    @property
+    def n_channels(self) -> int:
+        """Observed channels: the sites' occupations (a field adds its region integrals)."""
+        return self._count()
+
+    @property
+    def output_channels(self) -> list[int]:
+        """The channels the cost reads: the output sites."""
+        return list(self.outputs.nodes)
+
+    def readout_matrix(self) -> None:
+        """No region integrals: the outputs are site occupations (`GPFieldNetworkSpec` has one)."""
+        return None
+
+    def potential_basis(self) -> None:
+        """θ holds the potentials themselves (a field's bumps have a basis)."""
+        return None
 
     def _initial_potential(self) -> Array:
         return self._initial()[0]

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError, GradientError
+from physlearn.spec.gp_field_network import GPFieldNetworkSpec
 from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.modulation import Constant
 from physlearn.spec.system import ForceWaveform, Observation, PhysicalSystem
@@ -36,6 +37,10 @@ from physlearn.spec.task import Task
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 
+#: a GP network of ``physlearn train``: a lattice (``[network.gp_lattice]``) or a field
+#: (``[network.gp_field]``)
+GPSpec = GPNetworkSpec | GPFieldNetworkSpec
+
 #: the nominal "period" of a stationary observation: one sample per state, weight 1
 STATIONARY_PERIOD = 1.0
 
@@ -43,6 +48,7 @@ __all__ = [
     "STATIONARY_PERIOD",
     "DensityObservation",
     "GPKnowledge",
+    "GPSpec",
     "GPSystem",
     "density_targets",
     "density_task",
@@ -83,29 +89,45 @@ def density_targets(task: Task) -> tuple[Array, Array]:
 @dataclass(frozen=True)
 class GPKnowledge:
     """What the GP estimators may know: the parameter layout (site count, the hopping edges when
-    they are trainable) and the loss rates γ_j (E) — declared by the lattice spec on the twin,
-    calibrated on a bench; never a solver's internals."""
+    they are trainable, a field's potential basis) and the loss rates γ_j (E) — declared by the
+    spec on the twin, calibrated on a bench; never a solver's internals.
+
+    ``basis`` (n_sites, P): V = basis · θ when θ is not the potential itself (a field's bumps);
+    the conjugate of θ_m is then Σ_j basis_jm |ψ_j|². Observed channels beyond the sites (a
+    field's region integrals) carry no conjugate."""
 
     n_sites: int
     edges: NDArray[np.int64]
     train_hopping: bool
     loss: Array
     source: str = "gp_lattice spec"
+    basis: Array | None = None
 
     @classmethod
-    def from_spec(cls, spec: GPNetworkSpec) -> GPKnowledge:
+    def from_spec(cls, spec: GPSpec) -> GPKnowledge:
+        if isinstance(spec, GPFieldNetworkSpec):
+            field = spec.lattice_model()
+            no_edges = np.zeros((0, 2), dtype=np.int64)
+            basis = spec.potential_basis()
+            return cls(field.n_sites, no_edges, False, field.loss.copy(), "gp_field spec", basis)
         lat = spec.lattice_model()
         return cls(lat.n_sites, lat.edges.copy(), lat.train_hopping, lat.loss.copy())
 
     @property
     def n_params(self) -> int:
+        if self.basis is not None:
+            return int(self.basis.shape[1])
         return self.n_sites + (self.edges.shape[0] if self.train_hopping else 0)
 
     def conjugates(self, density: Array, psi: CArray | None) -> Array:
-        """∂E/∂θ per sample (B, P): the occupations |ψ_j|² for V_j, then −2 Re ψ̄_aψ_b for each
+        """∂E/∂θ per sample (B, P) from the observed channels (B, ≥ n_sites): the occupations
+        |ψ_j|² for V_j (through ``basis`` for a field's bumps), then −2 Re ψ̄_aψ_b for each
         trainable hopping (a, b) (which needs the complex field)."""
+        dens = np.asarray(density, dtype=float)[:, : self.n_sites]
+        if self.basis is not None:
+            return np.asarray(dens @ self.basis)
         if not self.train_hopping:
-            return np.asarray(density, dtype=float)
+            return dens
         if psi is None or psi.size == 0:
             raise GradientError(
                 "trainable hoppings: their conjugate −2 Re ψ̄_aψ_b needs the complex field "
@@ -113,7 +135,7 @@ class GPKnowledge:
             )
         a, b = self.edges[:, 0], self.edges[:, 1]
         hop = -2.0 * np.real(np.conj(psi[:, a]) * psi[:, b])
-        return np.concatenate([density, hop], axis=1)
+        return np.concatenate([dens, hop], axis=1)
 
 
 class GPSystem(PhysicalSystem):
@@ -175,7 +197,8 @@ def check_gp_system(system: PhysicalSystem, name: str) -> GPSystem:
     """``system`` as a `GPSystem` (ConfigError naming the estimator otherwise)."""
     if not isinstance(system, GPSystem):
         raise ConfigError(
-            f"estimator {name!r}: needs a GP lattice system ([network.gp_lattice]); "
+            f"estimator {name!r}: needs a GP system ([network.gp_lattice] or "
+            f"[network.gp_field]); "
             f"{type(system).__name__} is an oscillator network"
         )
     return system

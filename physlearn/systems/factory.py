@@ -2,7 +2,8 @@
 after its level, and the knowledge that level gives the estimators.
 
 * ``kind = "ideal"``: the ideal twin (`IdealSystem`, `Level.IDEAL`); for a GP lattice
-  (``[network.gp_lattice]``) its twin `GPLatticeTwin` (`Level.IDEAL`);
+  (``[network.gp_lattice]``) or field (``[network.gp_field]``) its twin `GPLatticeTwin`
+  (`Level.IDEAL`);
 * ``kind = "autonomous"``: the ideal twin of an autonomous network (`AutonomousTwin`,
   `Level.IDEAL`), held at the set point of ``[system.autonomous]``;
 * ``kind = "bench"``: a `BenchSystem` (scope readout) or `LockinBenchSystem` (``readout =
@@ -23,7 +24,7 @@ adjoint reference, stability check) synchronously.
 
 `level_knowledge`: what the estimators may know (masses, damping rates) — the network spec on
 the twin, the calibration file on a bench (the designed Γ may differ from the bench's); for a
-GP lattice, `GPKnowledge` (its parameter layout and declared loss rates).
+GP lattice or field, `GPKnowledge` (its parameter layout and declared loss rates).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 from physlearn.errors import ConfigError
 from physlearn.estimators.knowledge import ModelKnowledge
 from physlearn.spec.clock import Clock, TwinClock, WallClock
+from physlearn.spec.gp_field_network import GPFieldNetworkSpec
 from physlearn.spec.gp_network import GPNetworkSpec
-from physlearn.spec.gp_system import GPKnowledge
+from physlearn.spec.gp_system import GPKnowledge, GPSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Level, PhysicalSystem
 from physlearn.training.config import BenchSessionConfig, TrainConfig
@@ -75,12 +77,12 @@ def bench_level(b: BenchSessionConfig) -> Level:
 
 
 def level_knowledge(
-    cfg: TrainConfig, spec: NetworkSpec | GPNetworkSpec, config_dir: Path | None = None
+    cfg: TrainConfig, spec: NetworkSpec | GPSpec, config_dir: Path | None = None
 ) -> ModelKnowledge | GPKnowledge:
     """What the estimators may know at the config's level: the spec's masses and damping on
     the ideal twin; on a bench, the calibration file's (paths relative to ``config_dir``); a GP
     lattice's layout and loss rates from its spec."""
-    if isinstance(spec, GPNetworkSpec):
+    if isinstance(spec, GPNetworkSpec | GPFieldNetworkSpec):
         return GPKnowledge.from_spec(spec)
     if cfg.system.kind != "bench":
         return ModelKnowledge.from_spec(spec)
@@ -91,11 +93,12 @@ def level_knowledge(
 
 
 def make_twin(
-    cfg: TrainConfig, spec: NetworkSpec | GPNetworkSpec | None = None, floquet: str | None = None
+    cfg: TrainConfig, spec: NetworkSpec | GPSpec | None = None, floquet: str | None = None
 ) -> IdealSystem | AutonomousTwin | GPLatticeTwin:
     """An ideal twin of ``[system]`` (collocation points, tolerance, echo settling), checking
     the Floquet multipliers of ``floquet`` ("all", "free", "none"; default ``[system] floquet``);
-    the `AutonomousTwin` for ``kind = "autonomous"``; the `GPLatticeTwin` of a GP lattice (its
+    the `AutonomousTwin` for ``kind = "autonomous"``; the `GPLatticeTwin` of a GP lattice or
+    field (its
     states' Bogoliubov stability checked as ``floquet`` says: free states, all, none)."""
     from physlearn.systems.ideal import IdealSystem
 
@@ -103,7 +106,7 @@ def make_twin(
     assert fl in ("all", "free", "none")
     if spec is None:
         spec = cfg.network.build()
-    if isinstance(spec, GPNetworkSpec):
+    if isinstance(spec, GPNetworkSpec | GPFieldNetworkSpec):
         from physlearn.systems.gp_lattice import GPLatticeTwin
 
         return GPLatticeTwin(spec, stability=fl)  # type: ignore[arg-type]
@@ -130,7 +133,7 @@ async def make_system(
     cfg: TrainConfig,
     config_dir: Path | None = None,
     *,
-    spec: NetworkSpec | GPNetworkSpec | None = None,
+    spec: NetworkSpec | GPSpec | None = None,
 ) -> AsyncIterator[PhysicalSystem]:
     """The system of ``[system]`` for the network ``spec`` (default: built from the config);
     ``config_dir`` resolves the relative paths of ``[system.bench]``. See the module docstring."""
@@ -139,8 +142,8 @@ async def make_system(
     if cfg.system.kind != "bench":
         yield make_twin(cfg, spec)
         return
-    if isinstance(spec, GPNetworkSpec):
-        raise ConfigError("system.kind: no bench class exists for a GP lattice yet")
+    if isinstance(spec, GPNetworkSpec | GPFieldNetworkSpec):
+        raise ConfigError("system.kind: no bench class exists for a GP lattice or field yet")
     async with AsyncExitStack() as stack:
         yield await _bench_system(cfg, config_dir, spec, stack)
 

@@ -1,10 +1,15 @@
-"""`GPLatticeTwin`: the ideal twin of a coherently pumped GP lattice (level ``ideal``).
+"""`GPLatticeTwin`: the ideal twin of a coherently pumped GP lattice or field (level ``ideal``).
 
-The `GPSystem` of a `physlearn.spec.gp_network.GPNetworkSpec`: parameters θ = V (then J),
-inputs → the pump pattern F = gain·(u + offset)·e^{iφ} on the input sites (+ the bias pump),
-`measure()` → the stationary states (`simulators.gp_lattice.solve_stationary`, Newton on the real
-field) as a `DensityObservation` with the densities and the complex field (the twin "measures"
-it exactly; a bench would need holography).
+The `GPSystem` of a `physlearn.spec.gp_network.GPNetworkSpec` (a lattice: parameters θ = V, then
+J; inputs → the pump pattern F = gain·(u + offset)·e^{iφ} on the input sites, + the bias pump)
+or of a `physlearn.spec.gp_field_network.GPFieldNetworkSpec` (a field on a grid: θ = V on the
+grid or the amplitudes of smooth bumps; inputs → pump spots; its observed channels are the grid
+densities followed by the output regions' integrated densities, and a potential shift written
+on a region's channel is spread over the region — that spec's "Readout channels"). Both are
+`GPModel`s to the same solvers: `measure()` → the stationary states
+(`simulators.gp_lattice.solve_stationary`, Newton on the real field) as a `DensityObservation`
+with the channels and the complex field (the twin "measures" it exactly; a bench would need
+holography).
 
 Which stationary state: a free phase (no shift, the inputs' own pump) starts from the linear
 response and, if Newton fails, ramps the pump from zero (the state a bench reaches by raising
@@ -40,9 +45,9 @@ from physlearn.errors import (
 )
 from physlearn.simulators.gp_lattice import GPSolveOptions, solve_stationary
 from physlearn.simulators.gp_lattice_adjoint import bogoliubov_spectrum, density_gradient
-from physlearn.spec.gp_lattice import DensityCost, GPLattice
-from physlearn.spec.gp_network import GPNetworkSpec
-from physlearn.spec.gp_system import DensityObservation, GPSystem, density_targets
+from physlearn.spec.gp_field import RegionDensityCost
+from physlearn.spec.gp_lattice import DensityCost, GPCost, GPModel
+from physlearn.spec.gp_system import DensityObservation, GPSpec, GPSystem, density_targets
 from physlearn.spec.system import Level, SettleInfo
 from physlearn.spec.task import Task, check_task
 
@@ -58,10 +63,10 @@ NEUTRAL_TOL = 1e-9
 
 
 class GPLatticeTwin(GPSystem):
-    """The ideal twin of a GP lattice network (module docstring).
+    """The ideal twin of a GP lattice or field network (module docstring).
 
     Args:
-        spec: the lattice, its inputs and outputs.
+        spec: the lattice or field, its inputs and outputs.
         options: Newton's options (`GPSolveOptions`).
         stability: which states' Bogoliubov stability `measure` checks: ``free``, ``all``
             (nudged and replaced-pump states too) or ``none``.
@@ -71,7 +76,7 @@ class GPLatticeTwin(GPSystem):
 
     def __init__(
         self,
-        spec: GPNetworkSpec,
+        spec: GPSpec,
         options: GPSolveOptions | None = None,
         *,
         stability: Literal["all", "free", "none"] = "free",
@@ -84,6 +89,8 @@ class GPLatticeTwin(GPSystem):
         self.experiments = 0
         self._theta = spec.initial_parameters()
         self._lower, self._upper = spec.parameter_bounds()
+        self._readout = spec.readout_matrix()  # a field's region integrals (K, n), else None
+        self._basis = spec.potential_basis()  # V = basis θ (a field's bumps), else None
         self._u: Array | None = None
         self._drive: CArray | None = None
         self._replaced: CArray | None = None
@@ -94,6 +101,12 @@ class GPLatticeTwin(GPSystem):
     # ------------------------------------------------------------------ description
     @property
     def n_nodes(self) -> int:
+        """Observed channels: the sites (grid points), then a field's output regions."""
+        return self.spec.n_channels
+
+    @property
+    def n_sites(self) -> int:
+        """Sites of the lattice, points of the field's grid."""
         return self.spec.n_sites
 
     @property
@@ -108,8 +121,22 @@ class GPLatticeTwin(GPSystem):
     def parameters(self) -> Array:
         return self._theta.copy()
 
-    def lattice(self, theta: Array | None = None) -> GPLattice:
+    def lattice(self, theta: Array | None = None) -> GPModel:
         return self.spec.lattice_model(self._theta if theta is None else theta)
+
+    def observe(self, density: Array) -> Array:
+        """The observed channels (B, n_nodes) of site densities (B, n_sites)."""
+        if self._readout is None:
+            return density
+        return np.concatenate([density, density @ self._readout.T], axis=1)
+
+    def channel_potential(self, shift: Array) -> Array:
+        """The potential shift ΔV (B, n_sites) of a shift (B, n_nodes) on the channels: a
+        region's channel spreads over its grid points (∂N_k/∂|ψ_j|² = R_kj)."""
+        if self._readout is None:
+            return shift
+        n = self.n_sites
+        return np.asarray(shift[:, :n] + shift[:, n:] @ self._readout)
 
     # ------------------------------------------------------------------ settings
     def _check_theta(self, theta: Array) -> Array:
@@ -157,13 +184,13 @@ class GPLatticeTwin(GPSystem):
             raise ConfigError(f"potential shift: expected shape ({B} or 1, {d}), got {s.shape}")
         if not np.all(np.isfinite(s)):
             raise LimitError("potential shift: refusing non-finite values")
-        self._shift = np.broadcast_to(s, (B, d)).copy()
+        self._shift = self.channel_potential(np.broadcast_to(s, (B, d)))
 
     async def set_drive(self, drive: CArray | None) -> None:
         if drive is None:
             self._replaced = None
             return
-        B, d = self._batch(), self.n_nodes
+        B, d = self._batch(), self.n_sites
         f = np.asarray(drive, dtype=np.complex128)
         if f.shape != (B, d) or not np.all(np.isfinite(f)):
             raise ConfigError(f"drive: expected a finite complex array ({B}, {d}), got {f.shape}")
@@ -175,20 +202,21 @@ class GPLatticeTwin(GPSystem):
         return (self._drive if self._replaced is None else self._replaced).copy()
 
     # ------------------------------------------------------------------ states
-    def _solve(self, lat: GPLattice, drive: CArray, start: CArray | None) -> CArray:
+    def _solve(self, lat: GPModel, drive: CArray, start: CArray | None) -> CArray:
         return solve_stationary(lat, drive, start, self.options).psi
 
     def stationary(
         self, theta: Array, drive: CArray, shift: Array | None, starts: CArray | None
     ) -> CArray:
-        """ψ (B, d) for the pump (B, d) at θ (+ the shift per sample), from ``starts`` (or the
-        free-phase recipe); `SteadyStateError` names every sample without a state."""
+        """ψ (B, n_sites) for the pump (B, n_sites) at θ (+ the potential shift ΔV (B, n_sites)
+        per sample), from ``starts`` (or the free-phase recipe); `SteadyStateError` names every
+        sample without a state."""
         B = drive.shape[0]
         psi = np.zeros(drive.shape, dtype=np.complex128)
         failed: list[int] = []
         base = self.lattice(theta)
         for i in range(B):
-            lat = base if shift is None else base.with_parameters(self._shifted(theta, shift[i]))
+            lat = base if shift is None else self._shifted(base, shift[i])
             start = None if starts is None else starts[i]
             try:
                 psi[i] = self._solve(lat, drive[i], start)
@@ -209,17 +237,18 @@ class GPLatticeTwin(GPSystem):
             )
         return psi
 
-    def _shifted(self, theta: Array, shift: Array) -> Array:
-        out = np.array(theta, dtype=float)
-        out[: self.n_nodes] += shift
-        return out
+    def _shifted(self, model: GPModel, shift: Array) -> GPModel:
+        """``model`` with ΔV (n_sites,) added to its potential."""
+        out = np.array(model.parameters(), dtype=float)
+        out[: self.n_sites] += shift
+        return model.with_parameters(out)
 
     def growth_rates(self, theta: Array, psi: CArray, shift: Array | None = None) -> Array:
         """max Re λ of the Bogoliubov spectrum per sample (B,), 1/(ħ/E): < 0 when stable."""
         base = self.lattice(theta)
         out = np.zeros(psi.shape[0])
         for i in range(psi.shape[0]):
-            lat = base if shift is None else base.with_parameters(self._shifted(theta, shift[i]))
+            lat = base if shift is None else self._shifted(base, shift[i])
             out[i] = bogoliubov_spectrum(lat, psi[i]).max_growth_rate
         return out
 
@@ -252,7 +281,7 @@ class GPLatticeTwin(GPSystem):
             self._free_psi = psi.copy()
         self.experiments += B
         self.last_psi = psi
-        dens = np.abs(psi) ** 2
+        dens = self.observe(np.abs(psi) ** 2)
         settle = SettleInfo(np.zeros(B), np.zeros(B), np.ones(B, dtype=bool))
         meta: dict[str, object] = {"level": str(self.level), "bogoliubov_growth_rate": rates}
         return DensityObservation(
@@ -271,13 +300,23 @@ class GPLatticeTwin(GPSystem):
         self.experiments += int(uu.shape[0])
         w, y = density_targets(task)
         outs = np.array(task.output_nodes, dtype=np.int64)
+        if self._readout is not None and np.any(outs < self.n_sites):
+            raise ConfigError(
+                f"task: a field's outputs are its region channels {self.spec.output_channels}, "
+                f"got {task.output_nodes}"
+            )
         y = np.broadcast_to(y, (uu.shape[0], self.n_nodes))
         lat = self.lattice(theta)
         grads, costs = np.zeros((uu.shape[0], self.n_params)), np.zeros(uu.shape[0])
         for i in range(uu.shape[0]):
-            cost = DensityCost(outs, y[i, outs], w[outs])
+            cost: GPCost
+            if self._readout is None:
+                cost = DensityCost(outs, y[i, outs], w[outs])
+            else:
+                cost = RegionDensityCost(self._readout[outs - self.n_sites], y[i, outs], w[outs])
             g = density_gradient(lat, psi[i], cost)
-            grads[i], costs[i] = g.theta, g.cost
+            grads[i] = g.theta if self._basis is None else g.theta @ self._basis
+            costs[i] = g.cost
         return grads, costs
 
     async def floquet_check(

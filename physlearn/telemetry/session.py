@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from physlearn.spec.gp_network import GPNetworkSpec
+from physlearn.spec.gp_system import GPSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.telemetry.config import TelemetryConfig
 from physlearn.telemetry.link import MqttLink
@@ -47,7 +47,7 @@ def topic_root(tc: TelemetryConfig | None, bench: str, run: str) -> str:
 def open_telemetry(
     cfg: TrainConfig,
     run_dir: Path,
-    spec: NetworkSpec | GPNetworkSpec,
+    spec: NetworkSpec | GPSpec,
     control: RunControl,
     config_dir: Path | None = None,
 ) -> TelemetryPublisher:

@@ -3,12 +3,15 @@
 Tables (every error names the field path and the bad value, through `physlearn.spec.tomlconfig`)::
 
     [network]            one of [network.topology] (a documented topology, physlearn.spec.topology),
-                         [network.spec] (an inline NetworkSpec) or [network.gp_lattice] (a
-                         driven-dissipative GP lattice, physlearn.spec.gp_network; optional
-                         kind = "oscillator" | "gp_lattice" must agree with the table)
+                         [network.spec] (an inline NetworkSpec), [network.gp_lattice] (a
+                         driven-dissipative GP lattice, physlearn.spec.gp_network) or
+                         [network.gp_field] (a GP field on a grid,
+                         physlearn.spec.gp_field_network); optional kind = "oscillator" |
+                         "gp_lattice" | "gp_field" must agree with the table)
     [data]               name = "xor" | "iris" | "digits" | "sine", [data.options] for get_dataset
     [targets]            kind = "inphase" (one-hot in-phase amplitudes on/off), "sine", "level"
-                         (autonomous orbits) or "density" (GP lattices: output occupations)
+                         (autonomous orbits) or "density" (GP lattices and fields: output
+                         occupations or integrated densities)
     [estimator]          name, beta (dimensionless), [estimator.options]
     [optimizer]          name, lr, schedule, [optimizer.options]
     [training]           epochs, batch_size, seed, log_cosine_to_adjoint, target_accuracy, ...
@@ -42,6 +45,7 @@ from pydantic import (
 
 from physlearn.errors import ConfigError
 from physlearn.spec.autonomous import AutonomousOptions
+from physlearn.spec.gp_field_network import GPFieldNetworkSpec
 from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.tomlconfig import read_toml, validate
@@ -133,38 +137,46 @@ class LayeredTopology(_Model):
 
 class NetworkConfig(_Model):
     """Exactly one of ``topology`` (built by physlearn.spec.topology), an inline ``spec`` (both
-    oscillator networks) or ``gp_lattice`` (a GP lattice, `GPNetworkSpec`). ``kind``, when
-    given, names the family and must agree with the table."""
+    oscillator networks), ``gp_lattice`` (a GP lattice, `GPNetworkSpec`) or ``gp_field`` (a GP
+    field, `GPFieldNetworkSpec`). ``kind``, when given, names the family and must agree with
+    the table."""
 
-    kind: Literal["oscillator", "gp_lattice"] | None = None
+    kind: Literal["oscillator", "gp_lattice", "gp_field"] | None = None
     topology: LayeredTopology | None = None
     spec: NetworkSpec | None = None
     gp_lattice: GPNetworkSpec | None = None
+    gp_field: GPFieldNetworkSpec | None = None
 
     @model_validator(mode="after")
     def _one(self) -> NetworkConfig:
-        given = [t for t in (self.topology, self.spec, self.gp_lattice) if t is not None]
-        if len(given) != 1:
+        tables = (self.topology, self.spec, self.gp_lattice, self.gp_field)
+        if sum(t is not None for t in tables) != 1:
             raise ValueError(
-                "give exactly one of [network.topology], [network.spec] or [network.gp_lattice]"
+                "give exactly one of [network.topology], [network.spec], [network.gp_lattice] "
+                "or [network.gp_field]"
             )
-        family = "gp_lattice" if self.gp_lattice is not None else "oscillator"
+        family = (
+            "gp_lattice"
+            if self.gp_lattice is not None
+            else ("gp_field" if self.gp_field is not None else "oscillator")
+        )
         if self.kind is not None and self.kind != family:
-            table = (
-                "[network.gp_lattice]"
-                if self.kind == "gp_lattice"
-                else ("[network.topology] or [network.spec]")
-            )
+            table = {
+                "gp_lattice": "[network.gp_lattice]",
+                "gp_field": "[network.gp_field]",
+            }.get(self.kind, "[network.topology] or [network.spec]")
             raise ValueError(f"kind: {self.kind!r} needs {table}")
         return self
 
     @property
     def is_gp(self) -> bool:
-        return self.gp_lattice is not None
+        return self.gp_lattice is not None or self.gp_field is not None
 
-    def build(self) -> NetworkSpec | GPNetworkSpec:
+    def build(self) -> NetworkSpec | GPNetworkSpec | GPFieldNetworkSpec:
         if self.gp_lattice is not None:
             return self.gp_lattice
+        if self.gp_field is not None:
+            return self.gp_field
         return self.build_oscillator()
 
     def build_oscillator(self) -> NetworkSpec:
@@ -172,7 +184,7 @@ class NetworkConfig(_Model):
         if self.spec is not None:
             return self.spec
         if self.topology is None:
-            raise ConfigError("network: [network.gp_lattice] is not an oscillator network")
+            raise ConfigError("network: a GP lattice or field is not an oscillator network")
         return self.topology.build()
 
 
@@ -435,7 +447,7 @@ class TrainConfig(_Model):
     def _gp(self) -> TrainConfig:
         if self.network.is_gp and self.system.kind != "ideal":
             raise ValueError(
-                f'system.kind: a GP lattice trains on its ideal twin (kind = "ideal"), got '
+                f'system.kind: a GP lattice or field trains on its ideal twin (kind = "ideal"), got '
                 f"{self.system.kind!r} (no GP bench class exists yet)"
             )
         tc = self.training
@@ -447,7 +459,9 @@ class TrainConfig(_Model):
                 "a GP lattice has no modes at rest or orbits to guard"
             )
         if self.targets.kind == "density" and not self.network.is_gp:
-            raise ValueError('targets.kind: "density" targets need [network.gp_lattice]')
+            raise ValueError(
+                'targets.kind: "density" targets need [network.gp_lattice] or [network.gp_field]'
+            )
         if self.network.is_gp and self.targets.kind not in (None, "density"):
             raise ValueError(
                 f'targets.kind: a GP lattice has density targets ("density"), got '

@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
+from physlearn.spec.gp_field_network import GPFieldNetworkSpec
 from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import Observation
@@ -42,8 +43,8 @@ from physlearn.training.datasets import SineEncoding, sine_target
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-#: what ``physlearn train`` trains: an oscillator network or a GP lattice
-TrainNetwork = NetworkSpec | GPNetworkSpec
+#: what ``physlearn train`` trains: an oscillator network, a GP lattice or a GP field
+TrainNetwork = NetworkSpec | GPNetworkSpec | GPFieldNetworkSpec
 
 __all__ = [
     "ClassTargets",
@@ -53,6 +54,7 @@ __all__ = [
     "check_inputs",
     "drive_amplitudes",
     "inphase_amplitudes",
+    "input_count",
     "make_targets",
     "oscillator_network",
 ]
@@ -61,21 +63,32 @@ __all__ = [
 def oscillator_network(spec: TrainNetwork, what: str = "these targets") -> NetworkSpec:
     """``spec`` as an oscillator network; ConfigError naming ``what`` for a GP lattice."""
     if not isinstance(spec, NetworkSpec):
-        raise ConfigError(f"network: {what} need an oscillator network, not a GP lattice")
+        raise ConfigError(f"network: {what} need an oscillator network, not a GP lattice or field")
     return spec
 
 
 # ---------------------------------------------------------------------------------- inputs
 
 
+def input_count(spec: TrainNetwork) -> int:
+    """The features a network takes: one per input node (a field: per input spot)."""
+    if isinstance(spec, GPFieldNetworkSpec):
+        return spec.n_inputs
+    return len(spec.inputs.nodes)
+
+
 def check_inputs(spec: TrainNetwork, features: Array) -> Array:
     """Features (B, n_in) as a float64 array; ConfigError on a wrong count or non-finite values."""
     u = np.asarray(features, dtype=np.float64)
-    n_in = len(spec.inputs.nodes)
+    n_in = input_count(spec)
     if u.ndim != 2 or u.shape[1] != n_in:
+        where = (
+            f"input spots at {spec.inputs.centers_um} μm"
+            if isinstance(spec, GPFieldNetworkSpec)
+            else f"input nodes {spec.inputs.nodes}"
+        )
         raise ConfigError(
-            f"inputs: expected features of shape (batch, {n_in}) for input nodes "
-            f"{spec.inputs.nodes}, got {u.shape}"
+            f"inputs: expected features of shape (batch, {n_in}) for {where}, got {u.shape}"
         )
     if not np.all(np.isfinite(u)):
         raise ConfigError("inputs: features contain NaN or inf")
@@ -238,7 +251,7 @@ class SineTargets(ClassTargets):
 
     def predict(self, obs: Observation, spec: TrainNetwork) -> IntArray:
         one = obs.one_period()
-        x = one.x[:, :, spec.outputs.nodes[0]]  # (B, N)
+        x = one.x[:, :, oscillator_network(spec, "sine targets").outputs.nodes[0]]  # (B, N)
         classes = np.arange(self.n_classes, dtype=np.int64)
         protos = self.waveforms(classes, one.t_s, one.period_s)  # (K, N)
         dist = np.sum((x[:, None, :] - protos[None, :, :]) ** 2, axis=2)

@@ -1,11 +1,13 @@
-"""Density targets for GP lattices (``[targets] kind = "density"``).
+"""Density targets for GP lattices and fields (``[targets] kind = "density"``).
 
-The outputs of a GP lattice are the occupations |ψ_j|² of its output sites (what a camera
-reads, docs/physics.md §9). Output site j of a sample of class c should hold the occupation
-y_j = ``on`` (its class's site) or ``off`` (one-hot, ``n_out = n_classes``; one output and two
-classes: ``on`` for class 1). The task's cost is C = ½ Σ_out w (|ψ_j|² − y_j)²
-(`physlearn.spec.gp_system.density_task`, w = ``outputs.weight``). Decoding: the class of the
-largest output occupation (smallest if on < off), or for one output the level nearest to it.
+The outputs of a GP lattice are the occupations |ψ_j|² of its output sites, those of a GP field
+the integrated densities N_k of its output regions (what a camera reads, docs/physics.md §9):
+both are the spec's ``output_channels`` of a stationary observation. Output j of a sample of
+class c should hold y_j = ``on`` (its class's output) or ``off`` (one-hot,
+``n_out = n_classes``; one output and two classes: ``on`` for class 1). The task's cost is
+C = ½ Σ_out w (n_j − y_j)² (`physlearn.spec.gp_system.density_task`, w = ``outputs.weight``).
+Decoding: the class of the largest output (smallest if on < off), or for one output the level
+nearest to it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError
+from physlearn.spec.gp_field_network import GPFieldNetworkSpec
 from physlearn.spec.gp_network import GPNetworkSpec
-from physlearn.spec.gp_system import density_task
+from physlearn.spec.gp_system import GPSpec, density_task
 from physlearn.spec.system import Observation
 from physlearn.spec.task import Task
 from physlearn.training.config import TargetsConfig
@@ -31,14 +34,17 @@ IntArray = NDArray[np.int64]
 __all__ = ["DensityTargets", "make_density_targets", "output_densities"]
 
 
-def _gp(spec: TrainNetwork) -> GPNetworkSpec:
-    if not isinstance(spec, GPNetworkSpec):
-        raise ConfigError("targets.kind: density targets need [network.gp_lattice]")
+def _gp(spec: TrainNetwork) -> GPSpec:
+    if not isinstance(spec, GPNetworkSpec | GPFieldNetworkSpec):
+        raise ConfigError(
+            "targets.kind: density targets need [network.gp_lattice] or [network.gp_field]"
+        )
     return spec
 
 
 def output_densities(obs: Observation, nodes: list[int]) -> Array:
-    """The occupations of the listed sites (B, len(nodes)) of a stationary observation."""
+    """The listed channels (B, len(nodes)) of a stationary observation: a lattice's site
+    occupations, a field's region integrals."""
     return np.asarray(obs.x[:, 0, nodes], dtype=np.float64)
 
 
@@ -48,15 +54,14 @@ class DensityTargets(OneHotTargets):
 
     def task(self, spec: TrainNetwork, labels: IntArray) -> Task:
         net = _gp(spec)
-        if len(net.outputs.nodes) != self.n_outputs:
-            raise ConfigError(
-                f"outputs.nodes: {len(net.outputs.nodes)} output sites, targets for "
-                f"{self.n_outputs}"
-            )
-        return density_task(net.n_sites, net.outputs.nodes, net.outputs.weight, self.values(labels))
+        if net.n_outputs != self.n_outputs:
+            raise ConfigError(f"outputs: {net.n_outputs} outputs, targets for {self.n_outputs}")
+        return density_task(
+            net.n_channels, net.output_channels, net.outputs.weight, self.values(labels)
+        )
 
     def predict(self, obs: Observation, spec: TrainNetwork) -> IntArray:
-        n = output_densities(obs, _gp(spec).outputs.nodes)
+        n = output_densities(obs, _gp(spec).output_channels)
         if self.n_outputs == 1:
             mid = 0.5 * (self.on + self.off)
             return np.where((n[:, 0] > mid) == (self.on > self.off), 1, 0).astype(np.int64)
@@ -72,7 +77,7 @@ class DensityTargets(OneHotTargets):
         }
 
 
-def make_density_targets(cfg: TargetsConfig, ds: Dataset, spec: GPNetworkSpec) -> DensityTargets:
+def make_density_targets(cfg: TargetsConfig, ds: Dataset, spec: GPSpec) -> DensityTargets:
     """The density targets of ``[targets]`` for a classification data set."""
     if ds.metadata.get("task") == "waveform":
         raise ConfigError(
@@ -81,6 +86,6 @@ def make_density_targets(cfg: TargetsConfig, ds: Dataset, spec: GPNetworkSpec) -
     if cfg.on < 0 or cfg.off < 0:
         raise ConfigError(f"targets.on / targets.off: occupations are ≥ 0, got {cfg.on}, {cfg.off}")
     try:
-        return DensityTargets(ds.n_classes, len(spec.outputs.nodes), cfg.on, cfg.off)
+        return DensityTargets(ds.n_classes, spec.n_outputs, cfg.on, cfg.off)
     except ConfigError as exc:
         raise ConfigError(f"targets: {exc}") from None

@@ -56,7 +56,7 @@ class LevelTargets(OneHotTargets):
         return OrbitTask.from_values(spec, self.values(labels), self.normalisation)
 
     def predict(self, obs: Observation, spec: TrainNetwork) -> IntArray:
-        a = mean_levels(obs, list(spec.outputs.nodes))
+        a = mean_levels(obs, list(oscillator_network(spec, "level targets").outputs.nodes))
         if self.n_outputs == 1:
             mid = 0.5 * (self.on + self.off)
             return np.where((a[:, 0] > mid) == (self.on > self.off), 1, 0).astype(np.int64)

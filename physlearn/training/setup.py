@@ -13,12 +13,13 @@ from typing import Any
 from physlearn.errors import ConfigError
 from physlearn.estimators import Estimator, make_estimator
 from physlearn.estimators.knowledge import ModelKnowledge
+from physlearn.spec.gp_field_network import GPFieldNetworkSpec
 from physlearn.spec.gp_network import GPNetworkSpec
 from physlearn.spec.gp_system import GPKnowledge
 from physlearn.systems.factory import level_knowledge
 from physlearn.training.config import TrainConfig
 from physlearn.training.datasets import Dataset, check_feature_count, get_dataset
-from physlearn.training.encoding import ClassTargets, TrainNetwork, make_targets
+from physlearn.training.encoding import ClassTargets, TrainNetwork, input_count, make_targets
 from physlearn.training.optimizers import Optimizer, make_optimizer
 from physlearn.training.runstore import RunStore, atomic_write_bytes
 
@@ -43,7 +44,7 @@ def _build_spec(cfg: TrainConfig) -> TrainNetwork:
         built = cfg.network.build()
     except ConfigError as exc:
         raise ConfigError(f"network: {exc}") from None
-    if isinstance(built, GPNetworkSpec):
+    if isinstance(built, GPNetworkSpec | GPFieldNetworkSpec):
         return built  # inputs, outputs and parameters are required by its own validation
     spec = built
     if spec.boundary.kind != "periodic":
@@ -66,7 +67,7 @@ def _load_dataset(cfg: TrainConfig, spec: TrainNetwork) -> Dataset:
     except TypeError as exc:
         raise ConfigError(f"data.options: {exc}") from None
     try:
-        check_feature_count(ds, len(spec.inputs.nodes))
+        check_feature_count(ds, input_count(spec))
     except ConfigError as exc:
         raise ConfigError(f"data.name / network inputs: {exc}") from None
     return ds
@@ -74,12 +75,14 @@ def _load_dataset(cfg: TrainConfig, spec: TrainNetwork) -> Dataset:
 
 def _dataset_targets(cfg: TrainConfig, ds: Dataset, spec: TrainNetwork) -> ClassTargets:
     kind = cfg.targets.kind
-    if isinstance(spec, GPNetworkSpec):
+    if isinstance(spec, GPNetworkSpec | GPFieldNetworkSpec):
         from physlearn.training.gp_targets import make_density_targets
 
         return make_density_targets(cfg.targets, ds, spec)
     if kind == "density":
-        raise ConfigError('targets.kind: "density" targets need [network.gp_lattice]')
+        raise ConfigError(
+            'targets.kind: "density" targets need [network.gp_lattice] or [network.gp_field]'
+        )
     if kind == "level":
         from physlearn.training.orbit_targets import make_level_targets
 
@@ -156,7 +159,8 @@ PARAMETERS_FILE = "parameters.json"
 
 def write_network(store: RunStore, spec: TrainNetwork) -> None:
     """The built network (initial parameter values) as ``network.toml`` beside config.toml (a
-    GP lattice: ``gp_lattice.toml``), and its trainable parameters described in
+    GP lattice: ``gp_lattice.toml``; a GP field: ``gp_field.toml``), and its trainable parameters
+    described in
     ``parameters.json``."""
     import json
     import math
@@ -164,9 +168,9 @@ def write_network(store: RunStore, spec: TrainNetwork) -> None:
     import tomli_w
 
     data = spec.model_dump(mode="json", exclude_none=True)
-    if isinstance(spec, GPNetworkSpec):
-        text = tomli_w.dumps({"gp_lattice": data})
-        atomic_write_bytes(store.run_dir / "gp_lattice.toml", text.encode())
+    if isinstance(spec, GPNetworkSpec | GPFieldNetworkSpec):
+        text = tomli_w.dumps({spec.kind: data})
+        atomic_write_bytes(store.run_dir / f"{spec.kind}.toml", text.encode())
     else:
         atomic_write_bytes(
             store.run_dir / "network.toml", tomli_w.dumps({"network": data}).encode()

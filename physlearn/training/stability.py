@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import SolverError
-from physlearn.spec.gp_network import GPNetworkSpec
+from physlearn.spec.gp_system import GPSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import StabilityCheck
 from physlearn.spec.topology import mode_report
@@ -27,7 +27,7 @@ STABILITY_TOL = 1e-6
 
 async def stability_report(
     twin: StabilityCheck,
-    spec: NetworkSpec | GPNetworkSpec,
+    spec: NetworkSpec | GPSpec,
     dataset: Dataset,
     targets: ClassTargets,
     params: Array,

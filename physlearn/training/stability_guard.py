@@ -138,10 +138,10 @@ def make_stability_guard(cfg: object, twin: StabilityCheck | None) -> StabilityG
         return None
     if cfg.system.kind == "autonomous":  # type: ignore[attr-defined]
         raise ConfigError("training.stability_check: not for [system] kind = autonomous")
-    if getattr(cfg.network, "gp_lattice", None) is not None:  # type: ignore[attr-defined]
+    if getattr(cfg.network, "is_gp", False):  # type: ignore[attr-defined]
         raise ConfigError(
-            "training.stability_check: not for a GP lattice ([system] floquet checks its "
-            "stationary states' Bogoliubov spectra)"
+            "training.stability_check: not for a GP lattice or field ([system] floquet checks "
+            "its stationary states' Bogoliubov spectra)"
         )
     assert twin is not None
     return StabilityGuard(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from config_helpers import edited_config
 
 from physlearn.cli import main
 from physlearn.errors import ConfigError, GradientError
@@ -132,21 +133,7 @@ def test_cli_gp_xor_reaches_100_percent(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def _config(tmp_path: Path, edit: dict[str, Any]) -> Path:
-    data = tomllib.loads((EXAMPLES / "gp-xor.toml").read_text())
-    for key, value in edit.items():
-        node = data
-        *head, last = key.split(".")
-        for part in head:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    import tomli_w
-
-    path = tmp_path / "c.toml"
-    path.write_text(tomli_w.dumps(data))
-    return path
+    return edited_config(EXAMPLES / "gp-xor.toml", tmp_path / "c.toml", edit)
 
 
 @pytest.mark.parametrize(

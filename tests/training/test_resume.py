@@ -467,3 +467,73 @@ def test_throttled_checkpoints_resume_bit_identical(
     assert (ck.epoch, ck.step, ck.extra["next_batch"]) == (1, BATCHES, 0)  # steps 5-7 lost
     train(cfg, root=tmp_path, name="run", resume=True)
     assert_same_run(tmp_path / "ref", tmp_path / "run")
+
+
+# --------------------------------------------------------------------------------------------
+# a GP lattice (examples/gp-xor.toml): stopped mid-run, `physlearn train --resume RUN`
+# --------------------------------------------------------------------------------------------
+
+GP_XOR = ROOT / "examples" / "gp-xor.toml"
+GP_FIELD_XOR = ROOT / "examples" / "gp-field-xor.toml"
+
+
+def gp_small_config(tmp: Path, example: Path = GP_XOR) -> Path:
+    """A GP example cut like `small_config`: 4 epochs of mini-batches of 1, no early stop (the
+    adjoint cosine is logged: a third GP twin)."""
+    text = example.read_text()
+    for old, new in (
+        ("epochs = 100", f"epochs = {EPOCHS}"),
+        ("batch_size = 4", "batch_size = 1"),
+        ("target_accuracy = 1.0", ""),
+        ("target_loss = ", "# target_loss = "),
+    ):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = tmp / f"{example.stem}-small.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("example", "method", "n"),
+    [
+        (GP_XOR, "write_checkpoint", 7),
+        (GP_XOR, "append_metrics", 2),
+        (GP_FIELD_XOR, "write_checkpoint", 7),
+    ],
+    ids=["lattice-checkpoint", "lattice-metrics", "field-checkpoint"],
+)
+def test_gp_stopped_and_resumed_through_the_cli_is_bit_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example: Path, method: str, n: int
+) -> None:
+    """The GP twin keeps no warm starts between steps (every free state starts from the linear
+    response), so the checkpoint's parameters, optimizer state and shuffle order are all a
+    resumed GP run (lattice or field) needs: the same parameters at every epoch as the
+    uninterrupted run."""
+    from threadpoolctl import threadpool_limits
+
+    from physlearn.cli import main
+
+    with threadpool_limits(1):  # small dense solves: one BLAS thread, steady on a loaded machine
+        _gp_stop_and_resume(tmp_path, monkeypatch, example, method, n, main)
+
+
+def _gp_stop_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example: Path, method: str, n: int, main: Any
+) -> None:
+    cfg_path = gp_small_config(tmp_path, example)
+    root = tmp_path / "runs"
+    common = ["--quiet", "--no-report"]
+    args = ["train", "--config", str(cfg_path), "--run-dir", str(root), "--name", "ref", *common]
+    assert main(args) == 0
+    cfg = load_train_config(cfg_path)
+    with monkeypatch.context() as m:
+        crash_at(m, method, n, True)
+        with pytest.raises(Killed):
+            train(cfg, root=root, name="run")
+    run = root / "run"
+    assert not (run / "summary.json").exists()
+    assert 0 < load_checkpoint(run).step < EPOCHS * BATCHES
+    assert main(["train", "--resume", str(run), *common]) == 0
+    assert_same_run(root / "ref", run)
+    assert RunStore.open(run).read_summary()["steps"] == EPOCHS * BATCHES
