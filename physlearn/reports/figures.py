@@ -59,12 +59,13 @@ def _legend_outside(fig: Figure, ax: Axes, ncol: int = 1) -> None:
         fig.legend(handles, labels, loc="outside right upper", ncols=ncol, fontsize="small")
 
 
-def _loss_accuracy_axes() -> tuple[Figure, Axes, Axes]:
-    """A figure of two panels over completed epochs: loss (log scale) above accuracy (%)."""
+def _loss_accuracy_axes(cost_unit: str) -> tuple[Figure, Axes, Axes]:
+    """A figure of two panels over completed epochs: loss (log scale, in ``cost_unit``) above
+    accuracy (%)."""
     fig = _figure(6.0)
     ax_loss, ax_acc = fig.subplots(2, 1, sharex=True)
     ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("mean task cost (m²·s)")
+    ax_loss.set_ylabel(f"mean task cost ({cost_unit})")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.set_ylim(-3, 103)
     ax_acc.set_xlabel("completed epochs (0: before training)")
@@ -75,7 +76,7 @@ def _loss_accuracy_axes() -> tuple[Figure, Axes, Axes]:
 
 def learning_curves(run: RunData) -> Figure:
     """Loss (log scale) and accuracy per completed epoch, for every evaluated split."""
-    fig, ax_loss, ax_acc = _loss_accuracy_axes()
+    fig, ax_loss, ax_acc = _loss_accuracy_axes(run.cost_unit)
     for split, style in _SPLITS:
         x, loss = _series(run, f"{split}_loss")
         if not np.isfinite(loss).any():
@@ -84,7 +85,7 @@ def learning_curves(run: RunData) -> Figure:
         _, acc = _series(run, f"{split}_accuracy")
         ax_acc.plot(x, 100.0 * acc, style, marker=".", label=f"{split}")
     fig.suptitle(f"{run.name}: learning curves ({run.estimator}, {run.level})")
-    _legend_outside(fig, ax_loss)
+    ax_loss.legend(loc="upper right", fontsize="small")  # inside: outside it hid the title
     return fig
 
 
@@ -221,7 +222,8 @@ def adjoint_agreement(run: RunData) -> Figure | None:
 
 def overlay_curves(runs: Sequence[RunData]) -> Figure:
     """Test (else train) loss and accuracy of several runs on shared axes."""
-    fig, ax_loss, ax_acc = _loss_accuracy_axes()
+    units = sorted({run.cost_unit for run in runs})
+    fig, ax_loss, ax_acc = _loss_accuracy_axes(units[0] if len(units) == 1 else "mixed units")
     for k, run in enumerate(runs):
         split = "test" if np.isfinite(run.column("test_loss")).any() else "train"
         label = f"{run.name} ({run.estimator}, seed {run.seed})"

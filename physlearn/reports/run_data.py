@@ -52,6 +52,19 @@ class RunData:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def cost_unit(self) -> str:
+        """The unit of the task cost (loss) the run reports: GP networks' occupations are
+        dimensionless; an autonomous orbit's time-averaged ⟨c⟩ is in m²; otherwise the cost
+        ∫ γ ½ Σ (x − y)² dt over a period is in m²·s."""
+        network = self.config.get("network", {})
+        if "gp_lattice" in network or "gp_field" in network:
+            return "occupation², dimensionless"
+        orbit_cost = self.config.get("targets", {}).get("orbit_cost", "averaged")
+        if self.config.get("system", {}).get("kind") == "autonomous" and orbit_cost == "averaged":
+            return "m²"
+        return "m²·s"
+
+    @property
     def level(self) -> str:
         """The fidelity level that produced the observations (as recorded; else from the config)."""
         for source in (self.summary or {}, *(reversed(self.metrics))):

@@ -53,7 +53,7 @@ def summary_rows(run: RunData) -> list[Row]:
         ["selected epoch", _fmt(s.get("selected_epoch"))],
         ["final train accuracy", _pct(final.get("train_accuracy"))],
         ["final test accuracy", _pct(final.get("test_accuracy"))],
-        ["final test loss (m²·s)", _fmt(final.get("test_loss"))],
+        [f"final test loss ({run.cost_unit})", _fmt(final.get("test_loss"))],
         ["steps", _fmt(s.get("steps", final.get("steps")))],
         ["experiments (steady states)", _fmt(s.get("experiments", final.get("experiments")))],
         ["wall time (s)", _fmt(s.get("wall_time_s", final.get("wall_time_s")))],

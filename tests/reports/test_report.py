@@ -79,6 +79,20 @@ def test_twin_run_report(tmp_path: Path) -> None:
     _check_figure(figures.adjoint_agreement(data), "adjoint")
     html = (run / "report.html").read_text()
     assert "couplings[0]:product:0-2" in html and "N/m" in html  # the parameter table
+    assert "final test loss (m²·s)" in html
+    assert figures.learning_curves(data).axes[0].get_ylabel() == "mean task cost (m²·s)"
+
+
+def test_gp_run_report_gives_the_cost_its_own_unit(tmp_path: Path) -> None:
+    """A GP network's cost is on occupations (dimensionless), not the oscillators' m²·s."""
+    run = _train("examples/gp-field-xor.toml", tmp_path, "gpf", "--epochs", "2")
+    _check_page(run, {"learning", "parameters"})
+    data = load_run(run)
+    assert data.cost_unit == "occupation², dimensionless"
+    fig = figures.learning_curves(data)
+    _check_figure(fig, "learning curves")
+    assert fig.axes[0].get_ylabel() == "mean task cost (occupation², dimensionless)"
+    assert "final test loss (occupation², dimensionless)" in (run / "report.html").read_text()
 
 
 @pytest.mark.slow
@@ -111,3 +125,20 @@ def test_emulated_bench_run_report_and_comparison(tmp_path: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 2 and "--output" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "unit"),
+    [
+        ({"system": {"kind": "ideal"}}, "m²·s"),
+        ({"system": {"kind": "autonomous"}}, "m²"),  # ⟨c⟩, time-averaged by default
+        ({"system": {"kind": "autonomous"}, "targets": {"orbit_cost": "integrated"}}, "m²·s"),
+        ({"network": {"gp_lattice": {}}}, "occupation², dimensionless"),
+    ],
+)
+def test_cost_unit_follows_the_config(config: dict, unit: str) -> None:
+    from physlearn.reports.run_data import ParameterInfo, RunData
+
+    info = ParameterInfo([], [], np.zeros(0), np.zeros(0))
+    run = RunData(Path("."), "r", config, info, [], [], np.zeros((0, 0)), None)
+    assert run.cost_unit == unit
