@@ -38,7 +38,7 @@ def dry_run(setup: TrainSetup, bench: BenchSystem) -> dict[str, Any]:
     lo, hi = spec.parameter_bounds()
     beta = float(setup.config.estimator.kwargs().get("beta", 0.0) or 0.0)
     inputs = np.concatenate([ds.x_train, ds.x_test], axis=0)
-    return bench.plan_check([spec.initial_parameters(), lo, hi], inputs, beta)
+    return bench.plan_check([setup.initial_parameters(), lo, hi], inputs, beta)
 
 
 async def ready(setup: TrainSetup, bench: BenchSystem, args: argparse.Namespace) -> bool:

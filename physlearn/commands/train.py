@@ -39,6 +39,7 @@ from physlearn.systems.safety import PersistentFault
 from physlearn.training.config import TrainConfig, load_train_config
 from physlearn.training.control import Command, RunControl, RunStopped
 from physlearn.training.events import EpochDone, Listener, RunEvent, StepDone
+from physlearn.training.init_from import load_init_from
 from physlearn.training.loop import TrainResult
 from physlearn.training.runstore import CONFIG_FILE, RunStore, atomic_write_bytes
 from physlearn.training.setup import TrainSetup, default_run_name, prepare, write_network
@@ -70,6 +71,20 @@ def add_parser(sub: Any, name: str) -> None:
     )
     p.add_argument(
         "--name", default=None, help="run name (default: <config>-<estimator>-s<seed>-<time>)"
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN_DIR[:EPOCH]",
+        help="start from another run's parameters (its selected epoch, or EPOCH) of the same "
+        "network, e.g. a twin-trained run on the bench: the initial evaluation is their accuracy "
+        "here (physlearn.training.init_from)",
+    )
+    p.add_argument(
+        "--on-twin",
+        action="store_true",
+        help='a bench config\'s network on its ideal twin: [system] becomes kind = "ideal" at the '
+        "same points_per_period, nothing connects (pretrain, then --init-from on the bench)",
     )
     p.add_argument("--epochs", type=int, default=None, help="override [training].epochs")
     p.add_argument("--seed", type=int, default=None, help="override [training].seed")
@@ -168,7 +183,7 @@ class RunTarget:
         base = Path(self.root) if self.root is not None else self.cfg.output.root
         store = RunStore.create(base, self.name, self.cfg.resolved(), resume=self.resume)
         if not self.resume:
-            write_network(store, setup.spec)
+            write_network(store, setup.spec, setup.init_from)
             if self.cfg.system.kind == "bench":
                 text = json.dumps({"config": str(Path(self.config_path).resolve())})
                 atomic_write_bytes(store.run_dir / SOURCE_FILE, text.encode())
@@ -204,6 +219,8 @@ def run_target(args: argparse.Namespace) -> RunTarget | str:
     if resume is not None:
         if args.name is not None or args.run_dir is not None:
             return "--resume RUN_DIR names the run directory: leave out --name and --run-dir"
+        if args.init_from is not None:
+            return "--resume continues from the run's checkpoint: leave out --init-from"
         if config_path is None:
             config_path = resume / CONFIG_FILE
             if not config_path.is_file():
@@ -211,6 +228,14 @@ def run_target(args: argparse.Namespace) -> RunTarget | str:
     elif config_path is None:
         return "--config is required (or --resume RUN_DIR)"
     cfg = load_train_config(config_path, overrides)
+    if args.on_twin:
+        if cfg.system.kind != "bench":
+            return '--on-twin applies to [system] kind = "bench" configs'
+        if resume is not None or args.connection is not None:
+            return "--on-twin starts a new twin run: leave out --resume and --connection"
+        ppp = cfg.system.points_per_period
+        overrides["system"] = {"kind": "ideal", "points_per_period": ppp}
+        cfg = load_train_config(config_path, overrides)
     if args.connection is not None:
         if cfg.system.kind != "bench":
             return '--connection applies to [system] kind = "bench" configs'
@@ -245,6 +270,10 @@ async def train_target(
 
     config_dir = t.paths_from.parent
     setup = prepare(t.cfg, config_dir)
+    if args.init_from is not None:
+        lo, hi = setup.spec.parameter_bounds()
+        names, units = setup.spec.parameter_names(), setup.spec.parameter_units()
+        setup.init_from = load_init_from(args.init_from, names, units, lo, hi)
     async with make_system(t.cfg, config_dir, spec=setup.spec) as system:
         if isinstance(system, BenchSystem) and not await bench_session.ready(setup, system, args):
             return None

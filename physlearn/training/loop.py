@@ -231,10 +231,11 @@ class Trainer:
         self._current: _Session | None = None
 
     def _initial_parameters(self) -> Array:
-        """The spec's initial parameters, scaled by ½ⁿ until the `OrbitGuard` accepts them."""
-        p = np.asarray(self.setup.spec.initial_parameters(), dtype=float)
+        """The setup's initial parameters (another run's with ``--init-from``, used as they are),
+        else the spec's scaled by ½ⁿ until the `OrbitGuard` accepts them."""
+        p = self.setup.initial_parameters()
         tc = self.setup.config.training
-        if tc.min_orbit_stiffness is None or self.guard is None:
+        if tc.min_orbit_stiffness is None or self.guard is None or self.setup.init_from is not None:
             return p
         from physlearn.systems.autonomous_guard import OrbitGuard, shrink_to_margin
 

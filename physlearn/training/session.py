@@ -91,7 +91,7 @@ async def _bench_session(
     control = control if control is not None else RunControl()
     trainer = Trainer(setup, system=wrapped, eval_system=wrapped, events=events, control=control)
     if setup.config.suspenders is not None:
-        reference = (setup.spec.initial_parameters(), trainer.x_fit[:1])
+        reference = (setup.initial_parameters(), trainer.x_fit[:1])
         trainer.suspenders = Suspenders(
             setup.config.suspenders,
             control,

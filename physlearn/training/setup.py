@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from physlearn.errors import ConfigError
 from physlearn.estimators import Estimator, make_estimator
 from physlearn.estimators.knowledge import ModelKnowledge
@@ -20,8 +23,11 @@ from physlearn.systems.factory import level_knowledge
 from physlearn.training.config import TrainConfig
 from physlearn.training.datasets import Dataset, check_feature_count, get_dataset
 from physlearn.training.encoding import ClassTargets, TrainNetwork, input_count, make_targets
+from physlearn.training.init_from import InitFrom
 from physlearn.training.optimizers import Optimizer, make_optimizer
 from physlearn.training.runstore import RunStore, atomic_write_bytes
+
+Array = NDArray[np.float64]
 
 __all__ = ["TrainSetup", "default_run_name", "n_fit_samples", "prepare", "write_network"]
 
@@ -37,6 +43,14 @@ class TrainSetup:
     knowledge: ModelKnowledge | GPKnowledge
     estimator: Estimator
     optimizer: Optimizer
+    #: ``physlearn train --init-from``: start from another run's parameters (not the spec's)
+    init_from: InitFrom | None = None
+
+    def initial_parameters(self) -> Array:
+        """The run's starting parameters (P,): ``init_from``'s, else the spec's initial values."""
+        if self.init_from is not None:
+            return np.array(self.init_from.values, dtype=float)
+        return np.asarray(self.spec.initial_parameters(), dtype=float)
 
 
 def _build_spec(cfg: TrainConfig) -> TrainNetwork:
@@ -157,11 +171,11 @@ def default_run_name(cfg: TrainConfig, config_path: Path | None = None) -> str:
 PARAMETERS_FILE = "parameters.json"
 
 
-def write_network(store: RunStore, spec: TrainNetwork) -> None:
+def write_network(store: RunStore, spec: TrainNetwork, init_from: InitFrom | None = None) -> None:
     """The built network (initial parameter values) as ``network.toml`` beside config.toml (a
     GP lattice: ``gp_lattice.toml``; a GP field: ``gp_field.toml``), and its trainable parameters
-    described in
-    ``parameters.json``."""
+    described in ``parameters.json`` (with ``init_from``: the initial values are that run's, and
+    ``init_from`` says which run and epoch)."""
     import json
     import math
 
@@ -185,7 +199,9 @@ def write_network(store: RunStore, spec: TrainNetwork) -> None:
         "units": spec.parameter_units(),
         "lower": [bound(v) for v in lo],
         "upper": [bound(v) for v in hi],
-        "initial": spec.initial_parameters().tolist(),
+        "initial": (spec.initial_parameters() if init_from is None else init_from.values).tolist(),
     }
+    if init_from is not None:
+        params["init_from"] = init_from.describe()
     text = json.dumps(params, indent=2) + "\n"
     atomic_write_bytes(store.run_dir / PARAMETERS_FILE, text.encode())
