@@ -55,11 +55,16 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 CArray = NDArray[np.complex128]
 
-__all__ = ["NEUTRAL_TOL", "GPLatticeTwin"]
+__all__ = ["BOGOLIUBOV_MAX_SITES", "NEUTRAL_TOL", "GPLatticeTwin"]
 
 #: the largest Bogoliubov growth rate (E/ħ) taken as neutral: a lossless lattice's states are at
 #: best neutrally stable (Re λ = 0 up to rounding)
 NEUTRAL_TOL = 1e-9
+
+#: the most sites (grid points) whose Bogoliubov spectrum `measure` computes: it is a dense
+#: eigenproblem of size 2n (O(n³)): ~4 s per state at 1024 points (a 32 × 32 field), ~4 min and
+#: 0.5 GB at 4096 (64 × 64) on one core of this project's reference machine
+BOGOLIUBOV_MAX_SITES = 1024
 
 
 class GPLatticeTwin(GPSystem):
@@ -83,6 +88,14 @@ class GPLatticeTwin(GPSystem):
     ):
         if stability not in ("all", "free", "none"):
             raise ConfigError(f"stability: 'all', 'free' or 'none', got {stability!r}")
+        if stability != "none" and spec.n_sites > BOGOLIUBOV_MAX_SITES:
+            raise ConfigError(
+                f"system.floquet = {stability!r}: the Bogoliubov spectrum of a network of "
+                f"{spec.n_sites} sites is a dense {2 * spec.n_sites}-square eigenproblem per "
+                f"state (~4 s at {BOGOLIUBOV_MAX_SITES} sites, growing as n³); above "
+                f'{BOGOLIUBOV_MAX_SITES} sites set [system] floquet = "none" (or use a '
+                "coarser grid)"
+            )
         self.spec = spec
         self.options = options or GPSolveOptions()
         self.stability = stability

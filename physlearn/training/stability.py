@@ -14,6 +14,7 @@ from physlearn.spec.gp_system import GPSpec
 from physlearn.spec.network import NetworkSpec
 from physlearn.spec.system import StabilityCheck
 from physlearn.spec.topology import mode_report
+from physlearn.systems.gp_lattice import BOGOLIUBOV_MAX_SITES
 from physlearn.training.datasets import Dataset
 from physlearn.training.encoding import ClassTargets
 
@@ -45,6 +46,14 @@ async def stability_report(
     u = dataset.x_train[:max_samples]
     lab = dataset.y_train[:max_samples]
     out: dict[str, Any] = {"samples_checked": int(u.shape[0]), "orbits": "evaluated"}
+    if not isinstance(spec, NetworkSpec) and spec.n_sites > BOGOLIUBOV_MAX_SITES:
+        return {
+            "samples_checked": 0,
+            "orbits": "stationary states (Bogoliubov spectra)",
+            "stable": None,
+            "skipped": f"{spec.n_sites} sites: the dense Bogoliubov spectrum is checked up to "
+            f"{BOGOLIUBOV_MAX_SITES} (physlearn.systems.gp_lattice.BOGOLIUBOV_MAX_SITES)",
+        }
     try:
         mult = await twin.floquet_check(params, u, targets.task(spec, lab), method=method)
         worst = float(np.max(mult))

@@ -199,3 +199,30 @@ def test_inconsistent_configs_name_the_key(
 
     with pytest.raises(ConfigError, match=message):
         Trainer(prepare(load_train_config(_config(tmp_path, edit))))
+
+
+def test_a_field_too_large_for_the_dense_bogoliubov_check_is_refused_by_name() -> None:
+    """A 48 × 48 field (2304 points) with the Bogoliubov check on would spend minutes per state:
+    refused with the setting to change; with floquet = "none" it is built, and the final check
+    of the run's summary says it was skipped (not that the states are unstable)."""
+    from physlearn.systems.gp_lattice import BOGOLIUBOV_MAX_SITES
+    from physlearn.training.stability import stability_report
+
+    spec = _example_spec(
+        grid=[48, 48],
+        length_um=48.0,
+        landscape="bumps",
+        bumps=[2, 2],
+        bump_width_um=8.0,
+        inputs={"centers_um": [[8.0, 24.0], [24.0, 8.0]], "width_um": 3.0, "gain": 0.2},
+        outputs={"centers_um": [[36.0, 36.0]], "radius_um": 3.0},
+    )
+    assert spec.n_sites == 2304 > BOGOLIUBOV_MAX_SITES
+    with pytest.raises(ConfigError, match='set \\[system\\] floquet = "none"'):
+        GPLatticeTwin(spec)
+    twin = GPLatticeTwin(spec, stability="none")
+    setup = prepare(load_train_config(EXAMPLE), EXAMPLE.parent)
+    report = asyncio.run(
+        stability_report(twin, spec, setup.dataset, setup.targets, spec.initial_parameters())
+    )
+    assert report["stable"] is None and "2304 sites" in report["skipped"]
