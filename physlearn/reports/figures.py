@@ -86,6 +86,7 @@ def learning_curves(run: RunData) -> Figure:
         ax_acc.plot(x, 100.0 * acc, style, marker=".", label=f"{split}")
     fig.suptitle(f"{run.name}: learning curves ({run.estimator}, {run.level})")
     ax_loss.legend(loc="upper right", fontsize="small")  # inside: outside it hid the title
+    ax_acc.set_xlim(-0.5, max(1.0, float(np.max(run.metric_epochs(), initial=0.0)) + 1.0) + 0.5)
     return fig
 
 

@@ -301,9 +301,11 @@ class TrainingConfig(_Model):
     mini-batch steps; 0 (default) checkpoints after every step. Epoch ends, failed steps and the
     first checkpoint are always written. A kill then loses at most this much training, which the
     resumed run redoes (bit-identical on the twin); it saves the checkpoint writes of cheap twin
-    steps (the warm-start orbits make a digits checkpoint ≈ 70 MB)."""
+    steps (the warm-start orbits make a digits checkpoint ≈ 70 MB).
+    ``epochs = 0``: evaluate the initial parameters only (e.g. another run's, with
+    ``physlearn train --init-from``): summary.json's ``final`` is that evaluation."""
 
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=0)
     batch_size: int = Field(4, ge=1)
     seed: int = 0
     shuffle: bool = True

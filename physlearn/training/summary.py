@@ -88,8 +88,9 @@ def selected(
     st: TrainerState, metrics: list[dict[str, Any]], select: str
 ) -> tuple[Array, dict[str, Any] | None]:
     """The result of a run: (parameters, metrics row) of the selected epoch — the best one by
-    ``select``, or the last."""
-    params, final = st.params, (metrics[-1] if metrics else None)
+    ``select``, or the last; with no epoch run (``training.epochs = 0``: an evaluation only) the
+    initial parameters and their evaluation."""
+    params, final = st.params, (metrics[-1] if metrics else (dict(st.initial) or None))
     if select != "last" and st.best_epoch >= 0 and st.best_params is not None:
         params = st.best_params
         final = next(m for m in metrics if m["epoch"] == st.best_epoch)
@@ -117,14 +118,18 @@ def run_summary(
         "epochs_run": st.epochs_run,
         "epochs_configured": tc.epochs,
         "stopped_early": st.stopped_early,
-        "stop_reason": st.stop_reason,
+        "stop_reason": st.stop_reason or ("evaluation only (epochs = 0)" if tc.epochs == 0 else ""),
         "steps": st.step,
         "wall_time_s": wall_time_s,
         "experiments": experiments,
         "level": level,
         "initial": st.initial,
         "select": tc.select,
-        "selected_epoch": st.best_epoch if tc.select != "last" else st.epochs_run - 1,
+        "selected_epoch": None
+        if st.epochs_run == 0
+        else st.best_epoch
+        if tc.select != "last"
+        else st.epochs_run - 1,
         "final": final,
         "last": metrics[-1] if metrics else None,
         "best_test_accuracy": max((m["test_accuracy"] or 0.0) for m in metrics)

@@ -51,7 +51,7 @@ def test_twin_trained_parameters_deployed_on_the_emulated_bench(
     selected = np.load(twin_run / "params" / f"epoch_{twin['selected_epoch']:04d}.npy")
     code, out = _train(
         capsys,
-        *("--config", str(BENCH_XOR), "--init-from", str(twin_run), "--arm", "--epochs", "1"),
+        *("--config", str(BENCH_XOR), "--init-from", str(twin_run), "--arm", "--epochs", "0"),
         *("--run-dir", str(tmp_path), "--name", "bench"),
     )
     assert code == 0, out
@@ -64,6 +64,10 @@ def test_twin_trained_parameters_deployed_on_the_emulated_bench(
     initial = summary["initial"]  # the deployed network, evaluated through the bench
     assert initial["train_accuracy"] == 1.0
     assert initial["train_loss"] == pytest.approx(twin["final"]["train_loss"], rel=0.05)
+    # epochs = 0: an evaluation only, reported as the run's result
+    assert summary["epochs_run"] == 0 and summary["selected_epoch"] is None
+    assert summary["final"] == initial and summary["stop_reason"].startswith("evaluation only")
+    assert "epochs 0: train loss" in out and "acc 1," in out
     # an explicit epoch
     code, out = _train(
         capsys,

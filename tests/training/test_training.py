@@ -105,7 +105,7 @@ def test_cosine_to_adjoint_is_logged_on_the_twin() -> None:
     [
         ("estimator.name", "ep_magic", "estimator.name"),
         ("optimizer.name", "lbfgs", "optimizer.name"),
-        ("training.epochs", 0, "training.epochs"),
+        ("training.epochs", -1, "training.epochs"),  # 0: an evaluation only
         ("system.points_per_period", 32, "system.points_per_period"),
         ("training.bogus", 1, "training.bogus"),
     ],
