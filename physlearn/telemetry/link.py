@@ -105,6 +105,12 @@ class Outbox:
             elif self.events and self.events[0] is msg:
                 self.events.popleft()
 
+    def lost_records(self) -> bool:
+        """Whether metrics or events were dropped since the last `take_drops` (a replaced
+        waveform is not a lost record: only the newest is ever kept)."""
+        with self._lock:
+            return bool(self.dropped["metrics"] or self.dropped["event"])
+
     def take_drops(self) -> dict[str, int]:
         """The drop counts since the last call (reset)."""
         with self._lock:
@@ -329,12 +335,13 @@ class MqttLink:
                 reader.result()  # the reader's error ends this connection
                 raise ConnectionError("the control subscription ended")
             now = time.monotonic()
-            if now - last_report >= 1.0 or len(self.outbox) == 0:
-                # a connected link that fell behind the run (slow acknowledgements) drops too:
-                # report those (at most once a second), not only at the next reconnection
+            if self.outbox.lost_records() and (now - last_report >= 1.0 or not self.outbox):
+                # a connected link that fell behind the run (slow acknowledgements) drops
+                # metrics too: report them (at most once a second), not only at the next
+                # reconnection
                 last_report = now
                 drops = self.outbox.take_drops()
-                if drops and self.on_drops is not None:
+                if self.on_drops is not None:
                     self.outbox.put(self.on_drops(drops, 0.0))
             msg = self.outbox.peek()
             if msg is None:
