@@ -31,7 +31,15 @@ BEGIN, END = "<!-- autonomous-table:begin -->", "<!-- autonomous-table:end -->"
 CONSTRAINTS = ("energy", "action")
 
 
-def run_one(constraint: str, estimator: str, seed: int, epochs: int | None) -> dict[str, Any]:
+def run_one(
+    constraint: str,
+    estimator: str,
+    seed: int,
+    epochs: int | None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One training run of the example config of ``constraint`` (``overrides``: dotted keys of the
+    config, e.g. ``{"network.topology.layers": [2, 8, 1]}``, set before the seed)."""
     from physlearn.errors import PhyslearnError
     from physlearn.spec.tomlconfig import read_toml, validate
     from physlearn.training.config import TrainConfig
@@ -39,6 +47,12 @@ def run_one(constraint: str, estimator: str, seed: int, epochs: int | None) -> d
     from physlearn.training.setup import prepare
 
     data = copy.deepcopy(read_toml(ROOT / "examples" / f"autonomous-xor-{constraint}.toml"))
+    for key, value in (overrides or {}).items():
+        *path, leaf = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     data["network"]["topology"]["seed"] = seed
     est = data["estimator"] if estimator != "adjoint" else {"name": "adjoint"}
     data["estimator"] = est
