@@ -45,16 +45,31 @@ class OrbitGuard:
         self.load = input_load(spec, np.atleast_2d(np.asarray(inputs, dtype=float)))
         self.options = options
         self.bare = float(np.min(np.asarray(self.model.stiffness) / np.asarray(self.model.mass)))
+        self._last: Array | None = None  # the equilibria of the last parameters measured
+
+    def equilibria(self, params: Array) -> Array | None:
+        """The static equilibria (B,d) of the inputs at ``params``: Newton from the equilibria
+        of the last parameters measured (the branch the network sits on, as the orbit solver's
+        warm starts follow it), else from rest; None if neither converges."""
+        theta = self.model.full_theta(np.asarray(params, dtype=float), batch=self.load.batch)
+        problem = AutonomousProblem(self.model, theta, self.load, 3)
+        starts = [None] if self._last is None else [self._last, None]
+        for x0 in starts:
+            try:
+                x_eq = static_equilibrium(problem, x0)
+            except SolverError:
+                continue
+            if np.all(np.isfinite(x_eq)):
+                self._last = x_eq
+                return x_eq
+        return None
 
     def margin(self, params: Array) -> float:
         """min over the inputs of the lowest ω² at the static equilibrium / bare ω²."""
         theta = self.model.full_theta(np.asarray(params, dtype=float), batch=self.load.batch)
         problem = AutonomousProblem(self.model, theta, self.load, 3)
-        try:
-            x_eq = static_equilibrium(problem)
-        except SolverError:
-            return -math.inf
-        if not np.all(np.isfinite(x_eq)):
+        x_eq = self.equilibria(params)
+        if x_eq is None:
             return -math.inf
         if self.options.constraint == "energy":
             e_eq = np.mean(problem.potential(x_eq[:, None, :]), axis=1)

@@ -111,3 +111,34 @@ def test_the_trainer_starts_from_the_shrunk_draw() -> None:
     res = asyncio.run(Trainer(s).run(None))
     assert res.summary["solver_failures"] == 0
     assert res.summary["epochs_run"] == 2
+
+
+def test_margin_follows_the_branch_of_the_last_equilibria_not_newton_from_rest() -> None:
+    """Parameters met in training (energy, seed 6, stiff readout, after 30 epochs) whose static
+    Newton from rest fails for small changes of α although the equilibria move continuously:
+    measured from rest, the margin read −inf for 4 of 10 steps of size 0.01 and froze the run
+    (every later update refused). Newton from the last measured equilibria finds them."""
+    from physlearn.errors import SolverError
+    from physlearn.simulators.autonomous import AutonomousProblem
+    from physlearn.simulators.autonomous_family import static_equilibrium
+
+    data = _data("energy", 6)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    s = prepare(validate(TrainConfig, data, "guard"))
+    g = _guard(s)
+    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
+    p = np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+    m0 = g.margin(p)
+    assert 0.5 < m0 < 0.6
+    rng = np.random.default_rng(0)
+    from_rest_fails = 0
+    for _ in range(10):
+        q = np.clip(p + 0.01 * rng.normal(size=p.size), -1.0, 1.0)
+        theta = g.model.full_theta(q, batch=4)
+        try:
+            static_equilibrium(AutonomousProblem(g.model, theta, g.load, 3))
+        except SolverError:
+            from_rest_fails += 1
+        g.margin(p)  # the network sits at p
+        assert abs(g.margin(q) - m0) < 0.05
+    assert from_rest_fails >= 2
