@@ -142,3 +142,38 @@ def test_margin_follows_the_branch_of_the_last_equilibria_not_newton_from_rest()
         g.margin(p)  # the network sits at p
         assert abs(g.margin(q) - m0) < 0.05
     assert from_rest_fails >= 2
+
+
+def test_orbit_from_mode_retries_the_equilibrium_from_a_guess_when_newton_from_rest_fails() -> None:
+    """The twin's cold start (`orbit_from_mode`, after a failed warm start) solved the static
+    equilibrium from rest only, and a training run (action, S₀ = 0.01 J·s, seed 5) stopped on
+    'static equilibrium: Newton did not converge' at every step: with ``x_guess`` (the twin
+    passes the mean of the last orbit of the input) the equilibrium and the orbit are found."""
+    from physlearn.errors import SolverError
+    from physlearn.simulators.autonomous import AutonomousProblem, OrbitConstraint
+    from physlearn.simulators.autonomous_family import orbit_from_mode, static_equilibrium
+
+    data = _data("energy", 6)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    s = prepare(validate(TrainConfig, data, "guard"))
+    g = _guard(s)
+    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
+    p = np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+    x_p = g.equilibria(p)
+    assert x_p is not None
+    rng = np.random.default_rng(0)
+    tried = 0
+    for _ in range(10):
+        q = np.clip(p + 0.01 * rng.normal(size=p.size), -1.0, 1.0)
+        problem = AutonomousProblem(g.model, g.model.full_theta(q, batch=4), g.load, 33)
+        try:
+            static_equilibrium(problem)
+            continue
+        except SolverError:
+            tried += 1
+        con = OrbitConstraint("action", np.full(4, 0.01))
+        with pytest.raises(SolverError):
+            orbit_from_mode(problem, con)
+        sol = orbit_from_mode(problem, con, x_guess=x_p)
+        np.testing.assert_allclose(problem.action(sol.x, sol.omega), 0.01, rtol=1e-8)
+    assert tried >= 2
