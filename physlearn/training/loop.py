@@ -231,7 +231,8 @@ class Trainer:
         self._current: _Session | None = None
 
     def _initial_parameters(self) -> Array:
-        """The spec's initial parameters, scaled by ½ⁿ until the `OrbitGuard` accepts them."""
+        """The spec's initial parameters, scaled by ½ⁿ until the `OrbitGuard` accepts them and
+        every training input has its free orbit at the set point."""
         p = np.asarray(self.setup.spec.initial_parameters(), dtype=float)
         tc = self.setup.config.training
         if tc.min_orbit_stiffness is None or self.guard is None:
@@ -239,7 +240,7 @@ class Trainer:
         from physlearn.systems.autonomous_guard import OrbitGuard, shrink_to_margin
 
         assert isinstance(self.guard, OrbitGuard)
-        p, n = shrink_to_margin(self.guard, p, float(tc.min_orbit_stiffness))
+        p, n = shrink_to_margin(self.guard, p, float(tc.min_orbit_stiffness), orbits=True)
         if n:
             log.info("orbit guard: initial parameters scaled by 2^-%d", n)
         return p

@@ -177,3 +177,19 @@ def test_orbit_from_mode_retries_the_equilibrium_from_a_guess_when_newton_from_r
         sol = orbit_from_mode(problem, con, x_guess=x_p)
         np.testing.assert_allclose(problem.action(sol.x, sol.omega), 0.01, rtol=1e-8)
     assert tried >= 2
+
+
+def test_initial_shrink_also_needs_every_free_orbit_at_the_set_point() -> None:
+    """Energy, seed 8, stiff readout: every equilibrium keeps its margin, but the family of the
+    input (1, 1) folds below E₀ (the run failed at its first steps); ``orbits=True`` scales the
+    draw until every input's free orbit exists."""
+    data = _data("energy", 8)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    s = prepare(validate(TrainConfig, data, "guard"))
+    g = _guard(s)
+    p = np.asarray(s.spec.initial_parameters(), dtype=float)
+    q, n = shrink_to_margin(g, p, 0.05)
+    assert not g.orbits_exist(q)
+    r, m = shrink_to_margin(g, p, 0.05, orbits=True)
+    assert m > n and g.orbits_exist(r) and g.margin(r) >= 0.05
+    np.testing.assert_allclose(r, p * 0.5**m)
