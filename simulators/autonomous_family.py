@@ -69,6 +69,18 @@ def static_equilibrium(
     raise SteadyStateError("static equilibrium: Newton did not converge in 100 iterations")
 
 
+def equilibrium_near(problem: AutonomousProblem, x_guess: Array | None = None) -> Array:
+    """`static_equilibrium` from rest, retried from ``x_guess`` (B,d) — e.g. the mean of the last
+    orbit of the same input — when Newton from rest does not converge (it can fail where the
+    equilibrium the network sits on has moved continuously far from rest)."""
+    try:
+        return static_equilibrium(problem)
+    except SteadyStateError:
+        if x_guess is None:
+            raise
+        return static_equilibrium(problem, x_guess)
+
+
 def linear_modes(problem: AutonomousProblem, x_eq: Array) -> tuple[Array, Array]:
     """(ω² (B,d) ascending, mode shapes (B,d,d) with columns M-normalised) at x_eq (B,d)."""
     d = problem.d
@@ -171,13 +183,18 @@ def continue_orbit(
 
 
 def mode_start(
-    problem: AutonomousProblem, mode: int, con: OrbitConstraint, rel_amplitude: float = 1e-3
+    problem: AutonomousProblem,
+    mode: int,
+    con: OrbitConstraint,
+    rel_amplitude: float = 1e-3,
+    x_guess: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """A small orbit guess on normal mode ``mode``, x_eq + a v cos τ at the mode's frequency:
     (x (B,N,d), ω (B,), E_eq (B,) the equilibrium's energy). The amplitude a is
     ``rel_amplitude`` × max(1, |x_eq|), and at most a third of the linear estimate of the
-    target's amplitude (so that the continuation starts below the target)."""
-    x_eq = static_equilibrium(problem)
+    target's amplitude (so that the continuation starts below the target). ``x_guess``: where
+    to retry the equilibrium if Newton from rest fails (`equilibrium_near`)."""
+    x_eq = equilibrium_near(problem, x_guess)
     lam, V = linear_modes(problem, x_eq)
     if not 0 <= mode < problem.d:
         raise SteadyStateError(f"mode {mode} does not exist ({problem.d} modes)")
@@ -210,11 +227,13 @@ def orbit_from_mode(
     *,
     tol: float = 1e-12,
     rel_amplitude: float = 1e-3,
+    x_guess: Array | None = None,
 ) -> OrbitSolution:
     """The orbit with constraint ``con`` on the Lyapunov family of normal mode ``mode`` (0: the
-    lowest), by continuation from a small-amplitude orbit (solved at its own reduced action)."""
+    lowest), by continuation from a small-amplitude orbit (solved at its own reduced action);
+    ``x_guess`` (B,d): where to retry the static equilibrium if Newton from rest fails."""
     con = con.broadcast(problem.batch)
-    x, w, e_eq = mode_start(problem, mode, con, rel_amplitude)
+    x, w, e_eq = mode_start(problem, mode, con, rel_amplitude, x_guess)
     if con.kind == "energy" and np.any(con.value <= e_eq):
         bad = np.flatnonzero(con.value <= e_eq)
         i = int(bad[0])

@@ -213,6 +213,7 @@ def layered(
     detuning_linewidths: float = 0.5,
     check_modes: bool = True,
     onsite_bound: float | None = None,
+    output_stiffness: float | None = None,
 ) -> NetworkSpec:
     """A layered input–hidden–output network (see the module docstring).
 
@@ -241,6 +242,11 @@ def layered(
             0.1 ω of ω or 2ω.
         onsite_bound: None, or b (N/m): a trainable on-site stiffness κ_j ∈ [−b, b] from 0 on
             every hidden and output node; b < k (every node keeps a positive spring k + κ_j).
+        output_stiffness: None (every node has ``stiffness``), or k_out (N/m) for the output
+            nodes only: a stiffer readout oscillator stays out of the lowest normal modes, so an
+            autonomous orbit's energy is carried by the other layers and the output's level is
+            not blurred by its own oscillation (docs/physics.md §8). Needs an explicit
+            ``stiffness`` (the regime's tuning shifts one uniform stiffness).
 
     Raises:
         ConfigError: bad layers or values; a conservative draw too close to resonance; a lossy
@@ -253,8 +259,17 @@ def layered(
     rng = np.random.default_rng(seed)
     groups = layer_nodes(ls)
     d = sum(ls) + (1 if bias_node else 0)
+    k_nodes: float | list[float] = k
+    if output_stiffness is not None:
+        if not (math.isfinite(output_stiffness) and output_stiffness > 0):
+            raise ConfigError(
+                f"output_stiffness: must be positive and finite, got {output_stiffness!r}"
+            )
+        if stiffness is None:
+            raise ConfigError("output_stiffness: needs an explicit stiffness for the other nodes")
+        k_nodes = [float(output_stiffness) if j in groups[-1] else k for j in range(d)]
     data: dict[str, Any] = {
-        "nodes": {"count": d, "mass": mass, "stiffness": k, "damping": gamma},
+        "nodes": {"count": d, "mass": mass, "stiffness": k_nodes, "damping": gamma},
         "nonlinearity": nonlinearity,
         **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
         "biases": _hidden_biases(groups, bb),

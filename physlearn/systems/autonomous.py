@@ -44,6 +44,7 @@ from physlearn.simulators.autonomous import (
 )
 from physlearn.simulators.autonomous_family import (
     continue_orbit,
+    equilibrium_near,
     orbit_from_mode,
     static_equilibrium,
 )
@@ -309,6 +310,7 @@ class AutonomousTwin(AutonomousSystem):
                 OrbitConstraint(con.kind, con.value[rest]),
                 self.options.mode,
                 tol=tol,
+                x_guess=np.mean(x[rest], axis=1),  # warm orbits' means (0: rest, no warm orbit)
             )
             out_x[rest], out_w[rest] = s.x, s.omega
         return problem, solve_orbit(problem, out_x, out_w, con, tol=tol)
@@ -338,7 +340,7 @@ class AutonomousTwin(AutonomousSystem):
                 )
                 base = None
                 if con.kind == "energy":
-                    x_eq = static_equilibrium(sub)
+                    x_eq = equilibrium_near(sub, np.mean(x[i : i + 1], axis=1))
                     base = np.mean(sub.potential(x_eq[:, None, :]), axis=1)
                 s = continue_orbit(
                     sub, s, con.kind, con.value[i : i + 1], base=base, tol=self.options.tol

@@ -25,8 +25,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import SolverError
-from physlearn.simulators.autonomous import AutonomousProblem
-from physlearn.simulators.autonomous_family import linear_modes, static_equilibrium
+from physlearn.simulators.autonomous import AutonomousProblem, OrbitConstraint
+from physlearn.simulators.autonomous_family import (
+    linear_modes,
+    orbit_from_mode,
+    static_equilibrium,
+)
 from physlearn.spec.autonomous import AutonomousOptions
 from physlearn.spec.model import NetworkModel
 from physlearn.spec.network import NetworkSpec
@@ -45,16 +49,31 @@ class OrbitGuard:
         self.load = input_load(spec, np.atleast_2d(np.asarray(inputs, dtype=float)))
         self.options = options
         self.bare = float(np.min(np.asarray(self.model.stiffness) / np.asarray(self.model.mass)))
+        self._last: Array | None = None  # the equilibria of the last parameters measured
+
+    def equilibria(self, params: Array) -> Array | None:
+        """The static equilibria (B,d) of the inputs at ``params``: Newton from the equilibria
+        of the last parameters measured (the branch the network sits on, as the orbit solver's
+        warm starts follow it), else from rest; None if neither converges."""
+        theta = self.model.full_theta(np.asarray(params, dtype=float), batch=self.load.batch)
+        problem = AutonomousProblem(self.model, theta, self.load, 3)
+        starts = [None] if self._last is None else [self._last, None]
+        for x0 in starts:
+            try:
+                x_eq = static_equilibrium(problem, x0)
+            except SolverError:
+                continue
+            if np.all(np.isfinite(x_eq)):
+                self._last = x_eq
+                return x_eq
+        return None
 
     def margin(self, params: Array) -> float:
         """min over the inputs of the lowest ω² at the static equilibrium / bare ω²."""
         theta = self.model.full_theta(np.asarray(params, dtype=float), batch=self.load.batch)
         problem = AutonomousProblem(self.model, theta, self.load, 3)
-        try:
-            x_eq = static_equilibrium(problem)
-        except SolverError:
-            return -math.inf
-        if not np.all(np.isfinite(x_eq)):
+        x_eq = self.equilibria(params)
+        if x_eq is None:
             return -math.inf
         if self.options.constraint == "energy":
             e_eq = np.mean(problem.potential(x_eq[:, None, :]), axis=1)
@@ -63,18 +82,42 @@ class OrbitGuard:
         lam, _ = linear_modes(problem, x_eq)
         return float(np.min(lam[:, 0]) / self.bare)
 
+    def orbits_exist(self, params: Array) -> bool:
+        """Whether every input has its free orbit at the set point on the family of the set
+        mode (solved cold, by continuation from the small-amplitude mode): the equilibrium
+        criterion of `margin` does not see a fold of the family below the set point."""
+        theta = self.model.full_theta(np.asarray(params, dtype=float), batch=self.load.batch)
+        problem = AutonomousProblem(self.model, theta, self.load, self.options.points_per_cycle)
+        con = OrbitConstraint(
+            self.options.constraint, np.full(self.load.batch, float(self.options.value))
+        )
+        try:
+            orbit_from_mode(
+                problem, con, self.options.mode, tol=self.options.tol, x_guess=self._last
+            )
+        except SolverError:
+            return False
+        return True
+
 
 def shrink_to_margin(
-    guard: OrbitGuard, params: Array, min_margin: float, factor: float = 0.5, tries: int = 30
+    guard: OrbitGuard,
+    params: Array,
+    min_margin: float,
+    factor: float = 0.5,
+    tries: int = 30,
+    *,
+    orbits: bool = False,
 ) -> tuple[Array, int]:
-    """(params × factorⁿ, n) for the smallest n ≥ 0 whose margin is ≥ ``min_margin``.
+    """(params × factorⁿ, n) for the smallest n ≥ 0 whose margin is ≥ ``min_margin`` (and, with
+    ``orbits``, whose free orbits at the set point all exist: `OrbitGuard.orbits_exist`).
 
     Zero parameters leave every node harmonic (margin 1), so this ends for min_margin < 1; the
     direction of the seeded draw is kept, only its scale changes."""
     p = np.asarray(params, dtype=float)
     for n in range(tries + 1):
         trial = p * factor**n
-        if guard.margin(trial) >= min_margin:
+        if guard.margin(trial) >= min_margin and (not orbits or guard.orbits_exist(trial)):
             return trial, n
     raise SolverError(
         f"orbit guard: no scale factor^n (n ≤ {tries}) of the initial parameters reaches "

@@ -98,6 +98,7 @@ class LayeredTopology(_Model):
     detuning_linewidths: float = 0.5
     check_modes: bool = True
     onsite_bound: float | None = Field(None, gt=0)
+    output_stiffness: float | None = Field(None, gt=0)
 
     @field_validator("layers")
     @classmethod
@@ -132,6 +133,7 @@ class LayeredTopology(_Model):
             detuning_linewidths=self.detuning_linewidths,
             check_modes=self.check_modes,
             onsite_bound=self.onsite_bound,
+            output_stiffness=self.output_stiffness,
         )
 
 

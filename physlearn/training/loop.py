@@ -232,7 +232,8 @@ class Trainer:
 
     def _initial_parameters(self) -> Array:
         """The setup's initial parameters (another run's with ``--init-from``, used as they are),
-        else the spec's scaled by ½ⁿ until the `OrbitGuard` accepts them."""
+        else the spec's scaled by ½ⁿ until the `OrbitGuard` accepts them and every training
+        input has its free orbit at the set point."""
         p = self.setup.initial_parameters()
         tc = self.setup.config.training
         if tc.min_orbit_stiffness is None or self.guard is None or self.setup.init_from is not None:
@@ -240,7 +241,7 @@ class Trainer:
         from physlearn.systems.autonomous_guard import OrbitGuard, shrink_to_margin
 
         assert isinstance(self.guard, OrbitGuard)
-        p, n = shrink_to_margin(self.guard, p, float(tc.min_orbit_stiffness))
+        p, n = shrink_to_margin(self.guard, p, float(tc.min_orbit_stiffness), orbits=True)
         if n:
             log.info("orbit guard: initial parameters scaled by 2^-%d", n)
         return p

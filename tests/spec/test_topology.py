@@ -123,3 +123,43 @@ def test_layered_trainable_stiffness_moves_the_modes_the_report_sees() -> None:
 def test_onsite_bound_must_keep_every_spring_positive(bound: float) -> None:
     with pytest.raises(ConfigError, match="onsite_bound"):
         layered([2, 3, 1], seed=0, onsite_bound=bound)
+
+
+def test_output_stiffness_stiffens_only_the_readout_and_takes_it_out_of_the_lowest_mode() -> None:
+    """``output_stiffness``: k_out on the output nodes only, the same draw otherwise; a stiffer
+    readout moves out of the lowest normal mode at the XOR inputs' equilibria (where an
+    autonomous orbit's energy goes), so its level is not blurred by its own oscillation."""
+    from physlearn.simulators.autonomous import AutonomousProblem
+    from physlearn.simulators.autonomous_family import linear_modes, static_equilibrium
+    from physlearn.spec.model import NetworkModel
+    from physlearn.systems.autonomous import input_load
+
+    kw: dict = dict(
+        seed=5,
+        stiffness=1.2,
+        damping=0.0,
+        bias_node=False,
+        input_waveform="constant",
+        target_kind="constant",
+        check_modes=False,
+        input_gain=2.0,
+    )
+    plain = layered([2, 4, 1], **kw)
+    stiff = layered([2, 4, 1], output_stiffness=4.8, **kw)
+    assert stiff.nodes.stiffness == [1.2] * 6 + [4.8]
+    assert plain.nodes.stiffness == 1.2
+    np.testing.assert_array_equal(stiff.initial_parameters(), plain.initial_parameters())
+    assert stiff.parameter_names() == plain.parameter_names()
+    u = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+
+    def output_share(spec) -> np.ndarray:  # |φ_out|² of the M-normalised lowest mode
+        model = NetworkModel.from_spec(spec)
+        load = input_load(spec, u)
+        theta = model.full_theta(spec.initial_parameters(), batch=len(u))
+        problem = AutonomousProblem(model, theta, load, 3)
+        _, modes = linear_modes(problem, static_equilibrium(problem))
+        return modes[:, -1, 0] ** 2
+
+    assert np.all(output_share(stiff) < 0.25 * output_share(plain))
+    with pytest.raises(ConfigError, match="output_stiffness"):
+        layered([2, 4, 1], output_stiffness=4.8, seed=0)  # no explicit stiffness

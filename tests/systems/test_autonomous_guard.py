@@ -23,8 +23,14 @@ XOR = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 
 
 def _data(constraint: str, seed: int) -> dict[str, Any]:
+    """The example's network as it was before the issue-18 recipe (inputs u ∈ {0, 1} at 2 N, a
+    readout as stiff as the other nodes, E₀ = 0.2 J, S₀ = 0.8 J·s): the draws and trained
+    parameters these tests pin were measured on it."""
     data = copy.deepcopy(read_toml(EXAMPLES / f"autonomous-xor-{constraint}.toml"))
-    data["network"]["topology"]["seed"] = seed
+    top = data["network"]["topology"]
+    top.update(seed=seed, input_gain=2.0, input_offset=0.0)
+    top.pop("output_stiffness", None)
+    data["system"]["autonomous"]["value"] = 0.2 if constraint == "energy" else 0.8
     return data
 
 
@@ -111,3 +117,85 @@ def test_the_trainer_starts_from_the_shrunk_draw() -> None:
     res = asyncio.run(Trainer(s).run(None))
     assert res.summary["solver_failures"] == 0
     assert res.summary["epochs_run"] == 2
+
+
+def test_margin_follows_the_branch_of_the_last_equilibria_not_newton_from_rest() -> None:
+    """Parameters met in training (energy, seed 6, stiff readout, after 30 epochs) whose static
+    Newton from rest fails for small changes of α although the equilibria move continuously:
+    measured from rest, the margin read −inf for 4 of 10 steps of size 0.01 and froze the run
+    (every later update refused). Newton from the last measured equilibria finds them."""
+    from physlearn.errors import SolverError
+    from physlearn.simulators.autonomous import AutonomousProblem
+    from physlearn.simulators.autonomous_family import static_equilibrium
+
+    data = _data("energy", 6)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    s = prepare(validate(TrainConfig, data, "guard"))
+    g = _guard(s)
+    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
+    p = np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+    m0 = g.margin(p)
+    assert 0.5 < m0 < 0.6
+    rng = np.random.default_rng(0)
+    from_rest_fails = 0
+    for _ in range(10):
+        q = np.clip(p + 0.01 * rng.normal(size=p.size), -1.0, 1.0)
+        theta = g.model.full_theta(q, batch=4)
+        try:
+            static_equilibrium(AutonomousProblem(g.model, theta, g.load, 3))
+        except SolverError:
+            from_rest_fails += 1
+        g.margin(p)  # the network sits at p
+        assert abs(g.margin(q) - m0) < 0.05
+    assert from_rest_fails >= 2
+
+
+def test_orbit_from_mode_retries_the_equilibrium_from_a_guess_when_newton_from_rest_fails() -> None:
+    """The twin's cold start (`orbit_from_mode`, after a failed warm start) solved the static
+    equilibrium from rest only, and a training run (action, S₀ = 0.01 J·s, seed 5) stopped on
+    'static equilibrium: Newton did not converge' at every step: with ``x_guess`` (the twin
+    passes the mean of the last orbit of the input) the equilibrium and the orbit are found."""
+    from physlearn.errors import SolverError
+    from physlearn.simulators.autonomous import AutonomousProblem, OrbitConstraint
+    from physlearn.simulators.autonomous_family import orbit_from_mode, static_equilibrium
+
+    data = _data("energy", 6)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    s = prepare(validate(TrainConfig, data, "guard"))
+    g = _guard(s)
+    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
+    p = np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+    x_p = g.equilibria(p)
+    assert x_p is not None
+    rng = np.random.default_rng(0)
+    tried = 0
+    for _ in range(10):
+        q = np.clip(p + 0.01 * rng.normal(size=p.size), -1.0, 1.0)
+        problem = AutonomousProblem(g.model, g.model.full_theta(q, batch=4), g.load, 33)
+        try:
+            static_equilibrium(problem)
+            continue
+        except SolverError:
+            tried += 1
+        con = OrbitConstraint("action", np.full(4, 0.01))
+        with pytest.raises(SolverError):
+            orbit_from_mode(problem, con)
+        sol = orbit_from_mode(problem, con, x_guess=x_p)
+        np.testing.assert_allclose(problem.action(sol.x, sol.omega), 0.01, rtol=1e-8)
+    assert tried >= 2
+
+
+def test_initial_shrink_also_needs_every_free_orbit_at_the_set_point() -> None:
+    """Energy, seed 8, stiff readout: every equilibrium keeps its margin, but the family of the
+    input (1, 1) folds below E₀ (the run failed at its first steps); ``orbits=True`` scales the
+    draw until every input's free orbit exists."""
+    data = _data("energy", 8)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    s = prepare(validate(TrainConfig, data, "guard"))
+    g = _guard(s)
+    p = np.asarray(s.spec.initial_parameters(), dtype=float)
+    q, n = shrink_to_margin(g, p, 0.05)
+    assert not g.orbits_exist(q)
+    r, m = shrink_to_margin(g, p, 0.05, orbits=True)
+    assert m > n and g.orbits_exist(r) and g.margin(r) >= 0.05
+    np.testing.assert_allclose(r, p * 0.5**m)
