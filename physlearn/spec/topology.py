@@ -259,15 +259,7 @@ def layered(
     rng = np.random.default_rng(seed)
     groups = layer_nodes(ls)
     d = sum(ls) + (1 if bias_node else 0)
-    k_nodes: float | list[float] = k
-    if output_stiffness is not None:
-        if not (math.isfinite(output_stiffness) and output_stiffness > 0):
-            raise ConfigError(
-                f"output_stiffness: must be positive and finite, got {output_stiffness!r}"
-            )
-        if stiffness is None:
-            raise ConfigError("output_stiffness: needs an explicit stiffness for the other nodes")
-        k_nodes = [float(output_stiffness) if j in groups[-1] else k for j in range(d)]
+    k_nodes = _node_stiffness(k, output_stiffness, stiffness is not None, groups[-1], d)
     data: dict[str, Any] = {
         "nodes": {"count": d, "mass": mass, "stiffness": k_nodes, "damping": gamma},
         "nonlinearity": nonlinearity,
@@ -282,6 +274,21 @@ def layered(
         "outputs": _outputs(groups[-1], target_kind, target_harmonic, target_phase_rad),
     }
     return _regime_modes(data, regime, check_modes, stiffness is not None, detuning_linewidths)
+
+
+def _node_stiffness(
+    k: float, output_stiffness: float | None, explicit: bool, outputs: list[int], d: int
+) -> float | list[float]:
+    """Every node's stiffness (N/m): k, or k_out on the ``outputs`` (needs an ``explicit`` k)."""
+    if output_stiffness is None:
+        return k
+    if not (math.isfinite(output_stiffness) and output_stiffness > 0):
+        raise ConfigError(
+            f"output_stiffness: must be positive and finite, got {output_stiffness!r}"
+        )
+    if not explicit:
+        raise ConfigError("output_stiffness: needs an explicit stiffness for the other nodes")
+    return [float(output_stiffness) if j in outputs else k for j in range(d)]
 
 
 def _regime_values(
