@@ -9,6 +9,7 @@ overrides) are appended to ``--rows``.
     python benchmarks/autonomous_screen.py --recipe centred \\
         --set network.topology.input_offset=-0.5 --set network.topology.input_gain=4.0 \\
         --constraints energy --estimators adjoint --seeds 5-9
+    python benchmarks/autonomous_screen.py --recipe smoke --quick --rows /tmp/rows.jsonl
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--stop-on-fail", action="store_true", help="stop at the first run < 100 %%")
     ap.add_argument("--rows", type=Path, default=Path("autonomous_screen.jsonl"))
+    ap.add_argument(
+        "--quick", action="store_true", help="seed 5, fixed action, the adjoint, 3 epochs"
+    )
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.constraints, args.estimators, args.epochs = "5", "action", "adjoint", 3
     overrides = parse_set(args.set)
     for c in args.constraints.split(","):
         for e in args.estimators.split(","):
