@@ -220,37 +220,30 @@ def layered(
     Args:
         layers: nodes per layer, ``[n_in, n_hidden..., n_out]``.
         kind: coupling kind between consecutive layers (``product`` or ``difference``).
-        regime: ``conservative`` or ``lossy_resonant``: defaults for stiffness, damping, input
-            gain and bounds (explicit arguments override them).
-        init_scale: std of the initial couplings × √fan_in (dimensionless, N for a product
-            coupling since ρ is dimensionless).
+        regime: ``conservative`` or ``lossy_resonant``: defaults of k, Γ, input gain and bounds.
+        init_scale: std of the initial couplings × √fan_in (N for a product coupling).
         seed: seeds the Generator drawing the initial couplings.
         mass, stiffness, damping: per-node m (kg), k (N/m), Γ (1/s), the same for every node.
         omega_rad_s: drive angular frequency ω (period T = 2π/ω).
         coupling_bound, bias_bound: every coupling in [−b, b] ([0, b] for difference
             couplings), every bias in [−b, b] (N).
-        bias_node: add an always-driven bias oscillator coupled to every non-input layer.
-        bias_amplitude: its drive, in units of ``input_gain`` (a bias "feature" value).
+        bias_node, bias_amplitude: add an always-driven bias oscillator coupled to every
+            non-input layer; its drive in units of ``input_gain`` (a bias "feature" value).
         input_gain, input_offset, input_phase_rad: force encoding gain (N per unit feature),
             offset (feature units) and drive phase(s) of the input nodes.
         input_waveform: ``cos`` (the drive F = gain (u + offset) cos(ωt + φ)) or ``constant``
             (a static force gain (u + offset): the inputs of an autonomous network).
         target_kind, target_harmonic, target_phase_rad: the output target shape (`TargetSpec`).
-        detuning_linewidths: ``lossy_resonant`` only: where the nearest mode is put, in units of
-            Γ from ω (ω_mode = ω + detuning·Γ).
-        check_modes: ``conservative`` only: refuse a draw whose linear modes at rest come within
-            0.1 ω of ω or 2ω.
+        detuning_linewidths: ``lossy_resonant`` only: the nearest mode at ω + detuning·Γ.
+        check_modes: ``conservative`` only: refuse a draw with a mode at rest within 0.1 ω of ω, 2ω.
         onsite_bound: None, or b (N/m): a trainable on-site stiffness κ_j ∈ [−b, b] from 0 on
             every hidden and output node; b < k (every node keeps a positive spring k + κ_j).
-        output_stiffness: None (every node has ``stiffness``), or k_out (N/m) for the output
-            nodes only: a stiffer readout oscillator stays out of the lowest normal modes, so an
-            autonomous orbit's energy is carried by the other layers and the output's level is
-            not blurred by its own oscillation (docs/physics.md §8). Needs an explicit
-            ``stiffness`` (the regime's tuning shifts one uniform stiffness).
+        output_stiffness: None, or k_out (N/m) on the output nodes only (needs ``stiffness``): a
+            stiff readout stays out of the lowest modes of an autonomous orbit (physics.md §8).
 
     Raises:
-        ConfigError: bad layers or values; a conservative draw too close to resonance; a lossy
-            network whose modes cannot be tuned onto the drive.
+        ConfigError: bad layers or values, a conservative draw near resonance, a lossy network
+            whose modes cannot be tuned onto the drive.
     """
     ls = _check_layers(layers)
     k, gamma, gain, cb, bb = _regime_values(
