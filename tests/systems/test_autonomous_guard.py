@@ -119,6 +119,16 @@ def test_the_trainer_starts_from_the_shrunk_draw() -> None:
     assert res.summary["epochs_run"] == 2
 
 
+def _trained_energy_guard() -> tuple[OrbitGuard, np.ndarray]:
+    """The guard of the energy example (seed 6, stiff readout) and trained parameters of a run
+    that froze when its equilibria were solved from rest."""
+    data = _data("energy", 6)
+    data["network"]["topology"]["output_stiffness"] = 4.8
+    g = _guard(prepare(validate(TrainConfig, data, "guard")))
+    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
+    return g, np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+
+
 def test_margin_follows_the_branch_of_the_last_equilibria_not_newton_from_rest() -> None:
     """Parameters met in training (energy, seed 6, stiff readout, after 30 epochs) whose static
     Newton from rest fails for small changes of α although the equilibria move continuously:
@@ -128,12 +138,7 @@ def test_margin_follows_the_branch_of_the_last_equilibria_not_newton_from_rest()
     from physlearn.simulators.autonomous import AutonomousProblem
     from physlearn.simulators.autonomous_family import static_equilibrium
 
-    data = _data("energy", 6)
-    data["network"]["topology"]["output_stiffness"] = 4.8
-    s = prepare(validate(TrainConfig, data, "guard"))
-    g = _guard(s)
-    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
-    p = np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+    g, p = _trained_energy_guard()
     m0 = g.margin(p)
     assert 0.5 < m0 < 0.6
     rng = np.random.default_rng(0)
@@ -159,12 +164,7 @@ def test_orbit_from_mode_retries_the_equilibrium_from_a_guess_when_newton_from_r
     from physlearn.simulators.autonomous import AutonomousProblem, OrbitConstraint
     from physlearn.simulators.autonomous_family import orbit_from_mode, static_equilibrium
 
-    data = _data("energy", 6)
-    data["network"]["topology"]["output_stiffness"] = 4.8
-    s = prepare(validate(TrainConfig, data, "guard"))
-    g = _guard(s)
-    couplings = [-0.483, 0.441, -1.0, -0.594, 1.0, 0.324, 0.726, 0.199, 0.316, -0.174]
-    p = np.array([*couplings, -0.488, 0.455, 0.205, 0.722, -0.014, -0.682, -0.645])
+    g, p = _trained_energy_guard()
     x_p = g.equilibria(p)
     assert x_p is not None
     rng = np.random.default_rng(0)
