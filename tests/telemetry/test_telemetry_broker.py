@@ -481,23 +481,36 @@ def test_tls_with_the_test_ca_works_and_a_wrong_ca_is_refused(
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_watch_shows_a_live_run_under_tmux(broker: Mosquitto, tmp_path: Path) -> None:
     cfg = xor_config(tmp_path, "xor.toml", telemetry_table(broker.url))
-    proc = start_train(cfg, tmp_path / "runs", "watched", "--epochs", "100000")  # killed below
     session = f"plwatch{uuid.uuid4().hex[:8]}"
     watch = (
         f"PHYSLEARN_MQTT_PASSWORD={PASSWORDS['viewer']} {sys.executable} -m physlearn.cli "
         f"watch --broker {broker.url} --username viewer"
     )
+
+    def pane() -> str:
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
+
+    proc: subprocess.Popen[str] | None = None
     try:
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", watch], check=True
         )
+        # events are not retained: the run starts once the watch is subscribed — it shows a
+        # retained status published for that purpose — or it would miss run_started on a
+        # loaded machine
+        mark = {"schema": 1, "type": "status", "run": "watchmark", "bench": "twin"}
+        mark.update(state="finished", time="2026-01-01T00:00:00.000Z")
+        topic = "physlearn/twin/watchmark/status"
+        assert _ok(_publish(broker.port, topic, [json.dumps(mark).encode()], "run", True), 1)
+        wait_for(lambda: "twin/watchmark" in pane(), 60)
+        proc = start_train(cfg, tmp_path / "runs", "watched", "--epochs", "100000")  # killed below
         screen = ""
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            screen = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
+            screen = pane()
             if "twin/watched" in screen and "running" in screen and "/100000" in screen:
                 if any(c in screen for c in "▁▂▃▄▅▆▇█"):
                     break
@@ -508,8 +521,9 @@ def test_watch_shows_a_live_run_under_tmux(broker: Mosquitto, tmp_path: Path) ->
         (tmp_path / "screen.txt").write_text(screen)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-        proc.kill()
-        proc.wait(30)
+        if proc is not None:
+            proc.kill()
+            proc.wait(30)
     # the same view of the run directory, without a broker
     r = subprocess.run(
         [
