@@ -64,6 +64,7 @@ class Outbox:
         self.latest: dict[str, Outgoing] = {}  # status, waveforms: the newest only
         self.max_events, self.max_metrics = max_events, max_metrics
         self.dropped: dict[str, int] = {"event": 0, "metrics": 0, "status": 0, "waveforms": 0}
+        self.inflight: Outgoing | None = None
 
     def put(self, msg: Outgoing) -> None:
         with self._lock:
@@ -79,19 +80,26 @@ class Outbox:
             )
             queue.append(msg)
             while len(queue) > cap:
-                queue.popleft()
+                if queue[0] is self.inflight and len(queue) > 1:
+                    del queue[1]  # the message being published is not dropped (it may arrive)
+                else:
+                    queue.popleft()
                 self.dropped[key] += 1
 
     def peek(self) -> Outgoing | None:
-        """The next message to send: status first, then events, metrics, waveforms."""
+        """The next message to send (the one in flight until `done`): status first, then
+        events, metrics, waveforms."""
         with self._lock:
             if "status" in self.latest:
-                return self.latest["status"]
-            if self.events:
-                return self.events[0]
-            if self.metrics:
-                return self.metrics[0]
-            return self.latest.get("waveforms")
+                msg: Outgoing | None = self.latest["status"]
+            elif self.events:
+                msg = self.events[0]
+            elif self.metrics:
+                msg = self.metrics[0]
+            else:
+                msg = self.latest.get("waveforms")
+            self.inflight = msg
+            return msg
 
     def done(self, msg: Outgoing) -> None:
         """``msg`` (from `peek`) was delivered: remove it (unless replaced meanwhile)."""
