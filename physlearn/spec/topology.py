@@ -15,7 +15,9 @@ classification examples:
   each node k of the next (a fully feedforward network), ``bidirected`` (both directions, with
   independent gains: every coupling non-reciprocal), ``mixed`` (a product coupling plus a
   forward directed one per pair: half the couplings non-reciprocal);
-* trainable biases α' ρ(x_j) on every hidden and output node; with ``onsite_bound`` also a
+* trainable biases α' ρ(x_j) on every hidden and output node (``node_biases = False`` leaves them
+  out: a bench tunes couplings by DAC and has no actuator for a trainable static force ρ-term, so
+  a network a bench can realise has none — examples/bench-iris.toml); with ``onsite_bound`` also a
   trainable on-site spring ½ κ_j x_j² (κ_j ∈ [−b, b] N/m, starting at 0) on each of them: the
   node's natural frequency √((k + κ_j)/m) is learned alongside the couplings;
 * inputs: the first layer, force encoding F_j = gain (u_j + offset) cos(ωt + φ_j);
@@ -203,6 +205,7 @@ def layered(
     bias_bound: float | None = None,
     bias_node: bool = True,
     bias_amplitude: float = 1.0,
+    node_biases: bool = True,
     input_gain: float | None = None,
     input_offset: float = 0.0,
     input_phase_rad: float | list[float] = 0.0,
@@ -229,6 +232,9 @@ def layered(
             couplings), every bias in [−b, b] (N).
         bias_node, bias_amplitude: add an always-driven bias oscillator coupled to every
             non-input layer; its drive in units of ``input_gain`` (a bias "feature" value).
+        node_biases: the trainable biases α' ρ(x_j) on every hidden and output node (False: none,
+            the network a bench can build from DAC-tuned couplings alone; then ``bias_bound``,
+            which bounds those biases, must not be given).
         input_gain, input_offset, input_phase_rad: force encoding gain (N per unit feature),
             offset (feature units) and drive phase(s) of the input nodes.
         input_waveform: ``cos`` (the drive F = gain (u + offset) cos(ωt + φ)) or ``constant``
@@ -246,6 +252,10 @@ def layered(
             whose modes cannot be tuned onto the drive.
     """
     ls = _check_layers(layers)
+    if not node_biases and bias_bound is not None:
+        raise ConfigError(
+            "bias_bound: bounds the node biases, which node_biases = false leaves out; drop one"
+        )
     k, gamma, gain, cb, bb = _regime_values(
         regime, kind, init_scale, stiffness, damping, input_gain, coupling_bound, bias_bound
     )
@@ -257,7 +267,7 @@ def layered(
         "nodes": {"count": d, "mass": mass, "stiffness": k_nodes, "damping": gamma},
         "nonlinearity": nonlinearity,
         **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
-        "biases": _hidden_biases(groups, bb),
+        "biases": _hidden_biases(groups, bb) if node_biases else [],
         "onsite": _hidden_onsite(groups, onsite_bound, k),
         "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
         "inputs": {
