@@ -7,8 +7,10 @@ the emulated bench (`--init-from … --arm --epochs 0`) and classify as on the t
 The evaluation is on a stratified subset of the Iris splits (5 train and 2 test samples per
 class, standardised with the full training statistics) so that the bench part stays short; the
 twin is evaluated on the same subset (`--on-twin --epochs 0`). Measured on a loaded 2-core
-machine: ≈ 45 s for the deployment test, ≈ 10 s for the dry run. The full evaluation (docs/results.md, "Iris on the emulated bench")
-takes ≈ 3 minutes."""
+machine: ≈ 45 s for the deployment test, ≈ 10 s for the dry run; the full evaluation
+(docs/results.md, "Iris on the emulated bench") takes ≈ 3 minutes. With every coupling span of
+the calibration file off by 15 % the subset's bench losses fall 8–9 % below the twin's, and the
+loss check fails."""
 
 from __future__ import annotations
 
@@ -96,6 +98,6 @@ def test_twin_trained_iris_deploys_through_the_noisy_emulated_bench(
     assert b == bench["initial"] and b["unsolved"] == 0 and b["failures"] == 0
     # a trained network (chance: 1/3), classified on the bench as on the twin
     assert t["train_accuracy"] >= 0.6, t
-    for split, n in (("train", 12), ("test", 6)):  # 15 train samples, 3 of them validation
+    for split, n in (("train", 15), ("test", 6)):  # one sample at most
         assert abs(b[f"{split}_accuracy"] - t[f"{split}_accuracy"]) <= 1.0 / n + 1e-12, (t, b)
         assert b[f"{split}_loss"] == pytest.approx(t[f"{split}_loss"], rel=0.05), (t, b)
