@@ -230,11 +230,8 @@ def layered(
         omega_rad_s: drive angular frequency ω (period T = 2π/ω).
         coupling_bound, bias_bound: every coupling in [−b, b] ([0, b] for difference
             couplings), every bias in [−b, b] (N).
-        bias_node, bias_amplitude: add an always-driven bias oscillator coupled to every
-            non-input layer; its drive in units of ``input_gain`` (a bias "feature" value).
-        node_biases: the trainable biases α' ρ(x_j) on every hidden and output node (False: none,
-            the network a bench can build from DAC-tuned couplings alone; then ``bias_bound``,
-            which bounds those biases, must not be given).
+        bias_node, bias_amplitude: an always-driven bias oscillator coupled to every non-input
+            layer, its drive in ``input_gain`` units; node_biases=False: no node biases.
         input_gain, input_offset, input_phase_rad: force encoding gain (N per unit feature),
             offset (feature units) and drive phase(s) of the input nodes.
         input_waveform: ``cos`` (the drive F = gain (u + offset) cos(ωt + φ)) or ``constant``
@@ -252,22 +249,17 @@ def layered(
             whose modes cannot be tuned onto the drive.
     """
     ls = _check_layers(layers)
-    if not node_biases and bias_bound is not None:
-        raise ConfigError(
-            "bias_bound: bounds the node biases, which node_biases = false leaves out; drop one"
-        )
     k, gamma, gain, cb, bb = _regime_values(
         regime, kind, init_scale, stiffness, damping, input_gain, coupling_bound, bias_bound
     )
-    rng = np.random.default_rng(seed)
     groups = layer_nodes(ls)
     d = sum(ls) + (1 if bias_node else 0)
     k_nodes = _node_stiffness(k, output_stiffness, stiffness is not None, groups[-1], d)
     data: dict[str, Any] = {
         "nodes": {"count": d, "mass": mass, "stiffness": k_nodes, "damping": gamma},
         "nonlinearity": nonlinearity,
-        **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
-        "biases": _hidden_biases(groups, bb) if node_biases else [],
+        **_draw_terms(ls, kind, cb, init_scale, np.random.default_rng(seed), bias_node, d - 1),
+        "biases": _hidden_biases(groups, bb, node_biases, bias_bound),
         "onsite": _hidden_onsite(groups, onsite_bound, k),
         "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
         "inputs": {
@@ -414,8 +406,17 @@ def _draw_terms(
     return {"couplings": couplings, "directed": directed}
 
 
-def _hidden_biases(groups: list[list[int]], bb: float) -> list[dict[str, Any]]:
-    """A trainable bias in [−bb, bb] (N), starting at 0, on every node of every non-input layer."""
+def _hidden_biases(
+    groups: list[list[int]], bb: float, node_biases: bool = True, bias_bound: float | None = None
+) -> list[dict[str, Any]]:
+    """A trainable bias in [−bb, bb] (N), starting at 0, on every node of every non-input layer;
+    none without ``node_biases`` (then an explicit ``bias_bound`` is refused as contradictory)."""
+    if not node_biases:
+        if bias_bound is not None:
+            raise ConfigError(
+                "bias_bound: bounds the node biases, which node_biases = false leaves out; drop one"
+            )
+        return []
     return [
         {"node": j, "value": 0.0, "lower": -bb, "upper": bb} for group in groups[1:] for j in group
     ]
