@@ -1,8 +1,10 @@
 """EMULATOR ONLY: the calibration file an ideal calibration would produce, read from the emulated
-bench's hidden truth (the answer key). Tests and the XOR example's committed calibration
-(`examples/bench-xor-calibration.json`) use it; the controller never sees the truth.
+bench's hidden truth (the answer key). Tests and the XOR and Iris examples' committed calibrations
+(`examples/bench-xor-calibration.json`, `examples/bench-iris-calibration.json`) use it; the
+controller never sees the truth.
 
     python tests/bench_system_helpers.py        # rewrite examples/bench-xor-calibration.json
+    python tests/bench_system_helpers.py iris   # rewrite examples/bench-iris-calibration.json
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from physlearn.systems.bench.system import BenchSystem
 ROOT = Path(__file__).resolve().parents[1]
 XOR_BENCH = ROOT / "examples" / "bench-xor-bench.toml"
 XOR_CALIBRATION = ROOT / "examples" / "bench-xor-calibration.json"
+IRIS_BENCH = ROOT / "examples" / "bench-iris-bench.toml"
+IRIS_CALIBRATION = ROOT / "examples" / "bench-iris-calibration.json"
 TRUTH_DATE = "2025-01-01T00:00:00+00:00"
 
 
@@ -190,6 +194,10 @@ def noisy_bench_system(
 
 
 if __name__ == "__main__":
-    b = EmulatedBench.from_file(XOR_BENCH, virtual=True)
-    truth_calibration(b).save(XOR_CALIBRATION)
-    print(f"wrote {XOR_CALIBRATION}", file=sys.stderr)
+    bench_file, cal_file = {
+        "xor": (XOR_BENCH, XOR_CALIBRATION),
+        "iris": (IRIS_BENCH, IRIS_CALIBRATION),
+    }[sys.argv[1] if len(sys.argv) > 1 else "xor"]
+    b = EmulatedBench.from_file(bench_file, virtual=True)
+    truth_calibration(b).save(cal_file)
+    print(f"wrote {cal_file}", file=sys.stderr)

@@ -15,7 +15,9 @@ classification examples:
   each node k of the next (a fully feedforward network), ``bidirected`` (both directions, with
   independent gains: every coupling non-reciprocal), ``mixed`` (a product coupling plus a
   forward directed one per pair: half the couplings non-reciprocal);
-* trainable biases α' ρ(x_j) on every hidden and output node; with ``onsite_bound`` also a
+* trainable biases α' ρ(x_j) on every hidden and output node (``node_biases = False`` leaves them
+  out: a bench tunes couplings by DAC and has no actuator for a trainable static force ρ-term, so
+  a network a bench can realise has none — examples/bench-iris.toml); with ``onsite_bound`` also a
   trainable on-site spring ½ κ_j x_j² (κ_j ∈ [−b, b] N/m, starting at 0) on each of them: the
   node's natural frequency √((k + κ_j)/m) is learned alongside the couplings;
 * inputs: the first layer, force encoding F_j = gain (u_j + offset) cos(ωt + φ_j);
@@ -203,6 +205,7 @@ def layered(
     bias_bound: float | None = None,
     bias_node: bool = True,
     bias_amplitude: float = 1.0,
+    node_biases: bool = True,
     input_gain: float | None = None,
     input_offset: float = 0.0,
     input_phase_rad: float | list[float] = 0.0,
@@ -227,8 +230,8 @@ def layered(
         omega_rad_s: drive angular frequency ω (period T = 2π/ω).
         coupling_bound, bias_bound: every coupling in [−b, b] ([0, b] for difference
             couplings), every bias in [−b, b] (N).
-        bias_node, bias_amplitude: add an always-driven bias oscillator coupled to every
-            non-input layer; its drive in units of ``input_gain`` (a bias "feature" value).
+        bias_node, bias_amplitude: an always-driven bias oscillator coupled to every non-input
+            layer, its drive in ``input_gain`` units; node_biases=False: no node biases.
         input_gain, input_offset, input_phase_rad: force encoding gain (N per unit feature),
             offset (feature units) and drive phase(s) of the input nodes.
         input_waveform: ``cos`` (the drive F = gain (u + offset) cos(ωt + φ)) or ``constant``
@@ -249,15 +252,14 @@ def layered(
     k, gamma, gain, cb, bb = _regime_values(
         regime, kind, init_scale, stiffness, damping, input_gain, coupling_bound, bias_bound
     )
-    rng = np.random.default_rng(seed)
     groups = layer_nodes(ls)
     d = sum(ls) + (1 if bias_node else 0)
     k_nodes = _node_stiffness(k, output_stiffness, stiffness is not None, groups[-1], d)
     data: dict[str, Any] = {
         "nodes": {"count": d, "mass": mass, "stiffness": k_nodes, "damping": gamma},
         "nonlinearity": nonlinearity,
-        **_draw_terms(ls, kind, cb, init_scale, rng, bias_node, d - 1),
-        "biases": _hidden_biases(groups, bb),
+        **_draw_terms(ls, kind, cb, init_scale, np.random.default_rng(seed), bias_node, d - 1),
+        "biases": _hidden_biases(groups, bb, node_biases, bias_bound),
         "onsite": _hidden_onsite(groups, onsite_bound, k),
         "drive": _drive(omega_rad_s, d - 1, gain * bias_amplitude, bias_node),
         "inputs": {
@@ -404,8 +406,17 @@ def _draw_terms(
     return {"couplings": couplings, "directed": directed}
 
 
-def _hidden_biases(groups: list[list[int]], bb: float) -> list[dict[str, Any]]:
-    """A trainable bias in [−bb, bb] (N), starting at 0, on every node of every non-input layer."""
+def _hidden_biases(
+    groups: list[list[int]], bb: float, node_biases: bool = True, bias_bound: float | None = None
+) -> list[dict[str, Any]]:
+    """A trainable bias in [−bb, bb] (N), starting at 0, on every node of every non-input layer;
+    none without ``node_biases`` (then an explicit ``bias_bound`` is refused as contradictory)."""
+    if not node_biases:
+        if bias_bound is not None:
+            raise ConfigError(
+                "bias_bound: bounds the node biases, which node_biases = false leaves out; drop one"
+            )
+        return []
     return [
         {"node": j, "value": 0.0, "lower": -bb, "upper": bb} for group in groups[1:] for j in group
     ]

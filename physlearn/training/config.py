@@ -90,6 +90,7 @@ class LayeredTopology(_Model):
     bias_bound: float | None = Field(None, gt=0)
     bias_node: bool = True
     bias_amplitude: float = 1.0
+    node_biases: bool = True
     input_gain: float | None = None
     input_offset: float = 0.0
     input_phase_rad: float | list[float] = 0.0
@@ -125,6 +126,7 @@ class LayeredTopology(_Model):
             bias_bound=self.bias_bound,
             bias_node=self.bias_node,
             bias_amplitude=self.bias_amplitude,
+            node_biases=self.node_biases,
             input_gain=self.input_gain,
             input_offset=self.input_offset,
             input_phase_rad=self.input_phase_rad,

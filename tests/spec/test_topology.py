@@ -163,3 +163,18 @@ def test_output_stiffness_stiffens_only_the_readout_and_takes_it_out_of_the_lowe
     assert np.all(output_share(stiff) < 0.25 * output_share(plain))
     with pytest.raises(ConfigError, match="output_stiffness"):
         layered([2, 4, 1], output_stiffness=4.8, seed=0)  # no explicit stiffness
+
+
+def test_node_biases_false_leaves_only_the_couplings_trainable() -> None:
+    """``node_biases = False``: the network a bench builds from DAC-tuned couplings alone — the
+    same couplings and draw, no bias terms; ``bias_bound`` with it is a contradiction."""
+    full = layered([4, 6, 3], seed=0)
+    bare = layered([4, 6, 3], seed=0, node_biases=False)
+    assert bare.biases == [] and len(full.biases) == 9
+    trainable = [name for name, t in bare.terms() if t.trainable]
+    assert len(trainable) == 51 and all(":product:" in name for name in trainable)
+    n = len(bare.initial_parameters())
+    np.testing.assert_array_equal(bare.initial_parameters(), full.initial_parameters()[:n])
+    assert full.parameter_names()[:n] == bare.parameter_names()
+    with pytest.raises(ConfigError, match="bias_bound"):
+        layered([4, 6, 3], node_biases=False, bias_bound=0.5)
