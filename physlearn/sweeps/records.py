@@ -168,6 +168,7 @@ MD_METRICS = (
     "test_accuracy",
     "test_loss",
     "train_accuracy",
+    "validation_accuracy",
     "epochs_run",
     "selected_epoch",
     "solver_failures",

@@ -28,13 +28,20 @@ __all__ = ["summary_metrics", "train_point", "training_tasks"]
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     """The scalar facts of a run's summary.json that a sweep table keeps: the selected epoch's
-    accuracies and losses, epochs, steps, failure counters, the final stability check."""
+    accuracies and losses (its validation ones too when the run holds out a validation split:
+    what a recipe screen chooses on), epochs, steps, failure counters, the final stability
+    check."""
     final = summary.get("final") or {}
     stab = summary.get("stability") or {}
     modes = stab.get("linear_modes_at_rest") or {}
     out: dict[str, Any] = {
         k: final.get(k) for k in ("test_accuracy", "test_loss", "train_accuracy", "train_loss")
     }
+    if final.get("validation_accuracy") is not None:
+        out.update(
+            validation_accuracy=final["validation_accuracy"],
+            validation_loss=final.get("validation_loss"),
+        )
     out.update(
         epochs_run=summary.get("epochs_run"),
         selected_epoch=summary.get("selected_epoch"),

@@ -152,3 +152,18 @@ def test_cli_lists_points_and_reports_bad_input(tmp_path: Path) -> None:
     assert out.returncode == 2 and "no Dask scheduler answered within 2 s" in out.stderr
     assert time.monotonic() - t0 < 30
     assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_summary_metrics_keep_the_validation_split_when_the_run_has_one() -> None:
+    """A recipe screen chooses on validation data: the sweep table carries the selected epoch's
+    validation accuracy and loss when the run held a split out, and no such column otherwise."""
+    from physlearn.sweeps.records import markdown_table
+    from physlearn.sweeps.training import summary_metrics
+
+    final = {"test_accuracy": 0.9, "test_loss": 0.01, "train_accuracy": 0.95, "train_loss": 0.02}
+    plain = summary_metrics({"final": dict(final, validation_accuracy=None)})
+    assert "validation_accuracy" not in plain and "validation_loss" not in plain
+    held = summary_metrics({"final": dict(final, validation_accuracy=0.97, validation_loss=0.03)})
+    assert held["validation_accuracy"] == 0.97 and held["validation_loss"] == 0.03
+    rec = PointRecord(point="p", status="done", labels={}, metrics=held, wall_s=1.0, worker="w")
+    assert "validation_accuracy" in markdown_table([rec]).splitlines()[0]
