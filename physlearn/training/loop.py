@@ -360,8 +360,10 @@ class Trainer:
         exp_base = int(self.system.experiments) if ck is not None else 0
         metrics: list[dict[str, Any]] = []
         if ck is None:
+            t_initial = time.perf_counter()  # the run's wall time includes its first evaluation
             self.state = TrainerState.fresh(self._initial_parameters(), tc.seed)
             self.state.initial = await self._evaluate(self.state.params)
+            self.state.elapsed_s = time.perf_counter() - t_initial
             _log_initial(self.state.initial)
         else:
             assert store is not None

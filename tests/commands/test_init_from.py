@@ -80,6 +80,35 @@ def test_twin_trained_parameters_deployed_on_the_emulated_bench(
     assert np.array_equal(np.array(p3["initial"]), np.load(twin_run / "params" / "epoch_0003.npy"))
 
 
+def test_an_evaluation_only_run_counts_its_evaluation_in_the_wall_time(
+    twin_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--epochs 0` is all evaluation: the summary's wall time (the "epochs 0: … s" line) must
+    include it, not only the (empty) training loop after it."""
+    import asyncio
+
+    from physlearn.training.loop import Trainer
+
+    evaluate = Trainer._evaluate
+
+    async def slow(self: Trainer, params: np.ndarray) -> dict[str, object]:
+        await asyncio.sleep(1.0)  # an evaluation that takes a measurable second
+        return await evaluate(self, params)
+
+    monkeypatch.setattr(Trainer, "_evaluate", slow)
+    code, out = _train(
+        capsys,
+        *("--config", str(BENCH_XOR), "--on-twin", "--init-from", str(twin_run), "--epochs", "0"),
+        *("--run-dir", str(tmp_path), "--name", "eval"),
+    )
+    assert code == 0, out
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["wall_time_s"] >= 1.0, summary["wall_time_s"]
+
+
 def test_wrong_sources_are_refused_by_name_and_nothing_is_written(
     twin_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
