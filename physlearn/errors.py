@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 
 class PhyslearnError(Exception):
     """Root of every error physlearn raises on purpose."""
@@ -66,6 +68,23 @@ class UnstableOrbitError(SolverError):
         self.sample = sample
         self.multiplier = multiplier
         self.samples = _every_failing(sample, samples)
+
+
+def in_batch(err: SolverError, index: tuple[int, ...]) -> SolverError:
+    """``err`` raised by a solve of the sub-batch ``index`` (its batch indices, in order), with
+    its failing samples renamed to batch indices: a copy of the same type whose ``sample`` and
+    ``samples`` index the batch (every sample of a one-sample sub-batch) and whose message says so.
+    A caller that sets failing samples aside must never be handed sub-batch indices."""
+    sub = tuple(getattr(err, "samples", ()) or ())
+    if not sub and len(index) == 1:
+        sub = (0,)
+    mapped = tuple(index[j] for j in sub if 0 <= j < len(index))
+    new = copy.copy(err)
+    if mapped:
+        new.args = (f"{err} [batch sample(s) {', '.join(map(str, mapped))}]",)
+    new.sample = mapped[0] if mapped else None  # type: ignore[attr-defined]
+    new.samples = mapped  # type: ignore[attr-defined]
+    return new
 
 
 class GradientError(PhyslearnError):

@@ -33,6 +33,7 @@ from physlearn.errors import (
     SolverError,
     SteadyStateError,
     UnstableOrbitError,
+    in_batch,
 )
 from physlearn.simulators.autonomous import (
     AutonomousProblem,
@@ -305,13 +306,16 @@ class AutonomousTwin(AutonomousSystem):
                 self._continue_from(problem, x, w, idx, con, out_x, out_w, todo)
         rest = np.flatnonzero(todo)
         if rest.size:
-            s = orbit_from_mode(
-                problem.take(rest),
-                OrbitConstraint(con.kind, con.value[rest]),
-                self.options.mode,
-                tol=tol,
-                x_guess=np.mean(x[rest], axis=1),  # warm orbits' means (0: rest, no warm orbit)
-            )
+            try:
+                s = orbit_from_mode(
+                    problem.take(rest),
+                    OrbitConstraint(con.kind, con.value[rest]),
+                    self.options.mode,
+                    tol=tol,
+                    x_guess=np.mean(x[rest], axis=1),  # warm orbits' means (0: rest, none warm)
+                )
+            except SolverError as err:  # its samples index `rest`: name them in the batch
+                raise in_batch(err, tuple(int(j) for j in rest)) from err
             out_x[rest], out_w[rest] = s.x, s.omega
         return problem, solve_orbit(problem, out_x, out_w, con, tol=tol)
 

@@ -1,0 +1,85 @@
+"""A batch of autonomous orbits in which one sample has none: the error names that sample by its
+index in the *batch*, so the evaluation sets aside that sample only.
+
+Regression: the samples without a warm orbit were solved as a sub-batch whose error indexed the
+sub-batch; the evaluation then set aside the wrong sample, re-solved, and so on, until every
+sample of the batch counted as unsolved (a fixed-energy XOR run reported 0 % with 8 unsolved
+samples where one input's orbit was missing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from physlearn.errors import SolverError, SteadyStateError, in_batch
+from physlearn.spec.tomlconfig import read_toml, validate
+from physlearn.systems.autonomous import AutonomousTwin
+from physlearn.systems.factory import make_twin
+from physlearn.training.config import TrainConfig
+from physlearn.training.evaluation import evaluate_split
+from physlearn.training.setup import TrainSetup, prepare
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "autonomous-xor-energy.toml"
+XOR = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+# u = (0.5, 0.5) puts no force on the inputs (force 4·(u − 0.5)): its equilibrium is x = 0 at
+# V = 0 J, above the example's E₀ = −3 J, so it has no orbit at that energy.
+NO_ORBIT = np.array([0.5, 0.5])
+
+
+def test_in_batch_names_the_batch_samples() -> None:
+    err = SteadyStateError("no orbit for sample 0", sample=0, samples=(0, 1))
+    out = in_batch(err, (3, 5, 7))
+    assert type(out) is SteadyStateError
+    assert out.samples == (3, 5) and out.sample == 3
+    assert "batch sample(s) 3, 5" in str(out)
+    # a one-sample sub-batch whose error names no sample: that sample
+    lone = in_batch(SolverError("Newton did not converge"), (4,))
+    assert lone.samples == (4,)
+
+
+def _twin() -> tuple[AutonomousTwin, TrainSetup]:
+    cfg = validate(TrainConfig, read_toml(EXAMPLE), str(EXAMPLE))
+    setup = prepare(cfg)
+    twin = make_twin(cfg, setup.spec)
+    assert isinstance(twin, AutonomousTwin)
+    return twin, setup
+
+
+def test_a_cold_sample_without_orbit_is_named_by_its_batch_index() -> None:
+    twin, setup = _twin()
+    params = setup.initial_parameters()
+
+    async def run() -> None:
+        await twin.set_parameters(params)
+        await twin.set_input(XOR)
+        await twin.measure()  # the four XOR orbits are now warm
+        batch = np.vstack([XOR[:2], NO_ORBIT, XOR[2:]])  # the orbitless sample is cold, at 2
+        await twin.set_input(batch)
+        with pytest.raises(SolverError) as info:
+            await twin.measure()
+        assert info.value.samples == (2,)
+
+    asyncio.run(run())
+
+
+def test_the_evaluation_sets_aside_only_the_sample_without_orbit() -> None:
+    twin, setup = _twin()
+    params = setup.initial_parameters()
+    spec, targets = setup.spec, setup.targets
+    y = np.array([0, 1, 1, 0], dtype=np.int64)
+
+    async def run() -> None:
+        ref = await evaluate_split(twin, spec, targets, params, XOR, y)
+        assert ref.unsolved == 0
+        x = np.vstack([XOR[:2], NO_ORBIT, XOR[2:]])
+        out = await evaluate_split(twin, spec, targets, params, x, np.insert(y, 2, 1))
+        assert out.unsolved == 1
+        # the four solvable samples give what they gave alone
+        assert out.loss == pytest.approx(ref.loss, rel=1e-9)
+        assert out.accuracy == pytest.approx(ref.accuracy * 4 / 5, abs=1e-12)
+
+    asyncio.run(run())
