@@ -65,9 +65,16 @@ def _epoch(store: RunStore, epoch: int | None) -> int:
             )
         return epoch
     if store.summary_path.is_file():
-        selected = store.read_summary().get("selected_epoch")
+        summary = store.read_summary()
+        selected = summary.get("selected_epoch")
         if isinstance(selected, int) and selected in saved:
             return selected
+        if selected is None and summary.get("epochs_run"):
+            raise ConfigError(
+                f"--init-from {store.run_dir}: the run ended on its initial parameters (no "
+                "epoch's evaluation solved every sample, and the last was reverted); name an "
+                f"epoch: {store.run_dir}:EPOCH (saved: epochs {saved[0]}–{saved[-1]})"
+            )
     return saved[-1]
 
 

@@ -89,12 +89,35 @@ def selected(
 ) -> tuple[Array, dict[str, Any] | None]:
     """The result of a run: (parameters, metrics row) of the selected epoch — the best one by
     ``select``, or the last; with no epoch run (``training.epochs = 0``: an evaluation only) the
-    initial parameters and their evaluation."""
+    initial parameters and their evaluation. When the last epoch's evaluation sent the parameters
+    back to the last fully solved epoch (``reverted_after_evaluation``), the run ends on those
+    parameters, so the row is that epoch's (the initial evaluation's if none was)."""
     params, final = st.params, (metrics[-1] if metrics else (dict(st.initial) or None))
+    if select == "last" and metrics and metrics[-1].get("reverted_after_evaluation"):
+        final = anchor_row(st, metrics)
     if select != "last" and st.best_epoch >= 0 and st.best_params is not None:
         params = st.best_params
         final = next(m for m in metrics if m["epoch"] == st.best_epoch)
     return params, final
+
+
+def anchor_row(st: TrainerState, metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The metrics row of the parameters an evaluation revert returns to: the last epoch whose
+    evaluation solved every sample, else the initial evaluation."""
+    for m in reversed(metrics):
+        if not m.get("eval_unsolved"):
+            return m
+    return dict(st.initial) or None
+
+
+def _selected_epoch(st: TrainerState, final: dict[str, Any] | None, select: str) -> int | None:
+    """The epoch whose parameters the run returns (None: the initial ones)."""
+    if st.epochs_run == 0:
+        return None
+    if select != "last":
+        return st.best_epoch
+    epoch = (final or {}).get("epoch")
+    return int(epoch) if isinstance(epoch, int) else None
 
 
 def run_summary(
@@ -125,11 +148,7 @@ def run_summary(
         "level": level,
         "initial": st.initial,
         "select": tc.select,
-        "selected_epoch": None
-        if st.epochs_run == 0
-        else st.best_epoch
-        if tc.select != "last"
-        else st.epochs_run - 1,
+        "selected_epoch": _selected_epoch(st, final, tc.select),
         "final": final,
         "last": metrics[-1] if metrics else None,
         "best_test_accuracy": max((m["test_accuracy"] or 0.0) for m in metrics)

@@ -134,6 +134,13 @@ def test_wrong_sources_are_refused_by_name_and_nothing_is_written(
     np.save(last, values)
     (bad / "summary.json").unlink()  # unfinished: its last saved epoch is taken
     cases["bounds"] = (str(bad), "couplings[4]:product:5-2 = 1.7 N/m (allowed [-0.9, 0.9])")
+    # a run that ended on its initial parameters (every epoch reverted): no epoch to take
+    initial = tmp_path / "initial"
+    shutil.copytree(twin_run, initial)
+    summary = json.loads((initial / "summary.json").read_text())
+    summary["selected_epoch"] = None
+    (initial / "summary.json").write_text(json.dumps(summary))
+    cases["initial"] = (str(initial), "the run ended on its initial parameters")
     for name, (source, message) in cases.items():
         code, out = _train(capsys, *bench, "--init-from", source, "--name", f"to-{name}")
         assert code == 2 and message in out, (name, out)

@@ -401,6 +401,11 @@ def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch() ->
     assert [r["step_scale"] for r in m] == [0.5, 0.25]
     assert [r["train_accuracy"] <= 0.75 for r in m] == [True, True]  # unsolved = misclassified
     assert est.alphas[1].tobytes() == p0.tobytes()  # epoch 1 trains from the solved parameters
+    # the run ends on the parameters it went back to, and reports their evaluation
+    s = res.summary
+    assert res.params.tobytes() == p0.tobytes()
+    assert s["selected_epoch"] is None and s["final"] == s["initial"]
+    assert s["final"]["unsolved"] == 0 and s["last"] == m[-1]
 
 
 def test_failing_again_at_the_smallest_step_stops_the_run() -> None:
@@ -458,3 +463,22 @@ def test_mode_guard_keeps_linear_modes_away_from_the_drive(tmp_path: Path) -> No
         write=False,
     )
     assert guard.margin(free.params) < m0  # without the guard, training moves a mode closer
+
+
+def test_a_run_whose_last_epoch_reverts_reports_the_epoch_it_returns_to() -> None:
+    """select = "last": when the last epoch's evaluation reverts, the result row is the last
+    fully solved epoch's (whose parameters the run returns), not the discarded evaluation."""
+    from physlearn.training.state import TrainerState
+    from physlearn.training.summary import selected
+
+    st = TrainerState.fresh(np.zeros(3), 0)
+    st.initial = {"test_accuracy": 0.5, "unsolved": 0}
+    rows = [
+        {"epoch": 0, "test_accuracy": 0.75, "eval_unsolved": 0, "reverted_after_evaluation": False},
+        {"epoch": 1, "test_accuracy": 1.0, "eval_unsolved": 0, "reverted_after_evaluation": False},
+        {"epoch": 2, "test_accuracy": 0.0, "eval_unsolved": 8, "reverted_after_evaluation": True},
+    ]
+    assert selected(st, rows, "last")[1] == rows[1]
+    assert selected(st, rows[:2], "last")[1] == rows[1]  # no revert: the last epoch
+    rows[2]["reverted_after_evaluation"] = False  # revert_unsolved off: the parameters stay
+    assert selected(st, rows, "last")[1] == rows[2]
