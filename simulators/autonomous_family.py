@@ -1,7 +1,8 @@
 """Orbit families of an autonomous network: from a small-amplitude normal mode to the orbit at a
 given energy, action or period, and a scan of a family for its turning points.
 
-* `static_equilibrium`: ∂(V + U)/∂x = 0 by damped Newton (from rest, or a guess).
+* `static_equilibrium`: ∂(V + U)/∂x = 0 by damped Newton (from rest, or a guess);
+  `minimum_by_descent`, the globally convergent fallback of `equilibrium_near`.
 * `linear_modes`: the normal modes there, K v = ω² M v (ascending ω).
 * `orbit_from_mode`: the Lyapunov family of a mode — a small orbit x_eq + a v cos τ at the mode's
   frequency, solved, then continued in the constraint's value up to the target
@@ -69,16 +70,73 @@ def static_equilibrium(
     raise SteadyStateError("static equilibrium: Newton did not converge in 100 iterations")
 
 
+def minimum_by_descent(
+    problem: AutonomousProblem, x0: Array | None = None, tol: float = 1e-13, max_iter: int = 500
+) -> Array:
+    """A local minimum x_eq (B,d) of V + U reached from ``x0`` (default rest) by descent: Newton
+    steps on the Hessian with its eigenvalues made positive (|λ|, floored), shortened until the
+    potential falls (Armijo). Slower than `static_equilibrium` but globally convergent: it cannot
+    cycle or run off where plain Newton does (soft or double-welled couplings far from rest), and
+    it ends at a minimum, not a saddle. Raises `SteadyStateError` naming the samples it could not
+    bring to ∂(V + U)/∂x = 0 within ``max_iter`` steps."""
+    B, d = problem.batch, problem.d
+    x = np.zeros((B, 1, d)) if x0 is None else np.asarray(x0, dtype=float).reshape(B, 1, d).copy()
+    sub = AutonomousProblem(problem.model, problem.theta, problem.load, 3)
+    for _ in range(max_iter):
+        g = sub.force_gradient(x)[:, 0]
+        scale = np.maximum(
+            np.max(np.abs(sub.load.phi), axis=1),
+            np.max(np.abs(problem.model.stiffness * x[:, 0]), axis=1),
+        )
+        todo = np.max(np.abs(g), axis=1) > tol * np.maximum(scale, 1e-300) + 1e-300
+        if not todo.any():
+            return x[:, 0]
+        H = sub.model.hessian(x, np.zeros(1), sub.coef)[:, 0] + np.einsum(
+            "bj,jk->bjk", sub.load.kappa, np.eye(d)
+        )
+        lam, U = np.linalg.eigh(H)
+        floor = 1e-8 * np.maximum(np.max(np.abs(lam), axis=1, keepdims=True), 1e-300)
+        inv = 1.0 / np.maximum(np.abs(lam), floor)
+        dx = -np.einsum("bjk,bk,blk,bl->bj", U, inv, U, g)
+        lim = np.maximum(1.0, np.max(np.abs(x[:, 0]), axis=1))
+        big = np.max(np.abs(dx), axis=1)
+        dx *= np.minimum(1.0, 0.5 * lim / np.maximum(big, 1e-300))[:, None]
+        dx[~todo] = 0.0
+        f0 = sub.potential(x)[:, 0]
+        slope = np.einsum("bj,bj->b", g, dx)  # < 0: a descent direction
+        t = np.ones(B)
+        for _ in range(60):
+            f1 = sub.potential(x + (t[:, None] * dx)[:, None, :])[:, 0]
+            bad = todo & ~(f1 <= f0 + 1e-4 * t * slope + 1e-14 * (np.abs(f0) + 1.0))
+            if not bad.any():
+                break
+            t[bad] *= 0.5
+        x = x + (t[:, None] * dx)[:, None, :]
+    g = sub.force_gradient(x)[:, 0]
+    left = tuple(int(i) for i in np.flatnonzero(~np.all(np.isfinite(g), axis=1) | todo))
+    raise SteadyStateError(
+        f"static equilibrium: descent did not reach ∂(V + U)/∂x = 0 in {max_iter} steps for "
+        f"sample(s) {', '.join(map(str, left))}",
+        sample=left[0] if left else None,
+        samples=left,
+    )
+
+
 def equilibrium_near(problem: AutonomousProblem, x_guess: Array | None = None) -> Array:
     """`static_equilibrium` from rest, retried from ``x_guess`` (B,d) — e.g. the mean of the last
     orbit of the same input — when Newton from rest does not converge (it can fail where the
-    equilibrium the network sits on has moved continuously far from rest)."""
+    equilibrium the network sits on has moved continuously far from rest), and last by
+    `minimum_by_descent` from ``x_guess`` (or rest), which converges where Newton cycles."""
     try:
         return static_equilibrium(problem)
     except SteadyStateError:
-        if x_guess is None:
-            raise
-        return static_equilibrium(problem, x_guess)
+        pass
+    if x_guess is not None:
+        try:
+            return static_equilibrium(problem, x_guess)
+        except SteadyStateError:
+            pass
+    return minimum_by_descent(problem, x_guess)
 
 
 def linear_modes(problem: AutonomousProblem, x_eq: Array) -> tuple[Array, Array]:

@@ -1,5 +1,6 @@
 """A batch of autonomous orbits in which one sample has none: the error names that sample by its
-index in the *batch*, so the evaluation sets aside that sample only.
+index in the *batch*, so the evaluation sets aside that sample only. And a static equilibrium
+that Newton from rest misses is found by descent (`minimum_by_descent`).
 
 Regression: the samples without a warm orbit were solved as a sub-batch whose error indexed the
 sub-batch; the evaluation then set aside the wrong sample, re-solved, and so on, until every
@@ -16,8 +17,14 @@ import numpy as np
 import pytest
 
 from physlearn.errors import SolverError, SteadyStateError, in_batch
+from physlearn.simulators.autonomous_family import (
+    equilibrium_near,
+    linear_modes,
+    minimum_by_descent,
+    static_equilibrium,
+)
 from physlearn.spec.tomlconfig import read_toml, validate
-from physlearn.systems.autonomous import AutonomousTwin
+from physlearn.systems.autonomous import AutonomousTwin, input_load
 from physlearn.systems.factory import make_twin
 from physlearn.training.config import TrainConfig
 from physlearn.training.evaluation import evaluate_split
@@ -83,3 +90,32 @@ def test_the_evaluation_sets_aside_only_the_sample_without_orbit() -> None:
         assert out.accuracy == pytest.approx(ref.accuracy * 4 / 5, abs=1e-12)
 
     asyncio.run(run())
+
+
+# Parameters a fixed-energy XOR run (examples/autonomous-xor-energy.toml, EP, seed 5, 150 epochs)
+# ended on. For input (0, 1) Newton from rest does not converge to the static equilibrium.
+TRAINED = np.array(
+    [
+        0.8046925995412202, -0.777574565149106, -0.9627158764374424, -0.8680265195194449,
+        -0.847959958682971, -0.924647333492424, -0.45602889830040283, 0.25299836601245906,
+        -1.0, 1.0, -0.5487913535688673, -0.6401816265673732, 0.8996718309715863,
+        0.6351268759889616, 1.0, -1.0, -0.431117577268892,
+    ]
+)  # fmt: skip
+
+
+def test_descent_finds_the_equilibrium_where_newton_from_rest_fails() -> None:
+    twin, _ = _twin()
+    problem = twin.problem(TRAINED, input_load(twin.spec, XOR))
+    stuck = problem.take(np.array([1]))
+    with pytest.raises(SteadyStateError, match="Newton did not converge"):
+        static_equilibrium(stuck)
+    x = minimum_by_descent(stuck)
+    assert np.max(np.abs(problem.take(np.array([1])).force_gradient(x[:, None, :]))) < 1e-10
+    lam, _ = linear_modes(stuck, x)
+    assert lam.min() > 0.5  # a minimum (ω² in (N/m)/kg), not a saddle
+    assert equilibrium_near(stuck).tobytes() == x.tobytes()
+    # where Newton converges to a minimum, the descent reaches the same point
+    for i in (2, 3):
+        one = problem.take(np.array([i]))
+        np.testing.assert_allclose(minimum_by_descent(one), static_equilibrium(one), atol=1e-9)

@@ -159,7 +159,8 @@ def test_orbit_from_mode_retries_the_equilibrium_from_a_guess_when_newton_from_r
     """The twin's cold start (`orbit_from_mode`, after a failed warm start) solved the static
     equilibrium from rest only, and a training run (action, S₀ = 0.01 J·s, seed 5) stopped on
     'static equilibrium: Newton did not converge' at every step: with ``x_guess`` (the twin
-    passes the mean of the last orbit of the input) the equilibrium and the orbit are found."""
+    passes the mean of the last orbit of the input) the equilibrium and the orbit are found; and
+    without it by the descent fallback, on the same orbits."""
     from physlearn.errors import SolverError
     from physlearn.simulators.autonomous import AutonomousProblem, OrbitConstraint
     from physlearn.simulators.autonomous_family import orbit_from_mode, static_equilibrium
@@ -178,10 +179,12 @@ def test_orbit_from_mode_retries_the_equilibrium_from_a_guess_when_newton_from_r
         except SolverError:
             tried += 1
         con = OrbitConstraint("action", np.full(4, 0.01))
-        with pytest.raises(SolverError):
-            orbit_from_mode(problem, con)
         sol = orbit_from_mode(problem, con, x_guess=x_p)
         np.testing.assert_allclose(problem.action(sol.x, sol.omega), 0.01, rtol=1e-8)
+        # without a guess, the descent from rest (`minimum_by_descent`) finds the equilibria
+        cold = orbit_from_mode(problem, con)
+        np.testing.assert_allclose(problem.action(cold.x, cold.omega), 0.01, rtol=1e-8)
+        np.testing.assert_allclose(cold.omega, sol.omega, rtol=1e-6)
     assert tried >= 2
 
 
