@@ -184,10 +184,9 @@ def write_docs(text: str) -> None:
     if BEGIN in doc:
         i, j = doc.index(BEGIN), doc.index(END) + len(END)
         doc = doc[:i] + block + doc[j:]
-    else:
-        anchor = "\n### iris"
-        i = doc.index(anchor)
-        doc = doc[:i] + "\n" + block + "\n" + doc[i:]
+    else:  # a section of its own at the end, after the training table's notes mark
+        title = "## Autonomous orbits: XOR at fixed energy and at fixed reduced action (issue 18)"
+        doc = doc.rstrip("\n") + f"\n\n{title}\n\n{block}\n"
     DOC.write_text(doc)
 
 
