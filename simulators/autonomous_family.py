@@ -82,13 +82,17 @@ def minimum_by_descent(
     B, d = problem.batch, problem.d
     x = np.zeros((B, 1, d)) if x0 is None else np.asarray(x0, dtype=float).reshape(B, 1, d).copy()
     sub = AutonomousProblem(problem.model, problem.theta, problem.load, 3)
-    for _ in range(max_iter):
+
+    def unconverged(x: Array) -> tuple[Array, NDArray[np.bool_]]:
         g = sub.force_gradient(x)[:, 0]
         scale = np.maximum(
             np.max(np.abs(sub.load.phi), axis=1),
             np.max(np.abs(problem.model.stiffness * x[:, 0]), axis=1),
         )
-        todo = np.max(np.abs(g), axis=1) > tol * np.maximum(scale, 1e-300) + 1e-300
+        return g, ~(np.max(np.abs(g), axis=1) <= tol * np.maximum(scale, 1e-300) + 1e-300)
+
+    for _ in range(max_iter):
+        g, todo = unconverged(x)
         if not todo.any():
             return x[:, 0]
         H = sub.model.hessian(x, np.zeros(1), sub.coef)[:, 0] + np.einsum(
@@ -112,12 +116,14 @@ def minimum_by_descent(
                 break
             t[bad] *= 0.5
         x = x + (t[:, None] * dx)[:, None, :]
-    g = sub.force_gradient(x)[:, 0]
-    left = tuple(int(i) for i in np.flatnonzero(~np.all(np.isfinite(g), axis=1) | todo))
+    _, todo = unconverged(x)
+    if not todo.any():
+        return x[:, 0]
+    left = tuple(int(i) for i in np.flatnonzero(todo))
     raise SteadyStateError(
         f"static equilibrium: descent did not reach ∂(V + U)/∂x = 0 in {max_iter} steps for "
         f"sample(s) {', '.join(map(str, left))}",
-        sample=left[0] if left else None,
+        sample=left[0],
         samples=left,
     )
 

@@ -115,6 +115,9 @@ def test_descent_finds_the_equilibrium_where_newton_from_rest_fails() -> None:
     lam, _ = linear_modes(stuck, x)
     assert lam.min() > 0.5  # a minimum (ω² in (N/m)/kg), not a saddle
     assert equilibrium_near(stuck).tobytes() == x.tobytes()
+    with pytest.raises(SteadyStateError, match="descent did not reach") as info:
+        minimum_by_descent(problem.take(np.array([0, 1])), max_iter=2)
+    assert 1 in info.value.samples
     # where Newton converges to a minimum, the descent reaches the same point
     for i in (2, 3):
         one = problem.take(np.array([i]))
