@@ -173,7 +173,7 @@ def _network_text() -> str:
             + f", input force {top['input_gain']}·(u + {top.get('input_offset', 0.0)}) N"
             + f", {sym} = {auto['value']} {unit}, targets {tg['on']} / {tg['off']} m"
             + f", {d['optimizer']['name']} lr {d['optimizer']['lr']}"
-            + f", {d['training']['epochs']} epochs"
+            + f", {d['training']['epochs']} epochs, EP β = {d['estimator']['beta']:g}"
         )
     return "; ".join(parts)
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         f"at the set point, output: the time-averaged level ({_network_text()}); orbit guard "
         f"`training.min_orbit_stiffness` = {guard}: initial parameters scaled by ½ⁿ until every "
         f"input's equilibrium keeps ω² ≥ {guard} k/m, updates shortened or refused otherwise). "
-        f"β = 0.001 (dimensionless: peak nudge / peak net force)."
+        f"β is dimensionless: peak nudge / peak net force."
     )
     text = table(rows, header)
     print(text)
