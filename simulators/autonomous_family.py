@@ -44,29 +44,50 @@ log = logging.getLogger(__name__)
 Array = NDArray[np.float64]
 
 
+def _static_start(problem: AutonomousProblem, x0: Array | None) -> tuple[AutonomousProblem, Array]:
+    """(the problem on a 3-point grid, x (B,1,d) at ``x0`` or rest) for the static solvers."""
+    B, d = problem.batch, problem.d
+    x = np.zeros((B, 1, d)) if x0 is None else np.asarray(x0, dtype=float).reshape(B, 1, d).copy()
+    return AutonomousProblem(problem.model, problem.theta, problem.load, 3), x
+
+
+def _static_stiffness(problem: AutonomousProblem, x: Array) -> Array:
+    """K = ∂²(V + U)/∂x² (B,d,d) at the points x (B,1,d)."""
+    H = problem.model.hessian(x, np.zeros(1), problem.coef)[:, 0]
+    return H + np.einsum("bj,jk->bjk", problem.load.kappa, np.eye(problem.d))
+
+
+def _static_residual(
+    problem: AutonomousProblem, x: Array, tol: float
+) -> tuple[Array, NDArray[np.bool_]]:
+    """(∂(V + U)/∂x (B,d), per sample whether it is above ``tol`` relative to the larger of the
+    input force and the springs' force k·x) at the points x (B,1,d)."""
+    g = problem.force_gradient(x)[:, 0]
+    scale = np.maximum(
+        np.max(np.abs(problem.load.phi), axis=1),
+        np.max(np.abs(problem.model.stiffness * x[:, 0]), axis=1),
+    )
+    return g, ~(np.max(np.abs(g), axis=1) <= tol * np.maximum(scale, 1e-300) + 1e-300)
+
+
+def _limited(x: Array, dx: Array) -> Array:
+    """The step dx (B,d) shortened to at most half of max(1, max|x|) per sample (x (B,1,d))."""
+    lim = np.maximum(1.0, np.max(np.abs(x[:, 0]), axis=1))
+    big = np.max(np.abs(dx), axis=1)
+    return dx * np.minimum(1.0, 0.5 * lim / np.maximum(big, 1e-300))[:, None]
+
+
 def static_equilibrium(
     problem: AutonomousProblem, x0: Array | None = None, tol: float = 1e-13
 ) -> Array:
     """The static equilibrium x_eq (B,d) nearest ``x0`` (default rest): ∂(V + U)/∂x = 0."""
-    B, d = problem.batch, problem.d
-    x = np.zeros((B, 1, d)) if x0 is None else np.asarray(x0, dtype=float).reshape(B, 1, d).copy()
-    sub = AutonomousProblem(problem.model, problem.theta, problem.load, 3)
+    sub, x = _static_start(problem, x0)
     for _ in range(100):
-        g = sub.force_gradient(x)[:, 0]
-        scale = np.maximum(
-            np.max(np.abs(sub.load.phi), axis=1),
-            np.max(np.abs(problem.model.stiffness * x[:, 0]), axis=1),
-        )
-        if np.all(np.max(np.abs(g), axis=1) <= tol * np.maximum(scale, 1e-300) + 1e-300):
+        g, todo = _static_residual(sub, x, tol)
+        if not todo.any():
             return x[:, 0]
-        H = sub.model.hessian(x, np.zeros(1), sub.coef)[:, 0] + np.einsum(
-            "bj,jk->bjk", sub.load.kappa, np.eye(d)
-        )
-        dx = -dense_solve(H, g[..., None])[..., 0]
-        lim = np.maximum(1.0, np.max(np.abs(x[:, 0]), axis=1))
-        big = np.max(np.abs(dx), axis=1)
-        dx *= np.minimum(1.0, 0.5 * lim / np.maximum(big, 1e-300))[:, None]
-        x = x + dx[:, None, :]
+        dx = -dense_solve(_static_stiffness(sub, x), g[..., None])[..., 0]
+        x = x + _limited(x, dx)[:, None, :]
     raise SteadyStateError("static equilibrium: Newton did not converge in 100 iterations")
 
 
@@ -79,36 +100,19 @@ def minimum_by_descent(
     cycle or run off where plain Newton does (soft or double-welled couplings far from rest), and
     it ends at a minimum, not a saddle. Raises `SteadyStateError` naming the samples it could not
     bring to ∂(V + U)/∂x = 0 within ``max_iter`` steps."""
-    B, d = problem.batch, problem.d
-    x = np.zeros((B, 1, d)) if x0 is None else np.asarray(x0, dtype=float).reshape(B, 1, d).copy()
-    sub = AutonomousProblem(problem.model, problem.theta, problem.load, 3)
-
-    def unconverged(x: Array) -> tuple[Array, NDArray[np.bool_]]:
-        g = sub.force_gradient(x)[:, 0]
-        scale = np.maximum(
-            np.max(np.abs(sub.load.phi), axis=1),
-            np.max(np.abs(problem.model.stiffness * x[:, 0]), axis=1),
-        )
-        return g, ~(np.max(np.abs(g), axis=1) <= tol * np.maximum(scale, 1e-300) + 1e-300)
-
+    sub, x = _static_start(problem, x0)
     for _ in range(max_iter):
-        g, todo = unconverged(x)
+        g, todo = _static_residual(sub, x, tol)
         if not todo.any():
             return x[:, 0]
-        H = sub.model.hessian(x, np.zeros(1), sub.coef)[:, 0] + np.einsum(
-            "bj,jk->bjk", sub.load.kappa, np.eye(d)
-        )
-        lam, U = np.linalg.eigh(H)
+        lam, U = np.linalg.eigh(_static_stiffness(sub, x))
         floor = 1e-8 * np.maximum(np.max(np.abs(lam), axis=1, keepdims=True), 1e-300)
         inv = 1.0 / np.maximum(np.abs(lam), floor)
-        dx = -np.einsum("bjk,bk,blk,bl->bj", U, inv, U, g)
-        lim = np.maximum(1.0, np.max(np.abs(x[:, 0]), axis=1))
-        big = np.max(np.abs(dx), axis=1)
-        dx *= np.minimum(1.0, 0.5 * lim / np.maximum(big, 1e-300))[:, None]
+        dx = _limited(x, -np.einsum("bjk,bk,blk,bl->bj", U, inv, U, g))
         dx[~todo] = 0.0
         f0 = sub.potential(x)[:, 0]
         slope = np.einsum("bj,bj->b", g, dx)  # < 0: a descent direction
-        t = np.ones(B)
+        t = np.ones(problem.batch)
         for _ in range(60):
             f1 = sub.potential(x + (t[:, None] * dx)[:, None, :])[:, 0]
             bad = todo & ~(f1 <= f0 + 1e-4 * t * slope + 1e-14 * (np.abs(f0) + 1.0))
@@ -116,7 +120,7 @@ def minimum_by_descent(
                 break
             t[bad] *= 0.5
         x = x + (t[:, None] * dx)[:, None, :]
-    _, todo = unconverged(x)
+    _, todo = _static_residual(sub, x, tol)
     if not todo.any():
         return x[:, 0]
     left = tuple(int(i) for i in np.flatnonzero(todo))
@@ -147,9 +151,7 @@ def equilibrium_near(problem: AutonomousProblem, x_guess: Array | None = None) -
 
 def linear_modes(problem: AutonomousProblem, x_eq: Array) -> tuple[Array, Array]:
     """(ω² (B,d) ascending, mode shapes (B,d,d) with columns M-normalised) at x_eq (B,d)."""
-    d = problem.d
-    H = problem.model.hessian(x_eq[:, None, :], np.zeros(1), problem.coef)[:, 0]
-    K = H + np.einsum("bj,jk->bjk", problem.load.kappa, np.eye(d))
+    K = _static_stiffness(problem, x_eq[:, None, :])
     msq = 1.0 / np.sqrt(problem.model.mass)
     lam, U = np.linalg.eigh(msq[None, :, None] * K * msq[None, None, :])
     return lam, msq[None, :, None] * U

@@ -122,3 +122,24 @@ def test_descent_finds_the_equilibrium_where_newton_from_rest_fails() -> None:
     for i in (2, 3):
         one = problem.take(np.array([i]))
         np.testing.assert_allclose(minimum_by_descent(one), static_equilibrium(one), atol=1e-9)
+
+
+def test_a_cold_start_at_trained_parameters_misses_the_orbit_training_held() -> None:
+    """docs/physics.md §8 (multistability): at the parameters the run ended on at 100 %, a fresh
+    twin finds the orbits of three inputs; from the well nearest rest, the family of (0, 0)
+    ends at −3.727 J, below E₀ = −3 J (the run's orbit lies on another branch)."""
+    from physlearn.simulators.autonomous import SingularConstraintError
+
+    twin, _ = _twin()
+
+    async def run() -> None:
+        await twin.set_parameters(TRAINED)
+        for u in XOR[1:]:
+            await twin.set_input(u[None, :])
+            obs = await twin.measure()
+            np.testing.assert_allclose(obs.energy, -3.0, rtol=1e-9)
+        await twin.set_input(XOR[:1])
+        with pytest.raises(SingularConstraintError, match=r"stalled for sample 0 at -3\.7269"):
+            await twin.measure()
+
+    asyncio.run(run())
