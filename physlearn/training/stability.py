@@ -32,20 +32,25 @@ async def stability_report(
     dataset: Dataset,
     targets: ClassTargets,
     params: Array,
-    max_samples: int = 64,
+    max_samples: int | None = None,
     method: str = "full",
 ) -> dict[str, Any]:
-    """Floquet multipliers of the free orbits of up to ``max_samples`` training samples at
-    ``params`` — on the evaluation twin these are the orbits the evaluation measured
+    """Floquet multipliers of the free orbits of every test sample (the first ``max_samples``
+    when given) at ``params`` — the orbits the reported test accuracy was measured on; on the
+    evaluation twin these are the orbits the evaluation measured
     (warm-started, as a bench would have them), not a fresh solve from rest, which can fail or
     land elsewhere — and the linear modes at rest (`physlearn.spec.topology.mode_report`). On a
     GP lattice the "multipliers" are e^{max Re λ} of the free stationary states' Bogoliubov
     spectra over one unit time ħ/E (≤ 1: stable), and there are no modes at rest to report.
     ``method``: the Floquet computation (`StabilityCheck.floquet_check`), ``training.stability_check``
     when that is set."""
-    u = dataset.x_train[:max_samples]
-    lab = dataset.y_train[:max_samples]
-    out: dict[str, Any] = {"samples_checked": int(u.shape[0]), "orbits": "evaluated"}
+    u = dataset.x_test[:max_samples]
+    lab = dataset.y_test[:max_samples]
+    out: dict[str, Any] = {
+        "samples_checked": int(u.shape[0]),
+        "split": "test",
+        "orbits": "evaluated",
+    }
     if not isinstance(spec, NetworkSpec) and spec.n_sites > BOGOLIUBOV_MAX_SITES:
         return {
             "samples_checked": 0,

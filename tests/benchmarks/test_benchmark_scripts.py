@@ -184,3 +184,34 @@ def test_ep_step_speed_worker_measures_this_tree() -> None:
     assert out["nodes"] == 91 and out["steps"] == 1
     assert out["periodic"].startswith(str(ROOT))
     assert 0 < out["free_cpu"] and 0 < out["ep_cpu"] and math.isfinite(out["grad_norm"])
+
+
+def test_train_table_counts_unstable_runs_over_their_test_orbits_only() -> None:
+    """The "unstable final" column counts runs checked on every test sample (and their
+    non-attracting orbits); rows of the older checks (64 training samples, a cold start) do not
+    count."""
+    table = _load(ROOT / "benchmarks" / "train_table.py")
+
+    def row(split: str, stable: bool, bad: int, n: int, orbits: str = "evaluated") -> object:
+        return table.RunResult(
+            "xor",
+            "conservative",
+            "adjoint",
+            0,
+            1.0,
+            0.0,
+            1.0,
+            5,
+            1.0,
+            0,
+            4,
+            stable,
+            stability_orbits=orbits,
+            stability_split=split,
+            stability_samples=n,
+            unstable_samples=bad,
+        )
+
+    rows = [row("test", True, 0, 30), row("test", False, 2, 30), row("train", False, 5, 64)]
+    assert table._unstable(rows) == "1/2 (2 of 60)"
+    assert table._unstable([row("", False, 0, 0, "cold start")]) == "not checked"

@@ -60,6 +60,11 @@ def test_xor_with_trainable_stiffness_trains_the_natural_frequencies(tmp_path: P
     assert np.all(np.abs(kappa) > 1e-3) and np.all(np.abs(kappa) <= 0.3)  # moved, within bounds
     assert min(m["cosine_to_adjoint"] for m in res.metrics) > 0.9999
     assert res.metrics[-1]["train_loss"] < res.summary["initial"]["train_loss"]
+    # the final stability check covers every test sample: the orbits the test accuracy used
+    stab = res.summary["stability"]
+    n_test = res.summary["dataset"]["n_test"]
+    assert (stab["split"], stab["samples_checked"]) == ("test", n_test) and n_test == 30
+    assert stab["unstable_samples"] == 0 and stab["stable"]
     spec = cfg.network.build()
     modes = mode_report(spec, np.asarray(res.summary["final_params"])).modes_rad_s
     reported = res.summary["stability"]["linear_modes_at_rest"]["modes_rad_s"]
