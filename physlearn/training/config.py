@@ -285,7 +285,7 @@ class TrainingConfig(_Model):
     whose evaluation finds samples without a steady state sends the parameters back to the last
     epoch that solved every sample (with the same step shortening); if the last epoch does, the
     run ends on those parameters and its result (``summary.json`` ``final``, ``selected_epoch``)
-    is their evaluation.
+    is their evaluation; an epoch that reverted is never the one ``select`` chooses.
     ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
     this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
     ``min_orbit_stiffness`` (autonomous systems, in (0, 1)): the `OrbitGuard`

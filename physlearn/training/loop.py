@@ -636,7 +636,7 @@ class Trainer:
         tc = s.config.training
         t_eval = time.perf_counter() - t_ep - t_train
         reverted = await self._judge_evaluation(epoch, ev)
-        improved = self._select(epoch, ev)
+        improved = self._select(epoch, ev, reverted)
         record = epoch_metrics(
             st,
             ev,
@@ -706,13 +706,15 @@ class Trainer:
         )
         return True
 
-    def _select(self, epoch: int, ev: dict[str, Any]) -> bool:
-        """Best-epoch selection (``training.select``); True if this epoch is the best so far."""
+    def _select(self, epoch: int, ev: dict[str, Any], reverted: bool) -> bool:
+        """Best-epoch selection (``training.select``); True if this epoch is the best so far.
+        An epoch whose evaluation reverted (a sample without a steady state) is never chosen:
+        the run would return parameters it has walked back from."""
         st, select = self._st, self.setup.config.training.select
         if select == "last":
             return False
         key = selection_key(ev, select)
-        if st.best is None or key > st.best:
+        if not reverted and (st.best is None or key > st.best):
             st.best, st.best_epoch, st.best_params, st.since_best = key, epoch, st.params.copy(), 0
             return True
         st.since_best += 1

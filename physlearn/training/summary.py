@@ -91,9 +91,11 @@ def selected(
     ``select``, or the last; with no epoch run (``training.epochs = 0``: an evaluation only) the
     initial parameters and their evaluation. When the last epoch's evaluation sent the parameters
     back to the last fully solved epoch (``reverted_after_evaluation``), the run ends on those
-    parameters, so the row is that epoch's (the initial evaluation's if none was)."""
+    parameters, so the row is that epoch's (the initial evaluation's if none was). An epoch
+    whose evaluation reverted is never the best one (`Trainer._select`): with no best epoch the
+    run ends as with ``"last"``."""
     params, final = st.params, (metrics[-1] if metrics else (dict(st.initial) or None))
-    if select == "last" and metrics and metrics[-1].get("reverted_after_evaluation"):
+    if metrics and metrics[-1].get("reverted_after_evaluation"):
         final = anchor_row(st, metrics)
     if select != "last" and st.best_epoch >= 0 and st.best_params is not None:
         params = st.best_params
@@ -114,7 +116,7 @@ def _selected_epoch(st: TrainerState, final: dict[str, Any] | None, select: str)
     """The epoch whose parameters the run returns (None: the initial ones)."""
     if st.epochs_run == 0:
         return None
-    if select != "last":
+    if select != "last" and st.best_epoch >= 0:
         return st.best_epoch
     epoch = (final or {}).get("epoch")
     return int(epoch) if isinstance(epoch, int) else None

@@ -60,11 +60,6 @@ def test_xor_with_trainable_stiffness_trains_the_natural_frequencies(tmp_path: P
     assert np.all(np.abs(kappa) > 1e-3) and np.all(np.abs(kappa) <= 0.3)  # moved, within bounds
     assert min(m["cosine_to_adjoint"] for m in res.metrics) > 0.9999
     assert res.metrics[-1]["train_loss"] < res.summary["initial"]["train_loss"]
-    # the final stability check covers every test sample: the orbits the test accuracy used
-    stab = res.summary["stability"]
-    n_test = res.summary["dataset"]["n_test"]
-    assert (stab["split"], stab["samples_checked"]) == ("test", n_test) and n_test == 30
-    assert stab["unstable_samples"] == 0 and stab["stable"]
     spec = cfg.network.build()
     modes = mode_report(spec, np.asarray(res.summary["final_params"])).modes_rad_s
     reported = res.summary["stability"]["linear_modes_at_rest"]["modes_rad_s"]
@@ -77,6 +72,11 @@ def test_short_iris_run_beats_chance(tmp_path: Path) -> None:
     accs = [m["test_accuracy"] for m in res.metrics]
     assert max(accs) >= 0.7, accs  # chance is 1/3
     assert res.metrics[-1]["train_loss"] < res.summary["initial"]["train_loss"]
+    # the final stability check covers every test sample: the orbits the test accuracy used
+    stab = res.summary["stability"]
+    n_test = res.summary["dataset"]["n_test"]
+    assert (stab["split"], stab["samples_checked"]) == ("test", n_test) and n_test == 30
+    assert stab["unstable_samples"] == 0 and stab["stable"]
 
 
 @pytest.mark.slow
@@ -386,10 +386,18 @@ def test_best_epoch_is_selected_on_training_data(tmp_path: Path) -> None:
         _cfg("iris", **{"training.select": "validation"})
 
 
-def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch() -> None:
+@pytest.mark.parametrize("select", ["last", "train"])
+def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch(select: str) -> None:
+    """With ``select = "train"`` too: an epoch that reverted is never the selected one (it
+    would return parameters the run walked back from)."""
     cfg = _cfg(
         "xor",
-        **{"training.epochs": 2, "training.target_accuracy": None, "training.target_loss": None},
+        **{
+            "training.epochs": 2,
+            "training.target_accuracy": None,
+            "training.target_loss": None,
+            "training.select": select,
+        },
     )
     setup = prepare(cfg)
     p0 = setup.spec.initial_parameters()
