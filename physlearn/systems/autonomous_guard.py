@@ -28,6 +28,7 @@ from physlearn.errors import SolverError
 from physlearn.simulators.autonomous import AutonomousProblem, OrbitConstraint
 from physlearn.simulators.autonomous_family import (
     linear_modes,
+    minimum_by_descent,
     orbit_from_mode,
     static_equilibrium,
 )
@@ -50,20 +51,26 @@ class OrbitGuard:
         self.options = options
         self.bare = float(np.min(np.asarray(self.model.stiffness) / np.asarray(self.model.mass)))
         self._last: Array | None = None  # the equilibria of the last parameters measured
+        self.descents = 0  # equilibria found only by descent (`equilibria`)
 
     def equilibria(self, params: Array) -> Array | None:
         """The static equilibria (B,d) of the inputs at ``params``: Newton from the equilibria
         of the last parameters measured (the branch the network sits on, as the orbit solver's
-        warm starts follow it), else from rest; None if neither converges."""
+        warm starts follow it), else from rest, last `minimum_by_descent` from the same start
+        (it converges where Newton cycles: a stiff minimum is then measured, not refused as
+        margin −inf); None if none converges. ``descents`` counts the last resort's uses."""
         theta = self.model.full_theta(np.asarray(params, dtype=float), batch=self.load.batch)
         problem = AutonomousProblem(self.model, theta, self.load, 3)
         starts = [None] if self._last is None else [self._last, None]
-        for x0 in starts:
+        solvers = [(static_equilibrium, x0) for x0 in starts]
+        solvers.append((minimum_by_descent, self._last))
+        for solve, x0 in solvers:
             try:
-                x_eq = static_equilibrium(problem, x0)
+                x_eq = solve(problem, x0)
             except SolverError:
                 continue
             if np.all(np.isfinite(x_eq)):
+                self.descents += solve is minimum_by_descent
                 self._last = x_eq
                 return x_eq
         return None

@@ -143,3 +143,20 @@ def test_a_cold_start_at_trained_parameters_misses_the_orbit_training_held() -> 
             await twin.measure()
 
     asyncio.run(run())
+
+
+def test_the_orbit_guard_measures_an_equilibrium_only_descent_finds() -> None:
+    """`OrbitGuard` falls back to descent too: at TRAINED (Newton from rest misses input (0, 1))
+    the margin is that of the stiff minimum there, not −inf (which refused every step)."""
+    from physlearn.systems.autonomous_guard import OrbitGuard
+
+    twin, _ = _twin()
+    guard = OrbitGuard(twin.spec, twin.options, XOR)
+    margin = guard.margin(TRAINED)
+    assert guard.descents == 1 and 0.0 < margin < 1.0, margin
+    problem = twin.problem(TRAINED, input_load(twin.spec, XOR))
+    lam, _ = linear_modes(problem, minimum_by_descent(problem))
+    assert margin == pytest.approx(float(np.min(lam[:, 0])) / guard.bare, rel=1e-9)
+    # where Newton converges (the initial parameters) descent is not used
+    fresh = OrbitGuard(twin.spec, twin.options, XOR)
+    assert np.isfinite(fresh.margin(twin.spec.initial_parameters())) and fresh.descents == 0
