@@ -106,12 +106,6 @@ def assert_params_as_recorded(params_dir: Path, golden: str) -> int:
     return len(want)
 
 
-def recorded_epochs(golden: str) -> int:
-    """How many epochs the recorded run made."""
-    with np.load(GOLDEN / golden) as ref:
-        return len(ref.files)
-
-
 def _close(got: Any, want: Any, where: str) -> None:
     """``got`` equals ``want`` but for floats, which agree to 1e-3 relative or 1e-6 absolute
     (fits amplify round-off: measured up to 8e-5 relative in a fitted coupling and 7e-4 in a
@@ -124,7 +118,7 @@ def _close(got: Any, want: Any, where: str) -> None:
         assert isinstance(got, list) and len(got) == len(want), where
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
             _close(g, w, f"{where}[{i}]")
-    elif isinstance(want, float) and not isinstance(want, bool):
+    elif isinstance(want, float):
         assert isinstance(got, float | int), where
         assert math.isclose(got, want, rel_tol=1e-3, abs_tol=1e-6), (where, got, want)
     else:
