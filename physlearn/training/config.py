@@ -302,6 +302,9 @@ class TrainingConfig(_Model):
     halved up to ``stability_backtracks`` times, then refused (parameters kept)
     (training/stability_guard.py; counted as ``stability_shortened`` / ``stability_refusals``,
     reported as `StabilityGuarded` events). The final stability report then uses the same method.
+    ``stability_stall_steps``: the run stops (``summary["stop_reason"]``) once the guard has
+    refused this many steps in a row — the parameters then have not moved for that long, and
+    every update the optimizer proposes leaves an orbit non-attracting (None: never).
     ``eval_batch_size``: samples per batched steady-state solve during evaluation.
     ``checkpoint_interval_s``: wall seconds (≥ 0) between the checkpoints that commit ordinary
     mini-batch steps; 0 (default) checkpoints after every step. Epoch ends, failed steps and the
@@ -333,6 +336,7 @@ class TrainingConfig(_Model):
     stability_check: Literal["none", "full", "collocation"] = "none"
     stability_margin: float = Field(0.0, ge=0.0, lt=1.0)
     stability_backtracks: int = Field(3, ge=0, le=20)
+    stability_stall_steps: int | None = Field(50, ge=1)
 
     @model_validator(mode="after")
     def _selection(self) -> TrainingConfig:

@@ -28,6 +28,7 @@ Failures never write anything half-way:
   fully solved epoch too, with the same step shortening (``training.revert_unsolved``);
 * a failure of either kind at the smallest step length (``MIN_STEP_SCALE``) ends the run early
   (``summary["stop_reason"]``): the network sits at a bifurcation that shorter steps cannot avoid;
+  so does a stability guard that refuses ``training.stability_stall_steps`` steps in a row;
 * ``training.max_consecutive_failures`` failed steps in a row stop the run with a `TrainingError`
   (the run directory then holds everything up to the last completed epoch and the checkpoint).
 
@@ -84,6 +85,7 @@ from physlearn.training.rules import (
     Guard,
     backed_off,
     cosine,
+    guard_stalled,
     guarded_update,
     selection_key,
     stop_reason,
@@ -722,11 +724,13 @@ class Trainer:
 
     def _stop(self, epoch: int, ev: dict[str, Any]) -> bool:
         st, tc = self._st, self.setup.config.training
-        reason = stop_reason(tc, ev, stuck=st.stuck, since_best=st.since_best)
+        reason = stop_reason(
+            tc, ev, stuck=st.stuck, since_best=st.since_best, refused_streak=st.refused_streak
+        )
         if reason is None:
             return False
         st.stopped_early, st.stop_reason = epoch + 1 < tc.epochs, reason
-        if st.stuck:
+        if st.stuck or guard_stalled(tc, st.refused_streak):
             log.warning("epoch %d: %s; stopping", epoch, reason)
         return True
 

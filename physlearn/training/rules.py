@@ -26,6 +26,7 @@ __all__ = [
     "Guard",
     "backed_off",
     "cosine",
+    "guard_stalled",
     "guarded_update",
     "selection_key",
     "stop_reason",
@@ -92,16 +93,34 @@ def target_reached(ev: dict[str, Any], tc: TrainingConfig) -> bool:
     return False
 
 
+def guard_stalled(tc: TrainingConfig, refused_streak: int) -> bool:
+    """True once the stability guard has refused ``training.stability_stall_steps`` steps in a
+    row (``refused_streak``): the parameters have not moved for that long."""
+    stall = tc.stability_stall_steps
+    return tc.stability_check != "none" and stall is not None and refused_streak >= stall
+
+
 def stop_reason(
-    tc: TrainingConfig, ev: dict[str, Any], *, stuck: bool, since_best: int
+    tc: TrainingConfig,
+    ev: dict[str, Any],
+    *,
+    stuck: bool,
+    since_best: int,
+    refused_streak: int = 0,
 ) -> str | None:
     """Why the run stops after an epoch with evaluation ``ev``, or None if it goes on:
-    failures at the smallest step length (``stuck``), the target reached, or no improvement
-    of the selection in ``patience`` epochs."""
+    failures at the smallest step length (``stuck``), the stability guard refusing
+    ``training.stability_stall_steps`` steps in a row (``refused_streak``), the target reached,
+    or no improvement of the selection in ``patience`` epochs."""
     if stuck:
         return (
             "steady states keep failing at the smallest step length "
             f"({MIN_STEP_SCALE:g} of the optimizer's): the network sits at a bifurcation"
+        )
+    if guard_stalled(tc, refused_streak):
+        return (
+            f"the stability guard refused the last {refused_streak} steps: every update the "
+            "optimizer proposes leaves a free orbit non-attracting (training.stability_stall_steps)"
         )
     if target_reached(ev, tc):
         return "target reached"

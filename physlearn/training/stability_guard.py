@@ -75,7 +75,8 @@ class StabilityGuard:
     ) -> Array:
         """The update st.params → ``proposal``, halved up to ``backtracks`` times until every
         free orbit of the mini-batch attracts with the margin, else st.params (refused).
-        Counts and reports what it changed (``where``: epoch, batch)."""
+        Counts and reports what it changed (``where``: epoch, batch) and keeps
+        ``st.refused_streak``, the refused steps in a row (``training.stability_stall_steps``)."""
         for name in COUNTERS:
             st.counters.setdefault(name, 0)
             st.ep_counts.setdefault(name, 0)
@@ -91,9 +92,11 @@ class StabilityGuard:
             w = await self.worst(trial, u, task)
             first = w if k == 0 else first
             if w <= self.threshold:
+                st.refused_streak = 0
                 if k == 0:
                     return proposal
                 return await self._report(st, events, where, "shortened", frac, first, trial)
+        st.refused_streak += 1
         return await self._report(st, events, where, "refused", 0.0, first, params.copy())
 
     async def _report(

@@ -55,7 +55,7 @@ class TrainerState:
     Generator *at the start of that epoch* (the resumed run draws the same order and skips the
     batches done). The rest: parameters, the last measured ones (``last_good``, for reverts),
     the last fully solved epoch-end ones (``anchor``), step count, failure counters, the
-    step-length factor and its recovery streak, best-epoch selection and patience, the epoch's
+    stability guard's run of refused steps, the step-length factor and its recovery streak, best-epoch selection and patience, the epoch's
     batch losses, cosines and counts so far, the stop decision, wall time (s) and experiments
     so far, the state of the systems (warm starts of the ideal twin) and of the estimator's rng.
     """
@@ -69,6 +69,7 @@ class TrainerState:
     step: int = 0
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     consecutive: int = 0
+    refused_streak: int = 0
     step_scale: float = 1.0
     good_streak: int = 0
     best: tuple[float, float] | None = None
@@ -103,6 +104,7 @@ class TrainerState:
             "anchor": self.anchor,
             "counters": dict(self.counters),
             "consecutive": self.consecutive,
+            "refused_streak": self.refused_streak,
             "step_scale": self.step_scale,
             "good_streak": self.good_streak,
             "best": list(self.best) if self.best is not None else None,
@@ -149,6 +151,7 @@ class TrainerState:
             step=ck.step,
             counters={k: int(v) for k, v in x["counters"].items()},
             consecutive=int(x["consecutive"]),
+            refused_streak=int(x.get("refused_streak", 0)),  # absent before the stall stop
             step_scale=float(x["step_scale"]),
             good_streak=int(x["good_streak"]),
             best=(float(best[0]), float(best[1])) if best is not None else None,

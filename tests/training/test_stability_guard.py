@@ -103,3 +103,36 @@ def test_the_guard_refuses_a_gp_lattice() -> None:
     cfg = load_train_config(EXAMPLES / "gp-xor.toml", {"training.stability_check": "full"})
     with pytest.raises(ConfigError, match=r"training\.stability_check: not for a GP lattice"):
         make_stability_guard(cfg, None)
+
+
+def test_a_guard_that_refuses_every_step_stops_the_run(tmp_path: Path) -> None:
+    # margin 0.999: no orbit of this lightly damped network has |μ| ≤ 0.001, so every step is
+    # refused; the run stops after `stability_stall_steps` of them (XOR: one step per epoch)
+    # instead of idling to its epoch budget, on its initial parameters
+    stall = {
+        "training.stability_check": "full",
+        "training.stability_margin": 0.999,
+        "training.stability_stall_steps": 3,
+    }
+    res = train(_cfg(**stall, **{"training.epochs": 10}), write=False)
+    s = res.summary
+    assert s["stopped_early"] and s["epochs_run"] == 3, s
+    assert "stability guard refused the last 3 steps" in s["stop_reason"]
+    assert s["stability_refusals"] == 3 and s["stability_shortened"] == 0
+    assert [m["epoch_stability_refusals"] for m in res.metrics] == [1, 1, 1]
+    initial = train(_cfg(**{"training.epochs": 0}), write=False)
+    assert res.params.tobytes() == initial.params.tobytes()
+
+    # the streak is part of the checkpoint: 2 epochs, then extended to 10, stops where the
+    # uninterrupted run did
+    two = _cfg(**stall, **{"training.epochs": 2})
+    first = train(two, root=tmp_path, name="run")
+    assert not first.summary["stopped_early"] and first.summary["epochs_run"] == 2
+    more = _cfg(**stall, **{"training.epochs": 10})
+    resumed = train(more, root=tmp_path, name="run", resume=True)
+    assert resumed.summary["epochs_run"] == 3
+    assert resumed.summary["stop_reason"] == s["stop_reason"]
+
+    # None: never stops for it
+    never = _cfg(**{**stall, "training.stability_stall_steps": None, "training.epochs": 5})
+    assert train(never, write=False).summary["epochs_run"] == 5
