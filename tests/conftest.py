@@ -1,6 +1,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # Test helper modules (twin_helpers.py) import by plain name.
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -8,13 +10,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from instrument_helpers import clock, qdac_emulator, serve  # noqa: F401
 
 
-def pytest_collection_modifyitems(config: object, items: list) -> None:  # type: ignore[type-arg]
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Heavy modules first, so that the README's ``pytest -n 2 --dist loadscope`` does not end
     on one of them alone: modules holding ``slow`` tests, by the largest ``timeout`` mark among
     them (their authors' bound on their length), then the rest as collected (a stable sort)."""
 
-    def module(item: object) -> str:
-        return str(getattr(item, "nodeid", "")).split("::")[0]
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
 
     cost: dict[str, float] = {}
     for item in items:
