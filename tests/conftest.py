@@ -12,8 +12,9 @@ from instrument_helpers import clock, qdac_emulator, serve  # noqa: F401
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Heavy modules first, so that the README's ``pytest -n 2 --dist loadscope
-    --no-loadscope-reorder`` does not end on one of them alone: modules holding ``slow`` tests, by the largest ``timeout`` mark among
-    them (their authors' bound on their length), then the rest as collected (a stable sort)."""
+    --no-loadscope-reorder`` does not end on one of them alone: modules holding ``slow`` tests,
+    by the largest ``timeout`` mark among them (their authors' bound on their length), then the
+    rest as collected (a stable sort)."""
 
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]

@@ -55,9 +55,10 @@ class TrainerState:
     Generator *at the start of that epoch* (the resumed run draws the same order and skips the
     batches done). The rest: parameters, the last measured ones (``last_good``, for reverts),
     the last fully solved epoch-end ones (``anchor``), step count, failure counters, the
-    stability guard's run of refused steps, the step-length factor and its recovery streak, best-epoch selection and patience, the epoch's
-    batch losses, cosines and counts so far, the stop decision, wall time (s) and experiments
-    so far, the state of the systems (warm starts of the ideal twin) and of the estimator's rng.
+    stability guard's run of refused steps, the step-length factor and its recovery streak,
+    best-epoch selection and patience, the epoch's batch losses, cosines and counts so far, the
+    stop decision, wall time (s) and experiments so far, the state of the systems (warm starts
+    of the ideal twin) and of the estimator's rng.
     """
 
     params: Array
