@@ -95,9 +95,10 @@ def target_reached(ev: dict[str, Any], tc: TrainingConfig) -> bool:
 
 def guard_stalled(tc: TrainingConfig, refused_streak: int) -> bool:
     """True once the stability guard has refused ``training.stability_stall_steps`` steps in a
-    row (``refused_streak``): the parameters have not moved for that long."""
+    row (``refused_streak``, which only the guard counts): the parameters have not moved for
+    that long."""
     stall = tc.stability_stall_steps
-    return tc.stability_check != "none" and stall is not None and refused_streak >= stall
+    return stall is not None and refused_streak >= stall
 
 
 def stop_reason(

@@ -11,10 +11,10 @@ elements reversed in the learning phases, and it is compared with the exact adjo
 the designed network on the ideal twin. Measured (twin seed 20240611, β = 0.05, batch 2):
 ep_asymmetric cosine 0.9955 (0.9753 on an AMD EPYC with AVX2: round-off moves samples across the
 8-bit ADC's steps, so the seeded noise is quantised differently; hence ≥ 0.97 below), relative
-error 9.6 % (0.9997 / 5.8 % with the answer key for every
-term but the active elements); Vector-Field EP through the same bench cosine 0.86, relative
-error 137 %. Calibrated gains k within 2.4 % and 1.3 % of the truth, zeros within 0.003 and
-0.033 V, reversed gains +2.1 % and −3.4 %.
+error 9.6 % (0.9997 / 5.8 % with the answer key for every term but the active elements);
+Vector-Field EP through the same bench cosine 0.86, relative error 137 %. Calibrated gains k
+within 2.4 % and 1.3 % of the truth, zeros within 0.003 and 0.033 V, reversed gains +2.1 % and
+−3.4 %.
 
 A bench without feedback elements (the reference bench: its couplings are DAC-tuned reciprocal
 elements) is refused before anything is measured, naming the directed couplings it cannot
