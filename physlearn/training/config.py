@@ -282,10 +282,11 @@ class TrainingConfig(_Model):
     never trained on. ``failure_backoff``: factor applied to the step length after a step whose
     steady state could not be found (the parameters go back to the last measured ones);
     ``recovery_steps`` successful steps double it back, up to 1. ``revert_unsolved``: an epoch
-    whose evaluation finds samples without a steady state sends the parameters back to the last
-    epoch that solved every sample (with the same step shortening); if the last epoch does, the
-    run ends on those parameters and its result (``summary.json`` ``final``, ``selected_epoch``)
-    is their evaluation; an epoch that reverted is never the one ``select`` chooses.
+    whose evaluation finds training or validation samples without a steady state sends the
+    parameters back to the last epoch that solved all of them (with the same step shortening);
+    if the last epoch does, the run ends on those parameters and its result (``summary.json``
+    ``final``, ``selected_epoch``) is their evaluation; an epoch that reverted is never the one
+    ``select`` chooses. Unsolved test samples count as misclassified but never revert.
     ``min_mode_margin``: refuse (shrink, then skip) updates that move a linear mode at rest within
     this fraction of ω from ω or 2ω (keeps a conservative-like network off resonance).
     ``min_orbit_stiffness`` (autonomous systems, in (0, 1)): the `OrbitGuard`

@@ -147,9 +147,9 @@ async def evaluate_splits(
     splits: list[tuple[str, Array, Labels]],
     batch_size: int = 128,
 ) -> dict[str, Any]:
-    """An epoch's evaluation: ``{split}_loss`` and ``{split}_accuracy`` of every (name, x, y)
-    split, the number of splits with unsolved samples (``failures``) and of such samples
-    (``unsolved``)."""
+    """An epoch's evaluation: ``{split}_loss``, ``{split}_accuracy`` and ``{split}_unsolved``
+    of every (name, x, y) split, the number of splits with unsolved samples (``failures``) and
+    of such samples in all splits (``unsolved``)."""
     out: dict[str, Any] = {"failures": 0, "unsolved": 0}
     for split, x, y in splits:
         r = await evaluate_split(system, spec, targets, params, x, y, batch_size)
@@ -164,4 +164,5 @@ async def evaluate_splits(
             out["failures"] += 1
             out["unsolved"] += r.unsolved
         out[f"{split}_loss"], out[f"{split}_accuracy"] = r.loss, r.accuracy
+        out[f"{split}_unsolved"] = r.unsolved
     return out

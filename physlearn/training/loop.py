@@ -23,9 +23,11 @@ Failures never write anything half-way:
 * the step length is then multiplied by ``training.failure_backoff`` (down to 1/1024) and grows
   back ×2 every ``training.recovery_steps`` successful steps; a second failure in a row goes
   back further, to the last epoch-end parameters whose evaluation solved every sample;
-* an epoch-end evaluation in which some samples have no steady state (they count as
-  misclassified; the batch is split to isolate them) sends the parameters back to that last
-  fully solved epoch too, with the same step shortening (``training.revert_unsolved``);
+* an epoch-end evaluation in which some training or validation samples have no steady state
+  (they count as misclassified; the batch is split to isolate them) sends the parameters back to
+  that last fully solved epoch too, with the same step shortening (``training.revert_unsolved``);
+  unsolved *test* samples count as misclassified but never steer the run (the test split takes
+  no part in training decisions);
 * a failure of either kind at the smallest step length (``MIN_STEP_SCALE``) ends the run early
   (``summary["stop_reason"]``): the network sits at a bifurcation that shorter steps cannot avoid;
   so does a stability guard that refuses ``training.stability_stall_steps`` steps in a row;
@@ -85,6 +87,7 @@ from physlearn.training.rules import (
     Guard,
     backed_off,
     cosine,
+    decision_unsolved,
     guard_stalled,
     guarded_update,
     selection_key,
@@ -674,10 +677,13 @@ class Trainer:
         return stop
 
     async def _judge_evaluation(self, epoch: int, ev: dict[str, Any]) -> bool:
-        """A fully solved evaluation becomes the anchor; one with unsolved samples sends the
-        parameters back to it (``training.revert_unsolved``) with shorter steps: True then."""
+        """An evaluation that solved every training (and validation) sample becomes the anchor;
+        one with unsolved samples there sends the parameters back to it
+        (``training.revert_unsolved``) with shorter steps: True then. Unsolved test samples are
+        reported (as misclassified) but decide nothing: the run never steers by test data."""
         st, tc = self._st, self.setup.config.training
-        if ev["unsolved"] == 0:
+        unsolved = decision_unsolved(ev)
+        if unsolved == 0:
             st.anchor = st.params.copy()
             return False
         if not tc.revert_unsolved or np.array_equal(st.params, st.anchor):
@@ -686,7 +692,7 @@ class Trainer:
         # some samples have no steady state at these parameters: never train on from
         # here; go back to the last epoch whose evaluation solved every sample
         message = (
-            f"epoch {epoch}: {ev['unsolved']} evaluation samples without a steady state; "
+            f"epoch {epoch}: {unsolved} training/validation samples without a steady state; "
             f"parameters reverted to the last fully solved epoch, step length × "
             f"{tc.failure_backoff:.3g}"
         )
@@ -703,7 +709,7 @@ class Trainer:
                 st.step,
                 st.consecutive,
                 st.step_scale,
-                unsolved=int(ev["unsolved"]),
+                unsolved=unsolved,
             )
         )
         return True

@@ -93,6 +93,16 @@ def target_reached(ev: dict[str, Any], tc: TrainingConfig) -> bool:
     return False
 
 
+#: The evaluation splits whose unsolved samples steer a run (`decision_unsolved`).
+DECISION_SPLITS = ("train", "validation")
+
+
+def decision_unsolved(ev: dict[str, Any]) -> int:
+    """The unsolved samples of an evaluation ``ev`` (`evaluate_splits`) that may steer the run:
+    those of the training and validation splits, never the test split's."""
+    return int(sum(ev.get(f"{split}_unsolved", 0) for split in DECISION_SPLITS))
+
+
 def guard_stalled(tc: TrainingConfig, refused_streak: int) -> bool:
     """True once the stability guard has refused ``training.stability_stall_steps`` steps in a
     row (``refused_streak``, which only the guard counts): the parameters have not moved for

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from physlearn.training.config import TrainConfig
 from physlearn.training.datasets import Dataset
 from physlearn.training.encoding import ClassTargets
+from physlearn.training.rules import decision_unsolved
 from physlearn.training.runstore import EpochMetrics
 from physlearn.training.state import TrainerState
 
@@ -73,6 +74,7 @@ def epoch_metrics(
             "mean_batch_loss": float(np.mean(st.batch_losses)) if st.batch_losses else math.nan,
             "eval_failures": ev["failures"],
             "eval_unsolved": ev["unsolved"],
+            "eval_unsolved_decisive": decision_unsolved(ev),
             "reverted_after_evaluation": reverted,
             "train_time_s": timing.train_time_s,
             "eval_time_s": timing.eval_time_s,
@@ -105,9 +107,10 @@ def selected(
 
 def anchor_row(st: TrainerState, metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The metrics row of the parameters an evaluation revert returns to: the last epoch whose
-    evaluation solved every sample, else the initial evaluation."""
+    evaluation solved every training and validation sample (``eval_unsolved_decisive``; rows
+    written before that key: every sample), else the initial evaluation."""
     for m in reversed(metrics):
-        if not m.get("eval_unsolved"):
+        if not m.get("eval_unsolved_decisive", m.get("eval_unsolved")):
             return m
     return dict(st.initial) or None
 

@@ -421,6 +421,40 @@ def test_unsolved_evaluation_sends_parameters_back_to_the_last_solved_epoch(sele
     assert s["final"]["unsolved"] == 0 and s["last"] == m[-1]
 
 
+def test_unsolved_test_samples_never_steer_the_run() -> None:
+    """Only training (and validation) samples without a steady state revert the parameters: a
+    test sample that never solves counts as misclassified in every epoch, and the run trains on
+    exactly as if it solved (the test split takes no part in training decisions)."""
+    cfg = _cfg("iris", **{"training.epochs": 2, "training.batch_size": 40})
+    setup = prepare(cfg)
+    ds = setup.dataset
+    assert not np.any(np.all(ds.x_train == ds.x_test[0], axis=1))  # a test-only sample
+    twin = make_twin(cfg, setup.spec, "none")
+    clean = asyncio.run(Trainer(prepare(cfg), eval_system=twin).run(None))
+    flaky = _FailsWithSample(make_twin(cfg, setup.spec, "none"), ds.x_test[0])
+    res = asyncio.run(Trainer(setup, eval_system=flaky).run(None))
+    m = res.metrics
+    assert [r["eval_unsolved"] for r in m] == [1, 1]
+    assert [r["eval_unsolved_decisive"] for r in m] == [0, 0]
+    assert not any(r["reverted_after_evaluation"] for r in m)
+    assert res.summary["evaluation_reverts"] == 0
+    assert res.params.tobytes() == clean.params.tobytes()  # the same trajectory
+    assert [r["train_accuracy"] for r in m] == [r["train_accuracy"] for r in clean.metrics]
+    # the unsolved test sample counts as misclassified
+    assert all(
+        round(r["test_accuracy"] * ds.n_test) <= round(c["test_accuracy"] * ds.n_test)
+        for r, c in zip(m, clean.metrics, strict=True)
+    )
+    # a training sample without a steady state does revert (sample 0, solved only at p0)
+    p0 = setup.spec.initial_parameters()
+    setup2 = prepare(cfg)
+    flaky2 = _FailsWithSample(make_twin(cfg, setup2.spec, "none"), ds.x_train[0], p0)
+    res2 = asyncio.run(Trainer(setup2, eval_system=flaky2).run(None))
+    assert [r["eval_unsolved_decisive"] for r in res2.metrics] == [1, 1]
+    assert [r["reverted_after_evaluation"] for r in res2.metrics] == [True, True]
+    assert res2.params.tobytes() == p0.tobytes()
+
+
 def test_failing_again_at_the_smallest_step_stops_the_run() -> None:
     cfg = _cfg(
         "xor",
