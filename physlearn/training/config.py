@@ -303,6 +303,11 @@ class TrainingConfig(_Model):
     halved up to ``stability_backtracks`` times, then refused (parameters kept)
     (training/stability_guard.py; counted as ``stability_shortened`` / ``stability_refusals``,
     reported as `StabilityGuarded` events). The final stability report then uses the same method.
+    ``max_loss_increase`` (≥ 0; None: off): the same guard also shortens or refuses a step after
+    which the mini-batch's mean free-phase cost (on the guard's twin) exceeds (1 + this) × the
+    cost before it — a backtracking line search that catches the jump to another attractor at a
+    fold, which the Floquet test passes when the new orbit attracts. It works with
+    ``stability_check = "none"`` too (the cost test alone).
     ``stability_stall_steps``: the run stops (``summary["stop_reason"]``) once the guard has
     refused this many steps in a row — the parameters then have not moved for that long, and
     every update the optimizer proposes leaves an orbit non-attracting (None: never).
@@ -338,6 +343,7 @@ class TrainingConfig(_Model):
     stability_margin: float = Field(0.0, ge=0.0, lt=1.0)
     stability_backtracks: int = Field(3, ge=0, le=20)
     stability_stall_steps: int | None = Field(50, ge=1)
+    max_loss_increase: float | None = Field(None, ge=0.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _selection(self) -> TrainingConfig:

@@ -123,8 +123,10 @@ class StabilityGuarded(RunEvent):
     """The stability guard (``training.stability_check``) changed a step: ``outcome``
     ``"shortened"`` (the update × ``fraction`` kept every free orbit of the mini-batch
     attracting) or ``"refused"`` (no fraction did: parameters kept). ``max_multiplier``: the
-    largest |μ| at the full step (inf where a sample had no steady state); ``threshold``: the
-    bound it had to keep."""
+    largest |μ| at the full step (inf where a sample had no steady state, −inf when only the
+    cost is checked); ``threshold``: the bound it had to keep; ``cost_ratio``: the mini-batch
+    cost at the full step over the cost before it (``training.max_loss_increase``; None when
+    not checked or the orbits did not attract)."""
 
     kind: ClassVar[str] = "stability_guard"
     epoch: int
@@ -134,6 +136,7 @@ class StabilityGuarded(RunEvent):
     fraction: float
     max_multiplier: float
     threshold: float
+    cost_ratio: float | None = None
 
 
 @dataclass(frozen=True)

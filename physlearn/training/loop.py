@@ -96,7 +96,7 @@ from physlearn.training.rules import (
 from physlearn.training.runstore import Checkpoint, RunStore
 from physlearn.training.setup import TrainSetup
 from physlearn.training.stability import stability_report
-from physlearn.training.stability_guard import make_stability_guard
+from physlearn.training.stability_guard import guard_wanted, make_stability_guard
 from physlearn.training.state import (
     TrainerState,
     get_rng_state,
@@ -228,7 +228,7 @@ class Trainer:
             setup.dataset, tc.validation_fraction, tc.seed
         )
         self.guard, self.guard_margin = make_guard(cfg, spec, self.x_fit)
-        on = tc.stability_check != "none"
+        on = guard_wanted(tc)
         self.stability = make_stability_guard(cfg, make_twin(cfg, spec, "none") if on else None)
         self.events = events if events is not None else EventStream()
         self.control = control if control is not None else RunControl()

@@ -131,7 +131,9 @@ def stop_reason(
     if guard_stalled(tc, refused_streak):
         return (
             f"the stability guard refused the last {refused_streak} steps: every update the "
-            "optimizer proposes leaves a free orbit non-attracting (training.stability_stall_steps)"
+            "optimizer proposes leaves a free orbit non-attracting"
+            + (" or raises the cost too much" if tc.max_loss_increase is not None else "")
+            + " (training.stability_stall_steps)"
         )
     if target_reached(ev, tc):
         return "target reached"

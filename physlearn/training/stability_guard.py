@@ -3,6 +3,13 @@ free orbits of the mini-batch at the new parameters are solved on an ideal twin 
 largest Floquet multiplier checked; a step that leaves an orbit non-attracting (or without a
 steady state) is halved until it does not, or refused.
 
+``training.max_loss_increase`` adds a second test on the same solves: the mini-batch's mean
+free-phase cost at the new parameters may exceed the cost at the current ones by at most that
+fraction. It catches what the Floquet test cannot: at a fold the orbit a step was computed on
+ends, and the network jumps to another attractor, which may well attract — the loss then jumps
+(XOR, conservative regime: from 1.8e-3 to 4.0e-2 and 100 % to 50 % in one step). It is a
+backtracking line search on the free phase alone, so a bench could run it too.
+
 A gradient step can carry the network across a bifurcation (a parametric resonance, a fold)
 where the orbit it trains on stops attracting: the twin's Newton solver still converges there,
 a bench would not settle. The final stability report finds that only at the end of the run;
@@ -20,13 +27,14 @@ measured (docs/benchmarks.md, "Floquet check").
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError, SolverError
-from physlearn.spec.system import StabilityCheck
+from physlearn.spec.system import PhysicalSystem, StabilityCheck
 from physlearn.spec.task import Task
 from physlearn.training.events import EventStream, StabilityGuarded
 from physlearn.training.stability import STABILITY_TOL
@@ -35,7 +43,7 @@ from physlearn.training.state import TrainerState
 Array = NDArray[np.float64]
 log = logging.getLogger(__name__)
 
-__all__ = ["StabilityGuard", "make_stability_guard"]
+__all__ = ["StabilityGuard", "guard_wanted", "make_stability_guard"]
 
 #: the counters the guard adds to the run's (summary, metrics rows) when it is on
 COUNTERS = ("stability_shortened", "stability_refusals")
@@ -46,9 +54,10 @@ class StabilityGuard:
     """Checks the free orbits of a mini-batch at proposed parameters on ``twin``."""
 
     twin: StabilityCheck
-    method: str
+    method: str  # "full", "collocation", or "none" (the cost test only)
     margin: float
     backtracks: int
+    max_loss_increase: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -56,13 +65,37 @@ class StabilityGuard:
         return 1.0 - self.margin if self.margin > 0 else 1.0 + STABILITY_TOL
 
     async def worst(self, params: Array, u: Array, task: Task) -> float:
-        """max |μ_dom| over the mini-batch at ``params`` (inf if a sample has no steady state)."""
+        """max |μ_dom| over the mini-batch at ``params`` (inf if a sample has no steady state;
+        −inf when the guard checks the cost only)."""
+        if self.method == "none":
+            return -math.inf
         try:
             mult = await self.twin.floquet_check(params, u, task, method=self.method)
         except SolverError as exc:
             log.info("stability guard: no attracting steady state (%s)", exc)
-            return float("inf")
+            return math.inf
         return float(np.max(mult))
+
+    async def cost(self, params: Array, u: Array, task: Task) -> float:
+        """The mini-batch's mean free-phase cost at ``params`` on the guard's twin (inf if a
+        sample has no steady state); after `worst` at the same parameters the solve starts
+        from the orbits just found."""
+        twin = self.twin
+        assert isinstance(twin, PhysicalSystem)
+        try:
+            await twin.set_parameters(params)
+            await twin.set_input(u)
+            await twin.set_forces(None)
+            obs = await twin.measure()
+        except SolverError as exc:
+            log.info("stability guard: no steady state for the cost (%s)", exc)
+            return math.inf
+        return float(np.mean(task.cost(obs.x, obs.t_s, obs.dt_s)))
+
+    def _accepts(self, worst: float, ratio: float) -> bool:
+        if worst > self.threshold:
+            return False
+        return self.max_loss_increase is None or ratio <= 1.0 + self.max_loss_increase
 
     async def apply(
         self,
@@ -74,9 +107,10 @@ class StabilityGuard:
         task: Task,
     ) -> Array:
         """The update st.params → ``proposal``, halved up to ``backtracks`` times until every
-        free orbit of the mini-batch attracts with the margin, else st.params (refused).
-        Counts and reports what it changed (``where``: epoch, batch) and keeps
-        ``st.refused_streak``, the refused steps in a row (``training.stability_stall_steps``)."""
+        free orbit of the mini-batch attracts with the margin (and the mini-batch cost has not
+        risen by more than ``max_loss_increase``), else st.params (refused). Counts and reports
+        what it changed (``where``: epoch, batch) and keeps ``st.refused_streak``, the refused
+        steps in a row (``training.stability_stall_steps``)."""
         for name in COUNTERS:
             st.counters.setdefault(name, 0)
             st.ep_counts.setdefault(name, 0)
@@ -84,14 +118,20 @@ class StabilityGuard:
         delta = proposal - params
         if not np.any(delta):
             return proposal
-        first = float("nan")
+        base = math.nan
+        if self.max_loss_increase is not None:
+            base = await self.cost(params, u, task)
+        first = (math.nan, math.nan)
         frac = 1.0
         for k in range(self.backtracks + 1):
             frac = 0.5**k
             trial = params + frac * delta if k else proposal
             w = await self.worst(trial, u, task)
-            first = w if k == 0 else first
-            if w <= self.threshold:
+            ratio = math.nan
+            if self.max_loss_increase is not None and w <= self.threshold:
+                ratio = _ratio(await self.cost(trial, u, task), base)
+            first = (w, ratio) if k == 0 else first
+            if self._accepts(w, ratio):
                 st.refused_streak = 0
                 if k == 0:
                     return proposal
@@ -106,19 +146,23 @@ class StabilityGuard:
         where: tuple[int, int],
         outcome: str,
         frac: float,
-        first: float,
+        first: tuple[float, float],
         result: Array,
     ) -> Array:
         counter = "stability_shortened" if outcome == "shortened" else "stability_refusals"
         st.counters[counter] += 1
         st.ep_counts[counter] += 1
+        mu, ratio = first
         log.info(
-            "step %d: stability guard %s the update (×%g; |μ| %.6g at the full step > %.6g)",
+            "step %d: stability guard %s the update (×%g; at the full step |μ| %.6g, bound "
+            "%.6g; cost ratio %.4g, bound %s)",
             st.step + 1,
             outcome,
             frac,
-            first,
+            mu,
             self.threshold,
+            ratio,
+            "none" if self.max_loss_increase is None else f"{1 + self.max_loss_increase:.4g}",
         )
         await events.emit(
             StabilityGuarded(
@@ -127,26 +171,45 @@ class StabilityGuard:
                 step=st.step + 1,
                 outcome=outcome,
                 fraction=frac,
-                max_multiplier=first,
+                max_multiplier=mu,
                 threshold=self.threshold,
+                cost_ratio=None if math.isnan(ratio) else ratio,
             )
         )
         return result
 
 
+def guard_wanted(tc: object) -> bool:
+    """Whether ``training`` asks for the guard (``stability_check`` or ``max_loss_increase``)."""
+    return tc.stability_check != "none" or tc.max_loss_increase is not None  # type: ignore[attr-defined]
+
+
 def make_stability_guard(cfg: object, twin: StabilityCheck | None) -> StabilityGuard | None:
-    """The guard of ``training.stability_check`` on ``twin`` (None when the option is off)."""
+    """The guard of ``training.stability_check`` / ``max_loss_increase`` on ``twin`` (None
+    when both are off)."""
     tc = cfg.training  # type: ignore[attr-defined]
-    if tc.stability_check == "none":
+    if not guard_wanted(tc):
         return None
+    option = "stability_check" if tc.stability_check != "none" else "max_loss_increase"
     if cfg.system.kind == "autonomous":  # type: ignore[attr-defined]
-        raise ConfigError("training.stability_check: not for [system] kind = autonomous")
+        raise ConfigError(f"training.{option}: not for [system] kind = autonomous")
     if getattr(cfg.network, "is_gp", False):  # type: ignore[attr-defined]
         raise ConfigError(
-            "training.stability_check: not for a GP lattice or field ([system] floquet checks "
+            f"training.{option}: not for a GP lattice or field ([system] floquet checks "
             "its stationary states' Bogoliubov spectra)"
         )
     assert twin is not None
     return StabilityGuard(
-        twin, tc.stability_check, float(tc.stability_margin), int(tc.stability_backtracks)
+        twin,
+        tc.stability_check,
+        float(tc.stability_margin),
+        int(tc.stability_backtracks),
+        None if tc.max_loss_increase is None else float(tc.max_loss_increase),
     )
+
+
+def _ratio(cost: float, base: float) -> float:
+    """cost / base, with a zero base: 1 for a zero cost, inf otherwise."""
+    if base > 0.0:
+        return cost / base
+    return 1.0 if cost <= 0.0 else math.inf

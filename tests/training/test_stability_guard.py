@@ -6,6 +6,7 @@ the option off (or when it never intervenes) the run is bit-identical."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,41 @@ def test_a_guard_that_refuses_every_step_stops_the_run(tmp_path: Path) -> None:
     # None: never stops for it
     never = _cfg(**{**stall, "training.stability_stall_steps": None, "training.epochs": 5})
     assert train(never, write=False).summary["epochs_run"] == 5
+
+
+def test_max_loss_increase_makes_every_step_a_descent_step() -> None:
+    """``training.max_loss_increase = 0`` (the cost test alone): with a learning rate so large
+    that the unguarded run's loss jumps up, every step the guard lets through lowers the cost of
+    the mini-batch (here all four XOR points, one step per epoch), and every step it changed
+    had raised the cost at full length (measured: ×26 … ×1.08, or no steady state at all)."""
+    overrides = {"optimizer.lr": 1.0, "training.epochs": 6}
+    free = train(_cfg(**overrides), write=False)
+    losses = [m["train_loss"] for m in free.metrics]
+    assert any(b > a for a, b in itertools.pairwise(losses))  # it jumps up
+
+    cfg = _cfg(
+        **overrides, **{"training.max_loss_increase": 0.0, "training.stability_backtracks": 10}
+    )
+    trainer = Trainer(prepare(cfg))
+    assert trainer.stability is not None and trainer.stability.method == "none"
+    seen: list[RunEvent] = []
+    trainer.events.subscribe(seen.append)
+    res = asyncio.run(trainer.run(None))
+    guarded = [e for e in seen if isinstance(e, StabilityGuarded)]
+    assert len(guarded) == res.summary["stability_shortened"] + res.summary["stability_refusals"]
+    assert res.summary["stability_shortened"] > 0
+    assert all(e.cost_ratio is None or e.cost_ratio > 1.0 for e in guarded)
+    initial = res.summary["initial"]["train_loss"]
+    losses = [initial] + [m["train_loss"] for m in res.metrics]
+    assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(losses)), losses
+    assert losses[-1] < initial
+
+
+def test_max_loss_increase_is_checked() -> None:
+    with pytest.raises(ConfigError, match="max_loss_increase"):
+        _cfg(**{"training.max_loss_increase": -0.1})
+    cfg = load_train_config(
+        EXAMPLES / "autonomous-xor-energy.toml", {"training.max_loss_increase": 0.5}
+    )
+    with pytest.raises(ConfigError, match="max_loss_increase"):
+        Trainer(prepare(cfg))
