@@ -408,6 +408,23 @@ class IdealSystem(PhysicalSystem):
         for key, ai, xi in zip(_keys(u), a, x, strict=True):
             self._cache[key] = (ai.copy(), xi.copy())
 
+    def warm_starts(self, u: Array) -> dict[bytes, tuple[Array, Array] | None]:
+        """The cached free orbits (and their parameters) of the inputs ``u`` (B, n_in), None
+        where there is none: what `restore_warm_starts` puts back, so that trial solves at
+        parameters a run then does not take leave no trace in later warm starts."""
+        return {
+            key: None if (e := self._cache.get(key)) is None else (e[0].copy(), e[1].copy())
+            for key in _keys(np.atleast_2d(np.asarray(u, dtype=float)))
+        }
+
+    def restore_warm_starts(self, saved: dict[bytes, tuple[Array, Array] | None]) -> None:
+        """Put back the cache entries of a `warm_starts` snapshot (dropping those it lacked)."""
+        for key, entry in saved.items():
+            if entry is None:
+                self._cache.pop(key, None)
+            else:
+                self._cache[key] = (entry[0].copy(), entry[1].copy())
+
     # ------------------------------------------------------------------ steady states
     def _warm_start(self, u: Array) -> Array | None:
         x0 = np.zeros((u.shape[0], self.grid.n, self.n_nodes))

@@ -19,6 +19,12 @@ solves are not counted as experiments. The twin warm-starts every check from the
 found for those inputs; that cache is not in the checkpoint, so a resumed run re-solves its
 first checks from rest (the same orbits unless the network has several attractors there).
 
+Every trial starts from the orbits the twin had for the mini-batch before the step (the
+continuation of the current state, as a bench would follow it): a trial that is then shortened
+or refused leaves no trace in later warm starts. Without that, a refused trial's orbit (on a
+branch the run never enters) seeded the next check, and the guard and the evaluation could
+follow different branches at the same parameters.
+
 Cost: a free-phase solve of the mini-batch plus its Floquet check per trial (up to
 1 + ``stability_backtracks`` per step); the full RK4 check is the cheaper method at every d
 measured (docs/benchmarks.md, "Floquet check").
@@ -121,11 +127,13 @@ class StabilityGuard:
         base = math.nan
         if self.max_loss_increase is not None:
             base = await self.cost(params, u, task)
+        memory = _WarmStarts(self.twin, u)
         first = (math.nan, math.nan)
         frac = 1.0
         for k in range(self.backtracks + 1):
             frac = 0.5**k
             trial = params + frac * delta if k else proposal
+            memory.restore()
             w = await self.worst(trial, u, task)
             ratio = math.nan
             if self.max_loss_increase is not None and w <= self.threshold:
@@ -136,6 +144,7 @@ class StabilityGuard:
                 if k == 0:
                     return proposal
                 return await self._report(st, events, where, "shortened", frac, first, trial)
+        memory.restore()
         st.refused_streak += 1
         return await self._report(st, events, where, "refused", 0.0, first, params.copy())
 
@@ -206,6 +215,20 @@ def make_stability_guard(cfg: object, twin: StabilityCheck | None) -> StabilityG
         int(tc.stability_backtracks),
         None if tc.max_loss_increase is None else float(tc.max_loss_increase),
     )
+
+
+class _WarmStarts:
+    """The guard twin's warm starts for a mini-batch's inputs, kept to be put back before each
+    trial (where the twin has them: the ideal twin's `warm_starts`)."""
+
+    def __init__(self, twin: object, u: Array) -> None:
+        self.twin = twin
+        take = getattr(twin, "warm_starts", None)
+        self.saved = take(u) if callable(take) else None
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            self.twin.restore_warm_starts(self.saved)  # type: ignore[attr-defined]
 
 
 def _ratio(cost: float, base: float) -> float:

@@ -175,3 +175,36 @@ def test_max_loss_increase_is_checked() -> None:
     )
     with pytest.raises(ConfigError, match="max_loss_increase"):
         Trainer(prepare(cfg))
+
+
+def test_a_refused_trial_leaves_no_trace_in_the_guards_warm_starts() -> None:
+    """Each trial starts from the orbits the guard's twin had before the step: after a refused
+    step its warm starts for the mini-batch are the ones before it, bit for bit (a refused
+    trial's orbit would otherwise seed the next check, possibly on another branch)."""
+    import numpy as np
+
+    from physlearn.training.events import EventStream
+    from physlearn.training.state import TrainerState
+
+    cfg = _cfg(**{"training.stability_check": "full", "training.stability_margin": 0.999})
+    setup = prepare(cfg)
+    trainer = Trainer(setup)
+    guard = trainer.stability
+    assert guard is not None
+    twin = guard.twin
+    u = setup.dataset.x_train
+    task = setup.targets.task(setup.spec, setup.dataset.y_train)
+    p0 = setup.spec.initial_parameters()
+    asyncio.run(guard.worst(p0, u, task))  # the twin now holds the orbits at p0
+    before = twin.warm_starts(u)  # type: ignore[attr-defined]
+    st = TrainerState.fresh(p0, 0)
+    out = asyncio.run(guard.apply(st, EventStream(), (0, 0), p0 + 0.2, u, task))
+    assert out.tobytes() == p0.tobytes() and st.counters["stability_refusals"] == 1
+    after = twin.warm_starts(u)  # type: ignore[attr-defined]
+    assert before.keys() == after.keys()
+    for key, (alpha, orbit) in before.items():  # type: ignore[misc]
+        assert np.array_equal(after[key][0], alpha) and np.array_equal(after[key][1], orbit)
+    # ... whereas the trials themselves solved elsewhere
+    asyncio.run(guard.worst(p0 + 0.025, u, task))
+    moved = twin.warm_starts(u)  # type: ignore[attr-defined]
+    assert not all(np.array_equal(moved[k][1], before[k][1]) for k in before)  # type: ignore[index]
