@@ -1,8 +1,9 @@
 """Reference outputs recorded from known-good code, so that tests can show later changes keep
 behaviour bit for bit. First recorded from the code before the "One house" redesign (73400ae);
 re-recorded after the twin's EP-step speed-ups (issue 16: the solver converges by another path to
-the same tolerance; 7e-8 relative after epoch 0, 104 → 97 epochs, both 100 %), and again on
-2026-12-07 (below).
+the same tolerance; 7e-8 relative after epoch 0, 104 → 97 epochs, both 100 %), again on
+2026-12-07 (below), and once more when examples/xor.toml took `training.max_loss_increase = 0.5`
+(100 % after 87 epochs instead of 111, every final orbit attracting).
 
 Bit for bit holds only on the arithmetic the files were recorded on. OpenBLAS and NumPy pick
 their kernels by CPU (AVX2, AVX-512, …), which changes the last bits of a matrix product or a
@@ -15,10 +16,11 @@ after 97. So the files now carry the fingerprint of the arithmetic they were rec
 (`arithmetic_fingerprint`, golden/platform.json): on the same arithmetic the comparison is exact,
 epoch for epoch; on another it checks what round-off cannot move — the first epoch's parameters
 within `FIRST_EPOCH_RTOL` — and the callers check what holds on any trajectory. The outcome is
-not one of those: with the stability guard on, examples/xor.toml reaches 100 % here (111 epochs)
-and with OpenBLAS's Sandybridge kernels (OPENBLAS_CORETYPE=Sandybridge, 114 epochs), but with its
-Nehalem kernels it stalls at 75 %, the guard refusing every step from epoch ~50 on (measured
-2026-12-07, 258 epochs before it was stopped). Comparisons that do
+not one of those: with the stability guard on, examples/xor.toml reached 100 % here (111 epochs;
+87 since `max_loss_increase`) and with OpenBLAS's Sandybridge kernels
+(OPENBLAS_CORETYPE=Sandybridge, 114 epochs), but with its Nehalem kernels it stalls at 75 %, the
+guard refusing every step from epoch ~50 on (measured 2026-12-07: it now stops itself after 85
+epochs, `training.stability_stall_steps`). Comparisons that do
 not need a recording (a resumed run against the uninterrupted one, the served bench against the
 in-memory one) are made exactly within one test run instead.
 

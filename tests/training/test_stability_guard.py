@@ -30,6 +30,7 @@ def _cfg(**overrides: Any) -> TrainConfig:
         "training.target_accuracy": None,
         "training.target_loss": None,
         "training.stability_check": "none",  # examples/xor.toml turns the guard on
+        "training.max_loss_increase": None,
     }
     return load_train_config(EXAMPLES / "xor.toml", {**base, **overrides})
 
