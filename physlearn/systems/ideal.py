@@ -408,23 +408,6 @@ class IdealSystem(PhysicalSystem):
         for key, ai, xi in zip(_keys(u), a, x, strict=True):
             self._cache[key] = (ai.copy(), xi.copy())
 
-    def warm_starts(self, u: Array) -> dict[bytes, tuple[Array, Array] | None]:
-        """The cached free orbits (and their parameters) of the inputs ``u`` (B, n_in), None
-        where there is none: what `restore_warm_starts` puts back, so that trial solves at
-        parameters a run then does not take leave no trace in later warm starts."""
-        return {
-            key: None if (e := self._cache.get(key)) is None else (e[0].copy(), e[1].copy())
-            for key in _keys(np.atleast_2d(np.asarray(u, dtype=float)))
-        }
-
-    def restore_warm_starts(self, saved: dict[bytes, tuple[Array, Array] | None]) -> None:
-        """Put back the cache entries of a `warm_starts` snapshot (dropping those it lacked)."""
-        for key, entry in saved.items():
-            if entry is None:
-                self._cache.pop(key, None)
-            else:
-                self._cache[key] = (entry[0].copy(), entry[1].copy())
-
     # ------------------------------------------------------------------ steady states
     def _warm_start(self, u: Array) -> Array | None:
         x0 = np.zeros((u.shape[0], self.grid.n, self.n_nodes))
@@ -765,6 +748,25 @@ class IdealSystem(PhysicalSystem):
             return np.asarray(dom.modulus, dtype=float)
         mult = floquet_multipliers(self.model, theta, exc, self.grid, sol.x, 0.0)
         return np.asarray(np.abs(mult[:, 0]), dtype=float)
+
+
+def warm_starts(twin: IdealSystem, u: Array) -> dict[bytes, tuple[Array, Array] | None]:
+    """The twin's cached free orbits (and their parameters) of the inputs ``u`` (B, n_in), None
+    where it has none: what `restore_warm_starts` puts back, so that trial solves at parameters
+    a run then does not take leave no trace in later warm starts."""
+    return {
+        key: None if (e := twin._cache.get(key)) is None else (e[0].copy(), e[1].copy())
+        for key in _keys(np.atleast_2d(np.asarray(u, dtype=float)))
+    }
+
+
+def restore_warm_starts(twin: IdealSystem, saved: dict[bytes, tuple[Array, Array] | None]) -> None:
+    """Put back the cache entries of a `warm_starts` snapshot (dropping those it lacked)."""
+    for key, entry in saved.items():
+        if entry is None:
+            twin._cache.pop(key, None)
+        else:
+            twin._cache[key] = (entry[0].copy(), entry[1].copy())
 
 
 def _keys(u: Array) -> list[bytes]:

@@ -678,9 +678,8 @@ class Trainer:
 
     async def _judge_evaluation(self, epoch: int, ev: dict[str, Any]) -> bool:
         """An evaluation that solved every training (and validation) sample becomes the anchor;
-        one with unsolved samples there sends the parameters back to it
-        (``training.revert_unsolved``) with shorter steps: True then. Unsolved test samples are
-        reported (as misclassified) but decide nothing: the run never steers by test data."""
+        one with unsolved samples there sends the parameters back to it with shorter steps
+        (``training.revert_unsolved``): True then. Test samples decide nothing."""
         st, tc = self._st, self.setup.config.training
         unsolved = decision_unsolved(ev)
         if unsolved == 0:

@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from physlearn.errors import ConfigError, SolverError
 from physlearn.spec.system import PhysicalSystem, StabilityCheck
 from physlearn.spec.task import Task
+from physlearn.systems.ideal import IdealSystem, restore_warm_starts, warm_starts
 from physlearn.training.events import EventStream, StabilityGuarded
 from physlearn.training.stability import STABILITY_TOL
 from physlearn.training.state import TrainerState
@@ -219,16 +220,15 @@ def make_stability_guard(cfg: object, twin: StabilityCheck | None) -> StabilityG
 
 class _WarmStarts:
     """The guard twin's warm starts for a mini-batch's inputs, kept to be put back before each
-    trial (where the twin has them: the ideal twin's `warm_starts`)."""
+    trial (where the twin has them: the ideal twin, `physlearn.systems.ideal.warm_starts`)."""
 
     def __init__(self, twin: object, u: Array) -> None:
-        self.twin = twin
-        take = getattr(twin, "warm_starts", None)
-        self.saved = take(u) if callable(take) else None
+        self.twin = twin if isinstance(twin, IdealSystem) else None
+        self.saved = warm_starts(self.twin, u) if self.twin is not None else None
 
     def restore(self) -> None:
-        if self.saved is not None:
-            self.twin.restore_warm_starts(self.saved)  # type: ignore[attr-defined]
+        if self.twin is not None and self.saved is not None:
+            restore_warm_starts(self.twin, self.saved)
 
 
 def _ratio(cost: float, base: float) -> float:

@@ -184,6 +184,7 @@ def test_a_refused_trial_leaves_no_trace_in_the_guards_warm_starts() -> None:
     trial's orbit would otherwise seed the next check, possibly on another branch)."""
     import numpy as np
 
+    from physlearn.systems.ideal import IdealSystem, warm_starts
     from physlearn.training.events import EventStream
     from physlearn.training.state import TrainerState
 
@@ -193,19 +194,22 @@ def test_a_refused_trial_leaves_no_trace_in_the_guards_warm_starts() -> None:
     guard = trainer.stability
     assert guard is not None
     twin = guard.twin
+    assert isinstance(twin, IdealSystem)
     u = setup.dataset.x_train
     task = setup.targets.task(setup.spec, setup.dataset.y_train)
     p0 = setup.spec.initial_parameters()
     asyncio.run(guard.worst(p0, u, task))  # the twin now holds the orbits at p0
-    before = twin.warm_starts(u)  # type: ignore[attr-defined]
+    before = warm_starts(twin, u)
     st = TrainerState.fresh(p0, 0)
     out = asyncio.run(guard.apply(st, EventStream(), (0, 0), p0 + 0.2, u, task))
     assert out.tobytes() == p0.tobytes() and st.counters["stability_refusals"] == 1
-    after = twin.warm_starts(u)  # type: ignore[attr-defined]
+    after = warm_starts(twin, u)
     assert before.keys() == after.keys()
-    for key, (alpha, orbit) in before.items():  # type: ignore[misc]
-        assert np.array_equal(after[key][0], alpha) and np.array_equal(after[key][1], orbit)
+    for key, entry in before.items():
+        now = after[key]
+        assert entry is not None and now is not None
+        assert np.array_equal(now[0], entry[0]) and np.array_equal(now[1], entry[1])
     # ... whereas the trials themselves solved elsewhere
     asyncio.run(guard.worst(p0 + 0.025, u, task))
-    moved = twin.warm_starts(u)  # type: ignore[attr-defined]
+    moved = warm_starts(twin, u)
     assert not all(np.array_equal(moved[k][1], before[k][1]) for k in before)  # type: ignore[index]
