@@ -12,6 +12,7 @@ import inspect
 from typing import Any
 
 from physlearn.errors import ConfigError
+from physlearn.estimators._common import measure_free
 from physlearn.estimators.adjoint import Adjoint
 from physlearn.estimators.base import Estimator, GradientEstimate
 from physlearn.estimators.ep_asymmetric import EPAsymmetric
@@ -93,4 +94,5 @@ __all__ = [
     "known_estimators",
     "known_estimators_for",
     "make_estimator",
+    "measure_free",
 ]

@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from physlearn.errors import ConfigError, SolverError
+from physlearn.estimators import measure_free
 from physlearn.spec.system import PhysicalSystem, StabilityCheck
 from physlearn.spec.task import Task
 from physlearn.systems.ideal import IdealSystem, restore_warm_starts, warm_starts
@@ -87,17 +88,13 @@ class StabilityGuard:
         """The mini-batch's mean free-phase cost at ``params`` on the guard's twin (inf if a
         sample has no steady state); after `worst` at the same parameters the solve starts
         from the orbits just found."""
-        twin = self.twin
-        assert isinstance(twin, PhysicalSystem)
+        assert isinstance(self.twin, PhysicalSystem)
         try:
-            await twin.set_parameters(params)
-            await twin.set_input(u)
-            await twin.set_forces(None)
-            obs = await twin.measure()
+            _, cost = await measure_free(self.twin, params, u, task)
         except SolverError as exc:
             log.info("stability guard: no steady state for the cost (%s)", exc)
             return math.inf
-        return float(np.mean(task.cost(obs.x, obs.t_s, obs.dt_s)))
+        return float(np.mean(cost))
 
     def _accepts(self, worst: float, ratio: float) -> bool:
         if worst > self.threshold:
